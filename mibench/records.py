@@ -1,0 +1,147 @@
+"""Tasks and their result records, stored one JSON file per task.
+
+A task is (method + resolved parameters, dataset + resolved parameters, pair, seed). Its key is a
+hash of exactly those, so a rerun of the same command finds the records it already has and runs
+only the missing tasks; changing any parameter makes new keys (new tasks) instead of silently
+reusing old results. Records are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+RECORDS_DIR = "records"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: register one pair with one method (and parameters) and one seed."""
+
+    method: str
+    method_params: dict[str, Any]
+    dataset: str
+    dataset_params: dict[str, Any]
+    pair_id: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        ident = {"method": self.method, "method_params": self.method_params,
+                 "dataset": self.dataset, "dataset_params": self.dataset_params,
+                 "pair": self.pair_id, "seed": self.seed, "schema": SCHEMA_VERSION}
+        return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
+
+    def record_path(self, run_dir: Path) -> Path:
+        return Path(run_dir) / RECORDS_DIR / self.method / f"{self.pair_id}.s{self.seed}.{self.key}.json"
+
+
+@dataclass
+class Record:
+    """The outcome of one task.
+
+    ``status`` is ``ok`` or ``failed`` (exception, time-out, NaN, singular transform, worker
+    crash; ``error`` says which). A failed pair is scored with its initial error
+    (``landmark_errors == initial_errors``). ``scored`` is False for pairs without fixed
+    landmarks (registered, not scored). ``wall_s`` is the registration alone; ``device_s`` is the
+    CUDA-synchronised time on GPU (None on CPU).
+    """
+
+    key: str
+    method: str
+    method_params: dict[str, Any]
+    dataset: str
+    dataset_params: dict[str, Any]
+    pair_id: str
+    seed: int
+    status: str
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    transform: dict[str, Any] | None = None
+    scored: bool = False
+    landmark_errors: list[float] = field(default_factory=list)
+    initial_errors: list[float] = field(default_factory=list)
+    warped_moving_landmarks: list[list[float]] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    normalisation: str = "diagonal"
+    norm_length: float | None = None
+    wall_s: float | None = None
+    device_s: float | None = None
+    device: str = "cpu"
+    info: dict[str, Any] = field(default_factory=dict)
+    finished_at: str = ""
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def for_task(cls, task: Task, **values: Any) -> Record:
+        return cls(key=task.key, method=task.method, method_params=task.method_params,
+                   dataset=task.dataset, dataset_params=task.dataset_params,
+                   pair_id=task.pair_id, seed=task.seed, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN and infinities (not valid JSON) by None, recursively."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see either the old file or the complete new one."""
+    data = json_safe(data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, allow_nan=False, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(run_dir: Path, task: Task, record: Record) -> Path:
+    path = task.record_path(run_dir)
+    write_json_atomic(path, record.to_dict())
+    return path
+
+
+def iter_records(run_dir: Path) -> Iterator[Record]:
+    """All records under ``run_dir/records`` (temporary files of killed writes are skipped)."""
+    root = Path(run_dir) / RECORDS_DIR
+    for path in sorted(root.glob("*/*.json")):
+        if path.name.startswith(".tmp-"):
+            continue
+        with open(path) as fh:
+            yield Record.from_dict(json.load(fh))
+
+
+def existing_keys(run_dir: Path) -> set[str]:
+    """Keys of the tasks that already have a record (from file names; no JSON parsing)."""
+    root = Path(run_dir) / RECORDS_DIR
+    return {p.stem.rsplit(".", 1)[-1] for p in root.glob("*/*.json") if not p.name.startswith(".tmp-")}
