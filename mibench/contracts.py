@@ -7,8 +7,9 @@ with values in [0, 1]; masks are bool ``(H, W)``; landmarks are ``(K, 2)`` float
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
@@ -43,7 +44,8 @@ class Task:
         return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
 
     def record_path(self, run_dir: Path) -> Path:
-        return Path(run_dir) / RECORDS_DIR / self.method / f"{self.pair_id}.s{self.seed}.{self.key}.json"
+        name = f"{self.pair_id}.s{self.seed}.{self.key}.json"
+        return Path(run_dir) / RECORDS_DIR / self.method / name
 
 
 @dataclass
@@ -144,4 +146,5 @@ def iter_records(run_dir: Path) -> Iterator[Record]:
 def existing_keys(run_dir: Path) -> set[str]:
     """Keys of the tasks that already have a record (from file names; no JSON parsing)."""
     root = Path(run_dir) / RECORDS_DIR
-    return {p.stem.rsplit(".", 1)[-1] for p in root.glob("*/*.json") if not p.name.startswith(".tmp-")}
+    return {p.stem.rsplit(".", 1)[-1] for p in root.glob("*/*.json")
+            if not p.name.startswith(".tmp-")}

@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.metadata
-from typing import Iterable
+from collections.abc import Iterable
 
 import pluggy
 

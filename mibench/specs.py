@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from mibench.errors import UserError
 
@@ -130,7 +131,8 @@ class PluginSpec:
         resolved = self.defaults()
         for key, value in (options or {}).items():
             p = self.param(key)
-            resolved[key] = p.parse(value) if from_text and isinstance(value, str) else p.check(value)
+            text = from_text and isinstance(value, str)
+            resolved[key] = p.parse(value) if text else p.check(value)
         return resolved
 
     def unavailable_reason(self) -> str | None:

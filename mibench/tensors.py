@@ -58,7 +58,8 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
             raise UserError(f"device {name!r} requested but CUDA is not available here")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist"
             )
     elif device.type != "cpu":
         raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")

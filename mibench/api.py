@@ -1,0 +1,101 @@
+"""The Python API, mirroring the command line.
+
+>>> import mibench
+>>> nmi = mibench.estimator("ncc")
+>>> value = nmi(fixed, moving)                          # doctest: +SKIP
+>>> out = mibench.method("ncc", iterations=100)(fixed, moving)  # doctest: +SKIP
+>>> out.transform.moving_to_fixed(points)               # doctest: +SKIP
+>>> df = mibench.run(methods="identity,ncc", dataset="synthetic", limit=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from mibench.bound import Estimator, Method
+from mibench.registry import Registry
+
+
+def estimator(name: str, *, plugins: Iterable[str] = (), **options: Any) -> Estimator:
+    """A similarity measure by name with its options, e.g. ``estimator("ncc")``."""
+    spec = Registry(plugins).get("estimator", name)
+    return Estimator(spec, spec.resolve(options))
+
+
+def method(name: str, *, device: str = "auto", plugins: Iterable[str] = (),
+           **options: Any) -> Method:
+    """A registration method by name with its options, bound to ``device``."""
+    spec = Registry(plugins).get("method", name)
+    spec.load()  # a missing requirement is reported now, not at the first call
+    return Method(spec, spec.resolve(options), device)
+
+
+def dataset(name: str = "synthetic", data_dir: str | None = None, *,
+            plugins: Iterable[str] = (), **options: Any):
+    """A dataset by name: an object with ``pairs()`` (ids and metadata) and ``load(pair_id)``."""
+    from pathlib import Path
+
+    from mibench.errors import UserError
+
+    spec = Registry(plugins).get("dataset", name)
+    if data_dir is None and spec.needs_data_dir:
+        raise UserError(f"dataset {spec.name!r} needs data_dir (expected layout: {spec.layout})")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"{data_dir}: data directory does not exist")
+    return spec.load()(Path(data_dir) if data_dir else None, **spec.resolve(options))
+
+
+def run(methods: str | list[str] = "default", dataset: str = "synthetic",
+        data_dir: str | None = None, *, dataset_options: dict | None = None,
+        method_options: dict | None = None, seeds: Iterable[int] = (0,), device: str = "auto",
+        workers: int = 1, timeout: float | None = 600.0, limit: int | None = None,
+        out: str | None = None, normalisation: str = "diagonal",
+        plugins: Iterable[str] = (), progress: bool = False):
+    """Run a benchmark (as ``mibench run``) and return its results as a pandas DataFrame.
+
+    One row per method x pair x seed (the ``results.csv`` of the run); the run directory is in
+    ``df.attrs["run_dir"]`` and the report in ``df.attrs["report"]``.
+    """
+    import pandas as pd
+
+    from mibench.config import RunConfig
+    from mibench.runner import run_benchmark
+
+    cfg = RunConfig(methods=methods, dataset=dataset, data_dir=data_dir,
+                    dataset_options=dict(dataset_options or {}),
+                    method_options={k: dict(v) for k, v in (method_options or {}).items()},
+                    seeds=list(seeds), device=device, workers=workers, timeout=timeout,
+                    limit=limit, out=out, normalisation=normalisation, plugins=list(plugins))
+    result = run_benchmark(cfg, progress=progress)
+    df = pd.read_csv(result.run_dir / "results.csv")
+    df.attrs["run_dir"] = str(result.run_dir)
+    df.attrs["report"] = str(result.report)
+    return df
+
+
+def list_plugins(plugins: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Every estimator, method and dataset with its kind, options and availability."""
+    registry = Registry(plugins)
+    rows = []
+    for kind in ("estimator", "method", "dataset"):
+        for spec in registry.specs(kind).values():
+            why = spec.unavailable_reason()
+            row = {
+                "kind": kind, "name": spec.name, "description": spec.description,
+                "plugin": spec.plugin, "available": why is None, "reason": why,
+                "options": {p.name: {"default": p.default, "help": p.help,
+                                     **({"choices": list(p.choices)} if p.choices else {})}
+                            for p in spec.params},
+            }
+            if kind == "method":
+                row["default"] = spec.default
+            if kind == "estimator":
+                row["higher_is_better"] = spec.higher_is_better
+            if kind == "dataset":
+                row.update(needs_data_dir=spec.needs_data_dir, layout=spec.layout,
+                           source=spec.source)
+            rows.append(row)
+    for name, why in registry.broken.items():
+        rows.append({"kind": "plugin", "name": name, "available": False, "reason": why})
+    return rows

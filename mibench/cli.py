@@ -1,0 +1,223 @@
+"""The ``mibench`` command line: ``run``, ``list``, ``report`` and ``estimate``.
+
+User errors (unknown names, bad options, missing files) print one line and exit with status 2;
+they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mibench.errors import UserError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"mibench: error: {message}", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    """Turns :class:`UserError` from any command into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            _fail(str(exc))
+
+
+def _parse_options(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _parse_method_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``-O drmime.iterations=100`` -> {"drmime": {"iterations": "100"}}; no dot -> all methods."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in _parse_options(items, "-O").items():
+        method, dot, option = key.rpartition(".")
+        out.setdefault(method.lower() if dot else "*", {})[option] = value
+    return out
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, dash, hi = part.strip().partition("-")
+            seeds.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+    except ValueError:
+        raise UserError(f"--seed expects integers like 0, 0,1,2 or 0-4; got {text!r}") from None
+    return seeds
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mibench")
+def cli() -> None:
+    """Benchmark mutual-information similarity measures and image registration methods."""
+
+
+@cli.command()
+@click.option("--methods", "-m", default=None,
+              help="'default', 'all' (every available method) or a comma list, e.g. identity,ncc.")
+@click.option("--dataset", "-d", default=None, help="Dataset name (default: synthetic).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset lies.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Run directory (default runs/<dataset>-<config hash>; rerun to resume).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes (default 1; 0 runs in-process without time-outs).")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds per task before it is killed and marked failed (default 600).")
+@click.option("--seed", "seed_text", default=None,
+              help="Seed(s) for the methods: 0, 0,1,2 or 0-4 (default 0).")
+@click.option("--limit", type=int, default=None, help="Use only the first N pairs.")
+@click.option("--naed-norm", "normalisation", default=None,
+              type=click.Choice(["diagonal", "max-side", "none"]),
+              help="NAED normaliser D (default diagonal of the fixed image).")
+@click.option("-o", "dataset_opts", multiple=True, metavar="KEY=VALUE",
+              help="Dataset option, e.g. -o size=512 (repeatable).")
+@click.option("-O", "method_opts", multiple=True, metavar="[METHOD.]KEY=VALUE",
+              help="Method option, e.g. -O ncc.iterations=100; without METHOD. it applies to "
+                   "every selected method that has KEY (repeatable).")
+@click.option("--config", "config_file", type=click.Path(), default=None,
+              help="TOML or JSON file with any of these settings; flags override it.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE as an extra plugin (repeatable).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run(methods, dataset, data_dir, device, out, workers, timeout, seed_text, limit,
+        normalisation, dataset_opts, method_opts, config_file, plugins, quiet) -> None:
+    """Register every pair of a dataset with each method and write records and reports."""
+    from mibench.config import RunConfig, load_config_file
+    from mibench.runner import run_benchmark
+
+    base: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    flags = {
+        "methods": methods, "dataset": dataset, "data_dir": data_dir, "device": device,
+        "out": out, "workers": workers, "timeout": timeout, "limit": limit,
+        "normalisation": normalisation,
+        "seeds": _parse_seeds(seed_text) if seed_text is not None else None,
+    }
+    settings = {**base, **{k: v for k, v in flags.items() if v is not None}}
+    dataset_options = {**base.get("dataset_options", {}), **_parse_options(dataset_opts, "-o")}
+    method_options = {k: dict(v) for k, v in base.get("method_options", {}).items()}
+    for name, opts in _parse_method_options(method_opts).items():
+        method_options.setdefault(name, {}).update(opts)
+    settings.update(dataset_options=dataset_options, method_options=method_options,
+                    plugins=list(base.get("plugins", [])) + list(plugins))
+    if settings.get("timeout") == 0:
+        settings["timeout"] = None
+    cfg = RunConfig(**settings)
+    result = run_benchmark(cfg, progress=not quiet)
+    click.echo(f"{result.completed} task(s) run, {result.failed} failed, "
+               f"{result.skipped_existing} already done; results in {result.run_dir}")
+    click.echo(f"report: {result.report}")
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE as an extra plugin (repeatable).")
+def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
+    """List every estimator, method and dataset, and whether it can run here."""
+    from mibench.api import list_plugins
+
+    rows = list_plugins(plugins)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    kind = None
+    for row in rows:
+        if row["kind"] != kind:
+            kind = row["kind"]
+            click.echo(f"\n{kind}s:")
+        mark = "" if row["available"] else f"  [unavailable: {row['reason']}]"
+        default = " (default)" if row.get("default") else ""
+        click.echo(f"  {row['name']:<16} {row.get('description', '')}{default}{mark}")
+        if kind == "dataset":
+            if row.get("layout"):
+                click.echo(f"  {'':<16}   layout: {row['layout']}")
+            if row.get("source"):
+                click.echo(f"  {'':<16}   get it: {row['source']}")
+        if row.get("options"):
+            opts = ", ".join(f"{k}={v['default']}" for k, v in row["options"].items())
+            click.echo(f"  {'':<16}   options: {opts}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+def report(run_dirs: tuple[str, ...]) -> None:
+    """Rebuild results.csv, summary.csv and report.html of a run directory from its records."""
+    from mibench.records import RECORDS_DIR
+    from mibench.reports import build_reports
+
+    for run_dir in run_dirs:
+        path = Path(run_dir)
+        if not (path / RECORDS_DIR).is_dir():
+            raise UserError(f"{run_dir}: not a run directory (no {RECORDS_DIR}/ folder)")
+        click.echo(f"report: {build_reports(path)}")
+
+
+def read_image(path: str) -> Any:
+    """Read an image file as float32 in [0, 1], ``(H, W)`` or ``(H, W, C)`` (alpha dropped)."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: image file not found")
+    try:
+        from skimage import io
+
+        img = io.imread(p)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    if img.ndim == 3 and img.shape[-1] == 4:
+        img = img[..., :3]
+    if img.ndim not in (2, 3):
+        raise UserError(f"{path}: expected a 2-D grey or colour image, got shape {img.shape}")
+    if np.issubdtype(img.dtype, np.integer):
+        img = img.astype(np.float32) / np.iinfo(img.dtype).max
+    return np.clip(img.astype(np.float32), 0.0, 1.0)
+
+
+@cli.command()
+@click.option("--estimator", "-e", "name", required=True, help="Estimator name, e.g. ncc.")
+@click.option("-o", "opts", multiple=True, metavar="KEY=VALUE", help="Estimator option.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE as an extra plugin (repeatable).")
+@click.argument("fixed_image", type=click.Path())
+@click.argument("moving_image", type=click.Path())
+def estimate(name, opts, plugins, fixed_image, moving_image) -> None:
+    """Print the similarity of two image files of the same size."""
+    from mibench.bound import Estimator
+    from mibench.registry import Registry
+
+    spec = Registry(plugins).get("estimator", name)
+    est = Estimator(spec, spec.resolve(_parse_options(opts, "-o"), from_text=True))
+    fixed, moving = read_image(fixed_image), read_image(moving_image)
+    if fixed.shape[:2] != moving.shape[:2]:
+        raise UserError(f"{moving_image}: size {moving.shape[:2]} differs from "
+                        f"{fixed_image}: {fixed.shape[:2]}")
+    if fixed.ndim != moving.ndim or fixed.shape != moving.shape:
+        # One colour and one grey image: compare in grey.
+        fixed = fixed.mean(axis=-1) if fixed.ndim == 3 else fixed
+        moving = moving.mean(axis=-1) if moving.ndim == 3 else moving
+    click.echo(f"{est(fixed, moving):.6g}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

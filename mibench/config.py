@@ -1,0 +1,203 @@
+"""What a run is asked to do, and how that request is resolved against the registry.
+
+``RunConfig`` is the raw request (from the CLI, a config file or the Python API). ``plan_run``
+checks every name and option, fills in defaults and returns a ``RunPlan``: the resolved
+configuration (recorded in the run manifest) plus the task list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mibench.errors import UserError
+from mibench.metrics import NORMALISATIONS
+from mibench.records import Task, canonical_json
+from mibench.registry import Registry
+
+
+@dataclass
+class RunConfig:
+    """A benchmark request.
+
+    Attributes
+    ----------
+    methods : str or list of str
+        ``"default"`` (the methods marked default), ``"all"`` (every available method) or names.
+    dataset : str
+        Dataset name; ``dataset_options`` are its options (strings from the command line are
+        parsed to the option's type).
+    method_options : dict
+        ``{method: {option: value}}``; the key ``"*"`` applies an option to every selected method
+        that has it.
+    seeds : list of int
+        Every (method, pair) runs once per seed.
+    timeout : float or None
+        Seconds per task (loading the pair and registering it); None for no limit.
+    workers : int
+        Worker processes; 0 runs tasks in this process (no time-out, no crash isolation).
+    """
+
+    methods: str | list[str] = "default"
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "auto"
+    workers: int = 1
+    timeout: float | None = 600.0
+    limit: int | None = None
+    out: str | None = None
+    normalisation: str = "diagonal"
+    plugins: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunPlan:
+    """A resolved run: checked names and options, the run directory and every task."""
+
+    config: dict[str, Any]
+    run_dir: Path
+    tasks: list[Task]
+    skipped_methods: dict[str, str]
+    dataset_obj: Any
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON run configuration (keys as in :class:`RunConfig`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        elif path.suffix == ".toml":
+            if sys.version_info < (3, 11):
+                raise UserError(f"{path}: TOML config files need Python 3.11+; use JSON")
+            import tomllib
+
+            data = tomllib.loads(path.read_text())
+        else:
+            raise UserError(f"{path}: config file must end in .toml or .json")
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path}: cannot parse config file: {exc}") from None
+    unknown = set(data) - set(RunConfig.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"{path}: unknown config keys: {', '.join(sorted(unknown))}")
+    return data
+
+
+def _select_methods(registry: Registry, methods: str | list[str]) -> tuple[list, dict[str, str]]:
+    specs = registry.specs("method")
+    skipped: dict[str, str] = {}
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m.strip()]
+    names = [m.strip().lower() for m in methods]
+    if names in (["all"], ["default"]):
+        chosen = []
+        for spec in specs.values():
+            if names == ["default"] and not spec.default:
+                continue
+            why = spec.unavailable_reason()
+            if why:
+                skipped[spec.name] = why
+            else:
+                chosen.append(spec)
+        if not chosen:
+            raise UserError(f"no {names[0]} method is available here")
+        return chosen, skipped
+    chosen = []
+    for name in dict.fromkeys(names):
+        spec = registry.get("method", name)
+        why = spec.unavailable_reason()
+        if why:
+            raise UserError(f"method {spec.name!r} is unavailable: {why}")
+        chosen.append(spec)
+    if not chosen:
+        raise UserError("no method selected")
+    return chosen, skipped
+
+
+def _method_params(spec, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    own = dict(options.get(spec.name, {}))
+    shared = {k: v for k, v in options.get("*", {}).items()
+              if k in {p.name for p in spec.params} and k not in own}
+    return spec.resolve({**shared, **own}, from_text=True)
+
+
+def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
+    """Resolve ``cfg``: check names and options, load the dataset's pair list, make the tasks."""
+    if cfg.normalisation not in NORMALISATIONS:
+        choices = ", ".join(NORMALISATIONS)
+        raise UserError(f"unknown NAED normalisation {cfg.normalisation!r}; choose from {choices}")
+    if cfg.workers < 0:
+        raise UserError("--workers must be >= 0")
+    if cfg.timeout is not None and cfg.timeout <= 0:
+        raise UserError("--timeout must be positive")
+    if not cfg.seeds:
+        raise UserError("at least one seed is needed")
+
+    dspec = registry.get("dataset", cfg.dataset)
+    factory = dspec.load()
+    data_dir = None
+    if cfg.data_dir is not None:
+        data_dir = Path(cfg.data_dir).expanduser().resolve()
+        if not data_dir.is_dir():
+            raise UserError(f"{cfg.data_dir}: data directory does not exist")
+    elif dspec.needs_data_dir:
+        raise UserError(
+            f"dataset {dspec.name!r} needs --data-dir (expected layout: {dspec.layout})")
+    dparams = dspec.resolve(cfg.dataset_options, from_text=True)
+
+    mspecs, skipped = _select_methods(registry, cfg.methods)
+    unknown = set(cfg.method_options) - {s.name for s in mspecs} - {"*"}
+    if unknown:
+        raise UserError(f"options given for methods not selected: {', '.join(sorted(unknown))}")
+    if "*" in cfg.method_options:
+        for key in cfg.method_options["*"]:
+            if not any(key in {p.name for p in s.params} for s in mspecs):
+                raise UserError(f"no selected method has an option {key!r}")
+    method_params = {s.name: _method_params(s, cfg.method_options) for s in mspecs}
+
+    dataset_obj = factory(data_dir, **dparams)
+    pairs = list(dataset_obj.pairs())
+    if cfg.limit is not None:
+        if cfg.limit < 1:
+            raise UserError("--limit must be >= 1")
+        pairs = pairs[: cfg.limit]
+    if not pairs:
+        raise UserError(f"dataset {dspec.name!r} has no pairs"
+                        + (f" in {data_dir}" if data_dir else ""))
+
+    seeds = sorted({int(s) for s in cfg.seeds})
+    config = {
+        "dataset": dspec.name,
+        "dataset_params": dparams,
+        "data_dir": str(data_dir) if data_dir else None,
+        "methods": method_params,
+        "seeds": seeds,
+        "limit": cfg.limit,
+        "normalisation": cfg.normalisation,
+        "device": cfg.device,
+        "workers": cfg.workers,
+        "timeout": cfg.timeout,
+        "plugins": list(cfg.plugins),
+        "skipped_methods": skipped,
+    }
+    identity = {k: config[k] for k in
+                ("dataset", "dataset_params", "data_dir", "methods", "seeds", "limit",
+                 "normalisation")}
+    digest = hashlib.sha1(canonical_json(identity).encode()).hexdigest()[:8]
+    run_dir = Path(cfg.out) if cfg.out else Path("runs") / f"{dspec.name}-{digest}"
+    tasks = [
+        Task(name, params, dspec.name, dparams, p.id, seed)
+        for name, params in method_params.items()
+        for p in pairs
+        for seed in seeds
+    ]
+    return RunPlan(config, run_dir, tasks, skipped, dataset_obj)

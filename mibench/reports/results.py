@@ -1,0 +1,162 @@
+"""The results tables of a run: one row per record (``results.csv``) and one per method
+(``summary.csv``). Pure functions over records and data frames, plus one writer.
+
+Failed pairs are already scored with their initial error in their records, so they enter every
+statistic like any other pair (``CONTRACTS.md``); only unscored pairs (no fixed landmarks) have no
+metric values and are left out of the metric statistics (NaN).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mibench.records import Record, canonical_json, iter_records
+
+RESULTS_CSV = "results.csv"
+SUMMARY_CSV = "summary.csv"
+
+#: The baseline "no registration" method, always listed last.
+BASELINE = "identity"
+
+#: Metric columns of ``results.csv``, in order (the keys of ``mibench.metrics.pair_scores``).
+METRICS = ("naed", "tre_mean", "tre_median", "tre_max", "ire_mean", "ire_median", "ire_max",
+           "rtre_mean", "rtre_median", "rtre_max", "robustness")
+
+#: Columns of ``results.csv`` before the metrics, then after them; ``meta_*`` columns (one per
+#: pair-metadata key) follow at the end.
+RESULT_HEAD = ("method", "pair_id", "seed", "dataset", "status", "error", "scored", "wall_s",
+               "device_s")
+RESULT_TAIL = ("n_landmarks", "normalisation", "norm_length", "device", "key", "method_params")
+RESULT_COLUMNS = RESULT_HEAD + METRICS + RESULT_TAIL
+
+SUMMARY_COLUMNS = ("method", "n_pairs", "n_scored", "n_failed", "naed_mean", "naed_std",
+                   "naed_median", "tre_mean", "tre_median", "robustness_mean", "time_median_s",
+                   "time_total_s")
+
+
+def _scalar(value: Any) -> Any:
+    """A CSV-friendly cell: scalars as they are, anything else as compact JSON."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return canonical_json(value)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value) if value is not None else np.nan
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def results_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per record (method x pair x seed), sorted by method, pair_id, seed.
+
+    Columns: ``RESULT_COLUMNS`` (every metric of ``METRICS``, NaN when not scored; any further
+    metric a record carries is appended after them), then ``meta_<key>`` for each pair-metadata
+    key (non-scalar values as compact JSON). ``method_params`` is compact JSON.
+    """
+    rows = []
+    extra_metrics: set[str] = set()
+    meta_keys: set[str] = set()
+    for rec in records:
+        metrics = rec.metrics or {}
+        extra_metrics.update(k for k in metrics if k not in METRICS)
+        row: dict[str, Any] = {
+            "method": rec.method, "pair_id": rec.pair_id, "seed": rec.seed,
+            "dataset": rec.dataset, "status": rec.status, "error": rec.error,
+            "scored": bool(rec.scored), "wall_s": _float(rec.wall_s),
+            "device_s": _float(rec.device_s),
+        }
+        row.update({k: _float(v) for k, v in metrics.items()})
+        row.update({
+            "n_landmarks": len(rec.landmark_errors or []), "normalisation": rec.normalisation,
+            "norm_length": _float(rec.norm_length), "device": rec.device, "key": rec.key,
+            "method_params": canonical_json(rec.method_params or {}),
+        })
+        for k, v in (rec.meta or {}).items():
+            meta_keys.add(str(k))
+            row[f"meta_{k}"] = _scalar(v)
+        rows.append(row)
+    columns = (list(RESULT_HEAD) + list(METRICS) + sorted(extra_metrics) + list(RESULT_TAIL)
+               + [f"meta_{k}" for k in sorted(meta_keys)])
+    frame = pd.DataFrame(rows, columns=columns)
+    for col in list(METRICS) + sorted(extra_metrics) + ["wall_s", "device_s", "norm_length"]:
+        frame[col] = frame[col].astype("float64")
+    if frame.empty:
+        return frame
+    return frame.sort_values(["method", "pair_id", "seed"], kind="stable").reset_index(drop=True)
+
+
+def method_order(summary: pd.DataFrame) -> list[str]:
+    """Methods by ascending NAED mean (no value last), the ``identity`` baseline at the very end."""
+    if summary.empty:
+        return []
+    s = summary.assign(_base=summary["method"] == BASELINE)
+    s = s.sort_values(["_base", "naed_mean", "method"], na_position="last", kind="stable")
+    return list(s["method"])
+
+
+def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
+    """Per-method statistics of a ``results_frame`` (see ``SUMMARY_COLUMNS``).
+
+    ``n_pairs`` counts tasks (pairs x seeds); failed pairs count in every statistic; ``naed_std``
+    uses ddof=1 (NaN for a single pair). ``tre_mean`` is the mean over pairs of their mean TRE,
+    ``tre_median`` the median over pairs of their median TRE. Times are ``wall_s`` (registration
+    alone). Rows: by ascending ``naed_mean``, ``identity`` last.
+    """
+    if results.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    rows = []
+    for method, g in results.groupby("method", sort=True):
+        rows.append({
+            "method": method,
+            "n_pairs": int(len(g)),
+            "n_scored": int(g["scored"].astype(bool).sum()),
+            "n_failed": int((g["status"] == "failed").sum()),
+            "naed_mean": g["naed"].mean(),
+            "naed_std": g["naed"].std(ddof=1),
+            "naed_median": g["naed"].median(),
+            "tre_mean": g["tre_mean"].mean(),
+            "tre_median": g["tre_median"].median(),
+            "robustness_mean": g["robustness"].mean(),
+            "time_median_s": g["wall_s"].median(),
+            "time_total_s": g["wall_s"].sum(min_count=1),
+        })
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    rank = {m: i for i, m in enumerate(method_order(summary))}
+    return summary.sort_values("method", key=lambda s: s.map(rank)).reset_index(drop=True)
+
+
+def load_results(run_dir: Path) -> pd.DataFrame:
+    """``results_frame`` of every record under ``run_dir``."""
+    return results_frame(iter_records(Path(run_dir)))
+
+
+def load_manifest(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/run.json`` as a dict; ``{}`` when it is missing or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_results(run_dir: Path, results: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write ``results.csv`` and ``summary.csv`` into ``run_dir`` (headers only for an empty run).
+
+    Returns ``{"results": path, "summary": path}``. Missing values are written as empty cells.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if results is None:
+        results = load_results(run_dir)
+    paths = {"results": run_dir / RESULTS_CSV, "summary": run_dir / SUMMARY_CSV}
+    results.to_csv(paths["results"], index=False)
+    summary_frame(results).to_csv(paths["summary"], index=False)
+    return paths

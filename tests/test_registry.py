@@ -1,0 +1,118 @@
+"""The plugin registry: built-ins, plugins registered at test time, entry points, availability."""
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import pytest
+
+import mibench
+from mibench import MethodSpec, Param, Requirement, hookimpl
+from mibench.errors import UserError
+from mibench.registry import Registry
+
+
+def test_builtins_registered_through_hooks():
+    reg = Registry(entry_points=False)
+    assert "identity" in reg.specs("method")
+    assert "synthetic" in reg.specs("dataset")
+    for kind in ("estimator", "method", "dataset"):
+        for spec in reg.specs(kind).values():
+            assert spec.plugin.startswith("mibench.")
+            assert spec.name == spec.name.lower()
+
+
+def test_plugin_registered_at_test_time():
+    class MyPlugin:
+        @hookimpl
+        def mibench_methods(self):
+            return [MethodSpec("mine-test", "A test method.", "fakeplugin:raises",
+                               params=(Param("alpha", 0.5, "a float"),))]
+
+    reg = Registry(entry_points=False)
+    reg.register(MyPlugin(), name="my-plugin")
+    spec = reg.get("method", "mine-test")
+    assert spec.plugin == "my-plugin"
+    assert spec.resolve({"alpha": 1}) == {"alpha": 1.0}
+    assert spec.resolve({"alpha": "0.25"}, from_text=True) == {"alpha": 0.25}
+    with pytest.raises(UserError, match="has no option 'beta'"):
+        spec.resolve({"beta": 1})
+    with pytest.raises(UserError, match="expects a float"):
+        spec.resolve({"alpha": "abc"}, from_text=True)
+    reg.unregister("my-plugin")
+    with pytest.raises(UserError, match="unknown method"):
+        reg.get("method", "mine-test")
+
+
+def test_duplicate_names_rejected():
+    class Dup:
+        @hookimpl
+        def mibench_methods(self):
+            return [MethodSpec("identity", "Clash.", "fakeplugin:raises")]
+
+    reg = Registry(entry_points=False)
+    reg.register(Dup(), name="dup")
+    with pytest.raises(UserError, match="provided by both"):
+        reg.specs("method")
+
+
+def test_unknown_name_suggests():
+    reg = Registry(entry_points=False)
+    with pytest.raises(UserError, match="did you mean identity"):
+        reg.get("method", "identiy")
+
+
+def test_unavailable_plugin_listed_with_reason_and_hint():
+    reg = Registry(["fakeplugin"], entry_points=False)
+    spec = reg.get("method", "needs-missing")
+    reason = spec.unavailable_reason()
+    assert "surely_not_installed_pkg" in reason and "pip install" in reason
+    assert "needs-missing" not in reg.available("method")
+    with pytest.raises(UserError, match="unavailable: needs the Python package"):
+        spec.load()
+    rows = mibench.list_plugins(["fakeplugin"])
+    row = next(r for r in rows if r["name"] == "needs-missing")
+    assert row["available"] is False and "pip install" in row["reason"]
+
+
+def test_cuda_requirement():
+    import torch
+
+    req = Requirement(cuda=True, hint="run on a machine with a GPU")
+    assert (req.missing() is None) == torch.cuda.is_available()
+
+
+def test_entry_point_discovery(monkeypatch):
+    good = importlib.metadata.EntryPoint(name="fake", value="fakeplugin", group="mibench")
+    bad = importlib.metadata.EntryPoint(name="broken", value="no_such_module_xyz",
+                                        group="mibench")
+    real = importlib.metadata.entry_points
+
+    def fake_entry_points(**kw):
+        if kw.get("group") == "mibench":
+            return [good, bad]
+        return real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    reg = Registry()
+    assert reg.get("method", "oracle").plugin == "fake"
+    assert "broken" in reg.broken and "no_such_module_xyz" in reg.broken["broken"]
+
+
+def test_listing_imports_nothing_heavy():
+    code = ("import sys, mibench; rows = mibench.list_plugins(); "
+            "heavy = [m for m in ('torch', 'SimpleITK', 'skimage', 'pandas') if m in sys.modules]; "
+            "print(len(rows), heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, heavy = out.stdout.split(" ", 1)
+    assert int(n) > 2 and heavy.strip() == "[]"
+
+
+def test_cli_list_json():
+    out = subprocess.run([sys.executable, "-m", "mibench.cli", "list", "--json"],
+                         capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout)
+    kinds = {r["kind"] for r in rows}
+    assert {"method", "dataset"} <= kinds
+    assert all("available" in r for r in rows)
