@@ -1,0 +1,75 @@
+"""Intensity-based similarity measures that need no density estimate: ``mse`` and ``ncc``.
+
+Every estimator here has the signature ``f(fixed, moving, mask=None) -> Tensor (B,)``:
+
+- ``fixed``, ``moving``: ``(B, C, H, W)`` float tensors of the same spatial size. Channel counts
+  must be equal or one of them 1 (it is broadcast).
+- ``mask``: ``(B, 1, H, W)`` bool (True = use this pixel), or None for all pixels.
+
+They are batched, device-agnostic and differentiable with respect to both images. Half-precision
+inputs are computed in float32 (float64 stays float64). Degenerate inputs never give NaN or inf:
+an empty mask gives 0 for both, a constant image gives an NCC of 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Added to each (per-image) variance in NCC, so a constant image gives 0 instead of 0/0.
+#: For images in [0, 1] it only matters for a standard deviation below ~1e-5.
+NCC_EPS = 1e-10
+
+
+def _prepare(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None):
+    """Common dtype (at least float32), broadcast channels, and float weights ``(B, 1, H, W)``."""
+    if fixed.ndim != 4 or moving.ndim != 4:
+        raise ValueError(
+            f"expected (B, C, H, W) tensors, got {tuple(fixed.shape)} and {tuple(moving.shape)}"
+        )
+    dtype = torch.promote_types(fixed.dtype, moving.dtype)
+    if not dtype.is_floating_point or torch.finfo(dtype).bits < 32:
+        dtype = torch.float32
+    fixed, moving = torch.broadcast_tensors(fixed.to(dtype), moving.to(dtype))
+    if mask is None:
+        weights = torch.ones_like(fixed[:, :1])
+    else:
+        weights = mask.to(device=fixed.device, dtype=dtype).expand_as(fixed[:, :1])
+    return fixed, moving, weights
+
+
+def mse(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None
+        ) -> torch.Tensor:
+    """Mean squared difference over the masked pixels and all channels; lower is better.
+
+    Returns ``(B,)``; 0 for an empty mask.
+    """
+    fixed, moving, w = _prepare(fixed, moving, mask)
+    channels = fixed.shape[1]
+    n = w.sum(dim=(1, 2, 3)) * channels
+    sq = ((fixed - moving) ** 2 * w).sum(dim=(1, 2, 3))
+    return sq / n.clamp_min(1.0)
+
+
+def ncc(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None
+        ) -> torch.Tensor:
+    """Global normalised cross-correlation over the masked pixels; higher is better.
+
+    Each channel is centred on its own masked mean; the channels are then *pooled*::
+
+        ncc = sum_c cov_c / sqrt((sum_c var_f,c + eps) * (sum_c var_m,c + eps))
+
+    which for one channel is the Pearson correlation. The sign is kept (inverted contrast gives
+    -1, not a match). ``ncc(x, a*x + b) = 1`` for a > 0 (``b`` may differ per channel). A
+    constant image (or an empty mask) gives 0. Returns ``(B,)`` in [-1, 1].
+    """
+    fixed, moving, w = _prepare(fixed, moving, mask)
+    n = w.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)  # (B, 1, 1, 1)
+    mf = (fixed * w).sum(dim=(2, 3), keepdim=True) / n  # per-channel masked means
+    mm = (moving * w).sum(dim=(2, 3), keepdim=True) / n
+    df = (fixed - mf) * w
+    dm = (moving - mm) * w
+    n = n.flatten()
+    cov = (df * dm).sum(dim=(1, 2, 3)) / n
+    vf = (df * df).sum(dim=(1, 2, 3)) / n
+    vm = (dm * dm).sum(dim=(1, 2, 3)) / n
+    return cov / (torch.sqrt(vf + NCC_EPS) * torch.sqrt(vm + NCC_EPS))
