@@ -118,7 +118,12 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, seed_text, li
     if settings.get("timeout") == 0:
         settings["timeout"] = None
     cfg = RunConfig(**settings)
-    result = run_benchmark(cfg, progress=not quiet)
+    try:
+        result = run_benchmark(cfg, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("mibench: interrupted; the records written so far are kept: run the same "
+                   "command again to resume", err=True)
+        sys.exit(130)
     click.echo(f"{result.completed} task(s) run, {result.failed} failed, "
                f"{result.skipped_existing} already done; results in {result.run_dir}")
     click.echo(f"report: {result.report}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from mibench.errors import UserError
 from mibench.metrics import NORMALISATIONS
 from mibench.records import Task, canonical_json
 from mibench.registry import Registry
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -173,6 +177,15 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
     if not pairs:
         raise UserError(f"dataset {dspec.name!r} has no pairs"
                         + (f" in {data_dir}" if data_dir else ""))
+    for p in pairs:
+        # Pair ids become file names of records: refuse anything that could escape the run dir.
+        if not _SAFE_ID.fullmatch(p.id):
+            raise UserError(f"dataset {dspec.name!r} gave the pair id {p.id!r}; ids may only "
+                            "contain letters, digits, '.', '_' and '-'")
+    duplicates = [pid for pid, n in Counter(p.id for p in pairs).items() if n > 1]
+    if duplicates:
+        raise UserError(f"dataset {dspec.name!r} has duplicate pair ids: "
+                        f"{', '.join(sorted(duplicates))}")
 
     seeds = sorted({int(s) for s in cfg.seeds})
     config = {

@@ -160,3 +160,12 @@ def test_user_errors_are_one_line(args, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_unsafe_pair_ids_refused(tmp_path, monkeypatch):
+    from mibench.errors import UserError
+
+    monkeypatch.setattr(fakeplugin.ToyDataset, "pairs",
+                        lambda self: [fakeplugin.PairInfo("../escape")])
+    with pytest.raises(UserError, match="pair id '../escape'"):
+        run_benchmark(toy_config(tmp_path, "identity"), progress=False)
