@@ -1,7 +1,31 @@
-"""Built-in similarity measures, registered through the ``mibench_estimators`` hook."""
+"""Built-in similarity measures, registered through the ``mibench_estimators`` hook.
+
+Kept light: the factories are ``"module:function"`` strings, so listing imports no torch.
+"""
 
 from mibench.hookspecs import hookimpl
-from mibench.specs import EstimatorSpec
+from mibench.specs import EstimatorSpec, Param
+
+_RANGE = (
+    Param("range", "minmax", "intensity range per image: minmax (over the mask), fixed (lo, hi) "
+          "or percentile (p_lo, p_hi); values outside are clamped; detached from the gradient",
+          choices=("minmax", "fixed", "percentile")),
+    Param("lo", 0.0, "lower end of the fixed range"),
+    Param("hi", 1.0, "upper end of the fixed range"),
+    Param("p_lo", 1.0, "lower percentile (0-100) of the percentile range"),
+    Param("p_hi", 99.0, "upper percentile (0-100) of the percentile range"),
+)
+
+
+def _bins(default: int) -> tuple[Param, ...]:
+    return (
+        Param("bins", default, "histogram bins (of the fixed image)"),
+        Param("bins_moving", 0, "bins of the moving image; 0 = same as bins"),
+    )
+
+
+_KERNEL = Param("kernel", "box", "Parzen window: box (hard counts, no gradient), linear or cubic "
+                "B-spline (differentiable in both images)", choices=("box", "linear", "cubic"))
 
 
 @hookimpl
@@ -19,5 +43,76 @@ def mibench_estimators():
             "pooled); sign kept, constant image gives 0.",
             factory="mibench.estimators.basic:ncc",
             higher_is_better=True,
+        ),
+        EstimatorSpec(
+            name="jhmi",
+            description="Joint-histogram MI in nats (channels averaged to grey). Default: hard "
+            "counts, the plug-in estimate (= sklearn mutual_info_score of the bin labels), no "
+            "gradient; kernel=linear or cubic makes it differentiable; optional Gaussian "
+            "smoothing of the joint histogram as ITK's JointHistogramMutualInformation.",
+            factory="mibench.estimators.histogram:jhmi",
+            params=_bins(32) + (
+                _KERNEL,
+                Param("smoothing_variance", 0.0, "variance (bins^2) of the Gaussian smoothing "
+                      "of the joint histogram (ITK's varianceForJointPDFSmoothing, 1.5 there); "
+                      "0 = none"),
+            ) + _RANGE,
+            higher_is_better=True,
+            differentiable=False,
+        ),
+        EstimatorSpec(
+            name="nmi",
+            description="Normalised MI of the joint histogram (channels averaged to grey). "
+            "Defaults (box, 100 bins, per-image min-max, Studholme) equal skimage's "
+            "normalized_mutual_information; no gradient unless kernel=linear or cubic.",
+            factory="mibench.estimators.histogram:nmi",
+            params=_bins(100) + (
+                _KERNEL,
+                Param("normalisation", "studholme", "studholme (H(X)+H(Y))/H(X,Y) in [1, 2]; "
+                      "arithmetic 2I/(H(X)+H(Y)), joint I/H(X,Y), geometric "
+                      "I/sqrt(H(X)H(Y)), in [0, 1]; 0 where undefined",
+                      choices=("studholme", "arithmetic", "joint", "geometric")),
+            ) + _RANGE,
+            higher_is_better=True,
+            differentiable=False,
+        ),
+        EstimatorSpec(
+            name="mmi",
+            description="Mattes MI in nats (ITK formulation: box-car for the fixed image, cubic "
+            "B-spline for the moving image, 2 padding bins each side); equals -MetricEvaluate "
+            "of SimpleITK's Mattes metric with all pixels sampled. Differentiable in the "
+            "moving image only.",
+            factory="mibench.estimators.histogram:mmi",
+            params=(Param("bins", 50, "histogram bins, 2 of them padding at each end (>= 5)"),)
+            + _RANGE,
+            higher_is_better=True,
+            differentiable=True,
+        ),
+        EstimatorSpec(
+            name="kde-mi",
+            description="Gaussian-kernel MI in nats (connorlee77 formulation: Gaussian weights at "
+            "bin centres linspace(lo, hi, bins), per-item normalisation) with sigma in bin "
+            "spacings; differentiable in both images.",
+            factory="mibench.estimators.histogram:kde_mi",
+            params=_bins(64) + (
+                Param("sigma", 0.5, "kernel standard deviation in bin spacings"),
+                Param("normalise_pixels", True, "divide each pixel's kernel weights by their "
+                      "sum (mass 1 per pixel; off = the original formulation)"),
+            ) + _RANGE,
+            higher_is_better=True,
+            differentiable=True,
+        ),
+        EstimatorSpec(
+            name="softhist-mi",
+            description="Soft-histogram MI in nats (KrakenLeaf formulation: difference of "
+            "sigmoids per bin) with the slope per bin spacing, open-ended end bins and a "
+            "histogram per batch item; differentiable in both images.",
+            factory="mibench.estimators.histogram:softhist_mi",
+            params=_bins(50) + (
+                Param("slope", 5.0, "sigmoid slope times the bin width (larger = harder "
+                      "binning)"),
+            ) + _RANGE,
+            higher_is_better=True,
+            differentiable=True,
         ),
     ]
