@@ -61,7 +61,8 @@ class Param:
         kind = self.value_type
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if self.default is not None and kind is not type(None) and not isinstance(value, kind):
+        allowed_none = value is None and self.default is None
+        if kind is not type(None) and not allowed_none and not isinstance(value, kind):
             raise UserError(
                 f"option {self.name!r} expects a {kind.__name__}, got {value!r}"
             )

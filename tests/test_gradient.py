@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from skimage import data
-from skimage.transform import resize
 
 from mibench.contracts import RegistrationOutput
 from mibench.estimators import basic
@@ -15,14 +13,6 @@ SIZE = 128
 MARGIN = 48
 POINTS = np.array([[25.0, 30.0], [100.0, 20.0], [64.0, 64.0], [30.0, 105.0], [110.0, 100.0]])
 FAST = {"iterations": 120, "levels": 3}
-
-
-@pytest.fixture(scope="module")
-def canvas():
-    """camera() at 224 px: the fixed image is its central 128 px, so that the moving image
-    can be cut from the same canvas with no black border."""
-    big = data.camera().astype(np.float32) / 255
-    return resize(big, (SIZE + 2 * MARGIN,) * 2, anti_aliasing=True).astype(np.float32)
 
 
 def similarity(angle_deg, tx, ty, scale, centre):

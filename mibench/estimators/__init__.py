@@ -115,4 +115,24 @@ def mibench_estimators():
             higher_is_better=True,
             differentiable=True,
         ),
+        EstimatorSpec(
+            name="mine",
+            description="MINE (Belghazi et al. 2018): Donsker-Varadhan lower bound of a "
+            "statistics network (2C -> 100 -> 100 -> 1, ReLU) trained per image pair on "
+            "corresponding pixels; evaluated on held-out pixels, nats. Not differentiable; "
+            "seconds per pair.",
+            factory="mibench.estimators.mine:mine",
+            params=(
+                Param("iterations", 300, "Adam steps of the statistics network"),
+                Param("lr", 1e-3, "Adam learning rate"),
+                Param("hidden", 100, "width of the two hidden layers"),
+                Param("batch", 2048, "pixel pairs per training step"),
+                Param("sample", 65536, "most pixels used (half to train, half to evaluate)"),
+                Param("ema", 0.0, "decay of MINE's moving-average gradient correction "
+                      "(0 = none)"),
+                Param("seed", 0, "seed of the local random generator"),
+            ),
+            higher_is_better=True,
+            differentiable=False,
+        ),
     ]

@@ -41,7 +41,8 @@ MULTIRES = ("simultaneous", "coarse-to-fine")
 SCHEDULES = ("cosine", "constant")
 
 
-def _to_grey_if_needed(fixed: torch.Tensor, moving: torch.Tensor):
+def to_grey_if_needed(fixed: torch.Tensor, moving: torch.Tensor):
+    """Both images as grey (channel mean) when their channel counts differ, else unchanged."""
     if fixed.shape[1] != moving.shape[1]:
         fixed = fixed.mean(dim=1, keepdim=True)
         moving = moving.mean(dim=1, keepdim=True)
@@ -128,7 +129,7 @@ def register_with_estimator(
     device = fixed.device
     fixed = fixed.to(device=device, dtype=torch.float32)
     moving = moving.to(device=device, dtype=torch.float32)
-    fixed, moving = _to_grey_if_needed(fixed, moving)
+    fixed, moving = to_grey_if_needed(fixed, moving)
     fixed_shape = tuple(fixed.shape[-2:])
     moving_shape = tuple(moving.shape[-2:])
 
@@ -211,28 +212,45 @@ def register_with_estimator(
     return RegistrationOutput(MatrixTransform(matrix), info=info)
 
 
-def _method(estimator_name: str, higher_is_better: bool):
+def estimator_method(estimator: str, **fixed_options: Any) -> Callable[..., RegistrationOutput]:
+    """A method factory: gradient registration driven by the built-in estimator ``estimator``.
+
+    The returned function takes the method options of :func:`register_with_estimator` plus any
+    option of the estimator (``bins``, ``kernel``, ...), which it passes on to the estimator;
+    ``fixed_options`` are estimator options the method always uses. The direction (maximise or
+    minimise) comes from the estimator's spec.
+    """
+
     def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, **params):
-        from mibench.estimators import basic
+        from mibench.estimators import mibench_estimators
+
+        spec = next(s for s in mibench_estimators() if s.name == estimator)
+        own = {p.name for p in spec.params}
+        est_options = {**{k: v for k, v in params.items() if k in own}, **fixed_options}
+        fn = spec.load()
+
+        def estimator_fn(f, m, mask):
+            return fn(f, m, mask=mask, **est_options)
 
         return register_with_estimator(
-            fixed, moving,
-            estimator_fn=getattr(basic, estimator_name),
-            higher_is_better=higher_is_better,
-            fixed_mask=fixed_mask, moving_mask=moving_mask, seed=seed, **params,
+            fixed, moving, estimator_fn=estimator_fn, higher_is_better=spec.higher_is_better,
+            fixed_mask=fixed_mask, moving_mask=moving_mask, seed=seed,
+            **{k: v for k, v in params.items() if k not in own},
         )
 
-    register.__name__ = estimator_name
-    register.__qualname__ = estimator_name
-    register.__doc__ = (
-        f"Gradient registration maximising {estimator_name.upper()}"
-        if higher_is_better else
-        f"Gradient registration minimising {estimator_name.upper()}"
-    ) + "; options as :func:`register_with_estimator`."
+    register.__name__ = register.__qualname__ = estimator.replace("-", "_")
+    register.__doc__ = (f"Gradient registration optimising the ``{estimator}`` estimator; "
+                        "options as :func:`register_with_estimator` plus the estimator's.")
     return register
 
 
 #: Affine (or perspective) registration maximising NCC.
-ncc = _method("ncc", True)
+ncc = estimator_method("ncc")
 #: Affine (or perspective) registration minimising MSE.
-mse = _method("mse", False)
+mse = estimator_method("mse")
+#: Gradient registration with the MI family (differentiable kernels: see the method specs).
+nmi = estimator_method("nmi")
+mmi = estimator_method("mmi")
+jhmi = estimator_method("jhmi")
+kde_mi = estimator_method("kde-mi")
+softhist_mi = estimator_method("softhist-mi")
