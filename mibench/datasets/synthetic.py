@@ -11,9 +11,13 @@ Each pair is generated from an image that ships with scikit-image, so it needs n
     multiplicative bias field, plus Gaussian noise; 0 outside its FOV.
 ``histology``
     ``skimage.data.immunohistochemistry()`` (512 x 512 RGB), separated with
-    ``skimage.color.rgb2hed``. The fixed image is the haematoxylin (nuclei) channel, the moving
-    image the DAB (membrane) channel plus mild noise, each rescaled to [0, 1] by its 0.5 and 99.5
-    percentiles. (The eosin channel of this image is empty, hence DAB.)
+    ``skimage.color.rgb2hed``. The fixed image is the haematoxylin (nuclei) channel, as a
+    haematoxylin-only stain would show it; the moving image is a DAB stain with a haematoxylin
+    counterstain, ``DAB + 0.4 * haematoxylin`` optical density (what an IHC slide shows), plus
+    mild noise; each rescaled to [0, 1] by its 0.5 and 99.5 percentiles. (The eosin channel of
+    this image is empty. DAB alone shares too little with haematoxylin to localise anything: its
+    MI with the fixed image falls only from 0.075 to 0.048 nats over a 16 px shift, against 0.15
+    to 0.10 over 2 px for the counterstained rendering.)
 
 Geometry. For pair ``k`` a square crop window (random centre, side 60-100 % of the source) defines
 the fixed frame, ``C`` maps fixed pixels to source pixels. A random transform ``T`` (3 x 3,
@@ -130,9 +134,10 @@ def _source(family: str) -> _Source:
         return _Source(green, green, (float(cx), float(cy), float(radius)), 0.0, 0.0)
     if family == "histology":
         hed = color.rgb2hed(data.immunohistochemistry())
-        haematoxylin, dab = _rescale(hed[..., 0]), _rescale(hed[..., 2])
-        return _Source(haematoxylin, dab, None,
-                       _border_median(haematoxylin), _border_median(dab))
+        haematoxylin = _rescale(hed[..., 0])
+        ihc = _rescale(hed[..., 2] + 0.4 * hed[..., 0])
+        return _Source(haematoxylin, ihc, None,
+                       _border_median(haematoxylin), _border_median(ihc))
     raise ValueError(f"unknown family {family!r}")
 
 

@@ -26,7 +26,8 @@ def _gradient_params() -> tuple[Param, ...]:
     )
 
 
-def _mi_method(name: str, what: str, *estimator_params: Param) -> MethodSpec:
+def _mi_method(name: str, what: str, *estimator_params: Param, default: bool = False
+               ) -> MethodSpec:
     """A gradient method driven by one of the MI estimators (same engine as ``ncc``/``mse``)."""
     return MethodSpec(
         name=name,
@@ -34,6 +35,7 @@ def _mi_method(name: str, what: str, *estimator_params: Param) -> MethodSpec:
         "pyramid and optimiser as ncc/mse)",
         factory=f"mibench.methods.gradient:{name.replace('-', '_')}",
         params=_gradient_params() + estimator_params,
+        default=default,
     )
 
 
@@ -105,7 +107,8 @@ def mibench_methods():
         _mi_method("nmi", "Studholme's normalised MI (cubic B-spline Parzen histogram)",
                    _BINS32, _SMOOTH_KERNEL,
                    Param("normalisation", "studholme", "NMI normalisation",
-                         choices=("studholme", "arithmetic", "joint", "geometric"))),
+                         choices=("studholme", "arithmetic", "joint", "geometric")),
+                   default=True),
         _mi_method("mmi", "Mattes MI (ITK formulation)", Param("bins", 50, "histogram bins")),
         _mi_method("jhmi", "joint-histogram MI (linear Parzen histogram, Gaussian-smoothed "
                    "joint histogram as ITK)", _BINS32,
