@@ -76,6 +76,8 @@ def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
               "0 = none, as the paper"),
         Param("stable_lme", True, "numerically stable log-mean-exp (same value and gradient as "
               "the paper's plain formula, without overflow)"),
+        Param("exp", "taylor", "matrix exponential: the paper's truncated series (10 terms) or "
+              "torch.linalg.matrix_exp", choices=("taylor", "matrix_exp")),
     )
 
 

@@ -74,6 +74,7 @@ from mibench.estimators.mine import (
 from mibench.methods import pyramid as pyr
 from mibench.methods.gradient import VALID_THRESHOLD, to_grey_if_needed
 from mibench.methods.transform_models import (
+    matrix_exp_transform,
     n_params,
     normalised_to_pixel,
     pixel_to_normalised,
@@ -91,6 +92,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "canny_high": 30.0},
 }
 SAMPLINGS = ("random", "edges")
+#: The two matrix exponentials: DRMIME's truncated series, or the exact one.
+EXPS = {"taylor": taylor_exp_transform, "matrix_exp": matrix_exp_transform}
 #: Edge sampling: Gaussian blur of the grey level before Canny (sigma of OpenCV's 21x21 kernel),
 #: and the side of the square dilation.
 EDGE_BLUR_SIGMA = 3.5
@@ -279,6 +282,7 @@ def register_drmime(
     hidden: int = 100,
     ema: float = 0.0,
     stable_lme: bool = True,
+    exp: str = "taylor",
 ) -> RegistrationOutput:
     """Register ``moving`` to ``fixed`` with DRMIME.
 
@@ -318,6 +322,9 @@ def register_drmime(
         Decay of MINE's moving-average bias correction (e.g. 0.99); 0 = none (the paper).
     stable_lme : bool
         Stable log-mean-exp (same function as the paper's, no overflow).
+    exp : {"taylor", "matrix_exp"}
+        The matrix exponential: the paper's truncated series (identity plus 9 terms) or
+        ``torch.linalg.matrix_exp`` (exact; they differ once ``||C||`` is no longer small).
 
     Returns
     -------
@@ -375,9 +382,13 @@ def register_drmime(
                             dtype=torch.float64, device=device)
     h0 = h0_64.float()
 
+    if exp not in EXPS:
+        raise ValueError(f"exp must be one of {tuple(EXPS)}, got {exp!r}")
+    expm = EXPS[exp]
+
     def matrices() -> list[torch.Tensor]:
-        coarse = h0 @ taylor_exp_transform(v_levels, transform)
-        fine = h0 @ taylor_exp_transform(v_levels + v_offset, transform)
+        coarse = h0 @ expm(v_levels, transform)
+        fine = h0 @ expm(v_levels + v_offset, transform)
         return [fine] + [coarse] * (len(data) - 1)
 
     for step in range(opts["iterations"]):
@@ -395,7 +406,7 @@ def register_drmime(
         bounds = _level_bounds(net, data, matrices(), gen, stable=stable_lme, averages=None)
         if not torch.isfinite(bounds).all():
             raise RuntimeError(f"loss became {-bounds.mean().item()} at the end")
-        h = h0_64 @ taylor_exp_transform((v_levels + v_offset).double(), transform)
+        h = h0_64 @ expm((v_levels + v_offset).double(), transform)
         overlap = _overlap(fixed_mask, moving.shape, moving_mask, h.float(), fixed_shape)
     matrix = normalised_to_pixel(h, fixed_shape, moving_shape)
     if not np.isfinite(matrix).all():
@@ -413,6 +424,7 @@ def register_drmime(
         "lr_transform": float(opts["lr_transform"]),
         "lr_offset": float(opts["lr_offset"]),
         "sampling": sampling,
+        "exp": exp,
         "seed": int(seed),
     }
     return RegistrationOutput(MatrixTransform(matrix), info=info)
