@@ -19,6 +19,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
+TMP_PREFIX = ".tmp-"
 
 
 def canonical_json(obj: Any) -> str:
@@ -115,7 +116,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     data = json_safe(data)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    # The temporary name does not end in .json, so that a write cut short by a kill never
+    # looks like a record; remove_stale_temporaries() clears such leftovers.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".part")
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=1, allow_nan=False, default=str)
@@ -134,11 +137,9 @@ def write_record(run_dir: Path, task: Task, record: Record) -> Path:
 
 
 def iter_records(run_dir: Path) -> Iterator[Record]:
-    """All records under ``run_dir/records`` (temporary files of killed writes are skipped)."""
+    """All records under ``run_dir/records``."""
     root = Path(run_dir) / RECORDS_DIR
     for path in sorted(root.glob("*/*.json")):
-        if path.name.startswith(".tmp-"):
-            continue
         with open(path) as fh:
             yield Record.from_dict(json.load(fh))
 
@@ -146,5 +147,14 @@ def iter_records(run_dir: Path) -> Iterator[Record]:
 def existing_keys(run_dir: Path) -> set[str]:
     """Keys of the tasks that already have a record (from file names; no JSON parsing)."""
     root = Path(run_dir) / RECORDS_DIR
-    return {p.stem.rsplit(".", 1)[-1] for p in root.glob("*/*.json")
-            if not p.name.startswith(".tmp-")}
+    return {p.stem.rsplit(".", 1)[-1] for p in root.glob("*/*.json")}
+
+
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Delete half-written files left by a killed run; returns how many there were."""
+    run_dir = Path(run_dir)
+    stale = [*run_dir.glob(f"{TMP_PREFIX}*.part"),
+             *(run_dir / RECORDS_DIR).glob(f"*/{TMP_PREFIX}*.part")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

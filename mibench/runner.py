@@ -30,7 +30,14 @@ import numpy as np
 from mibench.config import RunConfig, RunPlan, plan_run
 from mibench.contracts import Pair
 from mibench.metrics import landmark_errors, norm_length, pair_scores
-from mibench.records import Record, Task, existing_keys, write_json_atomic, write_record
+from mibench.records import (
+    Record,
+    Task,
+    existing_keys,
+    remove_stale_temporaries,
+    write_json_atomic,
+    write_record,
+)
 from mibench.registry import Registry
 from mibench.transform import MatrixTransform, Transform
 
@@ -418,6 +425,7 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
     plan = plan_run(registry, cfg)
     for name, why in plan.skipped_methods.items():
         log(f"skipping method {name!r}: {why}")
+    remove_stale_temporaries(plan.run_dir)
     done = existing_keys(plan.run_dir)
     todo = [t for t in plan.tasks if t.key not in done]
     if len(todo) < len(plan.tasks):

@@ -90,8 +90,12 @@ def test_resume_runs_only_missing_tasks(tmp_path):
     victims = sorted((first.run_dir / "records" / "noisy").glob("*.json"))[:3]
     for path in victims:
         path.unlink()
+    # A write cut short by a kill leaves a temporary file: it must not count as a record.
+    stale = first.run_dir / "records" / "noisy" / ".tmp-killed.part"
+    stale.write_text('{"key": "trunc')
     again = run_benchmark(cfg, progress=False)
     assert again.completed == 3 and again.skipped_existing == 9
+    assert not stale.exists()
     after = records_by(first.run_dir)
     assert after.keys() == before.keys()
     for key, rec in before.items():
@@ -128,6 +132,7 @@ def test_sigkill_midway_then_rerun_completes_identically(tmp_path):
     subprocess.run(cmd(ref), env=env, check=True, capture_output=True)
     got, want = records_by(out), records_by(ref)
     assert len(list((out / "records").glob("*/*.json"))) == 6
+    assert not list((out / "records").glob("*/*.part"))  # no half-written leftovers
     assert got.keys() == want.keys()
     for key in want:
         assert got[key].transform == want[key].transform
