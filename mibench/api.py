@@ -34,16 +34,10 @@ def method(name: str, *, device: str = "auto", plugins: Iterable[str] = (),
 def dataset(name: str = "synthetic", data_dir: str | None = None, *,
             plugins: Iterable[str] = (), **options: Any):
     """A dataset by name: an object with ``pairs()`` (ids and metadata) and ``load(pair_id)``."""
-    from pathlib import Path
-
-    from mibench.errors import UserError
+    from mibench.config import resolve_data_dir
 
     spec = Registry(plugins).get("dataset", name)
-    if data_dir is None and spec.needs_data_dir:
-        raise UserError(f"dataset {spec.name!r} needs data_dir (expected layout: {spec.layout})")
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise UserError(f"{data_dir}: data directory does not exist")
-    return spec.load()(Path(data_dir) if data_dir else None, **spec.resolve(options))
+    return spec.load()(resolve_data_dir(spec, data_dir), **spec.resolve(options))
 
 
 def run(methods: str | list[str] = "default", dataset: str = "synthetic",

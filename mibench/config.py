@@ -96,6 +96,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def resolve_data_dir(spec, data_dir: str | Path | None) -> Path | None:
+    """The absolute data directory for dataset ``spec``; a missing one is a :class:`UserError`."""
+    if data_dir is None:
+        if spec.needs_data_dir:
+            raise UserError(f"dataset {spec.name!r} needs --data-dir (data_dir= in Python; "
+                            f"expected layout: {spec.layout})")
+        return None
+    path = Path(data_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"{data_dir}: data directory does not exist")
+    return path
+
+
 def _select_methods(registry: Registry, methods: str | list[str]) -> tuple[list, dict[str, str]]:
     specs = registry.specs("method")
     skipped: dict[str, str] = {}
@@ -148,14 +161,7 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
 
     dspec = registry.get("dataset", cfg.dataset)
     factory = dspec.load()
-    data_dir = None
-    if cfg.data_dir is not None:
-        data_dir = Path(cfg.data_dir).expanduser().resolve()
-        if not data_dir.is_dir():
-            raise UserError(f"{cfg.data_dir}: data directory does not exist")
-    elif dspec.needs_data_dir:
-        raise UserError(
-            f"dataset {dspec.name!r} needs --data-dir (expected layout: {dspec.layout})")
+    data_dir = resolve_data_dir(dspec, cfg.data_dir)
     dparams = dspec.resolve(cfg.dataset_options, from_text=True)
 
     mspecs, skipped = _select_methods(registry, cfg.methods)

@@ -33,6 +33,7 @@ from mibench.metrics import landmark_errors, norm_length, pair_scores
 from mibench.records import (
     Record,
     Task,
+    canonical_json,
     existing_keys,
     remove_stale_temporaries,
     write_json_atomic,
@@ -125,8 +126,6 @@ class _WorkerState:
         self._datasets: dict[str, Any] = {}
 
     def dataset(self, task: Task):
-        from mibench.records import canonical_json
-
         key = canonical_json(task.dataset_params)
         if key not in self._datasets:
             spec = self.registry.get("dataset", task.dataset)
@@ -250,7 +249,7 @@ class _Worker:
         self.conn.close()
 
 
-def _failure_from(worker: _Worker, error: str, ctx: WorkerContext,
+def _failure_from(worker: _Worker, error: str,
                   fallback: Callable[[Task, str], Record]) -> Record:
     task = worker.task
     if worker.provisional is not None:
@@ -311,7 +310,7 @@ def run_in_processes(tasks: list[Task], ctx: WorkerContext, workers: int,
                 if not w.proc.is_alive() or handle is w.proc.sentinel:
                     w.proc.join(1)
                     if w.task is not None:
-                        on_record(_failure_from(w, _describe_exit(w.proc.exitcode), ctx, fallback))
+                        on_record(_failure_from(w, _describe_exit(w.proc.exitcode), fallback))
                     elif not w.ready:
                         raise RuntimeError(
                             f"a worker process failed to start ({_describe_exit(w.proc.exitcode)})")
@@ -322,7 +321,7 @@ def run_in_processes(tasks: list[Task], ctx: WorkerContext, workers: int,
             now = time.monotonic()
             for i, w in enumerate(pool):
                 if w.task is not None and timeout and now - w.started > timeout:
-                    record = _failure_from(w, f"timed out after {timeout:g} s", ctx, fallback)
+                    record = _failure_from(w, f"timed out after {timeout:g} s", fallback)
                     w.stop(force=True)
                     on_record(record)
                     pool[i] = _Worker(ctx, mpctx)

@@ -72,7 +72,7 @@ from mibench.estimators.mine import (
     marginal_pairs,
 )
 from mibench.methods import pyramid as pyr
-from mibench.methods.gradient import VALID_THRESHOLD, to_grey_if_needed
+from mibench.methods.gradient import VALID_THRESHOLD, prepare_images
 from mibench.methods.transform_models import (
     matrix_exp_transform,
     n_params,
@@ -353,9 +353,7 @@ def register_drmime(
         raise ValueError(f"iterations must be >= 0, got {opts['iterations']!r}")
     n = n_params(transform)
     device = fixed.device
-    fixed = fixed.to(device=device, dtype=torch.float32)
-    moving = moving.to(device=device, dtype=torch.float32)
-    fixed, moving = to_grey_if_needed(fixed, moving)
+    fixed, moving = prepare_images(fixed, moving)
     fixed_shape, moving_shape = tuple(fixed.shape[-2:]), tuple(moving.shape[-2:])
     if fixed_mask is not None:
         fixed_mask = fixed_mask.to(device)

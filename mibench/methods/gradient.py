@@ -41,8 +41,10 @@ MULTIRES = ("simultaneous", "coarse-to-fine")
 SCHEDULES = ("cosine", "constant")
 
 
-def to_grey_if_needed(fixed: torch.Tensor, moving: torch.Tensor):
-    """Both images as grey (channel mean) when their channel counts differ, else unchanged."""
+def prepare_images(fixed: torch.Tensor, moving: torch.Tensor):
+    """Both images as float32 on their device, grey (channel mean) when their channel counts
+    differ (else unchanged)."""
+    fixed, moving = fixed.float(), moving.float()
     if fixed.shape[1] != moving.shape[1]:
         fixed = fixed.mean(dim=1, keepdim=True)
         moving = moving.mean(dim=1, keepdim=True)
@@ -127,9 +129,7 @@ def register_with_estimator(
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     n = n_params(transform)
     device = fixed.device
-    fixed = fixed.to(device=device, dtype=torch.float32)
-    moving = moving.to(device=device, dtype=torch.float32)
-    fixed, moving = to_grey_if_needed(fixed, moving)
+    fixed, moving = prepare_images(fixed, moving)
     fixed_shape = tuple(fixed.shape[-2:])
     moving_shape = tuple(moving.shape[-2:])
 
