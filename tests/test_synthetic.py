@@ -227,6 +227,31 @@ def test_perspective_adds_a_projective_row():
         assert np.abs(row[:2]).max() > 1e-6 and row[2] == 1.0
 
 
+def test_rigid_is_rotation_and_translation_from_the_same_draws():
+    size = 200
+    affine = load_dataset(None, pairs=12, size=size, difficulty="hard").pairs()
+    rigid = load_dataset(None, pairs=12, size=size, difficulty="hard",
+                         transform="rigid").pairs()
+    centre = np.array([(size - 1) / 2] * 2)
+    angles = []
+    for a, r in zip(affine, rigid, strict=True):
+        m = np.asarray(r.meta["true_transform"])
+        lin = m[:2, :2]
+        assert m[2].tolist() == [0.0, 0.0, 1.0]
+        np.testing.assert_allclose(lin.T @ lin, np.eye(2), atol=1e-12)  # no scale, no shear
+        assert np.linalg.det(lin) > 0
+        angle = np.degrees(np.arctan2(lin[1, 0], lin[0, 0]))
+        shift = m[:2] @ np.append(centre, 1.0) - centre  # translation of the image centre
+        assert abs(angle) <= 30.0 and np.abs(shift).max() <= 0.2 * size
+        # The same unit draws as the affine pair: the hard affine rotation is 20 deg * u.
+        ma = np.asarray(a.meta["true_transform"])
+        affine_shift = ma[:2] @ np.append(centre, 1.0) - centre
+        np.testing.assert_allclose(shift, 2.0 * affine_shift, rtol=1e-9, atol=1e-9)
+        angles.append(angle)
+        assert a.meta["crop"] == r.meta["crop"]
+    assert max(np.abs(angles)) > 15  # the range is used
+
+
 def test_harder_difficulty_moves_further_from_identity():
     def displacement(difficulty):
         infos = load_dataset(None, pairs=16, difficulty=difficulty).pairs()

@@ -21,8 +21,9 @@ SYNTHETIC = DatasetSpec(
         Param("size", 256, "side of the square fixed and moving images, in pixels"),
         Param("families", "fundus,histology",
               "comma-separated families (fundus, histology); pairs cycle through them"),
-        Param("transform", "affine", "true transform model",
-              choices=("affine", "perspective")),
+        Param("transform", "affine", "true transform model; rigid = rotation and translation "
+              "only, up to 10/20/30 deg and 5/10/20 % of the size by difficulty",
+              choices=("affine", "perspective", "rigid")),
         Param("difficulty", "medium",
               "size of the true transform (max rotation 5/10/20 deg, translation 3/6/10 %, "
               "scale 5/10/15 %, shear 0.03/0.06/0.1)", choices=("easy", "medium", "hard")),
@@ -36,7 +37,110 @@ SYNTHETIC = DatasetSpec(
     source="ships with scikit-image; no download",
 )
 
+_CHANNELS = Param("channels", "grey", "what methods see of colour images: luma or RGB",
+                  choices=("grey", "rgb"))
+_WORKING_SCALE = Param("working_scale", 1.0,
+                       "resize images and landmarks by this factor in (0, 1] before "
+                       "registration; errors stay in the table's pixels")
+_BIRL_SCALE = Param("scale", 0, "read the images from the scale-<P>pc folders instead of those "
+                    "the table names (0: as in the table); landmarks are rescaled")
+
+FIRE = DatasetSpec(
+    name="fire",
+    description=(
+        "FIRE fundus pairs (134 pairs, 2912 x 2912, categories S/P/A) with 10 control points "
+        "each; P37 left out by default (wrong ground truth); errors in native pixels."
+    ),
+    factory="mibench.datasets.fire:load_dataset",
+    params=(
+        Param("categories", "S,P,A", "comma list of the categories to use (S, P, A)"),
+        Param("include_p37", False, "keep pair P37, whose ground truth is known to be wrong"),
+        Param("scale", 0.25, "working scale in (0, 1]: methods see images and landmarks "
+              "resized by it (0.25: 728 px); errors are reported in native 2912-px pixels"),
+        Param("channels", "green", "what methods see of the colour photographs",
+              choices=("green", "grey", "rgb")),
+        Param("mask", "fov", "mask given to the methods: Masks/mask.png (fov), "
+              "Masks/feature_mask.png (feature) or none", choices=("fov", "feature", "none")),
+    ),
+    layout=(
+        "DIR/Images/<C><NN>_1.jpg (fixed) and <C><NN>_2.jpg (moving), C in S/P/A; "
+        "DIR/Ground Truth/control_points_<C><NN>_1_2.txt (lines 'x_ref y_ref x_test y_test', "
+        "full resolution); DIR/Masks/mask.png, DIR/Masks/feature_mask.png (DIR may also be the "
+        "parent of FIRE/)"
+    ),
+    source="https://projects.ics.forth.gr/cvrl/fire/ (FIRE.zip, free for research)",
+)
+
+COVER = DatasetSpec(
+    name="cover",
+    description=(
+        "Your own pairs from a BIRL-style cover table: target = fixed, source = moving; "
+        "landmarks as ,X,Y CSV, .pts or x y text."
+    ),
+    factory="mibench.datasets.cover:load_dataset",
+    params=(
+        Param("table", "", "the cover table CSV (absolute, from the current directory, or "
+              "inside --data-dir)", type=str),
+        _BIRL_SCALE,
+        _WORKING_SCALE,
+        _CHANNELS,
+    ),
+    layout=(
+        "a CSV with columns 'Target image', 'Source image', 'Target landmarks', 'Source "
+        "landmarks' (paths relative to --data-dir; an empty Target landmarks cell: registered, "
+        "not scored); give it with -o table=PATH"
+    ),
+    source="your own data (BIRL's format: https://github.com/Borda/BIRL)",
+)
+
+ANHIR = DatasetSpec(
+    name="anhir",
+    description=(
+        "ANHIR histology pairs (481 pairs, 8 tissues) from its cover table; evaluation pairs "
+        "without target landmarks are registered and written out, not scored."
+    ),
+    factory="mibench.datasets.anhir:load_dataset",
+    params=(
+        Param("table", "dataset_medium.csv", "the ANHIR cover table (absolute, from the "
+              "current directory, or inside --data-dir)"),
+        Param("status", "all", "which pairs to use by the table's status column",
+              choices=("all", "training", "evaluation")),
+        _BIRL_SCALE,
+        _WORKING_SCALE,
+        _CHANNELS,
+    ),
+    layout=(
+        "DIR/<tissue>_<k>/scale-<P>pc/<name>.jpg|png with <name>.csv landmarks (,X,Y) beside "
+        "each image, and the cover table (default DIR/dataset_medium.csv: an index column, "
+        "Target image, Source image, Target landmarks, Source landmarks, status, ...)"
+    ),
+    source="https://anhir.grand-challenge.org/Data/ (registration required)",
+)
+
+NIFTI = DatasetSpec(
+    name="nifti",
+    description=(
+        "2-D slices of NIfTI volumes (e.g. MRI T1/T2) listed in a CSV manifest, read with "
+        "nibabel; pixel (x, y) is voxel (row y, column x) of the numpy slice, no reorientation."
+    ),
+    factory="mibench.datasets.nifti:load_dataset",
+    params=(
+        Param("manifest", "manifest.csv", "the CSV manifest (absolute, from the current "
+              "directory, or inside --data-dir)"),
+        Param("axis", 2, "voxel axis the slice is taken across", choices=(0, 1, 2)),
+        Param("index", -1, "slice index along the axis; -1 for the middle slice"),
+        Param("slab", 0.5, "3-D landmarks within this many voxels of the fixed slice are used"),
+        _WORKING_SCALE,
+    ),
+    layout=(
+        "a CSV manifest (default DIR/manifest.csv) with columns fixed, moving (.nii or .nii.gz "
+        "paths relative to --data-dir) and optionally fixed_landmarks, moving_landmarks (x y "
+        "pixels or i j k voxels), fixed_mask, moving_mask, id"
+    ),
+    source="your own data (any NIfTI-1/2 files nibabel reads)",
+)
+
 
 @hookimpl
 def mibench_datasets():
-    return [SYNTHETIC]
+    return [SYNTHETIC, FIRE, ANHIR, COVER, NIFTI]

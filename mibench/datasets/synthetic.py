@@ -41,7 +41,10 @@ usable pixels fill up, so a pair always has the requested number.
 Randomness: pair ``k`` draws everything from ``numpy.random.default_rng([seed, k])`` (noise and
 fallback landmarks from ``[seed, k, 1]``), in an order that does not depend on the options, so a
 pair is the same whatever the number of pairs, and ``easy``/``hard`` or ``affine``/``perspective``
-differ only in the magnitude or presence of the same random components.
+differ only in the magnitude or presence of the same random components. ``transform="rigid"``
+uses the same draws for rotation and translation only, over larger ranges (:data:`RIGID`: up to
+10/20/30 degrees and 5/10/20 % of the size for easy/medium/hard); scale and shear are exactly 1
+and 0, so the matrix is a rotation about the image centre plus a translation.
 """
 
 from __future__ import annotations
@@ -74,6 +77,14 @@ DIFFICULTY = {
     "easy": _Limits(5.0, 0.03, 0.05, 0.03, 0.03),
     "medium": _Limits(10.0, 0.06, 0.10, 0.06, 0.06),
     "hard": _Limits(20.0, 0.10, 0.15, 0.10, 0.10),
+}
+
+#: ``transform="rigid"``: rotation and translation only (no scale, shear or perspective), with
+#: larger ranges than the affine ones, as global rigid methods (``cmif``) are meant for.
+RIGID = {
+    "easy": _Limits(10.0, 0.05, 0.0, 0.0, 0.0),
+    "medium": _Limits(20.0, 0.10, 0.0, 0.0, 0.0),
+    "hard": _Limits(30.0, 0.20, 0.0, 0.0, 0.0),
 }
 
 _CROP_RANGE = (0.6, 1.0)  # crop side as a fraction of the source side
@@ -235,8 +246,8 @@ def _plan(index: int, family: str, options: dict[str, Any]) -> _Plan:
     curve = (float(rng.uniform(1.2, 2.0)), float(rng.uniform(0.0, 2.0)))
     bias = tuple(float(v) for v in rng.uniform(-_BIAS_STRENGTH, _BIAS_STRENGTH, size=5))
 
-    matrix = true_transform(unit, options["size"], DIFFICULTY[options["difficulty"]],
-                            options["transform"] == "perspective")
+    limits = (RIGID if options["transform"] == "rigid" else DIFFICULTY)[options["difficulty"]]
+    matrix = true_transform(unit, options["size"], limits, options["transform"] == "perspective")
     side_px = min(_source_shape(family))
     lo, hi = _CROP_RANGE
     side = (lo + (hi - lo) * crop_unit[0]) * side_px

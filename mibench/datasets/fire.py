@@ -1,0 +1,189 @@
+"""The ``fire`` dataset: FIRE, the Fundus Image Registration dataset, in its native layout.
+
+Hernández-Matas et al., J. Modeling in Ophthalmology 1(4), 2017: 134 pairs of 2912 x 2912 fundus
+photographs in three categories, S (large overlap, no change), P (small overlap) and A (large
+overlap, anatomical change)::
+
+    <data-dir>/Images/<C><NN>_1.jpg                        reference image = fixed
+    <data-dir>/Images/<C><NN>_2.jpg                        test image = moving
+    <data-dir>/Ground Truth/control_points_<C><NN>_1_2.txt  10 lines "x_ref y_ref x_test y_test"
+    <data-dir>/Masks/mask.png                              field of view (FOV), all images
+    <data-dir>/Masks/feature_mask.png                      FOV for feature detection
+
+Control points are in full-resolution pixels. The protocol maps the test points into the
+reference frame; a pair's error is the mean distance over its points, in native pixels, which is
+what the runner reports (``native_scale``) whatever the working scale.
+
+``control_points_P37_1_2.txt`` is known to be wrong and is left out by default, as in the
+literature since SuperRetina (48 P pairs); ``include_p37=true`` keeps it. The dataset's
+``notes`` say which, and the working scale, so that the report states them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mibench.contracts import Pair, PairInfo
+from mibench.datasets.io import (
+    check_scale,
+    downscale,
+    image_size,
+    read_image,
+    read_mask,
+    read_points,
+    working_shape,
+)
+from mibench.errors import UserError
+
+CATEGORIES = ("S", "P", "A")
+KNOWN_BAD = "P37"
+_GT_NAME = re.compile(r"control_points_([SPA])(\d+)_1_2\.txt")
+_MASK_FILES = {"fov": "mask.png", "feature": "feature_mask.png"}
+
+
+@dataclass(frozen=True)
+class _FirePair:
+    id: str
+    category: str
+    fixed_path: Path
+    moving_path: Path
+    fixed_points: np.ndarray  # (K, 2) native (x, y) in the reference image
+    moving_points: np.ndarray  # (K, 2) native (x, y) in the test image
+    native_shape: tuple[int, int]
+
+
+def find_root(data_dir: Path) -> Path:
+    """The FIRE folder: ``data_dir`` itself, or its subfolder ``FIRE`` (the archive's name)."""
+    data_dir = Path(data_dir)
+    for root in (data_dir, data_dir / "FIRE"):
+        if (root / "Images").is_dir() and (root / "Ground Truth").is_dir():
+            return root
+    found = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in data_dir.iterdir()))
+    raise UserError(f"{data_dir}: not a FIRE directory: expected the folders 'Images/' and "
+                    f"'Ground Truth/' (found: {found or 'nothing'})")
+
+
+def _parse_categories(text: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(c.strip().upper() for c in text.split(",") if c.strip()))
+    bad = [c for c in chosen if c not in CATEGORIES]
+    if bad or not chosen:
+        raise UserError(f"option 'categories' takes a comma list of S, P, A; got {text!r}")
+    return chosen
+
+
+class FireDataset:
+    """FIRE pairs; ``pairs()`` reads only the control points and image headers.
+
+    Parameters
+    ----------
+    data_dir : Path
+        The FIRE folder (or its parent).
+    categories : str
+        Comma list of the categories to keep (``S,P,A``).
+    include_p37 : bool
+        Keep pair P37, whose ground truth is known to be wrong.
+    scale : float
+        Working scale in (0, 1]: methods see images and landmarks resized by this factor
+        (0.25: 728 x 728); errors are still reported in native (2912 px) pixels.
+    channels : {"green", "grey", "rgb"}
+        What the methods see of the colour photographs (see :func:`io.read_image`).
+    mask : {"fov", "feature", "none"}
+        The mask given to the methods as ``fixed_mask`` and ``moving_mask``: ``Masks/mask.png``,
+        ``Masks/feature_mask.png`` or none.
+    """
+
+    def __init__(self, data_dir: Path, *, categories: str = "S,P,A", include_p37: bool = False,
+                 scale: float = 0.25, channels: str = "green", mask: str = "fov"):
+        self.root = find_root(data_dir)
+        self.scale = check_scale(scale)
+        self.channels = channels
+        self.mask_path = None if mask == "none" else self.root / "Masks" / _MASK_FILES[mask]
+        if self.mask_path is not None:
+            image_size(self.mask_path, f"FIRE {mask} mask")
+        self._mask_cache: tuple[np.ndarray, tuple[int, int]] | None = None
+        self.notes: list[str] = []
+        wanted = _parse_categories(categories)
+        truth = self.root / "Ground Truth"
+        found = sorted(((m, p) for p in truth.iterdir() if (m := _GT_NAME.fullmatch(p.name))),
+                       key=lambda item: (CATEGORIES.index(item[0].group(1)),
+                                         int(item[0].group(2))))
+        if not found:
+            raise UserError(f"{truth}: no ground-truth files named "
+                            "control_points_<C><NN>_1_2.txt (C one of S, P, A)")
+        self._pairs: dict[str, _FirePair] = {}
+        for match, path in found:
+            category, number = match.group(1), match.group(2)
+            pair_id = f"{category}{number}"
+            if category not in wanted:
+                continue
+            if pair_id == KNOWN_BAD:
+                if not include_p37:
+                    self.notes.append(f"{KNOWN_BAD} excluded (its ground truth is known to be "
+                                      "wrong); include it with -o include_p37=true")
+                    continue
+                self.notes.append(f"{KNOWN_BAD} included although its ground truth is known "
+                                  "to be wrong (include_p37=true)")
+            self._pairs[pair_id] = self._read_pair(pair_id, category, path)
+        if self.scale != 1 and self._pairs:
+            h, w = next(iter(self._pairs.values())).native_shape
+            wh, ww = working_shape((h, w), self.scale)
+            self.notes.append(f"working scale {self.scale:g}: methods see {ww} x {wh} px images "
+                              f"(native {w} x {h}); errors are in native pixels")
+
+    def _read_pair(self, pair_id: str, category: str, truth: Path) -> _FirePair:
+        fixed_path = self.root / "Images" / f"{pair_id}_1.jpg"
+        moving_path = self.root / "Images" / f"{pair_id}_2.jpg"
+        native_shape = image_size(fixed_path, "FIRE reference image")
+        image_size(moving_path, "FIRE test image")
+        points = read_points(truth, 4, "x_ref y_ref x_test y_test")
+        fixed_points, moving_points = points[:, :2], points[:, 2:]
+        return _FirePair(pair_id, category, fixed_path, moving_path, fixed_points,
+                         moving_points, native_shape)
+
+    def pairs(self) -> list[PairInfo]:
+        return [PairInfo(p.id, {"category": p.category}) for p in self._pairs.values()]
+
+    def _mask(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The working-scale mask (one file for every pair: decoded once, then kept)."""
+        if self.mask_path is None:
+            return None
+        if self._mask_cache is None:
+            mask = read_mask(self.mask_path, "FIRE mask")
+            self._mask_cache = downscale(mask, self.scale, order=0), mask.shape
+        mask, native = self._mask_cache
+        if native != shape:
+            raise UserError(f"{self.mask_path}: mask is {native[1]} x {native[0]} px, "
+                            f"the images {shape[1]} x {shape[0]} px")
+        return mask
+
+    def load(self, pair_id: str) -> Pair:
+        try:
+            p = self._pairs[pair_id]
+        except KeyError:
+            raise UserError(f"FIRE has no pair {pair_id!r} (with these options)") from None
+        fixed = read_image(p.fixed_path, self.channels, "FIRE reference image")
+        moving = read_image(p.moving_path, self.channels, "FIRE test image")
+        if fixed.shape[:2] != moving.shape[:2]:
+            raise UserError(f"{p.moving_path}: size {moving.shape[:2]} differs from the "
+                            f"reference image's {fixed.shape[:2]}")
+        mask = self._mask(fixed.shape[:2])
+        return Pair(
+            id=p.id,
+            fixed=downscale(fixed, self.scale),
+            moving=downscale(moving, self.scale),
+            fixed_landmarks=p.fixed_points * self.scale,
+            moving_landmarks=p.moving_points * self.scale,
+            fixed_mask=mask,
+            moving_mask=mask,
+            native_scale=1.0 / self.scale,
+            native_shape=p.native_shape,
+            meta={"category": p.category},
+        )
+
+
+def load_dataset(data_dir: Path, **params) -> FireDataset:
+    return FireDataset(Path(data_dir), **params)

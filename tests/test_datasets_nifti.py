@@ -1,0 +1,60 @@
+"""NIfTI slices from a CSV manifest, through ``mibench run --dataset nifti``."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fixtures_datasets import make_nifti, run_identity
+
+import mibench
+
+
+def test_run_projects_voxel_landmarks_onto_the_slice(tmp_path):
+    """Landmarks are voxels (i, j, k); slice k = 2 keeps those with |k - 2| <= 0.5 (3 of 4) as
+    pixels (x, y) = (j, i). The moving ones are shifted by (di, dj) = (1, -2): identity error
+    sqrt(5) voxels each."""
+    truth = make_nifti(tmp_path / "data")
+    _, records = run_identity(tmp_path / "run", "nifti", truth.root, "index=2")
+    rec = records["subject-01"]
+    assert rec.status == "ok" and rec.scored
+    np.testing.assert_allclose(rec.landmark_errors, [np.sqrt(5.0)] * 3, rtol=1e-12)
+    assert rec.meta == {"spacing_x": pytest.approx(1.1), "spacing_y": pytest.approx(0.9),
+                        "slice": 2}
+    assert rec.metrics["naed"] == pytest.approx(np.sqrt(5.0) / np.hypot(24, 20))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_voxel_to_pixel_convention_and_mask(tmp_path, gz):
+    truth = make_nifti(tmp_path, gz=gz)
+    pair = mibench.dataset("nifti", str(tmp_path), index=2).load("subject-01")
+    i, j, k = truth.bright
+    assert pair.fixed.shape == (20, 24)  # rows = voxel axis 0, columns = voxel axis 1
+    assert np.unravel_index(pair.fixed.argmax(), pair.fixed.shape) == (i, j)  # pixel (x=j, y=i)
+    on_slice = np.abs(truth.fixed_voxels[:, 2] - 2) <= 0.5
+    np.testing.assert_allclose(pair.fixed_landmarks, truth.fixed_voxels[on_slice][:, [1, 0]])
+    np.testing.assert_allclose(pair.moving_landmarks, truth.moving_voxels[on_slice][:, [1, 0]])
+    expected_mask = np.zeros((20, 24), bool)
+    expected_mask[2:18, 3:20] = True
+    np.testing.assert_array_equal(pair.fixed_mask, expected_mask)
+    assert pair.moving_mask is None
+    # Intensities: the 0.5 / 99.5 percentiles of the slice map to 0 / 1.
+    raw = np.asarray(nib.load(str(tmp_path / ("t1.nii.gz" if gz else "t1.nii"))).dataobj)[..., 2]
+    lo, hi = np.percentile(raw, (0.5, 99.5))
+    np.testing.assert_allclose(pair.fixed, np.clip((raw - lo) / (hi - lo), 0, 1), atol=1e-6)
+
+
+def test_other_axis_middle_slice_and_pixel_landmarks(tmp_path):
+    truth = make_nifti(tmp_path)
+    np.savetxt(tmp_path / "xy_f.txt", [[2.0, 7.0], [1.0, 3.0]])
+    np.savetxt(tmp_path / "xy_m.txt", [[2.5, 7.0], [1.0, 4.0]])
+    (tmp_path / "axis0.csv").write_text("fixed,moving,fixed_landmarks,moving_landmarks\n"
+                                        "t1.nii.gz,t2.nii.gz,xy_f.txt,xy_m.txt\n")
+    ds = mibench.dataset("nifti", str(tmp_path), manifest="axis0.csv", axis=0, index=-1)
+    assert [p.id for p in ds.pairs()] == ["000"]
+    pair = ds.load("000")
+    assert pair.meta["slice"] == 10  # middle of 20 along axis 0
+    assert pair.fixed.shape == (24, 5)  # rows = voxel axis 1 (j), columns = voxel axis 2 (k)
+    np.testing.assert_allclose(pair.fixed_landmarks, [[2.0, 7.0], [1.0, 3.0]])
+    at = mibench.dataset("nifti", str(tmp_path), manifest="axis0.csv", axis=0,
+                         index=truth.bright[0]).load("000")
+    i, j, k = truth.bright
+    assert np.unravel_index(at.fixed.argmax(), at.fixed.shape) == (j, k)  # pixel (x=k, y=j)
