@@ -43,13 +43,16 @@ def dataset(name: str = "synthetic", data_dir: str | None = None, *,
 def run(methods: str | list[str] = "default", dataset: str = "synthetic",
         data_dir: str | None = None, *, dataset_options: dict | None = None,
         method_options: dict | None = None, seeds: Iterable[int] = (0,), device: str = "auto",
-        workers: int = 1, timeout: float | None = 600.0, limit: int | None = None,
-        out: str | None = None, normalisation: str = "diagonal",
+        workers: int = 1, timeout: float | None = 600.0, executor: str = "local",
+        scheduler: str | None = None, limit: int | None = None,
+        out: str | None = None, normalisation: str = "diagonal", reference: str | None = None,
         plugins: Iterable[str] = (), progress: bool = False):
     """Run a benchmark (as ``mibench run``) and return its results as a pandas DataFrame.
 
     One row per method x pair x seed (the ``results.csv`` of the run); the run directory is in
-    ``df.attrs["run_dir"]`` and the report in ``df.attrs["report"]``.
+    ``df.attrs["run_dir"]`` and the report in ``df.attrs["report"]``. ``executor="dask"`` runs
+    the tasks on a Dask cluster (``scheduler`` address, or a ``LocalCluster`` of ``workers``
+    processes); the results and the run directory are the same as with the local executor.
     """
     import pandas as pd
 
@@ -60,7 +63,9 @@ def run(methods: str | list[str] = "default", dataset: str = "synthetic",
                     dataset_options=dict(dataset_options or {}),
                     method_options={k: dict(v) for k, v in (method_options or {}).items()},
                     seeds=list(seeds), device=device, workers=workers, timeout=timeout,
-                    limit=limit, out=out, normalisation=normalisation, plugins=list(plugins))
+                    executor=executor, scheduler=scheduler,
+                    limit=limit, out=out, normalisation=normalisation, reference=reference,
+                    plugins=list(plugins))
     result = run_benchmark(cfg, progress=progress)
     df = pd.read_csv(result.run_dir / "results.csv")
     df.attrs["run_dir"] = str(result.run_dir)

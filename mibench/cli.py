@@ -79,6 +79,11 @@ def cli() -> None:
               help="Worker processes (default 1; 0 runs in-process without time-outs).")
 @click.option("--timeout", type=float, default=None,
               help="Seconds per task before it is killed and marked failed (default 600).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+              help="Where tasks run: local worker processes (default) or a Dask cluster.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler address, e.g. tcp://host:8786 (with --executor dask; "
+                   "without it a LocalCluster of --workers processes is started).")
 @click.option("--seed", "seed_text", default=None,
               help="Seed(s) for the methods: 0, 0,1,2 or 0-4 (default 0).")
 @click.option("--limit", type=int, default=None, help="Use only the first N pairs.")
@@ -94,9 +99,13 @@ def cli() -> None:
               help="TOML or JSON file with any of these settings; flags override it.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Import MODULE as an extra plugin (repeatable).")
+@click.option("--reference", default=None, metavar="METHOD",
+              help="Method the report tests the others against (default drmime when it runs, "
+                   "else the one with the lowest mean NAED).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(methods, dataset, data_dir, device, out, workers, timeout, seed_text, limit,
-        normalisation, dataset_opts, method_opts, config_file, plugins, quiet) -> None:
+def run(methods, dataset, data_dir, device, out, workers, timeout, executor, scheduler, seed_text,
+        limit, normalisation, dataset_opts, method_opts, config_file, plugins, reference,
+        quiet) -> None:
     """Register every pair of a dataset with each method and write records and reports."""
     from mibench.config import RunConfig, load_config_file
     from mibench.runner import run_benchmark
@@ -105,6 +114,7 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, seed_text, li
     flags = {
         "methods": methods, "dataset": dataset, "data_dir": data_dir, "device": device,
         "out": out, "workers": workers, "timeout": timeout, "limit": limit,
+        "executor": executor, "scheduler": scheduler, "reference": reference,
         "normalisation": normalisation,
         "seeds": _parse_seeds(seed_text) if seed_text is not None else None,
     }
@@ -161,16 +171,25 @@ def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-def report(run_dirs: tuple[str, ...]) -> None:
-    """Rebuild results.csv, summary.csv and report.html of a run directory from its records."""
+@click.option("--out", type=click.Path(), default=None,
+              help="Merge the run directories into this one and report there (same dataset "
+                   "and options; identical tasks once).")
+@click.option("--reference", default=None, metavar="METHOD",
+              help="Method the others are tested against (default: the run's --reference, "
+                   "else drmime when it ran, else the lowest mean NAED).")
+def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) -> None:
+    """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the figures and report.html
+    of each run directory from its records, or of their merge with --out."""
     from mibench.records import RECORDS_DIR
-    from mibench.reports import build_reports
+    from mibench.reports import build_reports, merge_runs
 
     for run_dir in run_dirs:
-        path = Path(run_dir)
-        if not (path / RECORDS_DIR).is_dir():
+        if not (Path(run_dir) / RECORDS_DIR).is_dir():
             raise UserError(f"{run_dir}: not a run directory (no {RECORDS_DIR}/ folder)")
-        click.echo(f"report: {build_reports(path)}")
+    reference = reference.strip().lower() if reference else None
+    targets = [merge_runs([Path(d) for d in run_dirs], Path(out))] if out else run_dirs
+    for run_dir in targets:
+        click.echo(f"report: {build_reports(Path(run_dir), reference=reference)}")
 
 
 def read_image(path: str) -> Any:

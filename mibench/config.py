@@ -20,6 +20,7 @@ from mibench.errors import UserError
 from mibench.metrics import NORMALISATIONS
 from mibench.records import Task, canonical_json
 from mibench.registry import Registry
+from mibench.tensors import parse_device
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -44,6 +45,18 @@ class RunConfig:
         Seconds per task (loading the pair and registering it); None for no limit.
     workers : int
         Worker processes; 0 runs tasks in this process (no time-out, no crash isolation).
+        With the ``dask`` executor and no scheduler: the ``LocalCluster``'s worker count.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    executor : str
+        ``local`` (worker processes here) or ``dask`` (a Dask cluster); see
+        :mod:`mibench.executors`. Neither it nor ``scheduler`` changes the run directory.
+    scheduler : str or None
+        Dask scheduler address (``tcp://host:8786``); None starts a ``LocalCluster``.
+    reference : str or None
+        The method the report tests every other method against (default: ``drmime`` when it
+        runs, else the method with the lowest mean NAED). Changes neither the run directory nor
+        the tasks.
     """
 
     methods: str | list[str] = "default"
@@ -59,6 +72,9 @@ class RunConfig:
     out: str | None = None
     normalisation: str = "diagonal"
     plugins: list[str] = field(default_factory=list)
+    executor: str = "local"
+    scheduler: str | None = None
+    reference: str | None = None
 
 
 @dataclass
@@ -158,6 +174,13 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
         raise UserError("--timeout must be positive")
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
+    device = parse_device(cfg.device)
+    if cfg.executor not in ("local", "dask"):
+        raise UserError(f"unknown executor {cfg.executor!r}; choose from local, dask")
+    if cfg.scheduler and cfg.executor != "dask":
+        raise UserError("--scheduler needs --executor dask")
+    if cfg.executor == "dask" and cfg.workers == 0:
+        raise UserError("--workers 0 (in-process) cannot be combined with --executor dask")
 
     dspec = registry.get("dataset", cfg.dataset)
     factory = dspec.load()
@@ -194,6 +217,10 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
                         f"{', '.join(sorted(duplicates))}")
 
     seeds = sorted({int(s) for s in cfg.seeds})
+    reference = cfg.reference.strip().lower() if cfg.reference else None
+    if reference and reference not in method_params:
+        raise UserError(f"--reference {reference!r} is not one of the selected methods "
+                        f"({', '.join(method_params)})")
     config = {
         "dataset": dspec.name,
         "dataset_params": dparams,
@@ -202,9 +229,12 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
         "seeds": seeds,
         "limit": cfg.limit,
         "normalisation": cfg.normalisation,
-        "device": cfg.device,
+        "device": device,
         "workers": cfg.workers,
         "timeout": cfg.timeout,
+        "executor": cfg.executor,
+        "scheduler": cfg.scheduler,
+        "reference": reference,
         "plugins": list(cfg.plugins),
         "skipped_methods": skipped,
     }

@@ -81,3 +81,73 @@ def pair_scores(errors: np.ndarray, initial_errors: np.ndarray, length: float,
     for stat in ("mean", "median", "max"):
         out[f"rtre_{stat}"] = out[f"tre_{stat}"] / diagonal
     return out
+
+
+# --------------------------------------------------------------------------- across pairs
+
+#: FIRE thresholds in native pixels: a pair succeeds at t when its mean error is below t.
+FIRE_THRESHOLDS = np.arange(1, 26, dtype=np.float64)
+
+#: FIRE's pair categories (S: large overlap, P: small overlap, A: anatomical change).
+FIRE_CATEGORIES = ("S", "P", "A")
+
+
+def success_curve(mean_errors: np.ndarray, thresholds: np.ndarray = FIRE_THRESHOLDS
+                  ) -> np.ndarray:
+    """Share of pairs whose mean landmark error (native px) is below each threshold.
+
+    Parameters
+    ----------
+    mean_errors : ndarray ``(N,)``
+        One mean error per pair, in native pixels. NaN entries (unscored) are ignored.
+    thresholds : ndarray ``(T,)``
+        Thresholds in native pixels (FIRE: 1..25).
+
+    Returns
+    -------
+    ndarray ``(T,)`` float64 in [0, 1]; all NaN when there is no finite error.
+    """
+    e = np.asarray(mean_errors, dtype=np.float64).ravel()
+    e = e[~np.isnan(e)]
+    t = np.asarray(thresholds, dtype=np.float64).ravel()
+    if e.size == 0:
+        return np.full(t.shape, np.nan)
+    return (e[None, :] < t[:, None]).mean(axis=1)
+
+
+def success_auc(mean_errors: np.ndarray, thresholds: np.ndarray = FIRE_THRESHOLDS) -> float:
+    """FIRE's area under the success curve: the mean success rate over ``thresholds``."""
+    return float(np.mean(success_curve(mean_errors, thresholds)))
+
+
+def mean_auc(aucs: dict[str, float], categories: tuple[str, ...] = FIRE_CATEGORIES) -> float:
+    """FIRE mAUC: the mean of the per-category AUCs; NaN unless every category has one."""
+    values = [aucs.get(c, np.nan) for c in categories]
+    return float(np.mean(values)) if np.all(np.isfinite(values)) else float("nan")
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """ANHIR average rank: rank methods on each pair (1 = smallest value), average over pairs.
+
+    Parameters
+    ----------
+    values : ndarray ``(N_pairs, M_methods)``
+        One value per pair and method (e.g. median rTRE); NaN where a method has no value.
+
+    Returns
+    -------
+    ndarray ``(M,)``: ties share the average of their ranks; a method missing a pair gets the
+    worst rank ``M`` on it (ANHIR's rule). Pairs no method has are skipped; NaN when none is left.
+    """
+    from scipy.stats import rankdata
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"expected a (pairs, methods) array, got shape {v.shape}")
+    v = v[~np.isnan(v).all(axis=1)]
+    n_methods = v.shape[1]
+    if v.shape[0] == 0:
+        return np.full(n_methods, np.nan)
+    ranks = rankdata(np.where(np.isnan(v), np.inf, v), axis=1, method="average")
+    ranks = np.where(np.isnan(v), float(n_methods), ranks)
+    return ranks.mean(axis=0)

@@ -5,11 +5,16 @@ rest to worker processes and writes each record atomically as soon as it arrives
 at any moment loses only the tasks in flight. A worker that raises, returns NaN, exceeds the
 time-out or dies (segfault, out of memory) yields a *failed* record scored with the pair's
 initial error (``CONTRACTS.md``); the run goes on.
+
+Where the tasks run is an executor's business (:mod:`mibench.executors`: local processes or a Dask
+cluster); this module holds what every executor shares: running one task (:func:`run_task`), the
+pool of time-limited worker processes (:class:`ProcessPool`), the manifest and the driver loop.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import multiprocessing as mp
 import os
 import platform
@@ -47,7 +52,11 @@ MANIFEST = "run.json"
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """Everything a worker needs besides the task (picklable: sent to spawned processes)."""
+    """Everything a worker needs besides the task (picklable: sent to spawned processes).
+
+    ``device`` is this worker's device request (``auto``, ``cpu``, ``cuda``, ``cuda:N``; the
+    executor pins each worker to one device), ``threads`` its torch intra-op threads.
+    """
 
     dataset: str
     data_dir: str | None
@@ -142,12 +151,34 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def oom_message(exc: BaseException, device: str) -> str:
+    """One line for a CUDA out-of-memory error: where, torch's own figures, and what to try."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    detail = detail.removeprefix("CUDA out of memory.").strip()
+    where = device if device.startswith("cuda") else "cuda"
+    inner = f" ({detail})" if detail else ""
+    return f"CUDA out of memory on {where}{inner}; try a smaller size or --workers 1"
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    # The failed method's tensors are garbage once its frames are gone: collect them before
+    # handing the cached blocks back, so that the next task starts with the device's memory.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None] | None = None
              ) -> Record:
     """Load the pair, register it (timed), score it. Never raises for a method's failure.
 
     ``on_loaded`` receives a provisional failed record (scored with the initial error) before
     registration starts, so that the driver can still score the pair if this process dies.
+    On CUDA the timed region is bracketed by ``torch.cuda.synchronize`` and also measured with
+    CUDA events (``device_s``). A CUDA out-of-memory error fails this task only, with a message
+    saying so (:func:`oom_message`), and the device's cache is freed for the next task.
     """
     import torch
 
@@ -161,39 +192,56 @@ def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None
         return unscored_failure(task, f"loading pair failed: {type(exc).__name__}: {exc}",
                                 ctx.normalisation)
     device = resolve_device(ctx.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)  # libraries that allocate on "the" device use this one
+    label = str(device)
     if on_loaded is not None:
         on_loaded(score_record(task, pair, None, error="worker did not finish",
-                               normalisation=ctx.normalisation, device=str(device)))
-    method = Method(state.registry.get("method", task.method), task.method_params, device)
-    fixed = image_to_tensor(pair.fixed, device)
-    moving = image_to_tensor(pair.moving, device)
-    fmask = mask_to_tensor(pair.fixed_mask, device)
-    mmask = mask_to_tensor(pair.moving_mask, device)
-    _seed_everything(task.seed)
-    cuda = device.type == "cuda"
-    transform, info, error, device_s = None, {}, None, None
-    if cuda:
-        torch.cuda.synchronize(device)
-        start_evt = torch.cuda.Event(enable_timing=True)
-        end_evt = torch.cuda.Event(enable_timing=True)
-        start_evt.record()
-    t0 = time.perf_counter()
+                               normalisation=ctx.normalisation, device=label))
+    transform, info, error, device_s, oom = None, {}, None, None, False
+    wall: float | None = None
     try:
-        out = method(fixed, moving, fixed_mask=fmask, moving_mask=mmask, seed=task.seed)
-        transform, info = out.transform, out.info
+        method = Method(state.registry.get("method", task.method), task.method_params, device)
+        fixed = image_to_tensor(pair.fixed, device)
+        moving = image_to_tensor(pair.moving, device)
+        fmask = mask_to_tensor(pair.fixed_mask, device)
+        mmask = mask_to_tensor(pair.moving_mask, device)
+        _seed_everything(task.seed)
+        if cuda:
+            torch.cuda.synchronize(device)
+            start_evt = torch.cuda.Event(enable_timing=True)
+            end_evt = torch.cuda.Event(enable_timing=True)
+            start_evt.record()
+        t0 = time.perf_counter()
+        try:
+            out = method(fixed, moving, fixed_mask=fmask, moving_mask=mmask, seed=task.seed)
+            transform, info = out.transform, out.info
+        finally:
+            # Timed even when the method fails, so that its record says how long it ran.
+            if cuda:
+                end_evt.record()
+                torch.cuda.synchronize(device)
+                device_s = start_evt.elapsed_time(end_evt) / 1000.0
+            wall = time.perf_counter() - t0
     except Exception as exc:
-        if cuda and isinstance(exc, torch.cuda.OutOfMemoryError):
-            error = "CUDA out of memory"
+        oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+        if oom:
+            error = oom_message(exc, label)
         else:
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         info = {"traceback": traceback.format_exc(limit=20)}
-    if cuda:
-        end_evt.record()
-        torch.cuda.synchronize(device)
-        device_s = start_evt.elapsed_time(end_evt) / 1000.0
-    wall = time.perf_counter() - t0
+        del exc
+    fixed = moving = fmask = mmask = method = None  # noqa: F841 -- release device memory now
+    if oom:
+        _free_cuda_cache()
     record = score_record(task, pair, transform, error=error, normalisation=ctx.normalisation,
-                          device=str(device))
+                          device=label)
+    # CPU results can depend on how float32 reductions are split over threads (and an optimiser
+    # can carry a last-digit difference far): each record says how many it ran with.
+    info = {**info, "torch_threads": torch.get_num_threads()}
     record.wall_s, record.device_s, record.info = wall, device_s, info
     return record
 
@@ -269,27 +317,65 @@ def _describe_exit(code: int | None) -> str:
     return f"worker process exited unexpectedly with code {code}"
 
 
-def run_in_processes(tasks: list[Task], ctx: WorkerContext, workers: int,
-                     timeout: float | None, on_record: Callable[[Record], None],
-                     fallback: Callable[[Task, str], Record]) -> None:
-    """Run ``tasks`` on ``workers`` spawned processes; call ``on_record`` for every result."""
-    mpctx = mp.get_context("spawn")
-    pending = deque(tasks)
-    pool = [_Worker(ctx, mpctx) for _ in range(min(workers, len(tasks)))]
-    try:
-        while pending or any(w.task for w in pool):
-            for w in pool:
+class ProcessPool:
+    """Worker processes, one per slot, each with its own context (device, threads).
+
+    :meth:`run` may be called again and again (a Dask worker keeps one pool across its tasks);
+    a worker that crashes or exceeds the time-out is stopped, and a fresh one starts in its slot
+    (so with its device) when the next task needs it.
+    """
+
+    def __init__(self, contexts: list[WorkerContext]):
+        if not contexts:
+            raise ValueError("a process pool needs at least one slot")
+        self.contexts = list(contexts)
+        self._mp = mp.get_context("spawn")
+        self._slots: list[_Worker | None] = [None] * len(self.contexts)
+
+    def _start(self, i: int) -> _Worker:
+        self._slots[i] = _Worker(self.contexts[i], self._mp)
+        return self._slots[i]
+
+    def run(self, tasks: list[Task], timeout: float | None, on_record: Callable[[Record], None],
+            fallback: Callable[[Task, str], Record]) -> None:
+        """Run ``tasks``; call ``on_record`` with each record as soon as it is known.
+
+        ``fallback(task, error)`` makes the failed record of a task whose worker died before it
+        reported the pair's initial error.
+        """
+        pending = deque(tasks)
+        active = range(min(len(self._slots), len(tasks)))
+        try:
+            self._loop(active, pending, timeout, on_record, fallback)
+        except BaseException:
+            # Interrupted (Ctrl-C, a failing callback): nothing may run on unsupervised.
+            self.close()
+            raise
+
+    def _retire(self, i: int) -> None:
+        # A replacement starts only when a task needs it (not after the last one).
+        self._slots[i].stop(force=True)
+        self._slots[i] = None
+
+    def _loop(self, active, pending, timeout, on_record, fallback) -> None:
+        def busy() -> bool:
+            return any(self._slots[i] is not None and self._slots[i].task for i in active)
+
+        while pending or busy():
+            for i in active:
+                if self._slots[i] is None and pending:
+                    self._start(i)
+            live = [(i, self._slots[i]) for i in active if self._slots[i] is not None]
+            for _, w in live:
                 if w.ready and w.task is None and pending:
                     w.send(pending.popleft())
-            deadlines = [w.started + timeout for w in pool if w.task and timeout]
+            deadlines = [w.started + timeout for _, w in live if w.task and timeout]
             wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            handles = {w.conn: w for w in pool}
-            handles.update({w.proc.sentinel: w for w in pool})
-            ready = wait(list(handles), timeout=wait_s)
-            replaced: set[int] = set()
-            for handle in ready:
-                w = handles[handle]
-                if id(w) in replaced:
+            handles = {w.conn: (i, w) for i, w in live}
+            handles.update({w.proc.sentinel: (i, w) for i, w in live})
+            for handle in wait(list(handles), timeout=wait_s):
+                i, w = handles[handle]
+                if self._slots[i] is not w:  # already retired through its other handle
                     continue
                 message = None
                 try:
@@ -314,20 +400,42 @@ def run_in_processes(tasks: list[Task], ctx: WorkerContext, workers: int,
                     elif not w.ready:
                         raise RuntimeError(
                             f"a worker process failed to start ({_describe_exit(w.proc.exitcode)})")
-                    w.stop(force=True)
-                    pool[pool.index(w)] = new = _Worker(ctx, mpctx)
-                    replaced.add(id(w))
-                    replaced.add(id(new))
+                    self._retire(i)
             now = time.monotonic()
-            for i, w in enumerate(pool):
-                if w.task is not None and timeout and now - w.started > timeout:
+            for i in active:
+                w = self._slots[i]
+                if w is not None and w.task is not None and timeout and now - w.started > timeout:
                     record = _failure_from(w, f"timed out after {timeout:g} s", fallback)
-                    w.stop(force=True)
+                    self._retire(i)
                     on_record(record)
-                    pool[i] = _Worker(ctx, mpctx)
+
+    def close(self) -> None:
+        """Stop every worker process (those still busy are killed)."""
+        for i, w in enumerate(self._slots):
+            if w is not None:
+                w.stop(force=w.task is not None)
+                self._slots[i] = None
+
+
+def run_in_processes(tasks: list[Task], contexts: list[WorkerContext], timeout: float | None,
+                     on_record: Callable[[Record], None],
+                     fallback: Callable[[Task, str], Record]) -> None:
+    """Run ``tasks`` on one spawned process per context; call ``on_record`` for every result."""
+    pool = ProcessPool(contexts)
+    try:
+        pool.run(tasks, timeout, on_record, fallback)
     finally:
-        for w in pool:
-            w.stop(force=w.task is not None)
+        pool.close()
+
+
+def fallback_record(task: Task, error: str, dataset_obj: Any, normalisation: str) -> Record:
+    """The failed record of a task whose worker died before reporting: load the pair here to
+    score it with its initial error (an unscored failure if even that fails)."""
+    try:
+        pair = dataset_obj.load(task.pair_id)
+    except Exception as exc:
+        return unscored_failure(task, f"{error}; loading pair failed: {exc}", normalisation)
+    return score_record(task, pair, None, error=error, normalisation=normalisation)
 
 
 # --------------------------------------------------------------------------- a run
@@ -348,7 +456,11 @@ def _versions(registry: Registry) -> dict[str, str]:
     return out
 
 
-def _device_info(device_name: str) -> dict[str, Any]:
+def device_info(device_name: str) -> dict[str, Any]:
+    """``type``, ``torch_device`` and ``name`` (GPU or CPU model) of a device request, here.
+
+    Raises :class:`UserError` when the device does not exist on this machine.
+    """
     import torch
 
     from mibench.tensors import resolve_device
@@ -356,14 +468,25 @@ def _device_info(device_name: str) -> dict[str, Any]:
     device = resolve_device(device_name)
     info: dict[str, Any] = {"type": device.type, "torch_device": str(device)}
     if device.type == "cuda":
-        info["name"] = torch.cuda.get_device_name(device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        info["torch_device"] = f"cuda:{index}"
+        info["name"] = torch.cuda.get_device_name(index)
         info["cuda"] = torch.version.cuda
     else:
-        info["name"] = _cpu_model()
+        info["name"] = cpu_model()
     return info
 
 
-def _cpu_model() -> str:
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask: a SLURM job's share, say)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -373,8 +496,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_manifest(plan: RunPlan, registry: Registry, concurrent: int, threads: int) -> None:
-    """Create or update ``run.json``: resolved configuration, versions, device and machine."""
+def write_manifest(plan: RunPlan, registry: Registry, executor: dict[str, Any],
+                   concurrent: int) -> None:
+    """Create or update ``run.json``: resolved configuration, versions, device and machine.
+
+    ``executor`` is :meth:`mibench.executors.Executor.describe`: which executor ran (and the
+    Dask scheduler), the device (and each worker's), the torch threads per task. Every
+    invocation is appended with its own executor, since a run may be resumed on another.
+    """
     import json
 
     path = plan.run_dir / MANIFEST
@@ -384,15 +513,20 @@ def write_manifest(plan: RunPlan, registry: Registry, concurrent: int, threads: 
             previous = json.loads(path.read_text())
         except ValueError:
             previous = {}
-    invocation = {"at": _now(), "argv": sys.argv, "tasks_planned": len(plan.tasks)}
+    invocation = {"at": _now(), "argv": sys.argv, "tasks_planned": len(plan.tasks),
+                  "executor": executor["executor"], "concurrent_tasks": concurrent}
+    # An invocation that ran nothing (all records there) keeps what the last one that ran had.
+    ran = executor if concurrent or "executor" not in previous else previous
     manifest = {
         "config": plan.config,
         "versions": _versions(registry),
-        "device": _device_info(plan.config["device"]),
+        "device": ran.get("device"),
+        "executor": ran.get("executor"),
         "machine": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "processor": _cpu_model()},
+                    "cpus": os.cpu_count(), "processor": cpu_model()},
         "concurrent_tasks": max(concurrent, previous.get("concurrent_tasks", 0)),
-        "threads_per_task": threads,
+        "threads_per_task": ran.get("threads_per_task"),
+        "dataset_notes": list(getattr(plan.dataset_obj, "notes", None) or []),
         "created": previous.get("created", _now()),
         "updated": _now(),
         "invocations": previous.get("invocations", []) + [invocation],
@@ -402,12 +536,16 @@ def write_manifest(plan: RunPlan, registry: Registry, concurrent: int, threads: 
 
 @dataclass
 class RunResult:
+    """What a run did. ``tasks_s`` is the wall time of running the tasks (workers' start-up
+    included; planning and reports excluded)."""
+
     run_dir: Path
     planned: int
     skipped_existing: int
     completed: int
     failed: int
     report: Path | None
+    tasks_s: float = 0.0
 
 
 def run_benchmark(cfg: RunConfig, *, progress: bool = True,
@@ -415,8 +553,10 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
     """Plan and run a benchmark; write records, the manifest and the reports.
 
     Tasks whose record already exists in the run directory are skipped, so calling this again
-    with the same configuration resumes an interrupted run.
+    with the same configuration resumes an interrupted run (with either executor). Records are
+    written here, by the driver, as they arrive from the executor.
     """
+    from mibench.executors import make_executor
     from mibench.reports import build_reports
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -430,23 +570,15 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
     if len(todo) < len(plan.tasks):
         log(f"resuming in {plan.run_dir}: {len(plan.tasks) - len(todo)} of {len(plan.tasks)} "
             "tasks already have records")
-    cpus = os.cpu_count() or 1
-    concurrent = max(1, min(cfg.workers, len(todo))) if todo else 1
-    threads = max(1, cpus // concurrent)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(plan, registry, concurrent if cfg.workers else 1, threads)
-    ctx = WorkerContext(plan.config["dataset"], plan.config["data_dir"], cfg.device,
-                        cfg.normalisation, tuple(cfg.plugins), threads)
-
+    ctx = WorkerContext(plan.config["dataset"], plan.config["data_dir"], plan.config["device"],
+                        cfg.normalisation, tuple(cfg.plugins), 1)
+    # With nothing to run no cluster is started: the manifest then describes a local executor.
+    executor = make_executor(plan.config["executor"] if todo else "local",
+                             workers=cfg.workers, device=plan.config["device"],
+                             scheduler=plan.config["scheduler"], log=log)
     counts = {"completed": 0, "failed": 0}
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="task", desc="mibench", file=sys.stderr,
-                   dynamic_ncols=True)
-
     by_key = {t.key: t for t in todo}
+    bar = None
 
     def on_record(record: Record) -> None:
         write_record(plan.run_dir, by_key[record.key], record)
@@ -458,27 +590,28 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
 
     def fallback(task: Task, error: str) -> Record:
         # The worker died before it could report the pair's initial error: load it here.
+        return fallback_record(task, error, plan.dataset_obj, cfg.normalisation)
+
+    with executor:
+        executor.open(ctx, len(todo))
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        described = executor.describe()
+        if not todo and plan.config["executor"] != executor.name:
+            described["executor"] = {"name": plan.config["executor"], "started": False,
+                                     "scheduler": plan.config["scheduler"]}
+        write_manifest(plan, registry, described, executor.concurrent if todo else 0)
+        if progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="task", desc="mibench", file=sys.stderr,
+                       dynamic_ncols=True)
+        t0 = time.perf_counter()
         try:
-            pair = plan.dataset_obj.load(task.pair_id)
-        except Exception as exc:
-            return unscored_failure(task, f"{error}; loading pair failed: {exc}",
-                                    cfg.normalisation)
-        return score_record(task, pair, None, error=error, normalisation=cfg.normalisation)
-
-    try:
-        if todo and cfg.workers == 0:
-            import torch
-
-            torch.set_num_threads(threads)
-            state = _WorkerState(ctx)
-            for task in todo:
-                on_record(run_task(task, state))
-        elif todo:
-            run_in_processes(todo, ctx, cfg.workers, cfg.timeout, on_record, fallback)
-    finally:
-        if bar is not None:
-            bar.close()
+            executor.run(todo, cfg.timeout, on_record, fallback)
+        finally:
+            tasks_s = time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
     report = build_reports(plan.run_dir)
     return RunResult(plan.run_dir, len(plan.tasks), len(plan.tasks) - len(todo),
-                     counts["completed"], counts["failed"], report)
-
+                     counts["completed"], counts["failed"], report, tasks_s)

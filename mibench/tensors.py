@@ -42,25 +42,64 @@ def mask_to_tensor(mask: Any, device: torch.device | str | None = None) -> torch
     return image_to_tensor(mask, device, dtype=torch.float32) > 0.5
 
 
-def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda``/``cuda:N`` checked to exist."""
+_DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
+
+
+def parse_device(name: str | torch.device | None = "auto") -> str:
+    """Check the spelling of a device request and return it normalised; no hardware check.
+
+    Accepts ``auto``, ``cpu``, ``cuda`` and ``cuda:N`` (any case, surrounding blanks ignored).
+    The driver of a Dask run uses this alone: whether CUDA exists is a question for the workers.
+    """
     if isinstance(name, torch.device):
+        name = str(name)
+    text = (name or "auto").strip().lower()
+    if text in ("auto", "cpu", "cuda"):
+        return text
+    kind, sep, index = text.partition(":")
+    if kind == "cuda" and sep and index.isdigit():
+        return f"cuda:{int(index)}"
+    raise UserError(f"unknown device {name!r} ({_DEVICE_HELP})")
+
+
+def cuda_device_count() -> int:
+    """Number of usable CUDA devices here (0 without CUDA); one place for tests to mock."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """The torch device for a request: ``auto`` -> ``cuda`` when available, else ``cpu``.
+
+    ``cuda`` and ``cuda:N`` are checked to exist here; a device that does not is a
+    :class:`UserError` (one line, naming the device).
+    """
+    if isinstance(name, torch.device) and name.type != "cuda":
         return name
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    text = parse_device(name)
+    if text == "auto":
+        return torch.device("cuda" if cuda_device_count() else "cpu")
+    device = torch.device(text)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name!r} requested but CUDA is not available here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
-                "device(s) exist"
-            )
-    elif device.type != "cpu":
-        raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+        count = cuda_device_count()
+        if not count:
+            raise UserError(f"device {text!r} requested but CUDA is not available here")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"device {text!r} requested but only {count} CUDA device(s) exist "
+                            f"(cuda:0 to cuda:{count - 1})")
     return device
+
+
+def worker_devices(name: str, workers: int, gpu_count: int | None = None) -> list[str]:
+    """The device of each of ``workers`` concurrent workers: one GPU per worker, round-robin.
+
+    With ``auto`` or ``cuda`` and ``n > 1`` GPUs, worker ``i`` gets ``cuda:(i mod n)``, so that
+    tasks spread over the devices instead of all landing on ``cuda:0``; with one GPU or none,
+    and for an explicit ``cpu`` or ``cuda:N``, every worker gets the request unchanged
+    (``auto`` and ``cuda`` then resolve in the worker). ``gpu_count`` defaults to the devices
+    visible here.
+    """
+    text = parse_device(name)
+    n = cuda_device_count() if gpu_count is None else gpu_count
+    if text in ("auto", "cuda") and n > 1:
+        return [f"cuda:{i % n}" for i in range(workers)]
+    return [text] * workers

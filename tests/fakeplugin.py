@@ -68,6 +68,17 @@ def crashes(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0):
     os._exit(3)  # a hard crash: no exception, no cleanup
 
 
+OOM_TEXT = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+            "7.79 GiB of which 1.02 GiB is free.")
+
+
+def runs_out_of_memory(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0):
+    """Raises the error torch raises when a CUDA allocation fails (simulated: works on CPU)."""
+    import torch
+
+    raise torch.cuda.OutOfMemoryError(OOM_TEXT)
+
+
 def noisy(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, delay=0.0):
     """Identity plus a seeded random shift; optionally slow (for the kill-and-resume test)."""
     import torch
@@ -95,6 +106,7 @@ def mibench_methods():
         MethodSpec("nan", "Returns a NaN matrix.", "fakeplugin:returns_nan"),
         MethodSpec("sleeps", "Sleeps.", "fakeplugin:sleeps", params=(Param("seconds", 60.0),)),
         MethodSpec("crashes", "Exits the process.", "fakeplugin:crashes"),
+        MethodSpec("oom", "Runs out of CUDA memory.", "fakeplugin:runs_out_of_memory"),
         MethodSpec("noisy", "Seeded random shift.", "fakeplugin:noisy",
                    params=(Param("delay", 0.0),)),
         MethodSpec("needs-missing", "Needs a package that does not exist.", "fakeplugin:raises",

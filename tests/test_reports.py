@@ -33,8 +33,9 @@ def _record(method, pair, seed=0, *, status="ok", error=None, scored=True, scale
     return task, Record.for_task(task, **values)
 
 
-@pytest.fixture
-def run_dir(tmp_path):
+def make_fake_run(tmp_path, reference=None):
+    """A run directory of fake records: identity, drmime (two seeds), mmi (one failed task),
+    solo (one scored pair and one unscored one); pairs carry FIRE categories."""
     recs = []
     for i, pair in enumerate(PAIRS):
         recs.append(_record("identity", pair, scale=1.0 / 0.7, wall=1e-3))
@@ -51,13 +52,19 @@ def run_dir(tmp_path):
     manifest = {"config": {"dataset": "fake", "dataset_params": {"size": 64},
                            "methods": {"identity": {}, "mmi": {"bins": 32}, XSS: {}},
                            "seeds": [0, 1], "device": "cpu", "workers": 2, "timeout": 60.0,
-                           "normalisation": "diagonal", "reference": None},
+                           "normalisation": "diagonal", "reference": reference},
                 "versions": {"mibench": "0.1.0", "python": "3.11"},
                 "device": {"name": "cpu", "type": "cpu"},
                 "machine": {"hostname": "box", "platform": "linux", "cpus": 8},
-                "created": "2024-01-01T00:00:00", "concurrent_tasks": 2}
+                "created": "2024-01-01T00:00:00", "concurrent_tasks": 2,
+                "threads_per_task": 4, "dataset_notes": ["pair P37 excluded", XSS]}
     (tmp_path / "run.json").write_text(json.dumps(manifest))
     return tmp_path
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return make_fake_run(tmp_path)
 
 
 def test_results_csv(run_dir):
@@ -132,14 +139,19 @@ def test_report_html(run_dir):
     assert "<script" not in text.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
     assert "<link" not in text.lower()
-    assert text.count('src="data:image/png;base64,') == 2
-    for name in ("fig_time.png", "fig_naed.png", "results.csv", "summary.csv"):
+    assert text.count('src="data:image/png;base64,') == 4
+    for name in ("fig_time.png", "fig_naed.png", "fig_time_naed.png", "fig_success.png",
+                 "results.csv", "summary.csv", "stats.csv", "metrics.json"):
         assert (run_dir / name).stat().st_size > 0
     assert (run_dir / "fig_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for piece in ("fake", "diagonal", "Machine hostname", "0.1.0", "concurrently", "drmime",
-                  "bins"):
+                  "bins", "4 thread(s) each", "<li>pair P37 excluded</li>",
+                  "<li>&lt;script&gt;alert(1)&lt;/script&gt;</li>"):
         assert piece in text
-    assert text.index(">drmime<") < text.index(">identity<", text.index("<h2>Methods</h2>"))
+    summary_at = text.index("<h2>Summary per method</h2>")
+    assert text.index(">drmime<", summary_at) < text.index(">identity<", summary_at)
+    # the fake dataset cannot be loaded: the overlay section says so
+    assert "cannot be loaded here" in text
 
 
 def test_empty_run(tmp_path):
@@ -153,7 +165,10 @@ def test_empty_run(tmp_path):
 @pytest.mark.parametrize("manifest", ['{"config": {"dataset": "x"}}', "{}", "[1, 2]",
                                       "not json", '{"config": [], "device": "cuda",'
                                       ' "machine": null, "versions": 3}'])
-def test_partial_manifest(run_dir, manifest):
+def test_partial_manifest(run_dir, manifest, monkeypatch):
+    from mibench.reports import figures
+
+    monkeypatch.setattr(figures, "FIGURES", [])  # figures do not read run.json; saves time
     (run_dir / "run.json").write_text(manifest)
     text = build_reports(run_dir).read_text()
-    assert "<h2>Methods</h2>" in text and "&lt;script&gt;" in text
+    assert "<h2>Summary per method</h2>" in text and "&lt;script&gt;" in text

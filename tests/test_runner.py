@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 import fakeplugin
+import mibench.reports
+from mibench.cli import cli
 from mibench.config import RunConfig
 from mibench.records import iter_records
 from mibench.runner import run_benchmark
@@ -30,8 +33,10 @@ def records_by(run_dir):
     return {(r.method, r.pair_id, r.seed): r for r in iter_records(run_dir)}
 
 
-def test_scores_in_process_against_brute_force(tmp_path):
+def test_scores_in_process_against_brute_force(tmp_path, monkeypatch):
     """Oracle gives zero error; identity gives the initial error, in native pixels (scale 2)."""
+    monkeypatch.setattr(fakeplugin.ToyDataset, "notes", ["2 of 5 pairs lack landmarks"],
+                        raising=False)
     result = run_benchmark(toy_config(tmp_path, "oracle,identity", workers=0), progress=False)
     recs = records_by(result.run_dir)
     assert len(recs) == 6 and result.failed == 0
@@ -53,6 +58,11 @@ def test_scores_in_process_against_brute_force(tmp_path):
     assert manifest["config"]["dataset"] == "toy"
     assert {"torch", "numpy", "python"} <= set(manifest["versions"])
     assert manifest["device"]["type"] == "cpu"
+    assert manifest["executor"] == {"name": "local", "workers": 0, "worker_devices": ["cpu"]}
+    assert manifest["invocations"][-1]["executor"]["name"] == "local"
+    assert manifest["dataset_notes"] == ["2 of 5 pairs lack landmarks"]
+    assert {r.device for r in recs.values()} == {"cpu"}
+    assert {r.info["torch_threads"] for r in recs.values()} == {manifest["threads_per_task"]}
 
 
 def test_failures_become_records_and_the_run_goes_on(tmp_path):
@@ -82,7 +92,8 @@ def test_failures_become_records_and_the_run_goes_on(tmp_path):
     assert set(df["status"]) == {"ok", "failed"} and df["naed"].notna().all()
 
 
-def test_resume_runs_only_missing_tasks(tmp_path):
+def test_resume_runs_only_missing_tasks(tmp_path, monkeypatch):
+    monkeypatch.setattr(mibench.reports, "build_reports", lambda run_dir, **kw: None)
     cfg = toy_config(tmp_path, "noisy,identity", seeds=[0, 1])
     first = run_benchmark(cfg, progress=False)
     assert first.completed == 12
@@ -148,6 +159,14 @@ def run_cli(*args):
                           text=True, env=env)
 
 
+def test_user_error_from_the_installed_command_is_one_line():
+    """End to end, through ``python -m mibench.cli``: one line, exit status 2, no traceback."""
+    res = run_cli("run", "--methods", "nosuchmethod")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mibench: error: unknown method 'nosuchmethod'")
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--methods", "nosuchmethod"], "unknown method 'nosuchmethod'"),
     (["run", "--dataset", "nosuchdataset"], "unknown dataset 'nosuchdataset'"),
@@ -160,8 +179,9 @@ def run_cli(*args):
     (["estimate", "-e", "identity", "a.png", "b.png"], "unknown estimator 'identity'"),
 ])
 def test_user_errors_are_one_line(args, message):
-    res = run_cli(*args)
-    assert res.returncode == 2, res.stderr
+    # In-process (click's runner): the same code path as the command, without a process start.
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, (res.output, res.exception)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert "Traceback" not in res.stderr

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mibench.metrics import average_ranks, success_auc
 from mibench.records import Record, canonical_json, iter_records
+from mibench.stats import pair_table
 
 RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
@@ -35,9 +37,10 @@ RESULT_HEAD = ("method", "pair_id", "seed", "dataset", "status", "error", "score
 RESULT_TAIL = ("n_landmarks", "normalisation", "norm_length", "device", "key", "method_params")
 RESULT_COLUMNS = RESULT_HEAD + METRICS + RESULT_TAIL
 
-SUMMARY_COLUMNS = ("method", "n_pairs", "n_scored", "n_failed", "naed_mean", "naed_std",
-                   "naed_median", "tre_mean", "tre_median", "robustness_mean", "time_median_s",
-                   "time_total_s")
+SUMMARY_COLUMNS = ("method", "n_pairs", "n_scored", "n_unscored", "n_failed", "naed_mean",
+                   "naed_std", "naed_median", "tre_mean", "tre_median", "robustness_mean",
+                   "rtre_median_mean", "rtre_max_mean", "rank_rtre_median", "rank_rtre_max",
+                   "success_auc", "time_median_s", "time_iqr_s", "time_total_s")
 
 
 def _scalar(value: Any) -> Any:
@@ -108,7 +111,12 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
     ``n_pairs`` counts tasks (pairs x seeds); failed pairs count in every statistic; ``naed_std``
     uses ddof=1 (NaN for a single pair). ``tre_mean`` is the mean over pairs of their mean TRE,
     ``tre_median`` the median over pairs of their median TRE. Times are ``wall_s`` (registration
-    alone). Rows: by ascending ``naed_mean``, ``identity`` last.
+    alone); ``time_iqr_s`` their interquartile range. ``rtre_*_mean`` are ANHIR's average median
+    / max rTRE; ``rank_rtre_*`` ANHIR's average rank of them (per pair, means over seeds; a
+    method missing a pair gets the worst rank); ``success_auc`` the mean success rate of the
+    tasks' mean error over 1..25 native px (FIRE's AUC, over all pairs). ``n_unscored``: tasks
+    registered but not scored (no fixed landmarks). Rows: by ascending ``naed_mean``,
+    ``identity`` last.
     """
     if results.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
@@ -118,6 +126,7 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
             "method": method,
             "n_pairs": int(len(g)),
             "n_scored": int(g["scored"].astype(bool).sum()),
+            "n_unscored": int((~g["scored"].astype(bool)).sum()),
             "n_failed": int((g["status"] == "failed").sum()),
             "naed_mean": g["naed"].mean(),
             "naed_std": g["naed"].std(ddof=1),
@@ -125,10 +134,20 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
             "tre_mean": g["tre_mean"].mean(),
             "tre_median": g["tre_median"].median(),
             "robustness_mean": g["robustness"].mean(),
+            "rtre_median_mean": g["rtre_median"].mean(),
+            "rtre_max_mean": g["rtre_max"].mean(),
+            "success_auc": success_auc(g["tre_mean"].to_numpy(dtype=float))
+            if g["tre_mean"].notna().any() else np.nan,
             "time_median_s": g["wall_s"].median(),
+            "time_iqr_s": g["wall_s"].quantile(0.75) - g["wall_s"].quantile(0.25),
             "time_total_s": g["wall_s"].sum(min_count=1),
         })
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    for metric in ("rtre_median", "rtre_max"):
+        table = pair_table(results, metric)
+        if not table.empty:
+            ranks = dict(zip(table.columns, average_ranks(table.to_numpy()), strict=True))
+            summary[f"rank_{metric}"] = summary["method"].map(ranks).astype("float64")
     rank = {m: i for i, m in enumerate(method_order(summary))}
     return summary.sort_values("method", key=lambda s: s.map(rank)).reset_index(drop=True)
 

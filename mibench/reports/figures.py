@@ -1,0 +1,208 @@
+"""The report's figures: each a function ``ReportContext -> Figure | None`` in ``FIGURES``.
+
+matplotlib is used through ``matplotlib.figure.Figure`` with the Agg canvas, imported inside the
+drawing functions: no pyplot, no global backend switch, safe in threads and headless machines.
+A function returns None when it has nothing to draw (the figure is then left out).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from mibench.reports.page import ReportContext
+
+
+def new_figure(width: float = 7.5, height: float = 4.0, nrows: int = 1, ncols: int = 1):
+    """A detached Agg ``Figure`` and its axes: one ``Axes``, or a flat list of them in row-major
+    order when there are several."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    return fig, (axes[0] if len(axes) == 1 else axes)
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (no timestamp metadata, so reruns give the same file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _no_data(ax, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
+    """Horizontal box plot per method (summary order, best at the top) with the points on it;
+    failed tasks as red crosses. ``log=None``: log axis when the values span over two decades."""
+    order = ctx.order
+    fig, ax = new_figure(height=1.2 + 0.45 * max(len(order), 1))
+    df = ctx.results
+    data, failed = [], []
+    for m in order:
+        g = df[df["method"] == m]
+        v = g[column].to_numpy(dtype=float)
+        ok = np.isfinite(v) & ((v > 0) if log is not False else True)
+        data.append(v[ok])
+        failed.append((g["status"].to_numpy() == "failed")[ok])
+    values = np.concatenate(data) if data else np.array([])
+    if values.size == 0:
+        _no_data(ax)
+        return fig
+    if log is None:
+        pos = values[values > 0]
+        log = pos.size == values.size and pos.max() / pos.min() > 100
+        if log:
+            data = [d[d > 0] for d in data]
+    ys = np.arange(len(order), 0, -1)
+    nonempty = [i for i, d in enumerate(data) if d.size]
+    horizontal = ({"orientation": "horizontal"}  # matplotlib >= 3.10; `vert` is deprecated
+                  if "orientation" in inspect.signature(ax.boxplot).parameters else {"vert": False})
+    ax.boxplot([data[i] for i in nonempty], positions=ys[nonempty], widths=0.6,
+               showfliers=False, medianprops={"color": "black"}, **horizontal)
+    rng = np.random.default_rng(0)
+    for y, d, f in zip(ys, data, failed, strict=True):
+        jitter = y + rng.uniform(-0.18, 0.18, d.size)
+        ax.scatter(d[~f], jitter[~f], s=10, alpha=0.6, color="tab:blue", zorder=3)
+        if f.any():
+            ax.scatter(d[f], jitter[f], s=22, marker="x", color="tab:red", zorder=4,
+                       label="failed")
+    if log:
+        ax.set_xscale("log")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(order)
+    ax.set_ylim(0.4, len(order) + 0.6)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles[:1], labels[:1], loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def fig_naed(ctx: ReportContext):
+    return _strip_box(ctx, "naed", "NAED per task", log=None)
+
+
+def fig_time(ctx: ReportContext):
+    return _strip_box(ctx, "wall_s", "registration time per task [s] (log)", log=True)
+
+
+def fig_time_naed(ctx: ReportContext):
+    """Registration time (log x) against NAED per task; a large marker at each method's
+    medians, so that the accuracy-speed trade-off reads at a glance."""
+    df = ctx.results
+    fig, ax = new_figure(height=4.5)
+    ok = df[np.isfinite(df["naed"]) & (df["wall_s"] > 0)] if len(df) else df
+    if ok.empty:
+        _no_data(ax)
+        return fig
+    colours = _colours(ctx.order)
+    for m in ctx.order:
+        g = ok[ok["method"] == m]
+        if g.empty:
+            continue
+        c = colours[m]
+        ax.scatter(g["wall_s"], g["naed"], s=12, alpha=0.45, color=c)
+        ax.scatter([g["wall_s"].median()], [g["naed"].median()], s=110, marker="D", color=c,
+                   edgecolor="black", zorder=4, label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("registration time per task [s] (log)")
+    ax.set_ylabel("NAED per task")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small",
+              title="median", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _colours(methods: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def fig_success(ctx: ReportContext):
+    """Success rate against threshold (FIRE protocol), one panel per FIRE category when the
+    pairs have them, otherwise one panel over all pairs."""
+    ev = ctx.evaluation
+    if ev is None or not ev.curves:
+        return None
+    groups = [c for c in ("S", "P", "A") if any(c in v for v in ev.curves.values())]
+    panels = (groups + ["all"]) if ev.fire_categories else ["all"]
+    fig, axes = new_figure(width=min(max(3.2 * len(panels) + 2.2, 7.5), 15), height=3.8,
+                           ncols=len(panels))
+    axes = axes if isinstance(axes, list) else [axes]
+    colours = _colours(ctx.order)
+    t = np.asarray(ev.thresholds)
+    for ax, panel in zip(axes, panels, strict=True):
+        for m in ctx.order:
+            rates = ev.curves.get(m, {}).get(panel)
+            if rates is None:
+                continue
+            auc = ev.aucs[m][panel]
+            ax.plot(t, rates, color=colours[m], lw=1.5, label=f"{m} ({auc:.3f})")
+        ax.set_title("all pairs" if panel == "all" else f"category {panel}")
+        ax.set_xlabel("threshold [px]")
+        ax.set_xlim(t.min(), t.max())
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("success rate")
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small",
+                    title="method (AUC)", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the report: PNG file name, caption, drawing function and the report section
+    (``naed``, ``success`` or ``timing``) it belongs to."""
+
+    name: str
+    caption: str
+    draw: Callable[[ReportContext], Any]
+    section: str
+
+
+#: Every figure, in page order.
+FIGURES: list[FigureSpec] = [
+    FigureSpec("fig_naed.png", "NAED per task and method (box: quartiles; red crosses: failed "
+               "tasks, scored with their initial error).", fig_naed, "naed"),
+    FigureSpec("fig_success.png", "Success rate: share of tasks whose mean landmark error "
+               "(native pixels) is below the threshold, for thresholds 1 to 25 px (FIRE "
+               "protocol); AUC = mean success rate.", fig_success, "success"),
+    FigureSpec("fig_time.png", "Registration time per task and method (wall clock, "
+               "registration alone; log axis).", fig_time, "timing"),
+    FigureSpec("fig_time_naed.png", "Registration time against NAED per task; diamonds mark "
+               "each method's median time and median NAED.", fig_time_naed, "timing"),
+]
+
+
+def draw_figures(ctx: ReportContext) -> dict[str, bytes]:
+    """Draw every figure of ``FIGURES``, write it as PNG into the run dir, return the bytes."""
+    out = {}
+    for spec in FIGURES:
+        fig = spec.draw(ctx)
+        if fig is None:
+            (ctx.run_dir / spec.name).unlink(missing_ok=True)
+            continue
+        out[spec.name] = png_bytes(fig)
+        (ctx.run_dir / spec.name).write_bytes(out[spec.name])
+    return out
+
+
+__all__ = ["FIGURES", "FigureSpec", "draw_figures", "new_figure", "png_bytes"]

@@ -1,0 +1,140 @@
+"""Merge several run directories of the same dataset (a GPU run and a toolbox run, say) into one.
+
+The merged directory is a run directory like any other: its ``records/`` holds a copy of every
+input record (identical tasks, i.e. the same key, only once: an ``ok`` record wins over a failed
+one, then the first input) and its ``run.json`` the common configuration, the union of the
+methods and seeds, and each input's versions, device and machine under ``merged_from``. So
+``mibench report OUT`` rebuilds it later like any run.
+
+Runs of different datasets, dataset options or NAED normalisations are refused, and so is one
+method name with different parameters in two inputs (their numbers would be mixed in one row).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mibench.errors import UserError
+from mibench.records import RECORDS_DIR, canonical_json, write_json_atomic
+from mibench.reports.results import load_manifest
+
+MANIFEST = "run.json"
+
+#: Settings that must be equal for runs to be merged.
+MUST_MATCH = ("dataset", "dataset_params", "normalisation")
+
+
+def _record_files(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / RECORDS_DIR).glob("*/*.json"))
+
+
+def _identity(run_dir: Path, manifest: dict[str, Any], files: list[Path]) -> dict[str, Any]:
+    """What must match across inputs: from run.json, else from the first record."""
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    found = {k: config.get(k) for k in MUST_MATCH if k in config}
+    if len(found) < len(MUST_MATCH) and files:
+        try:
+            rec = json.loads(files[0].read_text())
+        except (OSError, ValueError):
+            rec = {}
+        found.setdefault("dataset", rec.get("dataset"))
+        found.setdefault("dataset_params", rec.get("dataset_params"))
+        found.setdefault("normalisation", rec.get("normalisation"))
+    return found
+
+
+def merge_runs(run_dirs: list[Path], out: Path) -> Path:
+    """Copy the records of ``run_dirs`` into ``out`` and write its ``run.json``; return ``out``.
+
+    Raises :class:`UserError` (one line) for inputs that are not run directories or that cannot
+    be merged, and for an ``out`` that already holds records of another run.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    out = Path(out)
+    for d in run_dirs:
+        if not (d / RECORDS_DIR).is_dir():
+            raise UserError(f"{d}: not a run directory (no {RECORDS_DIR}/ folder)")
+    inputs = {d.resolve() for d in run_dirs}
+    if (out / RECORDS_DIR).is_dir() and out.resolve() not in inputs:
+        raise UserError(f"{out}: already holds records of another run; choose a new directory "
+                        "or name it as one of the runs to merge")
+    manifests = [load_manifest(d) for d in run_dirs]
+    files = [_record_files(d) for d in run_dirs]
+    first = _identity(run_dirs[0], manifests[0], files[0])
+    for d, man, fs in zip(run_dirs[1:], manifests[1:], files[1:], strict=True):
+        ident = _identity(d, man, fs)
+        for key in MUST_MATCH:
+            if canonical_json(ident.get(key)) != canonical_json(first.get(key)):
+                raise UserError(f"{d}: cannot merge with {run_dirs[0]}: {key} differs "
+                                f"({canonical_json(ident.get(key))} vs "
+                                f"{canonical_json(first.get(key))})")
+
+    chosen: dict[str, tuple[Path, dict[str, Any]]] = {}
+    params: dict[str, tuple[str, Path]] = {}
+    for d, fs in zip(run_dirs, files, strict=True):
+        for path in fs:
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{path}: unreadable record ({exc})") from None
+            method, key = rec.get("method"), rec.get("key")
+            p = canonical_json(rec.get("method_params") or {})
+            if method in params and params[method][0] != p:
+                raise UserError(f"{d}: cannot merge: method {method!r} ran with other "
+                                f"parameters in {params[method][1]}")
+            params.setdefault(method, (p, d))
+            old = chosen.get(key)
+            if old is None or (old[1].get("status") != "ok" and rec.get("status") == "ok"):
+                chosen[key] = (path, rec)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path, _rec in chosen.values():
+        dest = out / RECORDS_DIR / path.parent.name / path.name
+        if dest.resolve() != path.resolve():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+    write_json_atomic(out / MANIFEST, merged_manifest(run_dirs, manifests, first))
+    return out
+
+
+def merged_manifest(run_dirs: list[Path], manifests: list[dict[str, Any]],
+                    identity: dict[str, Any]) -> dict[str, Any]:
+    """The ``run.json`` of a merged directory (see the module docstring)."""
+    configs = [m.get("config") if isinstance(m.get("config"), dict) else {} for m in manifests]
+    config = {**configs[0], **identity}
+    methods: dict[str, Any] = {}
+    seeds: set[int] = set()
+    plugins: list[str] = []
+    notes: list[str] = []
+    for c, m in zip(configs, manifests, strict=True):
+        if isinstance(c.get("methods"), dict):
+            methods.update({k: v for k, v in c["methods"].items() if k not in methods})
+        seeds.update(int(s) for s in c.get("seeds") or [] if isinstance(s, int))
+        plugins += [p for p in c.get("plugins") or [] if p not in plugins]
+        notes += [n for n in m.get("dataset_notes") or [] if n not in notes]
+    config.update(methods=methods, seeds=sorted(seeds), plugins=plugins)
+    sources = [{"run_dir": str(d), **{k: m.get(k) for k in
+                ("versions", "device", "machine", "concurrent_tasks", "threads_per_task",
+                 "created", "updated")}}
+               for d, m in zip(run_dirs, manifests, strict=True)]
+    concurrent = [s["concurrent_tasks"] for s in sources
+                  if isinstance(s["concurrent_tasks"], int)]
+    base = manifests[0]
+    return {
+        "config": config,
+        "versions": base.get("versions"),
+        "device": base.get("device"),
+        "machine": base.get("machine"),
+        "concurrent_tasks": max(concurrent) if concurrent else None,
+        "threads_per_task": base.get("threads_per_task"),
+        "dataset_notes": notes,
+        "created": base.get("created"),
+        "updated": base.get("updated"),
+        "merged_from": sources,
+    }
+
+
+__all__ = ["merge_runs", "merged_manifest"]

@@ -1,0 +1,257 @@
+"""stats.csv, metrics.json and the report's tables recomputed with scipy from results.csv;
+overlays, merging and the report command on real (toy) runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+from test_reports import make_fake_run
+from test_stats import _holm_brute_force
+
+from mibench.cli import cli
+from mibench.config import RunConfig
+from mibench.records import RECORDS_DIR, iter_records
+from mibench.reports import build_reports
+from mibench.reports.page import fmt, fmt_p, fmt_pm
+from mibench.runner import run_benchmark
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    run_dir = make_fake_run(tmp_path_factory.mktemp("fake"))
+    build_reports(run_dir)
+    return run_dir
+
+
+def _per_pair(df, method):
+    g = df[(df.method == method) & df.naed.notna()]
+    return g.groupby("pair_id").naed.mean()
+
+
+def test_paper_table_recomputed_from_results_csv(fake_run):
+    df = pd.read_csv(fake_run / "results.csv")
+    st = pd.read_csv(fake_run / "stats.csv")
+    doc = json.loads((fake_run / "metrics.json").read_text())
+    html = (fake_run / "report.html").read_text()
+    paper_html = html[html.index("NAED against the reference"):html.index("Summary per method")]
+    assert doc["reference"] == "drmime" and st.method[0] == "drmime"
+    ref = _per_pair(df, "drmime")
+    others = [m for m in sorted(df.method.unique()) if m != "drmime"]
+    expected_p = {}
+    for m in others:
+        x = _per_pair(df, m)
+        both = x.index.intersection(ref.index)
+        expected_p[m] = stats.ttest_rel(x[both], ref[both]).pvalue if len(both) > 1 else np.nan
+    holm = dict(zip(others, _holm_brute_force([expected_p[m] for m in others]), strict=True))
+    means = {m: _per_pair(df, m).mean() for m in df.method.unique()}
+    # reference first, then by mean NAED
+    assert list(st.method) == ["drmime"] + sorted(others, key=means.get)
+    assert [r["method"] for r in doc["paper_table"]] == list(st.method)
+    for row, paper in zip(st.itertuples(index=False), doc["paper_table"], strict=True):
+        x = _per_pair(df, row.method).to_numpy()
+        std = np.std(x, ddof=1) if x.size > 1 else np.nan
+        assert row.mean == pytest.approx(x.mean()) and paper["mean"] == pytest.approx(x.mean())
+        if x.size > 1:
+            assert row.std == pytest.approx(std) and paper["std"] == pytest.approx(std)
+        else:
+            assert np.isnan(row.std) and paper["std"] is None
+        assert f"<td>{fmt_pm(x.mean(), std)}</td>" in paper_html
+        if row.method == "drmime":
+            continue
+        p = expected_p[row.method]
+        if np.isnan(p):
+            assert np.isnan(row.p_ttest) and paper["p_ttest"] is None
+            continue
+        assert row.p_ttest == pytest.approx(p) and paper["p_ttest"] == pytest.approx(p)
+        assert row.p_ttest_holm == pytest.approx(holm[row.method])
+        assert f"<td>{fmt_p(p)}</td><td>{fmt_p(holm[row.method])}</td>" in paper_html
+        both = _per_pair(df, row.method).index.intersection(ref.index)
+        d = np.round(_per_pair(df, row.method)[both] - ref[both], 12)
+        assert row.p_wilcoxon == pytest.approx(stats.wilcoxon(d).pvalue)
+    # "solo" has one paired pair and two the reference has alone: counted, and said
+    solo = st.set_index("method").loc["solo"]
+    assert solo.n_pairs == 1 and solo.n_unpaired == 2
+    assert "solo: 2" in paper_html
+    # Friedman over the pairs every method has (none: solo lacks two, so the test is skipped)
+    assert doc["friedman"]["n_dropped"] == 2
+
+
+def test_summary_ranks_auc_and_groups(fake_run):
+    df = pd.read_csv(fake_run / "results.csv")
+    summary = pd.read_csv(fake_run / "summary.csv").set_index("method")
+    doc = json.loads((fake_run / "metrics.json").read_text())
+    methods = list(summary.index)
+    pairs = sorted(df.loc[df.scored, "pair_id"].unique())
+    for metric in ("rtre_median", "rtre_max"):
+        # ANHIR rank by brute force: per pair, 1 + better + half the ties; missing -> worst
+        total = dict.fromkeys(methods, 0.0)
+        for p in pairs:
+            vals = {m: df[(df.method == m) & (df.pair_id == p)][metric].mean() for m in methods}
+            for m, v in vals.items():
+                if np.isnan(v):
+                    total[m] += len(methods)
+                    continue
+                others = [w for k, w in vals.items() if k != m and not np.isnan(w)]
+                total[m] += 1 + sum(w < v for w in others) + 0.5 * sum(w == v for w in others)
+        for m in methods:
+            assert summary.loc[m, f"rank_{metric}"] == pytest.approx(total[m] / len(pairs))
+    for m in methods:
+        g = df[df.method == m]
+        tre = g.tre_mean.dropna().to_numpy()
+        auc = np.mean([(tre < t).mean() for t in range(1, 26)])
+        assert summary.loc[m, "success_auc"] == pytest.approx(auc)
+        assert summary.loc[m, "rtre_median_mean"] == pytest.approx(g.rtre_median.mean())
+        assert summary.loc[m, "n_unscored"] == (~g.scored).sum()
+        q = g.wall_s.quantile([0.25, 0.75])
+        assert summary.loc[m, "time_iqr_s"] == pytest.approx(q[0.75] - q[0.25])
+        # FIRE categories (the fake pairs are A01, P02, S03): per category and mAUC
+        aucs = doc["success"]["auc"][m]
+        for cat in sorted(set(g.meta_category.dropna())):
+            sub = g[(g.meta_category == cat)].tre_mean.dropna().to_numpy()
+            if sub.size:
+                expected = np.mean([(sub < t).mean() for t in range(1, 26)])
+                assert aucs[cat] == pytest.approx(expected)
+        if {"S", "P", "A"} <= set(aucs):
+            assert aucs["mAUC"] == pytest.approx((aucs["S"] + aucs["P"] + aucs["A"]) / 3)
+    assert doc["success"]["fire_categories"] is True
+    html = (fake_run / "report.html").read_text()
+    assert "<h3>By category</h3>" in html and "mAUC" in html
+    group = doc["groups"]["category"]["P"]["mmi"]
+    assert group["n_failed"] == 1
+    g = df[(df.method == "mmi") & (df.meta_category == "P")]
+    assert group["naed_mean"] == pytest.approx(g.naed.mean())
+    assert doc["counts"]["unscored"] == 1 and "1 registered, not scored" in html
+
+
+def test_reference_option_and_unknown_reference(tmp_path):
+    run_dir = make_fake_run(tmp_path, reference="mmi")
+    build_reports(run_dir)
+    st = pd.read_csv(run_dir / "stats.csv")
+    assert st.method[0] == "mmi" and (st.reference == "mmi").all()
+    res = _cli("report", str(run_dir), "--reference", "nope")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "nope" in res.stderr
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _toy(tmp_path, name, methods, **kw):
+    cfg = RunConfig(methods=methods, dataset="toy", dataset_options={"pairs": 3, "size": 32},
+                    workers=0, out=str(tmp_path / name), plugins=["fakeplugin"], **kw)
+    return run_benchmark(cfg, progress=False)
+
+
+def test_overlays_of_a_real_run_and_a_lost_dataset(tmp_path):
+    res = _toy(tmp_path, "run", "identity,noisy", reference="noisy")
+    html = res.report.read_text()
+    assert (res.run_dir / "fig_overlay_best.png").read_bytes()[:4] == b"\x89PNG"
+    assert (res.run_dir / "fig_overlay_worst.png").exists()
+    best = json.loads((res.run_dir / "metrics.json").read_text())
+    values = {r.pair_id: r.metrics["naed"] for r in iter_records(res.run_dir)
+              if r.method == "noisy"}
+    assert best["reference"] == "noisy"
+    assert f"noisy: {min(values, key=values.get)} (seed 0" in html
+    assert f"noisy: {max(values, key=values.get)} (seed 0" in html
+    # the data is gone: the report still builds and says why there are no overlays
+    manifest = json.loads((res.run_dir / "run.json").read_text())
+    manifest["config"]["plugins"] = []
+    (res.run_dir / "run.json").write_text(json.dumps(manifest))
+    text = build_reports(res.run_dir).read_text()
+    assert "cannot be loaded here" in text and "fig_overlay" not in text
+    assert not (res.run_dir / "fig_overlay_best.png").exists()
+
+
+def test_merge_runs_dedupes_and_refuses_other_datasets(tmp_path, monkeypatch):
+    from mibench.reports import figures
+
+    monkeypatch.setattr(figures, "FIGURES", [])  # not what this test is about; saves time
+    a = _toy(tmp_path, "a", "identity,noisy")
+    b = _toy(tmp_path, "b", "noisy,oracle")
+    out = tmp_path / "merged"
+    res = _cli("report", str(a.run_dir), str(b.run_dir), "--out", str(out))
+    assert res.exit_code == 0, res.stderr
+    recs = list(iter_records(out))
+    assert len(recs) == 9  # 3 methods x 3 pairs; noisy's identical tasks once
+    assert len({r.key for r in recs}) == 9
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df.method.unique()) == ["identity", "noisy", "oracle"]
+    manifest = json.loads((out / "run.json").read_text())
+    assert [s["run_dir"] for s in manifest["merged_from"]] == [str(a.run_dir), str(b.run_dir)]
+    assert set(manifest["config"]["methods"]) == {"identity", "noisy", "oracle"}
+    assert "Merged from" in (out / "report.html").read_text()
+    # a rerun of the merged directory's report works like any run's
+    assert build_reports(out).exists()
+    cfg = RunConfig(methods="identity", dataset="toy", dataset_options={"pairs": 4, "size": 32},
+                    workers=0, out=str(tmp_path / "c"), plugins=["fakeplugin"])
+    c = run_benchmark(cfg, progress=False)
+    res = _cli("report", str(a.run_dir), str(c.run_dir), "--out", str(tmp_path / "bad"))
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "dataset_params differs" in res.stderr
+    assert not (tmp_path / "bad" / RECORDS_DIR).exists()
+
+
+def test_fmt_p_prints_like_the_paper():
+    assert fmt_p(1.3e-4) == "1.3e-04" and fmt_p(float("nan")) == "–" and fmt_p(1.0) == "1"
+    assert fmt(math.nan) == "–" and fmt_pm(0.0048, 0.014) == "0.0048 ± 0.014"
+
+
+def test_reference_is_recorded_but_changes_neither_run_dir_nor_tasks(tmp_path):
+    from mibench.config import plan_run
+    from mibench.registry import Registry
+
+    registry = Registry(["fakeplugin"])
+    base = dict(methods="identity,noisy", dataset="toy", plugins=["fakeplugin"])
+    plain = plan_run(registry, RunConfig(**base))
+    ref = plan_run(registry, RunConfig(**base, reference="Noisy"))
+    assert ref.config["reference"] == "noisy" and plain.config["reference"] is None
+    assert ref.run_dir == plain.run_dir
+    assert [t.key for t in ref.tasks] == [t.key for t in plain.tasks]
+    res = _cli("run", "--plugin", "fakeplugin", "--dataset", "toy", "--methods", "identity",
+               "--reference", "noisy", "--out", str(tmp_path / "x"))
+    assert res.exit_code == 2 and "not one of the selected methods" in res.stderr
+
+
+def test_overlay_helpers_brute_force():
+    from mibench.reports.overlays import checkerboard, colour_overlay, warp_strided
+    from mibench.transform import MatrixTransform
+
+    rng = np.random.default_rng(6)
+    a, b = rng.random((10, 13)), rng.random((10, 13))
+    cb = checkerboard(a, b, tiles=4)
+    for y in range(10):
+        for x in range(13):
+            white = (y * 4 // 10 + x * 4 // 13) % 2 == 0
+            assert cb[y, x] == (a[y, x] if white else b[y, x])
+    rgb = colour_overlay(a, b)
+    assert (rgb[..., 1] == a).all() and (rgb[..., 0] == b).all() and (rgb[..., 2] == b).all()
+    moving = rng.random((61, 57)).astype(np.float32)
+    t = MatrixTransform([[0.97, 0.05, 2.3], [-0.04, 1.02, -1.7], [0, 0, 1]])
+    full = t.warp(moving, (50, 47))
+    for step in (1, 3, 4):
+        np.testing.assert_allclose(warp_strided(moving, t, (50, 47), step),
+                                   full[::step, ::step], atol=1e-5)
+
+
+def test_run_with_only_unscored_pairs(tmp_path):
+    from test_reports import _record
+
+    from mibench.records import write_record
+
+    for method in ("identity", "drmime"):
+        for pair in ("E01", "E02"):
+            write_record(tmp_path, *_record(method, pair, scored=False))
+    text = build_reports(tmp_path).read_text()
+    assert "Registered, not scored (no fixed landmarks): 4 task(s)" in text
+    assert "No scored pairs" in text
+    st = pd.read_csv(tmp_path / "stats.csv")
+    assert st.empty and "p_ttest" in st.columns
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert doc["reference"] is None and doc["counts"]["unscored"] == 4

@@ -1,0 +1,134 @@
+"""Paired tests, Holm's correction and the Friedman test against scipy and brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mibench.stats import compare_to_reference, friedman, holm, pair_table, paired_test
+
+
+def _holm_brute_force(p):
+    """Holm by its definition: adjusted p_(i) = max_{j <= i} min(1, (m - j) p_(j))."""
+    finite = [(v, i) for i, v in enumerate(p) if not math.isnan(v)]
+    finite.sort()
+    m = len(finite)
+    out = [math.nan] * len(p)
+    for i, (_, idx) in enumerate(finite):
+        out[idx] = max(min(1.0, (m - j) * finite[j][0]) for j in range(i + 1))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 0.2, 7)
+    p[rng.integers(0, 7)] = np.nan
+    p[1] = p[2] if not np.isnan(p[2]) else p[1]  # a tie
+    np.testing.assert_allclose(holm(p), _holm_brute_force(list(p)), equal_nan=True)
+    assert np.isnan(holm(np.array([np.nan, np.nan]))).all()
+
+
+def test_paired_test_matches_scipy_and_effect_sizes():
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0.001, 0.05, 25)
+    x = ref + rng.normal(0.004, 0.01, 25)
+    res = paired_test(x, ref)
+    t = stats.ttest_rel(x, ref)
+    assert res["t_statistic"] == pytest.approx(t.statistic, rel=1e-12)
+    assert res["p_ttest"] == pytest.approx(t.pvalue, rel=1e-12)
+    d = x - ref
+    w = stats.wilcoxon(np.round(d, 12))
+    assert res["p_wilcoxon"] == pytest.approx(w.pvalue, rel=1e-12)
+    assert res["w_statistic"] == w.statistic
+    assert res["effect_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
+    # rank-biserial from ranks of |d| computed by sorting
+    order = np.argsort(np.abs(d))
+    ranks = np.empty(d.size)
+    ranks[order] = np.arange(1, d.size + 1)
+    r = (ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum()
+    assert res["effect_rank_biserial"] == pytest.approx(r)
+    assert res["mean_diff"] == pytest.approx(d.mean())
+
+
+def test_paired_test_round_off_does_not_create_differences():
+    a = np.array([0.1, 0.2, 0.3, 0.7, 0.9])
+    b = a + np.array([1e-17, -1e-17, 3e-4, 5e-4, -2e-4])  # two "ties" up to round-off
+    b[:2] = [0.30000000000000004 - 0.2, 0.1 + 0.1]  # classic float noise
+    res = paired_test(b, a)
+    d = np.round(b - a, 12)
+    assert (d[:2] == 0).all()
+    assert res["p_wilcoxon"] == pytest.approx(stats.wilcoxon(d[2:]).pvalue)
+
+
+def test_paired_test_degenerate_cases():
+    same = np.array([0.1, 0.2, 0.3])
+    res = paired_test(same, same.copy())
+    assert res["p_ttest"] == 1.0 and res["p_wilcoxon"] == 1.0 and res["effect_dz"] == 0.0
+    one = paired_test(np.array([0.2]), np.array([0.1]))
+    assert math.isnan(one["p_ttest"]) and one["mean_diff"] == pytest.approx(0.1)
+    shift = paired_test(same + 0.5, same)
+    assert shift["p_ttest"] == 0.0 and shift["effect_dz"] == math.inf
+
+
+def _results(rows):
+    return pd.DataFrame(rows, columns=["method", "pair_id", "seed", "naed"])
+
+
+def test_pair_table_means_over_seeds_and_keeps_missing():
+    df = _results([("a", "p1", 0, 1.0), ("a", "p1", 1, 3.0), ("a", "p2", 0, 5.0),
+                   ("b", "p1", 0, 2.0), ("b", "p2", 0, np.nan), ("b", "p3", 0, 4.0)])
+    t = pair_table(df)
+    assert list(t.columns) == ["a", "b"] and list(t.index) == ["p1", "p2", "p3"]
+    assert t.loc["p1", "a"] == 2.0 and np.isnan(t.loc["p2", "b"]) and np.isnan(t.loc["p3", "a"])
+
+
+def test_compare_to_reference_unpaired_pairs_are_counted_not_hidden():
+    rng = np.random.default_rng(4)
+    pairs = [f"p{i}" for i in range(12)]
+    rows = []
+    for m, shift in (("ref", 0.0), ("good", 0.001), ("bad", 0.02)):
+        for i, p in enumerate(pairs):
+            if m == "bad" and i < 3:
+                continue  # "bad" lacks three pairs
+            rows.append((m, p, 0, 0.01 + 0.002 * i + shift + rng.normal(0, 0.003)))
+    t = pair_table(_results(rows))
+    tests = {r.method: r for r in compare_to_reference(t, "ref")}
+    assert set(tests) == {"good", "bad"}
+    assert tests["bad"].n_pairs == 9 and tests["bad"].n_unpaired == 3
+    assert tests["good"].n_pairs == 12 and tests["good"].n_unpaired == 0
+    both = t[["bad", "ref"]].dropna()
+    assert tests["bad"].p_ttest == pytest.approx(stats.ttest_rel(both.bad, both.ref).pvalue)
+    assert tests["bad"].mean == pytest.approx(t.bad.mean())
+    assert tests["bad"].std == pytest.approx(t.bad.dropna().std(ddof=1))
+    assert tests["bad"].reference_mean == pytest.approx(both.ref.mean())
+    holm_t = _holm_brute_force([tests["good"].p_ttest, tests["bad"].p_ttest])
+    assert [tests["good"].p_ttest_holm, tests["bad"].p_ttest_holm] == pytest.approx(holm_t)
+    with pytest.raises(KeyError):
+        compare_to_reference(t, "absent")
+
+
+def test_friedman_matches_scipy_and_brute_force_ranks():
+    rng = np.random.default_rng(5)
+    values = rng.normal(0, 1, (10, 4)) + np.array([0, 0.5, 1.0, 0.2])
+    values[0, :2] = 0.3  # a tie
+    t = pd.DataFrame(values, columns=list("abcd"))
+    t.loc[10] = [np.nan, 1, 2, 3]  # incomplete: dropped
+    res = friedman(t)
+    ref = stats.friedmanchisquare(*values.T)
+    assert res.statistic == pytest.approx(ref.statistic) and res.pvalue == pytest.approx(ref.pvalue)
+    assert (res.n_pairs, res.n_methods, res.n_dropped) == (10, 4, 1)
+    for j, m in enumerate("abcd"):
+        expected = np.mean([1 + sum(v < row[j] for v in row) + 0.5 * (sum(v == row[j] for v in row)
+                            - 1) for row in values])
+        assert res.mean_ranks[m] == pytest.approx(expected)
+    two = friedman(t[["a", "b"]])
+    assert math.isnan(two.pvalue) and set(two.mean_ranks) == {"a", "b"}
+    # the mean ranks of k methods always sum to k(k+1)/2
+    assert sum(res.mean_ranks.values()) == pytest.approx(10)
+    assert list(itertools.islice(res.mean_ranks, 4)) == list("abcd")
