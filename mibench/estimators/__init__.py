@@ -135,4 +135,27 @@ def mibench_estimators():
             higher_is_better=True,
             differentiable=False,
         ),
+        EstimatorSpec(
+            name="cmif",
+            description="CMIF (Öfverstedt et al. 2022): plug-in MI in nats of the images "
+            "quantised into K levels, computed by FFT for every integer shift at once; the "
+            "estimator returns the value at shift 0 (the pair as given), "
+            "mibench.estimators.cmif.cmif_map the whole map. Not differentiable.",
+            factory="mibench.estimators.cmif:cmif",
+            params=(
+                Param("levels", 8, "quantisation levels of the fixed image"),
+                Param("levels_moving", 0, "levels of the moving image; 0 = same as levels"),
+                Param("quantisation", "kmeans", "k-means on the pixel vectors (seeded), "
+                      "equal-width cells over min..max, or equal-population quantiles",
+                      choices=("kmeans", "equal", "quantile")),
+                Param("normalisation", "none", "none = MI in nats; or the normalised MI of nmi",
+                      choices=("none", "studholme", "arithmetic", "joint", "geometric")),
+                Param("precision", "auto", "FFT precision: auto = float32 while the counts "
+                      "stay exact (<= 2^18 pixels of overlap), else float64",
+                      choices=("auto", "float32", "float64")),
+                Param("seed", 0, "seed of the k-means quantiser"),
+            ),
+            higher_is_better=True,
+            differentiable=False,
+        ),
     ]
