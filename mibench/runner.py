@@ -205,6 +205,7 @@ def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None
     wall: float | None = None
     try:
         method = Method(state.registry.get("method", task.method), task.method_params, device)
+        method.warm_up()
         fixed = image_to_tensor(pair.fixed, device)
         moving = image_to_tensor(pair.moving, device)
         fmask = mask_to_tensor(pair.fixed_mask, device)

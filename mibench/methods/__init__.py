@@ -4,7 +4,11 @@ Factories are given as ``"module:function"`` strings so that listing imports not
 """
 
 from mibench.hookspecs import hookimpl
-from mibench.specs import MethodSpec, Param
+from mibench.specs import MethodSpec, Param, Requirement
+
+_INIT = Param("init", "identity", "starting transform: the pixel identity, or CMIF's global rigid "
+               "search (every rotation and translation) refined by this method",
+               choices=("identity", "cmif"))
 
 
 def _gradient_params() -> tuple[Param, ...]:
@@ -23,6 +27,7 @@ def _gradient_params() -> tuple[Param, ...]:
         Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level"),
         Param("schedule", "cosine", "learning-rate schedule (cosine decay to 2% of lr, or "
               "constant)", choices=("cosine", "constant")),
+        _INIT,
     )
 
 
@@ -78,7 +83,63 @@ def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
               "the paper's plain formula, without overflow)"),
         Param("exp", "taylor", "matrix exponential: the paper's truncated series (10 terms) or "
               "torch.linalg.matrix_exp", choices=("taylor", "matrix_exp")),
+        _INIT,
     )
+
+
+_SITK = Requirement(module="SimpleITK", hint='pip install "mibench[sitk]"')
+_ELASTIX = Requirement(module="itk", hint='pip install "mibench[elastix]"')
+_TOOLBOX_PRESET = Param("preset", "practical", "defaults of the other options: practical (fast, "
+                        "tuned on the synthetic pairs) or paper (DRMIME's baseline settings, "
+                        "research/drmime.md section 6)", choices=("practical", "paper"))
+
+
+def _toolbox_methods() -> list[MethodSpec]:
+    """The SimpleITK and elastix baselines (:mod:`.sitk`, :mod:`.elastix`)."""
+    sitk_params = (
+        _TOOLBOX_PRESET,
+        Param("iterations", None, "most optimizer iterations per pyramid level (paper 5000, "
+              "practical 200)", type=int),
+        Param("learning_rate", None, "paper: plain gradient-descent rate (per metric); "
+              "practical: first regular-step step, px (1.0)", type=float),
+        Param("sampling", None, "share of each level's pixels sampled at random (0.5)",
+              type=float),
+        Param("levels", None, "pyramid levels, shrink 2^(levels-1)..1 (paper 1, practical 3)",
+              type=int),
+    )
+    bins = Param("bins", None, "histogram bins (paper 100, practical 32)", type=int)
+    sitk_metrics = {"mmi": ("Mattes MI", (bins,)), "jhmi": ("joint-histogram MI", (bins,)),
+                    "ncc": ("correlation", ()), "mse": ("mean squares", ())}
+    specs = [
+        MethodSpec(
+            name=f"sitk-{metric}",
+            description=f"SimpleITK affine registration, {what} metric (ImageRegistrationMethod, "
+            "multi-resolution, seeded random sampling, one thread)",
+            factory=f"mibench.methods.sitk:{metric}",
+            params=sitk_params + extra,
+            requires=(_SITK,),
+        )
+        for metric, (what, extra) in sitk_metrics.items()
+    ]
+    elastix_params = (
+        _TOOLBOX_PRESET,
+        Param("resolutions", None, "pyramid levels (paper 4, practical 3)", type=int),
+        Param("bins", None, "histogram bins (paper 64, practical 32)", type=int),
+        Param("iterations", None, "iterations per resolution (paper 5000, practical 250)",
+              type=int),
+        Param("samples", None, "random samples per iteration (2048)", type=int),
+    )
+    for metric, what in (("ami", "AdvancedMattesMutualInformation"),
+                         ("nmi", "NormalizedMutualInformation")):
+        specs.append(MethodSpec(
+            name=f"elastix-{metric}",
+            description=f"elastix affine registration with {what} (default affine parameter "
+            "map, adaptive stochastic gradient descent, seeded, one thread)",
+            factory=f"mibench.methods.elastix:{metric}",
+            params=elastix_params,
+            requires=(_ELASTIX,),
+        ))
+    return specs
 
 
 @hookimpl
@@ -135,5 +196,39 @@ def mibench_methods():
             description="DRMIME with the 8-parameter perspective (sl(3)) transform",
             factory="mibench.methods.drmime:drmime_perspective",
             params=_drmime_params(with_transform=False),
+        ),
+        *_toolbox_methods(),
+        MethodSpec(
+            name="cmif",
+            description="Global rigid alignment by CMIF (Öfverstedt et al. 2022): MI for every "
+            "integer shift at once by FFT, for every angle of a rotation sweep (on a reduced "
+            "copy), refined around the best angle at full resolution, sub-pixel peak",
+            factory="mibench.methods.cmif:register",
+            params=(
+                Param("levels", 8, "quantisation levels of the fixed image"),
+                Param("levels_moving", 0, "levels of the moving image; 0 = same as levels"),
+                Param("quantisation", "quantile", "equal-population quantiles, k-means on the "
+                      "pixel vectors (the authors' choice) or equal-width cells",
+                      choices=("quantile", "kmeans", "equal")),
+                Param("max_angle", 180.0, "sweep over [-max_angle, max_angle] degrees "
+                      "(180 = the full circle)"),
+                Param("angle_step", 3.0, "spacing of the sweep (degrees)"),
+                Param("candidates", 3, "best local maxima of the sweep refined at full "
+                      "resolution"),
+                Param("refine", 4, "refinement rounds per candidate (each halves the angle "
+                      "spacing)"),
+                Param("coarse_side", 128, "the sweep runs on copies reduced by an integer "
+                      "factor to at most this side (px)"),
+                Param("min_overlap", 0.5, "smallest overlap of a valid shift, as a share of "
+                      "the smaller mask"),
+                Param("normalisation", "none", "maximise MI (none) or a normalised MI",
+                      choices=("none", "studholme", "arithmetic", "joint", "geometric")),
+                Param("subpixel", True, "parabolic peak refinement in x, y and the angle"),
+                Param("angle_batch", 8, "angles computed together (memory grows with it)"),
+                Param("highpass_sigma", 2.0, "subtract a Gaussian blur of this sigma (px, "
+                      "within the mask) before quantising; 0 = off (the paper)"),
+                Param("precision", "auto", "FFT precision (auto: float32 while the counts "
+                      "stay exact)", choices=("auto", "float32", "float64")),
+            ),
         ),
     ]
