@@ -122,4 +122,4 @@ def test_method_specs():
         opts = spec.resolve({"iterations": "50", "multires": "coarse-to-fine"}, from_text=True)
         assert opts["iterations"] == 50 and opts["multires"] == "coarse-to-fine"
         assert set(opts) == {"iterations", "levels", "lr", "transform", "multires", "min_size",
-                             "schedule"}
+                             "schedule", "init"}

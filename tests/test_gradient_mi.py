@@ -42,3 +42,15 @@ def test_estimator_options_reach_the_estimator(monkeypatch):
 def test_unknown_option_is_a_user_error():
     with pytest.raises(mibench.UserError, match="has no option 'sigma'"):
         mibench.method("nmi", sigma=1.0)
+
+
+def test_direct_calls_use_the_method_specs_estimator_defaults(canvas):
+    """``gradient.nmi(f, m)`` must behave as ``mibench run --methods nmi``: the spec's cubic
+    window, not the estimator's gradient-free box default (which would never move)."""
+    from mibench.methods import gradient
+
+    fixed, moving = make_pair(canvas, TRUE_T)
+    direct = gradient.nmi(fixed, moving, iterations=10)
+    via_api = mibench.method("nmi", iterations=10, device="cpu")(fixed, moving)
+    assert not np.allclose(direct.transform.matrix, np.eye(3))
+    assert np.allclose(direct.transform.matrix, via_api.transform.matrix, atol=1e-6)

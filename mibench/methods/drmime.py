@@ -73,6 +73,7 @@ from mibench.estimators.mine import (
 )
 from mibench.methods import pyramid as pyr
 from mibench.methods.gradient import VALID_THRESHOLD, prepare_images
+from mibench.methods.initial import initial_matrix
 from mibench.methods.transform_models import (
     matrix_exp_transform,
     n_params,
@@ -283,6 +284,7 @@ def register_drmime(
     ema: float = 0.0,
     stable_lme: bool = True,
     exp: str = "taylor",
+    init: str = "identity",
 ) -> RegistrationOutput:
     """Register ``moving`` to ``fixed`` with DRMIME.
 
@@ -325,6 +327,9 @@ def register_drmime(
     exp : {"taylor", "matrix_exp"}
         The matrix exponential: the paper's truncated series (identity plus 9 terms) or
         ``torch.linalg.matrix_exp`` (exact; they differ once ``||C||`` is no longer small).
+    init : {"identity", "cmif"}
+        Starting transform: the pixel identity (the paper), or CMIF's global rigid search
+        (:mod:`mibench.methods.initial`), onto which the exponential is composed.
 
     Returns
     -------
@@ -375,8 +380,10 @@ def register_drmime(
         {"params": [v_offset], "lr": opts["lr_offset"]},
     ], amsgrad=True)
     averages = [MovingAverage(ema) for _ in data] if ema > 0 else None
-    # Start at the pixel identity (== the normalised identity for same-size images).
-    h0_64 = torch.as_tensor(pixel_to_normalised(np.eye(3), fixed_shape, moving_shape),
+    # Start at the pixel identity (== the normalised identity for same-size images) or at the
+    # global search's result.
+    start = initial_matrix(init, fixed, moving, fixed_mask, moving_mask, seed=seed)
+    h0_64 = torch.as_tensor(pixel_to_normalised(start, fixed_shape, moving_shape),
                             dtype=torch.float64, device=device)
     h0 = h0_64.float()
 
@@ -423,6 +430,7 @@ def register_drmime(
         "lr_offset": float(opts["lr_offset"]),
         "sampling": sampling,
         "exp": exp,
+        "init": init,
         "seed": int(seed),
     }
     return RegistrationOutput(MatrixTransform(matrix), info=info)

@@ -24,6 +24,7 @@ import torch
 
 from mibench.contracts import RegistrationOutput
 from mibench.methods import pyramid as pyr
+from mibench.methods.initial import initial_matrix
 from mibench.methods.transform_models import (
     matrix_exp_transform,
     n_params,
@@ -74,6 +75,7 @@ def register_with_estimator(
     multires: str = "simultaneous",
     min_size: int = 32,
     schedule: str = "cosine",
+    init: str = "identity",
 ) -> RegistrationOutput:
     """Register ``moving`` to ``fixed`` by gradient descent on ``estimator_fn``.
 
@@ -107,6 +109,9 @@ def register_with_estimator(
     schedule : {"cosine", "constant"}
         Learning-rate schedule within each optimisation stage: cosine decay to 2% of ``lr``
         (gives sub-pixel convergence) or constant (DRMIME's choice).
+    init : {"identity", "cmif"}
+        Starting transform: the pixel identity, or CMIF's global rigid search
+        (:mod:`mibench.methods.initial`).
 
     Returns
     -------
@@ -148,8 +153,10 @@ def register_with_estimator(
         moving_cat = [torch.cat([m, v], dim=1)
                       for m, v in zip(moving_levels, moving_valid, strict=True)]
 
-    # Start at the pixel identity (== the normalised identity for same-size images).
-    h0 = torch.as_tensor(pixel_to_normalised(np.eye(3), fixed_shape, moving_shape),
+    # Start at the pixel identity (== the normalised identity for same-size images) or at the
+    # global search's result; the exponential is composed onto it.
+    start = initial_matrix(init, fixed, moving, fixed_mask, moving_mask, seed=seed)
+    h0 = torch.as_tensor(pixel_to_normalised(start, fixed_shape, moving_shape),
                          dtype=torch.float32, device=device)
     v = torch.zeros(n, dtype=torch.float32, device=device, requires_grad=True)
 
@@ -207,26 +214,32 @@ def register_with_estimator(
         "levels": count,
         "transform": transform,
         "multires": multires,
+        "init": init,
         "seed": int(seed),
     }
     return RegistrationOutput(MatrixTransform(matrix), info=info)
 
 
-def estimator_method(estimator: str, **fixed_options: Any) -> Callable[..., RegistrationOutput]:
+def estimator_method(estimator: str) -> Callable[..., RegistrationOutput]:
     """A method factory: gradient registration driven by the built-in estimator ``estimator``.
 
     The returned function takes the method options of :func:`register_with_estimator` plus any
-    option of the estimator (``bins``, ``kernel``, ...), which it passes on to the estimator;
-    ``fixed_options`` are estimator options the method always uses. The direction (maximise or
-    minimise) comes from the estimator's spec.
+    option of the estimator (``bins``, ``kernel``, ...), which it passes on to the estimator.
+    Estimator options left out take the defaults of the *method's* spec (of the same name), so
+    a direct call behaves as ``mibench run`` does: e.g. ``nmi`` uses a differentiable cubic
+    window, where the estimator's own default (the box kernel) would give no gradient. The
+    direction (maximise or minimise) comes from the estimator's spec.
     """
 
     def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, **params):
         from mibench.estimators import mibench_estimators
+        from mibench.methods import mibench_methods
 
         spec = next(s for s in mibench_estimators() if s.name == estimator)
         own = {p.name for p in spec.params}
-        est_options = {**{k: v for k, v in params.items() if k in own}, **fixed_options}
+        method_spec = next(s for s in mibench_methods() if s.name == estimator)
+        defaults = {p.name: p.default for p in method_spec.params if p.name in own}
+        est_options = {**defaults, **{k: v for k, v in params.items() if k in own}}
         fn = spec.load()
 
         def estimator_fn(f, m, mask):

@@ -1,0 +1,390 @@
+"""Speed of CMIF (``mibench.estimators.cmif``) against brute force and a straightforward FFT CMIF.
+
+Three implementations of the same MI-for-every-shift map, timed in one run:
+
+(a) **brute force**: one joint histogram (``bincount``) per shift, on a small case only;
+(b) **straightforward FFT**, written here from scratch in the structure of the public PyTorch
+    package (torch_cmif): one-hot level planes; the joint counts of all K^2 level pairs from the
+    broadcast product of the K fixed and K moving level spectra, the fixed marginals from the fixed
+    levels against the moving mask, the moving marginals from the fixed mask against the moving
+    levels, each of the three correlations computing its own forward transforms (6K R2C and
+    K^2 + 2K C2R per template and angle); all K^2 count maps held at once; entropies with
+    ``where`` masks. Counts are rounded as in (c) so the values can be compared;
+(c) **cmif** (``FixedSpectra`` once per fixed image, ``cmif_from_labels`` per batch of angles).
+
+(b) and (c) run on the same shift range and the same FFT grid, so the speed-up is the FFT economy,
+the batching and the streamed entropy only. The run also times the *bare FFT count* of (c): the
+forward and inverse real FFTs (c) performs, with the same batching, on the same grid, and nothing
+else; (c)'s time over it says how close to its FFT floor (c) runs.
+
+Cases:
+
+- ``small``: 64^2 image vs 33^2 template, K = 8, template centre on every image pixel: (a), (b),
+  (c) and the check that (a) and (c) have the same counts and MI within 1e-6;
+- ``256``: 256^2 image vs 129^2 template, K = 8, template centre on every image pixel (the
+  torch_cmif README case; FFT grid 320^2): (b), (c), bare;
+- ``512``: 512^2 vs 512^2, K = 8, 32 rotation angles, shifts with overlap >= 50 % (FFT grid
+  768^2); the moving image is rotated (a masked template: (K-1) K inverse FFTs per angle):
+  (b), (c), bare;
+- ``accuracy`` (not run by default; minutes): the ``cmif`` method with its defaults on
+  ``--pairs`` hard rigid synthetic pairs (rotation up to 30 deg, translation up to 20 %,
+  multimodal), the share recovered within 1 px and 1 degree.
+
+Usage::
+
+    .venv/bin/python benchmarks/cmif.py                    # CPU, all cases
+    .venv/bin/python benchmarks/cmif.py --threads 1 --cases small,256
+    .venv/bin/python benchmarks/cmif.py --device cuda --repeats 5
+    .venv/bin/python benchmarks/cmif.py --cases accuracy --pairs 40 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mibench.estimators import cmif as cm  # noqa: E402
+from mibench.methods.cmif import rotate_labels  # noqa: E402
+
+# --------------------------------------------------------------------------------------------
+# (a) brute force
+
+
+def brute_force(la: torch.Tensor, lb: torch.Tensor, ka: int, kb: int, grid: cm.ShiftGrid):
+    """MI and overlap per shift from one joint histogram per shift. ``la (H, W)``, ``lb (h, w)``
+    labels (-1 outside the mask)."""
+    (hf, wf), (hm, wm) = la.shape, lb.shape
+    (y0, x0), (sy, sx) = grid.origin, grid.size
+    mi = torch.zeros(sy, sx, dtype=torch.float64)
+    n_map = torch.zeros(sy, sx, dtype=torch.float64)
+    for r in range(sy):
+        dy = y0 + r
+        r0, r1 = max(0, -dy), min(hm, hf - dy)
+        for c in range(sx):
+            dx = x0 + c
+            c0, c1 = max(0, -dx), min(wm, wf - dx)
+            if r1 <= r0 or c1 <= c0:
+                continue
+            b = lb[r0:r1, c0:c1]
+            a = la[r0 + dy:r1 + dy, c0 + dx:c1 + dx]
+            ok = (a >= 0) & (b >= 0)
+            counts = torch.bincount(a[ok] * kb + b[ok], minlength=ka * kb).double()
+            n = counts.sum()
+            if n == 0:
+                continue
+            p = counts.view(ka, kb) / n
+            pa, pb = p.sum(1, keepdim=True), p.sum(0, keepdim=True)
+            nz = p > 0
+            mi[r, c] = (p[nz] * torch.log(p[nz] / (pa * pb)[nz])).sum()
+            n_map[r, c] = n
+    return mi, n_map
+
+
+# --------------------------------------------------------------------------------------------
+# (b) straightforward FFT CMIF
+
+
+def _corr(x: torch.Tensor, y: torch.Tensor, grid: cm.ShiftGrid) -> torch.Tensor:
+    """Circular cross-correlations ``sum_x X(x + s) Y(x)`` on the grid, each computing its own
+    forward transforms; ``x`` is already rolled so that shift ``origin`` sits at index 0."""
+    p, q = grid.fft_shape
+    fx = torch.fft.rfft2(x, s=(p, q))
+    fy = torch.fft.rfft2(y, s=(p, q))
+    return torch.fft.irfft2(fx * fy.conj(), s=(p, q))[..., :grid.size[0], :grid.size[1]]
+
+
+def _plane_stack(labels: torch.Tensor, k: int, grid: cm.ShiftGrid, roll: bool, dtype):
+    """One-hot planes ``(..., k, P, Q)`` of labels ``(..., h, w)``, zero padded (and rolled to
+    put shift ``origin`` at index 0 for the fixed image)."""
+    p, q = grid.fft_shape
+    ks = torch.arange(k, device=labels.device).view(-1, 1, 1)
+    planes = (labels.unsqueeze(-3) == ks).to(dtype)
+    pad = planes.new_zeros(planes.shape[:-2] + (p, q))
+    pad[..., :labels.shape[-2], :labels.shape[-1]] = planes
+    if roll:
+        pad = torch.roll(pad, shifts=(-grid.origin[0], -grid.origin[1]), dims=(-2, -1))
+    return pad
+
+
+def _ent(c: torch.Tensor, n: torch.Tensor, dims) -> torch.Tensor:
+    """Entropy (nats) of counts ``c`` over ``n``, 0 log 0 = 0 by where-masks."""
+    pr = c / n
+    return -torch.where(c > 0, pr * torch.log(torch.where(c > 0, pr, 1)), 0).sum(dims)
+
+
+def straightforward(la: torch.Tensor, lb: torch.Tensor, k: int, grid: cm.ShiftGrid):
+    """MI map ``(R, Sy, Sx)`` for fixed labels ``la (H, W)`` and moving labels ``lb (R, h, w)``,
+    one template at a time, K^2 maps materialised."""
+    dtype = torch.float32
+    out = []
+    for r in range(lb.shape[0]):
+        a = _plane_stack(la, k, grid, True, dtype)  # (K, P, Q)
+        b = _plane_stack(lb[r], k, grid, False, dtype)
+        # The masks as one-level label images (0 inside, -1 outside).
+        mask_a = _plane_stack(torch.where(la >= 0, 0, -1), 1, grid, True, dtype)
+        mask_b = _plane_stack(torch.where(lb[r] >= 0, 0, -1), 1, grid, False, dtype)
+        pxy = _corr(a[:, None], b[None, :], grid).round()  # (K, K, Sy, Sx)
+        px = _corr(a, mask_b.expand(k, -1, -1), grid).round()  # (K, Sy, Sx)
+        py = _corr(mask_a.expand(k, -1, -1), b, grid).round()
+        n = px.sum(0)
+        safe = n.clamp_min(1)
+
+        mi = _ent(px, safe, 0) + _ent(py, safe, 0) - _ent(pxy, safe, (0, 1))
+        out.append(torch.where(n > 0, mi, 0))
+    return torch.stack(out)
+
+
+# --------------------------------------------------------------------------------------------
+# (c) and its bare FFT count
+
+
+def run_cmif(side: cm.FixedSpectra, lb: torch.Tensor, k: int, batch: int, min_overlap: float):
+    maps = []
+    for start in range(0, lb.shape[0], batch):
+        out = cm.cmif_from_labels(side, lb[None, start:start + batch], k,
+                                  min_overlap=min_overlap)
+        maps.append(out.value[0])
+    return torch.cat(maps)
+
+
+def fft_plan(side: cm.FixedSpectra, lb: torch.Tensor, k: int):
+    """(forward per template, inverse per template) real FFTs that (c) performs."""
+    ja = side.spectra.shape[1]
+    jb = k - 1 if bool((lb >= 0).all()) else k
+    return jb, ja * jb
+
+
+def bare_fft(grid: cm.ShiftGrid, templates: int, jb: int, ja: int, batch: int, device):
+    """The FFTs of (c), same batching, on random data: per batch of templates one forward call
+    on ``batch * jb`` planes and ``ja`` inverse calls on ``batch * jb`` spectra."""
+    p, q = grid.fft_shape
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(min(batch, templates) * jb, p, q, generator=gen).to(device)
+    spec = torch.fft.rfft2(x)
+
+    def run():
+        for start in range(0, templates, batch):
+            m = min(batch, templates - start) * jb
+            torch.fft.rfft2(x[:m])
+            for _ in range(ja):
+                torch.fft.irfft2(spec[:m], s=(p, q))
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+#: ``wall``: time.perf_counter; ``cpu``: time.process_time (this process's CPU time: steadier on
+#: a shared machine with one thread, meaningless with several threads or on CUDA).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = CLOCKS["wall"]
+
+
+def timed(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median time (s, :data:`CLOCK`) of ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = CLOCK()
+        fn()
+        _sync(device)
+        times.append(CLOCK() - t0)
+    return statistics.median(times)
+
+
+def make_labels(shape, k, seed, device):
+    """Smooth random labels (a quantised blurred noise field), more like an image than i.i.d."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.rand((1, 1) + tuple(shape), generator=gen)
+    smooth = torch.nn.functional.avg_pool2d(noise, 5, stride=1, padding=2,
+                                            count_include_pad=False)
+    ranks = smooth.flatten().argsort().argsort().view(shape)
+    return (ranks * k // ranks.numel()).to(device)
+
+
+def case_small(args, device):
+    k = 8
+    la = make_labels((64, 64), k, 1, device)
+    lb = la[10:43, 20:53].clone()
+    lb[(make_labels((33, 33), 5, 2, device) == 0)] = -1  # a masked template
+    grid = cm.shift_grid((64, 64), (33, 33), "centre")
+    side = cm.FixedSpectra(la[None], k, grid, (33, 33), torch.float32)
+    ref_mi, ref_n = brute_force(la.cpu(), lb.cpu(), k, k, grid)
+    out = cm.cmif_from_labels(side, lb[None, None], k, min_overlap=0.0)
+    count_ok = bool(torch.equal(out.overlap[0, 0].double().cpu(), ref_n))
+    mi_err = float((out.value[0, 0].double().cpu() - ref_mi).abs().max())
+    b_err = float((straightforward(la, lb[None], k, grid)[0].double().cpu() - ref_mi).abs().max())
+    t_a = timed(lambda: brute_force(la.cpu(), lb.cpu(), k, k, grid), device, 1, warmup=0)
+    t_b = timed(lambda: straightforward(la, lb[None], k, grid), device, args.repeats)
+    t_c = timed(lambda: cm.cmif_from_labels(side, lb[None, None], k, min_overlap=0.0), device,
+                args.repeats)
+    return {"case": "small", "desc": "64^2 vs 33^2 (masked), K=8, centre shifts",
+            "grid": list(grid.fft_shape), "brute_s": t_a, "straightforward_s": t_b,
+            "cmif_s": t_c, "counts_equal_brute": count_ok, "mi_max_err_vs_brute": mi_err,
+            "straightforward_max_err_vs_brute": b_err}
+
+
+def case_large(args, device, name):
+    k = args.levels
+    if name == "256":
+        fixed_shape, moving_shape, angles, shifts, min_overlap = (256, 256), (129, 129), 1, \
+            "centre", 0.0
+        desc = "256^2 vs 129^2, K=8, centre shifts (one template)"
+    else:
+        fixed_shape, moving_shape, angles, shifts, min_overlap = (512, 512), (512, 512), \
+            args.angles, "full", 0.5
+        desc = f"512^2 vs 512^2, K=8, {args.angles} angles, overlap >= 50 %"
+    la = make_labels(fixed_shape, k, 3, device)
+    lb0 = make_labels(moving_shape, k, 4, device)
+    if angles == 1:
+        lb = lb0[None]
+    else:
+        lb = rotate_labels(lb0, torch.linspace(-30, 30, angles))
+    least = cm.least_overlap(la[None], lb0[None], min_overlap)
+    grid = cm.shift_grid(fixed_shape, moving_shape, shifts, least)
+
+    def prep():
+        return cm.FixedSpectra(la[None], k, grid, moving_shape, torch.float32)
+
+    side = prep()
+    jb, inv = fft_plan(side, lb, k)
+    ja = side.spectra.shape[1]
+    c_val = run_cmif(side, lb, k, args.angle_batch, min_overlap)
+    # (b) on the first angles only: its value must equal (c)'s where (c)'s is valid.
+    check = min(2, angles)
+    b_val = straightforward(la, lb[:check], k, grid)
+    c_chk = cm.cmif_from_labels(side, lb[None, :check], k, min_overlap=min_overlap)
+    diff = float(torch.where(c_chk.valid[0], (b_val - c_chk.value[0]).abs(), 0).max())
+    del c_val
+    t_c = timed(lambda: run_cmif(prep(), lb, k, args.angle_batch, min_overlap), device,
+                args.repeats)
+    t_b = timed(lambda: straightforward(la, lb, k, grid), device, args.repeats)
+    bare = bare_fft(grid, angles, jb, ja, args.angle_batch, device)
+    once = torch.rand(ja, *grid.fft_shape, device=device)
+    t_bare = timed(lambda: (torch.fft.rfft2(once), bare()), device, args.repeats)
+    return {"case": name, "desc": desc, "grid": list(grid.fft_shape), "templates": angles,
+            "fft_per_template": {"cmif": f"{jb} R2C + {inv} C2R (+{ja} R2C once)",
+                                 "straightforward": f"{6 * k} R2C + {k * k + 2 * k} C2R"},
+            "straightforward_s": t_b, "cmif_s": t_c, "bare_fft_s": t_bare,
+            "max_abs_diff_b_vs_c": diff}
+
+
+def case_accuracy(args, device):
+    """``cmif`` (the method, defaults) on hard rigid synthetic pairs: share recovered within
+    1 px and 1 degree (angle error, and the error of the image centre's mapping; also the
+    largest error over the four corners)."""
+    import numpy as np
+
+    import mibench
+    from mibench.methods.cmif import rigid_search
+    from mibench.tensors import image_to_tensor, mask_to_tensor
+
+    ds = mibench.dataset("synthetic", pairs=args.pairs, size=args.size, transform="rigid",
+                         difficulty="hard")
+    size = args.size
+    pts = np.array([[(size - 1) / 2] * 2, [0, 0], [size - 1, 0], [0, size - 1],
+                    [size - 1, size - 1]], dtype=float)
+    homog = np.column_stack([pts, np.ones(len(pts))])
+    rows, times = [], []
+    for info in ds.pairs():
+        pair = ds.load(info.id)
+        t0 = time.perf_counter()
+        res = rigid_search(image_to_tensor(pair.fixed, device),
+                           image_to_tensor(pair.moving, device),
+                           mask_to_tensor(pair.fixed_mask, device),
+                           mask_to_tensor(pair.moving_mask, device))
+        times.append(time.perf_counter() - t0)
+        true = np.asarray(pair.meta["true_transform"])
+        est = res.matrix
+        angle_true = math.degrees(math.atan2(true[1, 0], true[0, 0]))
+        angle_err = abs((res.angle - angle_true + 180) % 360 - 180)
+        err = np.linalg.norm(homog @ true.T - homog @ est.T, axis=1)
+        rows.append((info.id, angle_err, float(err[0]), float(err[1:].max())))
+        if args.verbose:
+            print(f"  {info.id}: angle error {angle_err:.2f} deg, centre {err[0]:.2f} px, "
+                  f"corners max {err[1:].max():.2f} px", flush=True)
+    ok_centre = sum(a <= 1 and c <= 1 for _, a, c, _ in rows)
+    ok_corners = sum(a <= 1 and m <= 1 for _, a, _, m in rows)
+    return {"case": "accuracy", "desc": f"{len(rows)} hard rigid synthetic pairs at {size}^2 "
+            "(rotation <= 30 deg, translation <= 20 %, multimodal)",
+            "within_1px_1deg_centre": f"{ok_centre}/{len(rows)}",
+            "within_1px_1deg_corners": f"{ok_corners}/{len(rows)}",
+            "failed": [r[0] for r in rows if not (r[1] <= 1 and r[2] <= 1)],
+            "median_s_per_pair": statistics.median(times)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--cases", default="small,256,512",
+                    help="comma list of small, 256, 512 and accuracy (the method on --pairs "
+                    "hard rigid synthetic pairs; minutes)")
+    ap.add_argument("--pairs", type=int, default=40, help="pairs of the accuracy case")
+    ap.add_argument("--size", type=int, default=256, help="image side of the accuracy case")
+    ap.add_argument("--verbose", action="store_true", help="one line per accuracy pair")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs (median)")
+    ap.add_argument("--angles", type=int, default=32)
+    ap.add_argument("--angle-batch", type=int, default=8)
+    ap.add_argument("--levels", type=int, default=8)
+    ap.add_argument("--clock", default="wall", choices=tuple(CLOCKS),
+                    help="wall time, or this process's CPU time (one thread, shared machine)")
+    ap.add_argument("--json", action="store_true", help="print one JSON line per case")
+    args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"{platform.processor() or platform.machine()}, clock {args.clock}", flush=True)
+    for name in args.cases.split(","):
+        if name == "small":
+            res = case_small(args, device)
+        elif name == "accuracy":
+            res = case_accuracy(args, device)
+        else:
+            res = case_large(args, device, name)
+        if args.json:
+            print(json.dumps(res), flush=True)
+            continue
+        grid = f", FFT grid {res['grid']}" if "grid" in res else ""
+        print(f"\n## {res['case']}: {res['desc']}{grid}")
+        for key, value in res.items():
+            if key.endswith("_s"):
+                print(f"  {key[:-2]:16s} {value * 1e3:10.1f} ms")
+            elif key not in ("case", "desc", "grid"):
+                print(f"  {key}: {value}")
+        if "cmif_s" not in res:
+            continue
+        print(f"  speed-up of cmif vs straightforward: "
+              f"{res['straightforward_s'] / res['cmif_s']:.2f}x")
+        if "bare_fft_s" in res:
+            print(f"  cmif / bare FFT count: {res['cmif_s'] / res['bare_fft_s']:.2f}")
+        if "brute_s" in res:
+            print(f"  speed-up of cmif vs brute force: {res['brute_s'] / res['cmif_s']:.0f}x")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
