@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mibench.errors import UserError
+from mibench.errors import UserError, one_line_warnings
 
 
 def _fail(message: str) -> None:
@@ -240,6 +240,7 @@ def estimate(name, opts, plugins, fixed_image, moving_image) -> None:
 
 
 def main() -> None:
+    one_line_warnings()
     cli()
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from mibench.config import RunConfig, RunPlan, plan_run
 from mibench.contracts import Pair
+from mibench.errors import one_line_warnings
 from mibench.metrics import landmark_errors, norm_length, pair_scores
 from mibench.records import (
     Record,
@@ -251,6 +252,7 @@ def _worker_main(conn, ctx: WorkerContext) -> None:
     """Entry point of a worker process: receive tasks, send back records, until told to stop."""
     import torch
 
+    one_line_warnings()
     torch.set_num_threads(ctx.threads)
     state = _WorkerState(ctx)
     conn.send(("ready", None))

@@ -139,3 +139,22 @@ def test_unequal_landmark_counts_use_the_common_prefix_and_warn(pristine, tmp_pa
     assert len(pair.fixed_landmarks) == len(pair.moving_landmarks) == 4
     np.testing.assert_allclose(pair.moving_landmarks, pair.fixed_landmarks * 1.1)
     assert any("using the first 4" in note for note in ds.notes)
+
+
+def test_the_cli_prints_that_warning_as_one_line(pristine, tmp_path):
+    import subprocess
+    import sys
+
+    data = copy(pristine, tmp_path, "cover")
+    moving = data / "pts" / "001_moving.txt"
+    moving.write_text(moving.read_text() + "1 2\n")
+    result = subprocess.run(
+        [sys.executable, "-c", "from mibench.cli import main; main()", "run", "--dataset",
+         "cover", "--data-dir", str(data), "-o", "table=my_cover.csv", "--methods", "identity",
+         "--workers", "0", "-q", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "using the first 4" in line]
+    assert warned and all(line.startswith("warning: ") and "pair 001" in line for line in warned)
+    assert not any(line.lstrip().startswith("warnings.warn(") for line in
+                   result.stderr.splitlines())
