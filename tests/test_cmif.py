@@ -205,6 +205,45 @@ def test_batch_and_angles_equal_one_at_a_time():
             assert torch.allclose(single.value[0, 0], both.value[b, r], atol=1e-7)
 
 
+@pytest.mark.parametrize("split", [True, False], ids=["two-stage", "irfft2"])
+@pytest.mark.parametrize("window", [(3, 9, 2, 8), (-6, -1, 4, 10), (-30, 30, -30, 30)])
+def test_shift_windows_and_batches_equal_brute_force(window, split):
+    """Local shift windows (a positive origin wraps the fixed levels round the FFT grid), with
+    and without masks, two fixed images with two moving images each: brute-force counts and MI
+    at every shift of the map."""
+    rng = np.random.default_rng(11)
+    for hole_a, hole_b in ((0.0, 0.0), (0.2, 0.0), (0.0, 0.3)):
+        la = random_labels(rng, (2, 16, 14), 4, hole_a)
+        lb = random_labels(rng, (2, 2, 9, 11), 3, hole_b)
+        grid = C.shift_grid((16, 14), (9, 11), "full", 1.0, window)
+        side = C.FixedSpectra(torch.as_tensor(la), 4, grid, (9, 11), torch.float32, split=split)
+        out = C.cmif_from_labels(side, torch.as_tensor(lb), 3, min_overlap=0.0)
+        (y0, x0), (sy, sx) = grid.origin, grid.size
+        for b, r in np.ndindex(2, 2):
+            for y, x in np.ndindex(sy, sx):
+                counts = brute_counts(la[b], lb[b, r], 4, 3, y0 + y, x0 + x)
+                assert out.overlap[b, r, y, x] == counts.sum()
+                expected = brute_mi(counts) if counts.sum() > 0 else 0.0
+                assert abs(float(out.value[b, r, y, x]) - expected) < 1e-6
+
+
+def test_box_counts_equal_brute_force():
+    """Level counts in clipped boxes (windows starting before, inside and after the image,
+    longer than it, empty): numpy per box."""
+    rng = np.random.default_rng(12)
+    lab = random_labels(rng, (2, 7, 9), 3, 0.2)
+    for rows, cols in (((-3, 4, 12), (2, 5, 10)), ((-12, 20, 5), (-1, 1, 12)),
+                       ((5, 3, 4), (-15, 30, 3)), ((-9, 2, 3), (9, 4, 2))):
+        got = C._box_counts(torch.as_tensor(lab), 3, rows, cols)
+        assert got.shape == (2, 3, rows[2], cols[2])
+        for y, x in np.ndindex(rows[2], cols[2]):
+            r0, r1 = np.clip([rows[0] + y, rows[0] + y + rows[1]], 0, 7)
+            c0, c1 = np.clip([cols[0] + x, cols[0] + x + cols[1]], 0, 9)
+            box = lab[:, r0:r1, c0:c1]
+            expected = np.stack([(box == k).sum((1, 2)) for k in range(3)], 1)
+            assert np.array_equal(got[:, :, y, x].numpy(), expected)
+
+
 def test_shift_convention_recovers_a_crop():
     """The moving image is the fixed image's crop at rows 5.., columns 9..: the best shift is
     (dy, dx) = (5, 9) with MI = H(moving labels)."""

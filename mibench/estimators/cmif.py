@@ -34,17 +34,20 @@ FFT economy (per template, per angle of :mod:`mibench.methods.cmif`)
       extra transforms.
     - One level is dropped where a mask allows it: when M_B is the whole moving image,
       ``sum_j B_j = 1`` and the last column is ``C_i,K_B-1 = a_i - sum_j<K_B-1 C_ij`` with ``a_i``
-      the count of level i of A under the moving image's rectangle, a box sum (integral image);
-      the same for M_A and the last row. Rectangular masks (no masks) thus need ``(K_A - 1)
-      (K_B - 1)`` inverse and ``K_B - 1`` forward real FFTs per template (``K_A - 1`` forward
-      once for the fixed image), a masked moving image ``(K_A - 1) K_B`` inverse.
+      the count of level i of A under the moving image's rectangle, a box sum (two 1-D window
+      sums of prefix sums, :func:`_box_counts`); the same for M_A and the last row. Rectangular
+      masks (no masks) thus need ``(K_A - 1) (K_B - 1)`` inverse and ``K_B - 1`` forward real
+      FFTs per template (``K_A - 1`` forward once for the fixed image), a masked moving image
+      ``(K_A - 1) K_B`` inverse.
     - The fixed image's level spectra are computed once (:class:`FixedSpectra`) and reused for
       every moving image (every angle of a rotation sweep); moving levels and angles are
       transformed in one batched call.
-    - The entropies are accumulated row by row: only one row of ``K_B`` count maps (plus the
-      ``K_B`` column sums) is held at a time, never all ``K_A K_B`` maps. With counts ``c``, ``a``,
-      ``b`` and overlap ``N``, ``H = log(N / R) - sum c log(c / R) / N`` for a fixed reference
-      ``R`` of the order of ``N`` (the largest possible overlap), which keeps float32 sums accurate.
+    - The entropies are accumulated row by row: only one row of ``K_B`` count maps is held at a
+      time, never all ``K_A K_B`` maps; besides it, ``K_B``-map buffers (the column sums, the
+      ``c log c`` sums per column, a scratch map) and the ``K_A`` row sums, all reused in place.
+      With counts ``c``, ``a``, ``b`` and overlap ``N``, ``H = log(N / R) - sum c log(c / R) /
+      N`` for a fixed reference ``R`` of the order of ``N`` (the largest possible overlap), which
+      keeps float32 sums accurate.
     - The FFT grid is the smallest that holds the shift range without wrap-around, rounded up to
       a size with factors 2, 3, 5 and 7 only.
     - On the CPU the spectra are stored transposed and each inverse runs as two 1-D stages, the
@@ -60,7 +63,9 @@ Precision
     the count. float32 is therefore used up to ``FLOAT32_MAX_COUNT`` = 2^18 pixels of possible
     overlap (error <= ~0.11, a 4x margin); ``precision="auto"`` (the default) switches to float64
     above it, ``"float64"`` always uses float64. (cuFFT's error was not measured.) The entropy
-    sums are accumulated in float64 in either case; the returned values are in the compute dtype.
+    sums are taken in float64 in either case (over float32 partial sums of at most ``K_A`` terms
+    of the joint one, single terms of the marginal ones); the returned values are in the compute
+    dtype.
 """
 
 from __future__ import annotations
@@ -216,48 +221,86 @@ def _dtypes(precision: str, largest_count: float, like: torch.dtype) -> torch.dt
     return torch.float32
 
 
-def _indicators(labels: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(..., H, W)`` labels -> ``(..., levels, H, W)`` 0/1 indicators (-1 gives all zeros)."""
-    ks = torch.arange(levels, device=labels.device).view(-1, 1, 1)
-    return (labels.unsqueeze(-3) == ks).to(dtype)
+def _indicators(labels: torch.Tensor, levels: int, dtype: torch.dtype,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """``(..., H, W)`` labels -> ``(..., levels, H, W)`` 0/1 indicators (-1 gives all zeros),
+    written into ``out`` (any strides) when given.
+
+    Compared as floats straight into a float output: several times faster on CPU than a
+    boolean comparison converted afterwards (labels are small integers, exact in float).
+    """
+    lab = labels.to(dtype).contiguous().unsqueeze(-3)  # one plane: cheap, and fast reads
+    ks = torch.arange(levels, device=labels.device, dtype=dtype).view(-1, 1, 1)
+    if out is None:
+        out = torch.empty(lab.shape[:-3] + (levels,) + lab.shape[-2:], dtype=dtype,
+                          device=labels.device)
+    return torch.eq(lab, ks, out=out)
 
 
-def _integral(ind: torch.Tensor) -> torch.Tensor:
-    """Exact integral images ``(..., H+1, W+1)`` of 0/1 maps ``(..., H, W)``: float32 while the
-    sums stay below 2^24 (exact integers), else float64 (integer cumsums are slower on CPU)."""
-    exact = torch.float32 if ind.shape[-1] * ind.shape[-2] < (1 << 24) else torch.float64
-    s = ind.to(exact).cumsum(-1).cumsum(-2)
-    return torch.nn.functional.pad(s, (1, 0, 1, 0))
+def _window_sums(x: torch.Tensor, start: int, length: int, count: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sums of ``x (..., n)`` (contiguous) over ``[start + k, start + k + length) & [0, n)``
+    along the last dim, ``k = 0 .. count-1``, as ``(..., count)`` (into ``out``, any strides,
+    when given).
+
+    Differences ``C[clamp(start + k + length - 1)] - C[clamp(start + k - 1)]`` of the inclusive
+    prefix sums ``C`` (``C[j < 0] = 0``, ``C[j >= n] = C[n-1]``), written piece by piece:
+    between the ``k`` where either index crosses 0 or n, each index is a slice of C or one
+    clamped value (broadcast), so there is no gather and no padded copy.
+    """
+    n = x.shape[-1]
+    c = x.cumsum(-1)
+    if out is None:
+        out = c.new_empty(c.shape[:-1] + (count,))
+    cuts = {0, count}
+    for first in (start, start + length):
+        cuts.update(min(max(edge + 1 - first, 0), count) for edge in (0, n))
+    cuts = sorted(cuts)
+    zero = c.new_zeros(c.shape[:-1] + (1,))
+
+    def take(first: int, k0: int, m: int) -> torch.Tensor:
+        j = first + k0 - 1  # the indices j .. j+m-1 lie all below 0, all in [0, n) or all >= n
+        if j < 0:
+            return zero.expand(*c.shape[:-1], m)
+        if j >= n:
+            return c[..., n - 1:].expand(*c.shape[:-1], m)
+        return c[..., j:j + m]
+
+    for k0, k1 in zip(cuts[:-1], cuts[1:], strict=True):
+        if k1 > k0:
+            torch.sub(take(start + length, k0, k1 - k0), take(start, k0, k1 - k0),
+                      out=out[..., k0:k1])
+    return out
 
 
-def _take_clamped(t: torch.Tensor, dim: int, first: int, step: int, n: int) -> torch.Tensor:
-    """``t`` at indices ``clamp(first + step k, 0, size - 1)``, ``k = 0 .. n-1``, ``step`` +-1,
-    along ``dim``: slices with the end entries repeated (one copy; index_select is several times
-    slower on CPU)."""
-    if step < 0:
-        return _take_clamped(t, dim, first - n + 1, 1, n).flip(dim)
-    dim = dim % t.ndim
-    hi = t.shape[dim] - 1
-    below = max(0, min(n, -first))
-    above = max(0, min(n, first + n - 1 - hi))
-    middle = n - below - above
-    pieces = []
-    if below:
-        pieces.append(t.narrow(dim, 0, 1).expand(*t.shape[:dim], below, *t.shape[dim + 1:]))
-    if middle > 0:
-        pieces.append(t.narrow(dim, max(first, 0), middle))
-    if above:
-        pieces.append(t.narrow(dim, hi, 1).expand(*t.shape[:dim], above, *t.shape[dim + 1:]))
-    return torch.cat(pieces, dim=dim)
+def _box_counts(labels: torch.Tensor, levels: int, rows: tuple[int, int, int],
+                cols: tuple[int, int, int]) -> torch.Tensor:
+    """Count of each level of ``labels (..., n_r, n_c)`` in the boxes of rows ``[r0 + y,
+    r0 + y + l_r)`` and columns ``[c0 + x, c0 + x + l_c)`` (clipped to the image) for ``y <
+    S_y``, ``x < S_x``, with ``rows = (r0, l_r, S_y)``, ``cols = (c0, l_c, S_x)``: ``(...,
+    levels, S_y, S_x)``.
+
+    Two 1-D window sums (:func:`_window_sums`), each along a contiguous last dim: the indicators
+    are built transposed and the first stage writes its sums transposed back. Exact: float32
+    while the sums stay below 2^24, else float64 (integer cumsums are slower on CPU).
+    """
+    exact = torch.float32 if labels.shape[-1] * labels.shape[-2] < (1 << 24) else torch.float64
+    ind = _indicators(labels.transpose(-1, -2), levels, exact)  # (..., K, n_c, n_r)
+    strips = ind.new_empty(ind.shape[:-2] + (rows[2], ind.shape[-2]))  # (..., K, S_y, n_c)
+    _window_sums(ind, *rows, out=strips.transpose(-1, -2))
+    del ind
+    return _window_sums(strips, *cols)  # (..., K, S_y, S_x)
 
 
-def _box_sums(integral: torch.Tensor, rows, cols) -> torch.Tensor:
-    """Box sums ``(..., Sy, Sx)`` of an integral image ``(..., H+1, W+1)``: rows ``[r0, r1)`` and
-    columns ``[c0, c1)`` per shift, each bound given as ``(first, step, count)`` of a clamped
-    arithmetic sequence (see :func:`_take_clamped`)."""
-    (r0, r1), (c0, c1) = rows, cols
-    strip = _take_clamped(integral, -2, *r1) - _take_clamped(integral, -2, *r0)
-    return _take_clamped(strip, -1, *c1) - _take_clamped(strip, -1, *c0)
+def _rolled_pieces(n: int, size: int, shift: int) -> list[tuple[int, int, int]]:
+    """``(source, target, length)`` pieces that put indices ``0 .. n-1`` at ``(i + shift) mod
+    size`` (at most two: ``torch.roll`` of a zero-padded line, without the copies)."""
+    first = shift % size
+    head = min(n, size - first)
+    pieces = [(0, first, head)]
+    if head < n:
+        pieces.append((head, 0, n - head))
+    return pieces
 
 
 def _forward(x: torch.Tensor, split: bool) -> torch.Tensor:
@@ -319,30 +362,35 @@ class FixedSpectra:
         # The last level can be dropped when the mask is the whole image: sum_i A_i = 1.
         self.full = bool(inside.all())
         kept = levels - 1 if self.full else levels
-        self.spectra = self._spectra(_indicators(labels, levels, dtype)[:, :kept])
+        self.spectra = self._spectra(labels, kept)
         self._box = None
 
     def box_sums(self) -> torch.Tensor:
         """Counts ``(B, K_A, Sy, Sx)`` of each fixed level under the moving image's rectangle at
-        every shift (box sums of an integral image; computed once, then cached)."""
+        every shift (window sums, :func:`_box_counts`; computed once, then cached)."""
         if self._box is None:
-            frows, fcols, _, _ = _overlap_rows(self.grid, self.shape, self.moving_shape)
-            ind = _indicators(self.labels, self.levels, self.dtype)
-            self._box = _box_sums(_integral(ind), frows, fcols).to(self.dtype)
+            (y0, x0), (sy, sx) = self.grid.origin, self.grid.size
+            h, w = self.moving_shape
+            box = _box_counts(self.labels, self.levels, (y0, h, sy), (x0, w, sx))
+            self._box = box.to(self.dtype)
         return self._box
 
-    def _spectra(self, ind: torch.Tensor) -> torch.Tensor:
+    def _spectra(self, labels: torch.Tensor, kept: int) -> torch.Tensor:
         p, q = self.grid.fft_shape
         y0, x0 = self.grid.origin
         h, w = self.shape
-        pad = ind.new_zeros(ind.shape[:-2] + (p, q))
-        pad[..., :h, :w] = ind
-        # Rolling A by -origin puts shift `origin` at index 0 of the correlation, so the map is
-        # the leading (Sy, Sx) block of the inverse FFT (a view, no copy).
-        pad = torch.roll(pad, shifts=(-y0, -x0), dims=(-2, -1))
-        if pad.shape[1] == 0:  # one level over the whole image: nothing to transform
-            shape = pad.shape[:-2] + (q // 2 + 1, p) if self.split else (p, q // 2 + 1)
-            return pad.new_zeros(shape, dtype=pad.dtype.to_complex())
+        if kept == 0:  # one level over the whole image: nothing to transform
+            shape = (q // 2 + 1, p) if self.split else (p, q // 2 + 1)
+            return torch.zeros((labels.shape[0], 0) + shape, device=labels.device,
+                               dtype=self.dtype.to_complex())
+        # The level indicators of A rolled by -origin, which puts shift `origin` at index 0 of
+        # the correlation, so the map is the leading (Sy, Sx) block of the inverse FFT (a view,
+        # no copy). Written straight into their rolled places on the grid.
+        pad = torch.zeros((labels.shape[0], kept, p, q), device=labels.device, dtype=self.dtype)
+        for rs, rd, rn in _rolled_pieces(h, p, -y0):
+            for cs, cd, cn in _rolled_pieces(w, q, -x0):
+                _indicators(labels[:, rs:rs + rn, cs:cs + cn], kept, self.dtype,
+                            out=pad[:, :, rd:rd + rn, cd:cd + cn])
         return _forward(pad, self.split)
 
 
@@ -350,27 +398,31 @@ class FixedSpectra:
 # The counts and entropies for every shift
 
 
-def _overlap_rows(grid: ShiftGrid, fixed_shape, moving_shape):
-    """Per shift, the fixed rows/columns ``[r0, r1)``, ``[c0, c1)`` under the moving image and
-    the moving rows/columns ``[m_r0, m_r1)``, ``[m_c0, m_c1)`` over the fixed image, as clamped
-    arithmetic sequences ``(first, step, count)`` over the shifts (clamped to the image)."""
-    (y0, x0), (sy, sx) = grid.origin, grid.size
-    (hf, wf), (hm, wm) = fixed_shape, moving_shape
-    fixed_rows = ((y0, 1, sy), (y0 + hm, 1, sy))
-    fixed_cols = ((x0, 1, sx), (x0 + wm, 1, sx))
-    moving_rows = ((-y0, -1, sy), (hf - y0, -1, sy))
-    moving_cols = ((-x0, -1, sx), (wf - x0, -1, sx))
-    return fixed_rows, fixed_cols, moving_rows, moving_cols
+def _xlogx_into(acc: torch.Tensor, c: torch.Tensor, inv_ref: torch.Tensor) -> torch.Tensor:
+    """``acc += c log(c / ref)`` for counts ``c >= 0``, with ``0 log 0 = 0``; returns ``acc``.
+
+    Four passes, one temporary (``torch.xlogy`` is several times slower on CPU): a zero count
+    gets a tiny ratio whose finite log is then multiplied by 0. (The temporary is allocated
+    here, not kept: it takes the memory the inverse FFT just freed, where a long-lived buffer
+    enlarges the heap that the allocator then trims and faults in again on every call.)
+    """
+    t = c * inv_ref
+    return acc.addcmul_(t.clamp_min_(1e-30).log_(), c)
 
 
 def _xlogx(c: torch.Tensor, inv_ref: torch.Tensor) -> torch.Tensor:
-    """``c log(c / ref)`` for counts ``c >= 0``, with ``0 log 0 = 0``.
-
-    In place on one temporary (``torch.xlogy`` is several times slower on CPU): a zero count is
-    clamped to a tiny ratio whose finite log is then multiplied by 0.
-    """
+    """``c log(c / ref)`` for counts ``c >= 0``, with ``0 log 0 = 0`` (see :func:`_xlogx_into`)."""
     t = c * inv_ref
     return t.clamp_min_(1e-30).log_().mul_(c)
+
+
+def _sum64(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum over ``dim`` in float64, one slice at a time (``sum(dtype=float64)`` would first
+    make a float64 copy of all of ``x``)."""
+    out = torch.zeros_like(x.select(dim, 0), dtype=torch.float64)
+    for j in range(x.shape[dim]):
+        out += x.select(dim, j)
+    return out
 
 
 def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int):
@@ -394,59 +446,71 @@ def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int
     grid, dtype = fixed.grid, fixed.dtype
     b, r, hm, wm = labels.shape
     device = labels.device
-    (sy, sx), (p, q) = grid.size, grid.fft_shape
+    (y0, x0), (sy, sx), (p, q) = grid.origin, grid.size, grid.fft_shape
+    if (hm, wm) != fixed.moving_shape:
+        raise ValueError(f"moving labels are {hm}x{wm}; the fixed side was prepared for "
+                         f"{fixed.moving_shape[0]}x{fixed.moving_shape[1]}")
     inside = labels >= 0
     moving_full = bool(inside.all())
     moving_count = inside.flatten(2).sum(-1)  # (B, R)
     kb = levels
     ja = fixed.spectra.shape[1]
     jb = kb - 1 if moving_full else kb
-    ind = _indicators(labels, kb, dtype)  # (B, R, K_B, h, w)
     if jb > 0 and ja > 0:
-        pad = ind.new_zeros((b, r, jb, p, q))
-        pad[..., :hm, :wm] = ind[:, :, :jb]
+        pad = torch.zeros((b, r, jb, p, q), dtype=dtype, device=device)
+        _indicators(labels, jb, dtype, out=pad[..., :hm, :wm])
         spec_b = torch.conj_physical_(_forward(pad, fixed.split))
         del pad
 
-    if (hm, wm) != fixed.moving_shape:
-        raise ValueError(f"moving labels are {hm}x{wm}; the fixed side was prepared for "
-                         f"{fixed.moving_shape[0]}x{fixed.moving_shape[1]}")
-    _, _, mrows, mcols = _overlap_rows(grid, fixed.shape, (hm, wm))
     largest = torch.minimum(fixed.mask_count[:, None], moving_count).to(dtype)  # (B, R)
     inv_ref = (1.0 / largest.clamp_min(1))[..., None, None]  # (B, R, 1, 1)
     inv_ref_row = inv_ref[:, :, None]  # broadcast over levels
-    # The entropy sums are accumulated in float64 (S-sized maps only, cheap): the per-shift
-    # entropies are differences of sums of up to K_A K_B terms.
-    s_ab = torch.zeros((b, r, sy, sx), dtype=torch.float64, device=device)
-    s_a = torch.zeros_like(s_ab)
-    colsum = torch.zeros((b, r, kb, sy, sx), dtype=dtype, device=device)
+    # Per moving level j, the float32 sum over i of C_ij log(C_ij / R) (K_A terms, as many as
+    # the float32 sum over j it replaces); the sum over j is taken in float64 at the end: the
+    # per-shift entropies are differences of sums of up to K_A K_B terms.
+    acc = torch.zeros((b, r, kb, sy, sx), dtype=dtype, device=device)
+    colsum = torch.zeros_like(acc)
+    s_a = torch.zeros((b, r, sy, sx), dtype=torch.float64, device=device)
     # Counts of A's levels under the moving rectangle (needed when B's last level is dropped).
     box_a = fixed.box_sums() if moving_full else None
-    row = torch.empty((b, r, kb, sy, sx), dtype=dtype, device=device)
+    if moving_full:  # the row sums over the kept columns, then the dropped column
+        make = torch.zeros if jb == 0 else torch.empty
+        last_col = make((b, r, ja, sy, sx), dtype=dtype, device=device)
     for i in range(ja):
         if jb > 0:
             prod = spec_b * fixed.spectra[:, i, None, None]  # (B, R, J_B, <spectrum>)
-            torch.round(_inverse_crop(prod, (p, q), (sy, sx), fixed.split), out=row[:, :, :jb])
+            # The rounded counts, in place in the inverse's output (a view, no copy).
+            row = _inverse_crop(prod, (p, q), (sy, sx), fixed.split).round_()
             del prod
-        if moving_full:
-            # The dropped column: C_i,K_B-1 = a_i - sum_j<K_B-1 C_ij.
-            a_i = box_a[:, i, None]
-            torch.sub(a_i, row[:, :, :jb].sum(2), out=row[:, :, jb])
-        else:
-            a_i = row.sum(2)
-        s_ab += _xlogx(row, inv_ref_row).sum(2)
-        s_a += _xlogx(a_i, inv_ref)
-        colsum += row
+            colsum[:, :, :jb] += row
+            _xlogx_into(acc[:, :, :jb], row, inv_ref_row)
+            if moving_full:
+                torch.sum(row, 2, out=last_col[:, :, i])
+            else:
+                s_a += _xlogx(row.sum(2), inv_ref)
+            del row  # free the inverse's output before the next one is allocated
+    if moving_full and ja > 0:
+        # The dropped column: C_i,K_B-1 = a_i - sum_j<K_B-1 C_ij, every row at once.
+        torch.sub(box_a[:, None, :ja], last_col, out=last_col)
+        torch.sum(last_col, 2, out=colsum[:, :, jb])
+        acc[:, :, jb] += _xlogx(last_col, inv_ref_row).sum(2)
+        del last_col
+    if moving_full:
+        # a_i is the box count of A_i under the moving rectangle: every level at once.
+        s_a = _sum64(_xlogx(box_a[:, None], inv_ref_row), 2)
     if fixed.full:
-        # The dropped row: C_{K_A-1, j} = b_j - sum_i<K_A-1 C_ij, b_j counted by box sums of B_j.
-        ib = _integral(ind)  # (B, R, K_B, h+1, w+1)
-        col = _box_sums(ib, mrows, mcols).to(dtype)  # (B, R, K_B, Sy, Sx)
-        last = col - colsum
-        s_ab += _xlogx(last, inv_ref_row).sum(2)
-        s_a += _xlogx(last.sum(2), inv_ref)
+        # The dropped row: C_{K_A-1, j} = b_j - sum_i<K_A-1 C_ij, b_j the count of B_j over the
+        # fixed image (window sums of B_j, its image flipped so the windows advance with s).
+        col = _box_counts(labels.flip(-2, -1), kb, (y0 + hm - fixed.shape[0], fixed.shape[0], sy),
+                          (x0 + wm - fixed.shape[1], fixed.shape[1], sx)).to(dtype)
+        last = torch.sub(col, colsum, out=colsum)
+        _xlogx_into(acc, last, inv_ref_row)
+        if not moving_full:
+            s_a += _xlogx(last.sum(2), inv_ref)
         colsum = col
     n = colsum.sum(2)
-    s_b = _xlogx(colsum, inv_ref_row).sum(2).double()
+    s_ab = _sum64(acc, 2)
+    s_b = _sum64(_xlogx(colsum, inv_ref_row), 2)
     n64 = n.double()
     log_n = torch.log(n64.clamp_min(1) * inv_ref.double())
     inv_n = 1.0 / n64.clamp_min(1)
@@ -456,6 +520,7 @@ def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int
     ha = torch.where(empty, zero, log_n - s_a * inv_n)
     hb = torch.where(empty, zero, log_n - s_b * inv_n)
     return n, ha, hb, hab
+
 
 def _normalised(n, ha, hb, hab, normalisation: str) -> torch.Tensor:
     if normalisation not in NORMALISATIONS:
