@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from mibench.estimators import cmif as cm  # noqa: E402
 from mibench.methods.cmif import rotate_labels  # noqa: E402
+from mibench.tensors import resolve_device  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # (a) brute force
@@ -354,7 +355,7 @@ def main(argv=None):
     CLOCK = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}, clock {args.clock}", flush=True)
     for name in args.cases.split(","):

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from mibench.estimators import binning as bn  # noqa: E402
 from mibench.estimators import histogram  # noqa: E402
+from mibench.tensors import resolve_device  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # Dense references (N x B weights), independent of mibench.estimators.binning
@@ -357,7 +358,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=512, help="image side in pixels")
     p.add_argument("--bins", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5, help="timed runs (median) after warm-up")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--cases", default="all", help="comma-separated subset of: " +
                    ", ".join(CASES))
@@ -366,6 +367,7 @@ def main(argv=None):
                    "autograd.Function")
     p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.device = str(resolve_device(args.device))  # "auto" -> cuda when there is one
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
