@@ -88,6 +88,21 @@ def noisy(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, delay=0.0
     return MatrixTransform([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]])
 
 
+def _slow_start_up() -> None:
+    time.sleep(1.0)
+    os.environ["FAKEPLUGIN_WARMED_UP"] = "1"
+
+
+def warmed(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0):
+    """Identity, after a 1 s ``warm_up`` that the runner must keep out of the timing."""
+    if os.environ.get("FAKEPLUGIN_WARMED_UP") != "1":
+        raise RuntimeError("warm_up was not called before the registration")
+    return MatrixTransform.identity()
+
+
+warmed.warm_up = _slow_start_up
+
+
 @hookimpl
 def mibench_datasets():
     return [DatasetSpec("toy", "Random 32x32 pairs with a known rigid transform.",
@@ -107,6 +122,7 @@ def mibench_methods():
         MethodSpec("sleeps", "Sleeps.", "fakeplugin:sleeps", params=(Param("seconds", 60.0),)),
         MethodSpec("crashes", "Exits the process.", "fakeplugin:crashes"),
         MethodSpec("oom", "Runs out of CUDA memory.", "fakeplugin:runs_out_of_memory"),
+        MethodSpec("warmed", "Identity after a slow warm-up.", "fakeplugin:warmed"),
         MethodSpec("noisy", "Seeded random shift.", "fakeplugin:noisy",
                    params=(Param("delay", 0.0),)),
         MethodSpec("needs-missing", "Needs a package that does not exist.", "fakeplugin:raises",

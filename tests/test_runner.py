@@ -194,3 +194,12 @@ def test_unsafe_pair_ids_refused(tmp_path, monkeypatch):
                         lambda self: [fakeplugin.PairInfo("../escape")])
     with pytest.raises(UserError, match="pair id '../escape'"):
         run_benchmark(toy_config(tmp_path, "identity"), progress=False)
+
+
+def test_a_methods_warm_up_runs_before_the_clock_starts(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAKEPLUGIN_WARMED_UP", raising=False)
+    result = run_benchmark(toy_config(tmp_path, "warmed", workers=0), progress=False)
+    recs = list(iter_records(result.run_dir))
+    assert len(recs) == 3 and all(r.status == "ok" for r in recs)
+    # The 1 s warm-up (in the first task's process) is not in any registration time.
+    assert max(r.wall_s for r in recs) < 0.5
