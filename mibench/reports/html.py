@@ -15,11 +15,19 @@ from pathlib import Path
 import pandas as pd
 
 from mibench.errors import UserError
+from mibench.records import iter_records
 from mibench.reports.evaluation import evaluate, write_evaluation
 from mibench.reports.figures import FIGURES, draw_figures
+from mibench.reports.landmarks import write_warped_landmarks
 from mibench.reports.overlays import make_overlays
 from mibench.reports.page import ReportContext, esc, fmt
-from mibench.reports.results import load_manifest, load_results, summary_frame, write_results
+from mibench.reports.results import (
+    load_manifest,
+    load_results,
+    results_frame,
+    summary_frame,
+    write_results,
+)
 from mibench.reports.sections import SECTIONS
 
 REPORT_HTML = "report.html"
@@ -91,12 +99,11 @@ def build_reports(run_dir: Path, *, reference: str | None = None) -> Path:
     """Write ``results.csv``, ``summary.csv``, ``stats.csv``, ``metrics.json``, the figures,
     ``warped-landmarks/<method>/<pair>.csv`` (ANHIR's submission format) and ``report.html``
     from the records of ``run_dir``. Returns the path of ``report.html``."""
-    from mibench.records import iter_records
-    from mibench.reports.landmarks import write_warped_landmarks
-
-    results = load_results(Path(run_dir))
+    run_dir = Path(run_dir)
+    records = list(iter_records(run_dir))  # read once: the tables and the landmarks use them
+    results = results_frame(records)
     write_results(run_dir, results)
-    write_warped_landmarks(Path(run_dir), iter_records(Path(run_dir)))
+    write_warped_landmarks(run_dir, records)
     return write_report(run_dir, results, reference=reference)
 
 
