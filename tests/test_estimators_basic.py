@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from degenerate import assert_finite_with_gradients, degenerate_tensors
 
 from mibench.estimators import basic, mibench_estimators
 
@@ -88,19 +89,10 @@ def test_mse_values():
 
 @pytest.mark.parametrize("fn", ESTIMATORS)
 def test_degenerate_inputs_are_finite(fn):
-    const = torch.full((2, 1, 10, 10), 0.3, requires_grad=True)
-    g = torch.Generator().manual_seed(0)
-    rand = torch.rand(2, 1, 10, 10, generator=g, requires_grad=True)
-    empty = torch.zeros(2, 1, 10, 10, dtype=torch.bool)
-    for a, b, mask in [(const, rand, None), (rand, const, None), (const, const, None),
-                       (rand, rand, empty), (const, rand, empty)]:
-        out = fn(a, b, mask)
-        assert torch.isfinite(out).all()
-        out.sum().backward()
-        for t in (const, rand):
-            if t.grad is not None:
-                assert torch.isfinite(t.grad).all()
-                t.grad = None
+    const, rand, empty, _ = degenerate_tensors()
+    assert_finite_with_gradients(fn, [(const, rand, None), (rand, const, None),
+                                      (const, const, None), (rand, rand, empty),
+                                      (const, rand, empty)])
     if fn is basic.ncc:
         torch.testing.assert_close(fn(const, rand), torch.zeros(2), atol=1e-6, rtol=0)
         torch.testing.assert_close(fn(const, const), torch.zeros(2), atol=1e-6, rtol=0)

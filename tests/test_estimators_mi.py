@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from degenerate import assert_finite_with_gradients, degenerate_tensors
 from scipy.ndimage import gaussian_filter
 from scipy.special import ndtr
 
@@ -454,21 +455,10 @@ def test_mask_equals_selected_pixels(name, fn, opts):
 
 @pytest.mark.parametrize("name,fn,opts", CONFIGS, ids=ids)
 def test_degenerate_inputs_are_finite(name, fn, opts):
-    g = torch.Generator().manual_seed(0)
-    const = torch.full((2, 1, 10, 10), 0.3, requires_grad=True)
-    rand = torch.rand(2, 1, 10, 10, generator=g, requires_grad=True)
-    empty = torch.zeros(2, 1, 10, 10, dtype=torch.bool)
-    one_pixel = empty.clone()
-    one_pixel[:, :, 3, 4] = True
-    for a, b, mask in [(const, rand, None), (rand, const, None), (const, const, None),
-                       (rand, rand, empty), (const, rand, empty), (rand, rand, one_pixel)]:
-        out = fn(a, b, mask, **opts)
-        assert torch.isfinite(out).all()
-        out.sum().backward()
-        for t in (const, rand):
-            if t.grad is not None:
-                assert torch.isfinite(t.grad).all()
-                t.grad = None
+    const, rand, empty, one_pixel = degenerate_tensors()
+    assert_finite_with_gradients(
+        fn, [(const, rand, None), (rand, const, None), (const, const, None),
+             (rand, rand, empty), (const, rand, empty), (rand, rand, one_pixel)], **opts)
     zero = torch.zeros(2)
     torch.testing.assert_close(fn(rand, rand, empty, **opts), zero)
     torch.testing.assert_close(fn(const, const, **opts), zero)
