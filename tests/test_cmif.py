@@ -155,9 +155,10 @@ def test_normalised_variants_follow_the_estimator_family(normalisation):
 def test_fft_economy_counts(monkeypatch, split):
     """Rectangular masks: K_A - 1 forward FFTs once, K_B - 1 forward and (K_A - 1)(K_B - 1)
     inverse per template; a masked moving image: (K_A - 1) K_B inverse. Counted as 2-D
-    transforms: rfft2 / irfft2 calls, or the first stage (ifft) of the two-stage inverse."""
+    transforms: rfft2 / irfft2 calls, or the first stage of the two-stage forward (rfft) and
+    inverse (ifft)."""
     calls = {"forward": 0, "inverse": 0}
-    real = {name: getattr(torch.fft, name) for name in ("rfft2", "irfft2", "ifft")}
+    real = {name: getattr(torch.fft, name) for name in ("rfft2", "irfft2", "rfft", "ifft")}
 
     def counting(name, kind):
         def wrapped(x, *args, **kwargs):
@@ -167,6 +168,7 @@ def test_fft_economy_counts(monkeypatch, split):
 
     monkeypatch.setattr(torch.fft, "rfft2", counting("rfft2", "forward"))
     monkeypatch.setattr(torch.fft, "irfft2", counting("irfft2", "inverse"))
+    monkeypatch.setattr(torch.fft, "rfft", counting("rfft", "forward"))
     monkeypatch.setattr(torch.fft, "ifft", counting("ifft", "inverse"))
     rng = np.random.default_rng(0)
     ka, kb, angles = 6, 5, 3
@@ -222,6 +224,29 @@ def test_shift_windows_and_batches_equal_brute_force(window, split):
         for b, r in np.ndindex(2, 2):
             for y, x in np.ndindex(sy, sx):
                 counts = brute_counts(la[b], lb[b, r], 4, 3, y0 + y, x0 + x)
+                assert out.overlap[b, r, y, x] == counts.sum()
+                expected = brute_mi(counts) if counts.sum() > 0 else 0.0
+                assert abs(float(out.value[b, r, y, x]) - expected) < 1e-6
+
+
+@pytest.mark.parametrize("planes", [1, 2], ids=["one-level-per-call", "two-levels-per-call"])
+def test_cpu_template_chunks_and_level_groups_equal_brute_force(monkeypatch, planes):
+    """A CPU FFT budget of one or two spectrum planes: one template per chunk and one or two
+    moving levels per inverse call (with a shorter last group), with and without masks."""
+    rng = np.random.default_rng(12)
+    grid = C.shift_grid((13, 12), (8, 9), "full")
+    p, q = grid.fft_shape
+    monkeypatch.setattr(C, "CPU_FFT_BYTES", planes * p * (q // 2 + 1) * 8)
+    assert C.fft_batches(grid, torch.float32, 3, 5, torch.device("cpu")) == (1, planes)
+    for hole_a, hole_b in ((0.0, 0.0), (0.2, 0.0), (0.0, 0.3)):
+        la = random_labels(rng, (2, 13, 12), 4, hole_a)
+        lb = random_labels(rng, (2, 3, 8, 9), 5, hole_b)
+        side = C.FixedSpectra(torch.as_tensor(la), 4, grid, (8, 9), torch.float32)
+        out = C.cmif_from_labels(side, torch.as_tensor(lb), 5, min_overlap=0.0)
+        (y0, x0), (sy, sx) = grid.origin, grid.size
+        for b, r in np.ndindex(2, 3):
+            for y, x in np.ndindex(sy, sx):
+                counts = brute_counts(la[b], lb[b, r], 4, 5, y0 + y, x0 + x)
                 assert out.overlap[b, r, y, x] == counts.sum()
                 expected = brute_mi(counts) if counts.sum() > 0 else 0.0
                 assert abs(float(out.value[b, r, y, x]) - expected) < 1e-6

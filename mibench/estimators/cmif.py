@@ -41,7 +41,7 @@ FFT economy (per template, per angle of :mod:`mibench.methods.cmif`)
       ``(K_A - 1) K_B`` inverse.
     - The fixed image's level spectra are computed once (:class:`FixedSpectra`) and reused for
       every moving image (every angle of a rotation sweep); moving levels and angles are
-      transformed in one batched call.
+      transformed in batched calls (see the last point).
     - The entropies are accumulated row by row: only one row of ``K_B`` count maps is held at a
       time, never all ``K_A K_B`` maps; besides it, ``K_B``-map buffers (the column sums, the
       ``c log c`` sums per column, a scratch map) and the ``K_A`` row sums, all reused in place.
@@ -50,9 +50,15 @@ FFT economy (per template, per angle of :mod:`mibench.methods.cmif`)
       keeps float32 sums accurate.
     - The FFT grid is the smallest that holds the shift range without wrap-around, rounded up to
       a size with factors 2, 3, 5 and 7 only.
-    - On the CPU the spectra are stored transposed and each inverse runs as two 1-D stages, the
-      second on only the rows the map keeps (:func:`_inverse_crop`): same values as ``irfft2``,
-      about twice as fast with MKL. On CUDA the plain ``irfft2`` is used.
+    - On the CPU the spectra are stored transposed, and both transforms run as two 1-D stages
+      that skip what the map does not need: the forward one transforms only the image's rows
+      (not the zero padding), the inverse one keeps only the rows the map keeps
+      (:func:`_forward_padded`, :func:`_inverse_crop`; same values as ``rfft2``/``irfft2``,
+      about twice as fast with MKL). Templates are processed in chunks, and each inverse call
+      takes at most :data:`CPU_FFT_BYTES` of spectra (a template's levels in groups at large
+      grids), into work buffers reused from one call to the next: fresh allocations of tens
+      of MB are page-faulted in on every use, which cost as much as the FFTs themselves at a
+      768^2 grid. On CUDA the plain ``irfft2`` is used, on all templates at once.
 
 Precision
     ``precision="float32"`` computes the FFTs in float32. Rounding recovers the exact counts while
@@ -309,6 +315,21 @@ def _forward(x: torch.Tensor, split: bool) -> torch.Tensor:
     return spec.transpose(-1, -2).contiguous() if split else spec
 
 
+def _forward_padded(x: torch.Tensor, shape: tuple[int, int], split: bool) -> torch.Tensor:
+    """Real 2-D FFT of ``x (..., h, w)`` zero padded (bottom, right) to ``shape = (P, Q)``, laid
+    out as :func:`_forward`.
+
+    With ``split``, two 1-D stages: the R2C along Q of the ``h`` data rows only (the padding
+    rows would transform to zeros), then the C2C along P, which pads and writes the transposed
+    layout itself: no padded copy of the input and no transposed copy of the output.
+    """
+    p, q = shape
+    if not split:
+        return torch.fft.rfft2(x, s=(p, q))
+    rows = torch.fft.rfft(x, n=q, dim=-1)  # (..., h, Q/2+1)
+    return torch.fft.fft(rows.transpose(-1, -2), n=p, dim=-1)
+
+
 def _inverse_crop(spec: torch.Tensor, shape: tuple[int, int], size: tuple[int, int],
                   split: bool) -> torch.Tensor:
     """The leading ``size = (Sy, Sx)`` block of the inverse real FFT on the ``shape = (P, Q)``
@@ -318,12 +339,36 @@ def _inverse_crop(spec: torch.Tensor, shape: tuple[int, int], size: tuple[int, i
     inverse along P on contiguous data, keeping only the Sy rows the map needs, then the C2R
     along Q of those rows only. Same values as ``irfft2``; on the CPU (MKL) 1.8-2.6x faster at
     grids of 320-800 (measured), from the contiguous first stage and the pruned second one.
+    (Fresh outputs, not ``out=`` buffers: MKL's ``out=`` computes elsewhere and copies.)
     """
     (p, q), (sy, sx) = shape, size
     if not split:
         return torch.fft.irfft2(spec, s=(p, q))[..., :sy, :sx]
     rows = torch.fft.ifft(spec, dim=-1)[..., :sy]
     return torch.fft.irfft(rows.transpose(-1, -2), n=q, dim=-1)[..., :sx]
+
+
+class _Workspace:
+    """Work buffers reused from one template chunk (and level) to the next.
+
+    ``take(name, shape, dtype)`` returns a tensor of that shape on the same memory as the last
+    call with that name when it fits. On the CPU a fresh allocation of tens of MB is mapped
+    from the OS and page-faulted in on first touch; reusing a chunk-sized buffer pays that
+    once per call instead of once per product. (With it and the small FFT calls of
+    :data:`CPU_FFT_BYTES`, 8 angles of the 512^2 benchmark case took 1.6 s instead of 2.7 s,
+    the difference all system time.)
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        size = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < size:
+            buf = self.buffers[name] = torch.empty(size, dtype=dtype, device=self.device)
+        return buf[:size].view(shape)
 
 
 class FixedSpectra:
@@ -397,23 +442,45 @@ class FixedSpectra:
 # --------------------------------------------------------------------------------------------
 # The counts and entropies for every shift
 
+#: On the CPU each inverse FFT call takes at most this many bytes of spectra (at least one
+#: plane): whole templates when they fit, else groups of one template's levels. Small calls
+#: keep every transient allocation of the FFTs well under glibc's mmap threshold, so it is
+#: served from the heap instead of being mapped and page-faulted in afresh (at a 768^2 grid,
+#: batched calls spent as much time in page faults as in the FFTs). On CUDA, one batch.
+CPU_FFT_BYTES = 4 << 20
 
-def _xlogx_into(acc: torch.Tensor, c: torch.Tensor, inv_ref: torch.Tensor) -> torch.Tensor:
+
+def fft_batches(grid: ShiftGrid, dtype: torch.dtype, templates: int, levels: int,
+                device: torch.device) -> tuple[int, int]:
+    """``(templates per chunk, moving levels per inverse FFT call)`` (see :data:`CPU_FFT_BYTES`)."""
+    if device.type != "cpu":
+        return templates, levels
+    p, q = grid.fft_shape
+    plane = p * (q // 2 + 1) * 2 * dtype.itemsize
+    return (max(1, min(templates, CPU_FFT_BYTES // (plane * levels))),
+            max(1, min(levels, CPU_FFT_BYTES // plane)))
+
+
+def _xlogx_into(acc: torch.Tensor, c: torch.Tensor, inv_ref: torch.Tensor,
+                work: _Workspace | None = None) -> torch.Tensor:
     """``acc += c log(c / ref)`` for counts ``c >= 0``, with ``0 log 0 = 0``; returns ``acc``.
 
     Four passes, one temporary (``torch.xlogy`` is several times slower on CPU): a zero count
-    gets a tiny ratio whose finite log is then multiplied by 0. (The temporary is allocated
-    here, not kept: it takes the memory the inverse FFT just freed, where a long-lived buffer
-    enlarges the heap that the allocator then trims and faults in again on every call.)
+    gets a tiny ratio whose finite log is then multiplied by 0.
     """
-    t = c * inv_ref
-    return acc.addcmul_(t.clamp_min_(1e-30).log_(), c)
+    return acc.addcmul_(_log_ratio(c, inv_ref, work), c)
 
 
-def _xlogx(c: torch.Tensor, inv_ref: torch.Tensor) -> torch.Tensor:
+def _xlogx(c: torch.Tensor, inv_ref: torch.Tensor, work: _Workspace | None = None) -> torch.Tensor:
     """``c log(c / ref)`` for counts ``c >= 0``, with ``0 log 0 = 0`` (see :func:`_xlogx_into`)."""
-    t = c * inv_ref
-    return t.clamp_min_(1e-30).log_().mul_(c)
+    return _log_ratio(c, inv_ref, work).mul_(c)
+
+
+def _log_ratio(c: torch.Tensor, inv_ref: torch.Tensor, work: _Workspace | None) -> torch.Tensor:
+    """``log(max(c / ref, 1e-30))``, in a work buffer when ``work`` is given."""
+    shape = torch.broadcast_shapes(c.shape, inv_ref.shape)
+    out = None if work is None else work.take("log", shape, c.dtype)
+    return torch.mul(c, inv_ref, out=out).clamp_min_(1e-30).log_()
 
 
 def _sum64(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -446,73 +513,100 @@ def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int
     grid, dtype = fixed.grid, fixed.dtype
     b, r, hm, wm = labels.shape
     device = labels.device
-    (y0, x0), (sy, sx), (p, q) = grid.origin, grid.size, grid.fft_shape
     if (hm, wm) != fixed.moving_shape:
         raise ValueError(f"moving labels are {hm}x{wm}; the fixed side was prepared for "
                          f"{fixed.moving_shape[0]}x{fixed.moving_shape[1]}")
     inside = labels >= 0
     moving_full = bool(inside.all())
-    moving_count = inside.flatten(2).sum(-1)  # (B, R)
-    kb = levels
+    largest = torch.minimum(fixed.mask_count[:, None], inside.flatten(2).sum(-1))  # (B, R)
+    inv_ref = 1.0 / largest.to(dtype).clamp_min(1)
+    shape = (b, r) + grid.size
+    n = torch.empty(shape, dtype=dtype, device=device)
+    ha, hb, hab = (torch.empty(shape, dtype=torch.float64, device=device) for _ in range(3))
+    chunk, group = fft_batches(grid, dtype, r, levels, device)
+    work = _Workspace(device)
+    for bi in range(b):
+        for r0 in range(0, r, chunk):
+            part = slice(r0, min(r, r0 + chunk))
+            sums = _chunk_entropies(fixed, bi, labels[bi, part], levels, moving_full,
+                                    inv_ref[bi, part], work, group)
+            for out, value in zip((n, ha, hb, hab), sums, strict=True):
+                out[bi, part] = value
+    return n, ha, hb, hab
+
+
+def _chunk_entropies(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int,
+                     moving_full: bool, inv_ref: torch.Tensor, work: _Workspace, group: int):
+    """:func:`cmif_counts_entropies` for the moving labels ``(T, h, w)`` of fixed image ``bi``
+    (``inv_ref (T,)``: one over each template's reference count), ``group`` moving levels per
+    inverse FFT call: ``n, ha, hb, hab`` of shape ``(T, Sy, Sx)``."""
+    grid, dtype = fixed.grid, fixed.dtype
+    (y0, x0), (sy, sx), (p, q) = grid.origin, grid.size, grid.fft_shape
+    t, hm, wm = labels.shape
     ja = fixed.spectra.shape[1]
     jb = kb - 1 if moving_full else kb
-    if jb > 0 and ja > 0:
-        pad = torch.zeros((b, r, jb, p, q), dtype=dtype, device=device)
-        _indicators(labels, jb, dtype, out=pad[..., :hm, :wm])
-        spec_b = torch.conj_physical_(_forward(pad, fixed.split))
-        del pad
-
-    largest = torch.minimum(fixed.mask_count[:, None], moving_count).to(dtype)  # (B, R)
-    inv_ref = (1.0 / largest.clamp_min(1))[..., None, None]  # (B, R, 1, 1)
-    inv_ref_row = inv_ref[:, :, None]  # broadcast over levels
+    inv_map = inv_ref.view(t, 1, 1)
+    inv_lev = inv_ref.view(t, 1, 1, 1)  # broadcast over levels
     # Per moving level j, the float32 sum over i of C_ij log(C_ij / R) (K_A terms, as many as
     # the float32 sum over j it replaces); the sum over j is taken in float64 at the end: the
     # per-shift entropies are differences of sums of up to K_A K_B terms.
-    acc = torch.zeros((b, r, kb, sy, sx), dtype=dtype, device=device)
-    colsum = torch.zeros_like(acc)
-    s_a = torch.zeros((b, r, sy, sx), dtype=torch.float64, device=device)
+    acc = work.take("acc", (t, kb, sy, sx), dtype).zero_()
+    colsum = work.take("colsum", (t, kb, sy, sx), dtype).zero_()
+    s_a = torch.zeros((t, sy, sx), dtype=torch.float64, device=labels.device)
     # Counts of A's levels under the moving rectangle (needed when B's last level is dropped).
-    box_a = fixed.box_sums() if moving_full else None
-    if moving_full:  # the row sums over the kept columns, then the dropped column
-        make = torch.zeros if jb == 0 else torch.empty
-        last_col = make((b, r, ja, sy, sx), dtype=dtype, device=device)
-    for i in range(ja):
-        if jb > 0:
-            prod = spec_b * fixed.spectra[:, i, None, None]  # (B, R, J_B, <spectrum>)
-            # The rounded counts, in place in the inverse's output (a view, no copy).
-            row = _inverse_crop(prod, (p, q), (sy, sx), fixed.split).round_()
-            del prod
-            colsum[:, :, :jb] += row
-            _xlogx_into(acc[:, :, :jb], row, inv_ref_row)
-            if moving_full:
-                torch.sum(row, 2, out=last_col[:, :, i])
-            else:
-                s_a += _xlogx(row.sum(2), inv_ref)
-            del row  # free the inverse's output before the next one is allocated
+    box_a = fixed.box_sums()[bi] if moving_full else None  # (K_A, Sy, Sx)
+    # Per row i, the sum over the kept columns: into the dropped column (moving_full), else
+    # the marginal count a_i.
+    rowsum = work.take("rowsum", (t, ja, sy, sx) if moving_full else (t, sy, sx), dtype)
+    if jb == 0:
+        rowsum.zero_()
+    if jb > 0 and ja > 0:
+        spec_b = _forward_padded(_indicators(labels, jb, dtype), (p, q), fixed.split)
+        torch.conj_physical_(spec_b)
+        prod = work.take("prod", spec_b.shape, spec_b.dtype)
+        for i in range(ja):
+            torch.mul(spec_b, fixed.spectra[bi, i], out=prod)
+            row_sum = rowsum[:, i] if moving_full else rowsum
+            for j0 in range(0, jb, group):
+                j1 = min(jb, j0 + group)
+                # The rounded counts, in place in the inverse's output (a view, no copy).
+                counts = _inverse_crop(prod[:, j0:j1], (p, q), (sy, sx), fixed.split).round_()
+                colsum[:, j0:j1] += counts
+                _xlogx_into(acc[:, j0:j1], counts, inv_lev, work)
+                part = counts[:, 0] if j1 - j0 == 1 else counts.sum(1)
+                if j0 == 0:
+                    row_sum.copy_(part)
+                else:
+                    row_sum += part
+                del counts  # free the inverse's output before the next one is allocated
+            if not moving_full:
+                s_a += _xlogx(rowsum, inv_map)
+        del spec_b
     if moving_full and ja > 0:
         # The dropped column: C_i,K_B-1 = a_i - sum_j<K_B-1 C_ij, every row at once.
-        torch.sub(box_a[:, None, :ja], last_col, out=last_col)
-        torch.sum(last_col, 2, out=colsum[:, :, jb])
-        acc[:, :, jb] += _xlogx(last_col, inv_ref_row).sum(2)
-        del last_col
+        last_col = torch.sub(box_a[None, :ja], rowsum, out=rowsum)
+        torch.sum(last_col, 1, out=colsum[:, jb])
+        acc[:, jb] += _xlogx(last_col, inv_lev, work).sum(1)
     if moving_full:
-        # a_i is the box count of A_i under the moving rectangle: every level at once.
-        s_a = _sum64(_xlogx(box_a[:, None], inv_ref_row), 2)
+        # a_i is the box count of A_i under the moving rectangle: every level at once (and the
+        # same for every template, all of the moving image's size).
+        s_a = _sum64(_xlogx(box_a[None], inv_lev[:1]), 1).expand(t, -1, -1)
     if fixed.full:
         # The dropped row: C_{K_A-1, j} = b_j - sum_i<K_A-1 C_ij, b_j the count of B_j over the
         # fixed image (window sums of B_j, its image flipped so the windows advance with s).
-        col = _box_counts(labels.flip(-2, -1), kb, (y0 + hm - fixed.shape[0], fixed.shape[0], sy),
-                          (x0 + wm - fixed.shape[1], fixed.shape[1], sx)).to(dtype)
+        h, w = fixed.shape
+        col = _box_counts(labels.flip(-2, -1), kb, (y0 + hm - h, h, sy),
+                          (x0 + wm - w, w, sx)).to(dtype)
         last = torch.sub(col, colsum, out=colsum)
-        _xlogx_into(acc, last, inv_ref_row)
+        _xlogx_into(acc, last, inv_lev, work)
         if not moving_full:
-            s_a += _xlogx(last.sum(2), inv_ref)
+            s_a += _xlogx(last.sum(1), inv_map)
         colsum = col
-    n = colsum.sum(2)
-    s_ab = _sum64(acc, 2)
-    s_b = _sum64(_xlogx(colsum, inv_ref_row), 2)
+    n = colsum.sum(1)
+    s_ab = _sum64(acc, 1)
+    s_b = _sum64(_xlogx(colsum, inv_lev, work), 1)
     n64 = n.double()
-    log_n = torch.log(n64.clamp_min(1) * inv_ref.double())
+    log_n = torch.log(n64.clamp_min(1) * inv_map.double())
     inv_n = 1.0 / n64.clamp_min(1)
     empty = n < 1
     zero = torch.zeros_like(n64)
