@@ -182,3 +182,26 @@ def test_device_and_executor_mistakes_are_one_line(tmp_path, args, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert not (tmp_path / "run" / "records").exists()
+
+
+def test_finite_watch_names_the_step_or_the_window():
+    """On the CPU every step is read (the exact step is named); with ``every=3`` the flag is
+    read every third step and the error names the window; finite losses never raise."""
+    cpu = torch.device("cpu")
+    watch = tensors.FiniteWatch(cpu)
+    for step in range(4):
+        watch.update(torch.tensor(1.0), step)
+    with pytest.raises(RuntimeError, match=r"non-finite \(nan or inf\) at step 4$"):
+        watch.update(torch.tensor(float("nan")), 4)
+    watch = tensors.FiniteWatch(cpu, every=3)
+    watch.update(torch.tensor(1.0), 0)
+    watch.update(torch.tensor(float("inf")), 1)  # not read yet
+    with pytest.raises(RuntimeError, match="at one of steps 0-2$"):
+        watch.update(torch.tensor(1.0), 2)
+    watch = tensors.FiniteWatch(cpu, every=3)
+    for step in range(4):
+        watch.update(torch.tensor(2.0), step)  # read (and fine) at step 2
+    watch.update(torch.tensor(float("-inf")), 4)
+    with pytest.raises(RuntimeError, match="at one of steps 3-4$"):
+        watch.check(4)
+    assert tensors.FiniteWatch(torch.device("meta")).every == 50  # a non-CPU device

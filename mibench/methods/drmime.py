@@ -82,6 +82,7 @@ from mibench.methods.transform_models import (
     taylor_exp_transform,
     warp_normalised,
 )
+from mibench.tensors import FiniteWatch
 from mibench.transform import MatrixTransform
 
 #: Learning rates and iterations of the released notebooks (affine; drmime.md section 1), and the
@@ -396,14 +397,15 @@ def register_drmime(
         fine = h0 @ expm(v_levels + v_offset, transform)
         return [fine] + [coarse] * (len(data) - 1)
 
+    watch = FiniteWatch(device)
     for step in range(opts["iterations"]):
         opt.zero_grad(set_to_none=True)
         loss = -_level_bounds(net, data, matrices(), gen, stable=stable_lme,
                               averages=averages).mean()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}")
+        watch.update(loss, step)
         loss.backward()
         opt.step()
+    watch.check(opts["iterations"] - 1)
 
     with torch.no_grad():
         # The bounds of the returned transform under the trained critic (one more marginal

@@ -32,6 +32,7 @@ from mibench.methods.transform_models import (
     pixel_to_normalised,
     warp_normalised,
 )
+from mibench.tensors import FiniteWatch
 from mibench.transform import MatrixTransform
 
 #: A warped pixel counts as inside the moving image (or its mask) when the bilinearly warped
@@ -177,7 +178,7 @@ def register_with_estimator(
         stages = [[s] for s in reversed(range(count))]
 
     steps = 0
-    loss = torch.tensor(float("nan"))
+    watch = FiniteWatch(device)
     for stage in stages:
         opt = torch.optim.Adam([v], lr=lr)
         for it in range(iterations):
@@ -186,11 +187,11 @@ def register_with_estimator(
             opt.zero_grad(set_to_none=True)
             h = h0 @ matrix_exp_transform(v, transform)
             loss = sum(level_loss(h, s) for s in stage) / len(stage)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss became {loss.item()} at step {steps}")
+            watch.update(loss, steps)
             loss.backward()
             opt.step()
             steps += 1
+    watch.check(steps - 1)
 
     with torch.no_grad():
         h = h0.double() @ matrix_exp_transform(v.detach().double(), transform)
