@@ -243,11 +243,9 @@ def _indicators(labels: torch.Tensor, levels: int, dtype: torch.dtype,
     return torch.eq(lab, ks, out=out)
 
 
-def _window_sums(x: torch.Tensor, start: int, length: int, count: int,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def _window_sums(x: torch.Tensor, start: int, length: int, count: int) -> torch.Tensor:
     """Sums of ``x (..., n)`` (contiguous) over ``[start + k, start + k + length) & [0, n)``
-    along the last dim, ``k = 0 .. count-1``, as ``(..., count)`` (into ``out``, any strides,
-    when given).
+    along the last dim, ``k = 0 .. count-1``, as ``(..., count)``.
 
     Differences ``C[clamp(start + k + length - 1)] - C[clamp(start + k - 1)]`` of the inclusive
     prefix sums ``C`` (``C[j < 0] = 0``, ``C[j >= n] = C[n-1]``), written piece by piece:
@@ -256,8 +254,7 @@ def _window_sums(x: torch.Tensor, start: int, length: int, count: int,
     """
     n = x.shape[-1]
     c = x.cumsum(-1)
-    if out is None:
-        out = c.new_empty(c.shape[:-1] + (count,))
+    out = c.new_empty(c.shape[:-1] + (count,))
     cuts = {0, count}
     for first in (start, start + length):
         cuts.update(min(max(edge + 1 - first, 0), count) for edge in (0, n))
@@ -286,14 +283,15 @@ def _box_counts(labels: torch.Tensor, levels: int, rows: tuple[int, int, int],
     S_y``, ``x < S_x``, with ``rows = (r0, l_r, S_y)``, ``cols = (c0, l_c, S_x)``: ``(...,
     levels, S_y, S_x)``.
 
-    Two 1-D window sums (:func:`_window_sums`), each along a contiguous last dim: the indicators
-    are built transposed and the first stage writes its sums transposed back. Exact: float32
-    while the sums stay below 2^24, else float64 (integer cumsums are slower on CPU).
+    Two 1-D window sums (:func:`_window_sums`), each along a contiguous last dim (a prefix sum
+    along any other dim is several times slower on CPU): the indicators are built transposed,
+    and the first stage's sums are transposed back in one copy (cheaper than writing them
+    transposed). Exact: float32 while the sums stay below 2^24, else float64 (integer cumsums
+    are slower on CPU).
     """
     exact = torch.float32 if labels.shape[-1] * labels.shape[-2] < (1 << 24) else torch.float64
     ind = _indicators(labels.transpose(-1, -2), levels, exact)  # (..., K, n_c, n_r)
-    strips = ind.new_empty(ind.shape[:-2] + (rows[2], ind.shape[-2]))  # (..., K, S_y, n_c)
-    _window_sums(ind, *rows, out=strips.transpose(-1, -2))
+    strips = _window_sums(ind, *rows).transpose(-1, -2).contiguous()  # (..., K, S_y, n_c)
     del ind
     return _window_sums(strips, *cols)  # (..., K, S_y, S_x)
 
