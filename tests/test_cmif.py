@@ -57,6 +57,18 @@ def random_labels(rng, shape, levels, hole=0.0):
     return lab
 
 
+def assert_equal_brute_force(out, grid, la, lb, ka, kb):
+    """Overlap and MI of the maps ``out (B, R, Sy, Sx)`` equal brute force at every shift, for
+    fixed labels ``la (B, H, W)`` and moving labels ``lb (B, R, h, w)``."""
+    (y0, x0), (sy, sx) = grid.origin, grid.size
+    for b, r in np.ndindex(lb.shape[:2]):
+        for y, x in np.ndindex(sy, sx):
+            counts = brute_counts(la[b], lb[b, r], ka, kb, y0 + y, x0 + x)
+            assert out.overlap[b, r, y, x] == counts.sum()
+            expected = brute_mi(counts) if counts.sum() > 0 else 0.0
+            assert abs(float(out.value[b, r, y, x]) - expected) < 1e-6
+
+
 def run_labels(la, lb, ka, kb, shifts="full", min_overlap=0.0, precision="float32",
                normalisation="none"):
     LA, LB = torch.as_tensor(la)[None], torch.as_tensor(lb)[None]
@@ -220,13 +232,7 @@ def test_shift_windows_and_batches_equal_brute_force(window, split):
         grid = C.shift_grid((16, 14), (9, 11), "full", 1.0, window)
         side = C.FixedSpectra(torch.as_tensor(la), 4, grid, (9, 11), torch.float32, split=split)
         out = C.cmif_from_labels(side, torch.as_tensor(lb), 3, min_overlap=0.0)
-        (y0, x0), (sy, sx) = grid.origin, grid.size
-        for b, r in np.ndindex(2, 2):
-            for y, x in np.ndindex(sy, sx):
-                counts = brute_counts(la[b], lb[b, r], 4, 3, y0 + y, x0 + x)
-                assert out.overlap[b, r, y, x] == counts.sum()
-                expected = brute_mi(counts) if counts.sum() > 0 else 0.0
-                assert abs(float(out.value[b, r, y, x]) - expected) < 1e-6
+        assert_equal_brute_force(out, grid, la, lb, 4, 3)
 
 
 @pytest.mark.parametrize("planes", [1, 2], ids=["one-level-per-call", "two-levels-per-call"])
@@ -243,13 +249,7 @@ def test_cpu_template_chunks_and_level_groups_equal_brute_force(monkeypatch, pla
         lb = random_labels(rng, (2, 3, 8, 9), 5, hole_b)
         side = C.FixedSpectra(torch.as_tensor(la), 4, grid, (8, 9), torch.float32)
         out = C.cmif_from_labels(side, torch.as_tensor(lb), 5, min_overlap=0.0)
-        (y0, x0), (sy, sx) = grid.origin, grid.size
-        for b, r in np.ndindex(2, 3):
-            for y, x in np.ndindex(sy, sx):
-                counts = brute_counts(la[b], lb[b, r], 4, 5, y0 + y, x0 + x)
-                assert out.overlap[b, r, y, x] == counts.sum()
-                expected = brute_mi(counts) if counts.sum() > 0 else 0.0
-                assert abs(float(out.value[b, r, y, x]) - expected) < 1e-6
+        assert_equal_brute_force(out, grid, la, lb, 4, 5)
 
 
 def test_box_counts_equal_brute_force():
