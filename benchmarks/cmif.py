@@ -48,6 +48,7 @@ import argparse
 import json
 import math
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -229,25 +230,33 @@ CLOCK = CLOCKS["wall"]
 
 def timed(fn, device, repeats: int, warmup: int = 1) -> float:
     """Median time (s, :data:`CLOCK`) of ``repeats`` calls after ``warmup`` calls."""
-    return timed_together({"fn": fn}, device, repeats, warmup)["fn"]
+    return timed_together({"fn": fn}, device, repeats, warmup)[0]["fn"]
 
 
-def timed_together(fns: dict, device, repeats: int, warmup: int = 1) -> dict:
-    """Median time (s, :data:`CLOCK`) of each function, the calls interleaved (one call of each
-    per round, ``repeats`` rounds after ``warmup``) so that a slow spell of a shared machine
-    falls on all of them rather than on one."""
+def timed_together(fns: dict, device, repeats: int, warmup: int = 1) -> tuple[dict, dict]:
+    """Median time (s, :data:`CLOCK`) and median page faults of each function, the calls
+    interleaved (one call of each per round, ``repeats`` rounds after ``warmup``) so that a
+    slow spell of a shared machine falls on all of them rather than on one.
+
+    Page faults (minor, this process) tell how much of a time is the allocator's: glibc maps
+    large allocations afresh and they fault in on first touch; which allocations that hits
+    depends on what the process allocated before, so the count is printed with the time."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     _sync(device)
     times = {name: [] for name in fns}
+    faults = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = CLOCK()
             fn()
             _sync(device)
             times[name].append(CLOCK() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return ({name: statistics.median(ts) for name, ts in times.items()},
+            {name: statistics.median(fs) for name, fs in faults.items()})
 
 
 def make_labels(shape, k, seed, device):
@@ -314,7 +323,7 @@ def case_large(args, device, name):
     c_chk = cm.cmif_from_labels(side, lb[None, :check], k, min_overlap=min_overlap)
     diff = float(torch.where(c_chk.valid[0], (b_val - c_chk.value[0]).abs(), 0).max())
     del c_val
-    t = timed_together({
+    t, faults = timed_together({
         "cmif": lambda: run_cmif(prep(), lb, k, args.angle_batch, min_overlap),
         "straightforward": lambda: straightforward(la, lb, k, grid),
         "bare": bare_fft(side, angles, jb, args.angle_batch, device, as_called=False),
@@ -325,6 +334,7 @@ def case_large(args, device, name):
                                  "straightforward": f"{6 * k} R2C + {k * k + 2 * k} C2R"},
             "straightforward_s": t["straightforward"], "cmif_s": t["cmif"],
             "bare_fft_s": t["bare"], "bare_fft_as_called_s": t["called"],
+            "page_faults_per_call": {name: int(n) for name, n in faults.items()},
             "max_abs_diff_b_vs_c": diff}
 
 
