@@ -15,13 +15,15 @@ Three implementations of the same MI-for-every-shift map, timed in one run:
 (b) and (c) run on the same shift range and the same FFT grid, so the speed-up is the FFT economy,
 the batching and the streamed entropy only. (b) also runs on torch_cmif's own grid (the full
 linear correlation's size, ``H + h - h mod 2`` per side: 384^2 and 1024^2 in the cases below, for
-the same shifts), i.e. as the public package does; the run prints both speed-ups. The run also times the *bare FFT count* of (c): as
-many forward and inverse real FFTs as (c) performs, standard ``rfft2``/``irfft2`` on the same grid
-with the same batching, and nothing else; (c)'s time over it says how close to its FFT floor (c)
-runs. A second figure, *as called*, times the transforms exactly as (c) calls them (on the CPU
-its pruned two-stage forms, cheaper than the standard ones), i.e. (c) without its products,
-rounding and entropies. The implementations are timed in interleaved rounds (one call of each
-per round), so a slow spell of a shared machine falls on all of them.
+the same shifts), i.e. as the public package does; the run prints both speed-ups.
+
+The run also times the *bare FFT count* of (c): as many forward and inverse real FFTs as (c)
+performs, standard ``rfft2``/``irfft2`` on the same grid with the same batching, and nothing else;
+(c)'s time over it says how close to its FFT floor (c) runs. A second figure, *as called*, times
+the transforms exactly as (c) calls them (on the CPU its pruned two-stage forms, cheaper than the
+standard ones), i.e. (c) without its products, rounding and entropies. The implementations are
+timed in interleaved rounds (one call of each per round), so a slow spell of a shared machine
+falls on all of them; the median page faults per call of each are printed too.
 
 Cases:
 

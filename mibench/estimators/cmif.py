@@ -444,7 +444,8 @@ class FixedSpectra:
 #: plane): whole templates when they fit, else groups of one template's levels. Small calls
 #: keep every transient allocation of the FFTs well under glibc's mmap threshold, so it is
 #: served from the heap instead of being mapped and page-faulted in afresh (at a 768^2 grid,
-#: batched calls spent as much time in page faults as in the FFTs). On CUDA, one batch.
+#: batched calls spent as much time in page faults as in the FFTs). On CUDA, all templates of
+#: a fixed image in one batch.
 CPU_FFT_BYTES = 4 << 20
 
 
