@@ -318,8 +318,8 @@ def _forward_padded(x: torch.Tensor, shape: tuple[int, int], split: bool) -> tor
     out as :func:`_forward`.
 
     With ``split``, two 1-D stages: the R2C along Q of the ``h`` data rows only (the padding
-    rows would transform to zeros), then the C2C along P, which pads and writes the transposed
-    layout itself: no padded copy of the input and no transposed copy of the output.
+    rows would transform to zeros), then the C2C along P of those half-spectra, zero padded and
+    transposed in one copy; its output is the transposed layout, with no copy after it.
     """
     p, q = shape
     if not split:
