@@ -199,12 +199,13 @@ def bare_fft(side: cm.FixedSpectra, templates: int, jb: int, batch: int, device,
     gen = torch.Generator(device="cpu").manual_seed(0)
     once = torch.rand(ja, p, q, generator=gen).to(device)
     moving = torch.rand(min(batch, templates), jb, hm, wm, generator=gen).to(device)
-    spec = cm._forward_padded(moving, (p, q), side.split and as_called)
 
     def forward(x):
         if as_called:
             return cm._forward_padded(x, (p, q), side.split)
         return torch.fft.rfft2(x, s=(p, q))
+
+    spec = forward(moving)  # in the layout the inverse below expects
 
     def inverse(x):
         if as_called:
