@@ -43,6 +43,7 @@ Usage::
     .venv/bin/python benchmarks/cmif.py                    # CPU, all cases
     .venv/bin/python benchmarks/cmif.py --threads 1 --cases small,256
     .venv/bin/python benchmarks/cmif.py --device cuda --repeats 5
+    .venv/bin/python benchmarks/cmif.py --cases 256 --profile 15   # where (c)'s time goes
     .venv/bin/python benchmarks/cmif.py --cases accuracy --pairs 40 --threads 1
 """
 
@@ -272,6 +273,32 @@ def timed_together(fns: dict, device, repeats: int, warmup: int = 1) -> tuple[di
             {name: statistics.median(fs) for name, fs in faults.items()})
 
 
+def profile_ops(fn, device, calls: int, top: int) -> list[dict]:
+    """The ``top`` operators of ``calls`` calls of ``fn`` by self time (torch.profiler; CUDA
+    kernel time on a GPU, CPU time otherwise), grouped by input shapes, per call. The profiler
+    adds some overhead per operator: read the shares, not the absolute times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    _sync(device)
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts, record_shapes=True) as prof:
+        for _ in range(calls):
+            fn()
+        _sync(device)
+    events = prof.key_averages(group_by_input_shape=True)
+
+    def self_us(e):
+        return e.self_device_time_total if cuda else e.self_cpu_time_total
+
+    total = sum(self_us(e) for e in events) or 1.0
+    rows = sorted(events, key=self_us, reverse=True)[:top]
+    return [{"op": e.key, "shapes": str(e.input_shapes)[:80], "calls": e.count / calls,
+             "ms_per_call": self_us(e) / 1e3 / calls, "share": self_us(e) / total}
+            for e in rows]
+
+
 def make_labels(shape, k, seed, device):
     """Smooth random labels (a quantised blurred noise field), more like an image than i.i.d."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -352,6 +379,8 @@ def case_large(args, device, name):
         "bare": bare_fft(side, angles, jb, args.angle_batch, device, as_called=False),
         "called": bare_fft(side, angles, jb, args.angle_batch, device, as_called=True),
     }, device, args.repeats)
+    ops = (profile_ops(lambda: run_cmif(prep(), lb, k, args.angle_batch, min_overlap), device,
+                       args.repeats, args.profile) if args.profile else None)
     return {"case": name, "desc": desc, "grid": list(grid.fft_shape), "templates": angles,
             "fft_per_template": {"cmif": f"{jb} R2C + {inv} C2R (+{ja} R2C once)",
                                  "straightforward": f"{6 * k} R2C + {k * k + 2 * k} C2R"},
@@ -360,7 +389,8 @@ def case_large(args, device, name):
             "straightforward_package_grid_s": t["package_grid"], "cmif_s": t["cmif"],
             "bare_fft_s": t["bare"], "bare_fft_as_called_s": t["called"],
             "page_faults_per_call": {name: int(n) for name, n in faults.items()},
-            "max_abs_diff_b_vs_c": diff, "max_abs_diff_b_package_grid_vs_c": diff_p}
+            "max_abs_diff_b_vs_c": diff, "max_abs_diff_b_package_grid_vs_c": diff_p,
+            **({"cmif_profile": ops} if ops else {})}
 
 
 def case_accuracy(args, device):
@@ -424,6 +454,8 @@ def main(argv=None):
     ap.add_argument("--clock", default="wall", choices=tuple(CLOCKS),
                     help="wall time, or this process's CPU time (one thread, shared machine)")
     ap.add_argument("--json", action="store_true", help="print one JSON line per case")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also print cmif's N costliest operators (torch.profiler) at 256/512")
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = CLOCKS[args.clock]
@@ -447,6 +479,11 @@ def main(argv=None):
         for key, value in res.items():
             if key.endswith("_s"):
                 print(f"  {key[:-2]:16s} {value * 1e3:10.1f} ms")
+            elif key == "cmif_profile":
+                print("  cmif's costliest operators (self time per call, share of all):")
+                for op in value:
+                    print(f"    {op['ms_per_call']:8.2f} ms {op['share']:6.1%} "
+                          f"{op['calls']:5.1f}x {op['op']:18s} {op['shapes']}")
             elif key not in ("case", "desc", "grid"):
                 print(f"  {key}: {value}")
         if "cmif_s" not in res:

@@ -101,7 +101,7 @@ def cli() -> None:
               help="Import MODULE as an extra plugin (repeatable).")
 @click.option("--reference", default=None, metavar="METHOD",
               help="Method the report tests the others against (default drmime when it runs, "
-                   "else the one with the lowest mean NAED).")
+                   "else the one with the lowest mean NAED, identity excluded).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(methods, dataset, data_dir, device, out, workers, timeout, executor, scheduler, seed_text,
         limit, normalisation, dataset_opts, method_opts, config_file, plugins, reference,
@@ -176,7 +176,7 @@ def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
                    "and options; identical tasks once).")
 @click.option("--reference", default=None, metavar="METHOD",
               help="Method the others are tested against (default: the run's --reference, "
-                   "else drmime when it ran, else the lowest mean NAED).")
+                   "else drmime when it ran, else the lowest mean NAED, identity excluded).")
 def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) -> None:
     """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the figures and report.html
     of each run directory from its records, or of their merge with --out."""

@@ -55,8 +55,8 @@ class RunConfig:
         Dask scheduler address (``tcp://host:8786``); None starts a ``LocalCluster``.
     reference : str or None
         The method the report tests every other method against (default: ``drmime`` when it
-        runs, else the method with the lowest mean NAED). Changes neither the run directory nor
-        the tasks.
+        runs, else the method with the lowest mean NAED other than ``identity``). Changes neither
+        the run directory nor the tasks.
     """
 
     methods: str | list[str] = "default"
@@ -210,7 +210,8 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
         # Pair ids become file names of records: refuse anything that could escape the run dir.
         if not _SAFE_ID.fullmatch(p.id):
             raise UserError(f"dataset {dspec.name!r} gave the pair id {p.id!r}; ids may only "
-                            "contain letters, digits, '.', '_' and '-'")
+                            "contain letters, digits, '.', '_' and '-', and must start with a "
+                            "letter or digit")
     duplicates = [pid for pid, n in Counter(p.id for p in pairs).items() if n > 1]
     if duplicates:
         raise UserError(f"dataset {dspec.name!r} has duplicate pair ids: "

@@ -35,7 +35,8 @@ class Pair:
     Attributes
     ----------
     id : str
-        Unique within its dataset; used in file names, so only ``[A-Za-z0-9._-]``.
+        Unique within its dataset; used in file names, so only ``[A-Za-z0-9._-]``, starting
+        with a letter or digit.
     fixed, moving : ndarray
         float32, ``(H, W)`` or ``(H, W, C)``, values in [0, 1]. Sizes may differ.
     fixed_landmarks, moving_landmarks : ndarray or None
@@ -49,7 +50,8 @@ class Pair:
         serves native resolution). Errors are multiplied by it so they are reported in native
         pixels.
     native_shape : tuple of int or None
-        ``(H, W)`` of the fixed image at native resolution; None means ``fixed.shape[:2]``.
+        ``(H, W)`` of the fixed image at native resolution; None means ``fixed.shape[:2]`` times
+        ``native_scale``, rounded.
     meta : dict
         As :attr:`PairInfo.meta`.
     """

@@ -34,7 +34,7 @@ import numpy as np
 
 from mibench.config import RunConfig, RunPlan, plan_run
 from mibench.contracts import Pair
-from mibench.errors import one_line_warnings
+from mibench.errors import UserError, one_line_warnings
 from mibench.metrics import landmark_errors, norm_length, pair_scores
 from mibench.records import (
     Record,
@@ -499,6 +499,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def check_normalisation(run_dir: Path, normalisation: str) -> None:
+    """Refuse to resume a run directory whose records were scored with another NAED
+    normalisation: the task key does not include it (scoring is not registration), so its
+    records would otherwise be reused silently under the new name."""
+    import json
+
+    path = Path(run_dir) / MANIFEST
+    try:
+        before = json.loads(path.read_text())["config"]["normalisation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a new run directory (or no usable manifest): nothing to compare with
+    if before != normalisation:
+        raise UserError(f"{path}: this run directory was scored with --naed-norm {before}; "
+                        f"resume it with the same normalisation, or give --naed-norm "
+                        f"{normalisation} its own --out directory")
+
+
 def write_manifest(plan: RunPlan, registry: Registry, executor: dict[str, Any],
                    concurrent: int) -> None:
     """Create or update ``run.json``: resolved configuration, versions, device and machine.
@@ -567,6 +584,7 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
     plan = plan_run(registry, cfg)
     for name, why in plan.skipped_methods.items():
         log(f"skipping method {name!r}: {why}")
+    check_normalisation(plan.run_dir, cfg.normalisation)
     remove_stale_temporaries(plan.run_dir)
     done = existing_keys(plan.run_dir)
     todo = [t for t in plan.tasks if t.key not in done]

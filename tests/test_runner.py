@@ -17,6 +17,7 @@ import fakeplugin
 import mibench.reports
 from mibench.cli import cli
 from mibench.config import RunConfig
+from mibench.errors import UserError
 from mibench.records import iter_records
 from mibench.runner import run_benchmark
 
@@ -117,6 +118,11 @@ def test_resume_runs_only_missing_tasks(tmp_path, monkeypatch):
     # A different parameter is a different task: nothing is reused silently.
     changed = toy_config(tmp_path, "noisy", seeds=[0, 1], method_options={"noisy": {"delay": 0.01}})
     assert run_benchmark(changed, progress=False).completed == 6
+    # Nor under another NAED normalisation (not in the task key): refused, records untouched.
+    other = toy_config(tmp_path, "noisy,identity", seeds=[0, 1], normalisation="max-side")
+    with pytest.raises(UserError, match=r"run\.json: .*--naed-norm diagonal"):
+        run_benchmark(other, progress=False)
+    assert records_by(first.run_dir).keys() == after.keys()
 
 
 def test_sigkill_midway_then_rerun_completes_identically(tmp_path):

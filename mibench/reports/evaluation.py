@@ -65,7 +65,8 @@ def choose_reference(table: pd.DataFrame, requested: str | None) -> tuple[str | 
     candidates = [m for m in methods if m != BASELINE] or methods
     means = table[candidates].mean(axis=0)
     best = str(means.idxmin())
-    return best, why + f"{DEFAULT_REFERENCE} did not run: lowest mean {METRIC.upper()}"
+    return best, why + (f"{DEFAULT_REFERENCE} did not run: lowest mean {METRIC.upper()}"
+                        + (f" ({BASELINE} excluded)" if BASELINE in methods else ""))
 
 
 @dataclass

@@ -69,7 +69,7 @@ def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
 
     ``reference`` is the method the others are tested against; None takes the run's
     ``reference`` setting from ``run.json``, then ``drmime`` when it ran, then the method with
-    the lowest mean NAED.
+    the lowest mean NAED other than ``identity`` (the no-registration baseline).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
