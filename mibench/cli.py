@@ -51,13 +51,20 @@ def _parse_method_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
 
 
 def _parse_seeds(text: str) -> list[int]:
+    from mibench.config import MAX_SEEDS
+
     seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, dash, hi = part.strip().partition("-")
-            seeds.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
-    except ValueError:
-        raise UserError(f"--seed expects integers like 0, 0,1,2 or 0-4; got {text!r}") from None
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise UserError(f"--seed expects integers like 0, 0,1,2 or 0-4; got {text!r}") from None
+        if last < first:
+            raise UserError(f"--seed {part.strip()}: the range is reversed (write {last}-{first})")
+        if last - first + 1 + len(seeds) > MAX_SEEDS:
+            raise UserError(f"--seed {text}: more than {MAX_SEEDS} seeds")
+        seeds.extend(range(first, last + 1))
     return seeds
 
 
@@ -102,10 +109,12 @@ def cli() -> None:
 @click.option("--reference", default=None, metavar="METHOD",
               help="Method the report tests the others against (default drmime when it runs, "
                    "else the one with the lowest mean NAED, identity excluded).")
+@click.option("--retry-failed", is_flag=True, default=None,
+              help="On resume, run the tasks whose record says failed again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(methods, dataset, data_dir, device, out, workers, timeout, executor, scheduler, seed_text,
         limit, normalisation, dataset_opts, method_opts, config_file, plugins, reference,
-        quiet) -> None:
+        retry_failed, quiet) -> None:
     """Register every pair of a dataset with each method and write records and reports."""
     from mibench.config import RunConfig, load_config_file
     from mibench.runner import run_benchmark
@@ -115,7 +124,7 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
         "methods": methods, "dataset": dataset, "data_dir": data_dir, "device": device,
         "out": out, "workers": workers, "timeout": timeout, "limit": limit,
         "executor": executor, "scheduler": scheduler, "reference": reference,
-        "normalisation": normalisation,
+        "normalisation": normalisation, "retry_failed": retry_failed,
         "seeds": _parse_seeds(seed_text) if seed_text is not None else None,
     }
     settings = {**base, **{k: v for k, v in flags.items() if v is not None}}
@@ -186,6 +195,10 @@ def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) ->
     for run_dir in run_dirs:
         if not (Path(run_dir) / RECORDS_DIR).is_dir():
             raise UserError(f"{run_dir}: not a run directory (no {RECORDS_DIR}/ folder)")
+        if not any((Path(run_dir) / RECORDS_DIR).glob("*/*.json")):
+            raise UserError(f"{run_dir}: no records to report on (in {RECORDS_DIR}/)")
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"{out}: is a file; --out must be a directory")
     reference = reference.strip().lower() if reference else None
     targets = [merge_runs([Path(d) for d in run_dirs], Path(out))] if out else run_dirs
     for run_dir in targets:
@@ -198,7 +211,8 @@ def read_image(path: str) -> Any:
 
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{path}: image file not found")
+        raise UserError(f"{path}: " + ("is a directory, not an image file" if p.is_dir()
+                                       else "image file not found"))
     try:
         from skimage import io
 
@@ -236,7 +250,11 @@ def estimate(name, opts, plugins, fixed_image, moving_image) -> None:
         # One colour and one grey image: compare in grey.
         fixed = fixed.mean(axis=-1) if fixed.ndim == 3 else fixed
         moving = moving.mean(axis=-1) if moving.ndim == 3 else moving
-    click.echo(f"{est(fixed, moving):.6g}")
+    try:
+        value = est(fixed, moving)
+    except ValueError as exc:  # the estimator's own check of its options (e.g. lo < hi)
+        raise UserError(f"estimator {spec.name!r}: {exc}") from None
+    click.echo(f"{value:.6g}")
 
 
 def main() -> None:

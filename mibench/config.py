@@ -57,6 +57,9 @@ class RunConfig:
         The method the report tests every other method against (default: ``drmime`` when it
         runs, else the method with the lowest mean NAED other than ``identity``). Changes neither
         the run directory nor the tasks.
+    retry_failed : bool
+        On resume, run the tasks whose record says ``failed`` again (their new record replaces
+        the old one); by default a failure is a result like any other and is kept.
     """
 
     methods: str | list[str] = "default"
@@ -75,6 +78,12 @@ class RunConfig:
     executor: str = "local"
     scheduler: str | None = None
     reference: str | None = None
+    retry_failed: bool = False
+
+
+#: Seeds are 32-bit (``torch.manual_seed``, NumPy); more seeds than this is a typo.
+MAX_SEED = 2**32 - 1
+MAX_SEEDS = 10_000
 
 
 @dataclass
@@ -106,10 +115,65 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise UserError(f"{path}: config file must end in .toml or .json")
     except (ValueError, OSError) as exc:
         raise UserError(f"{path}: cannot parse config file: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a table of settings (keys as the run flags), got a "
+                        f"{type(data).__name__}")
     unknown = set(data) - set(RunConfig.__dataclass_fields__)
     if unknown:
-        raise UserError(f"{path}: unknown config keys: {', '.join(sorted(unknown))}")
+        raise UserError(f"{path}: unknown config keys: {', '.join(sorted(map(str, unknown)))}")
+    for key, value in data.items():
+        problem = _config_value_problem(key, value)
+        if problem:
+            raise UserError(f"{path}: {key} {problem}, got {value!r}")
+    if isinstance(data.get("seeds"), int):
+        data["seeds"] = [data["seeds"]]
+    if isinstance(data.get("method_options"), dict):
+        # A plain `option = value` applies to every selected method, like `-O option=value`.
+        shared = {k: v for k, v in data["method_options"].items() if not isinstance(v, dict)}
+        data["method_options"] = {k: v for k, v in data["method_options"].items()
+                                  if isinstance(v, dict)}
+        if shared:
+            data["method_options"]["*"] = {**data["method_options"].get("*", {}), **shared}
     return data
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def _config_value_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the config file's ``key``, or None."""
+    text = ("dataset", "device", "executor", "normalisation")
+    optional_text = ("data_dir", "out", "scheduler", "reference")
+    if key in text and not isinstance(value, str):
+        return "must be a string"
+    if key in optional_text and not (value is None or isinstance(value, str)):
+        return "must be a string"
+    if key == "methods" and not (isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(m, str) for m in value))):
+        return "must be a string or a list of method names"
+    if key == "plugins" and not (isinstance(value, list)
+                                 and all(isinstance(m, str) for m in value)):
+        return "must be a list of module names"
+    ints = isinstance(value, int) and not isinstance(value, bool)
+    if key == "seeds" and not (ints or (isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value))):
+        return "must be an integer or a list of integers"
+    if key in ("workers", "limit") and not (ints or (key == "limit" and value is None)):
+        return "must be an integer"
+    if key == "timeout" and (isinstance(value, bool)
+                             or not (value is None or isinstance(value, (int, float)))):
+        return "must be a number of seconds (0 or null: none)"
+    if key == "retry_failed" and not isinstance(value, bool):
+        return "must be true or false"
+    if key == "dataset_options" and not (isinstance(value, dict)
+                                         and all(_is_scalar(v) for v in value.values())):
+        return "must be a table of option = value"
+    if key == "method_options" and not (isinstance(value, dict) and all(
+            _is_scalar(v) or (isinstance(v, dict) and all(_is_scalar(x) for x in v.values()))
+            for v in value.values())):
+        return "must be a table of method = { option = value } (or option = value for all)"
+    return None
 
 
 def resolve_data_dir(spec, data_dir: str | Path | None) -> Path | None:
@@ -121,7 +185,8 @@ def resolve_data_dir(spec, data_dir: str | Path | None) -> Path | None:
         return None
     path = Path(data_dir).expanduser().resolve()
     if not path.is_dir():
-        raise UserError(f"{data_dir}: data directory does not exist")
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise UserError(f"{data_dir}: data directory {what}")
     return path
 
 
@@ -169,11 +234,16 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
         choices = ", ".join(NORMALISATIONS)
         raise UserError(f"unknown NAED normalisation {cfg.normalisation!r}; choose from {choices}")
     if cfg.workers < 0:
-        raise UserError("--workers must be >= 0")
-    if cfg.timeout is not None and cfg.timeout <= 0:
-        raise UserError("--timeout must be positive")
+        raise UserError(f"workers (--workers) must be >= 0, got {cfg.workers}")
+    if cfg.timeout is not None and not cfg.timeout > 0:
+        raise UserError(f"timeout (--timeout) must be positive, got {cfg.timeout}")
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
+    bad = [s for s in cfg.seeds if not 0 <= int(s) <= MAX_SEED]
+    if bad:
+        raise UserError(f"seeds must lie in 0 .. {MAX_SEED} (32-bit), got {bad[0]}")
+    if len(set(cfg.seeds)) > MAX_SEEDS:
+        raise UserError(f"{len(set(cfg.seeds))} seeds asked for; at most {MAX_SEEDS}")
     device = parse_device(cfg.device)
     if cfg.executor not in ("local", "dask"):
         raise UserError(f"unknown executor {cfg.executor!r}; choose from local, dask")
@@ -244,6 +314,8 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
                  "normalisation")}
     digest = hashlib.sha1(canonical_json(identity).encode()).hexdigest()[:8]
     run_dir = Path(cfg.out) if cfg.out else Path("runs") / f"{dspec.name}-{digest}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: is a file; the run directory (--out) must be a directory")
     tasks = [
         Task(name, params, dspec.name, dparams, p.id, seed)
         for name, params in method_params.items()

@@ -3,7 +3,9 @@
 A task is (method + resolved parameters, dataset + resolved parameters, pair, seed). Its key is a
 hash of exactly those, so a rerun of the same command finds the records it already has and runs
 only the missing tasks; changing any parameter makes new keys (new tasks) instead of silently
-reusing old results. Records are written atomically (temporary file, then rename).
+reusing old results (and the runner refuses to put records of one method with two parameter
+sets in one run directory: :func:`mibench.runner.check_compatible`). Records are written
+atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mibench.errors import UserError
+
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
 TMP_PREFIX = ".tmp-"
+#: A damaged record is renamed with this suffix on resume: kept for inspection, no longer a record.
+DAMAGED_SUFFIX = ".damaged"
 
 
 def canonical_json(obj: Any) -> str:
@@ -136,18 +142,40 @@ def write_record(run_dir: Path, task: Task, record: Record) -> Path:
     return path
 
 
+def read_record(path: Path) -> Record:
+    """One record file. A file that is not a complete record (cut short, edited, not a JSON
+    object) is a :class:`UserError` naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return Record.from_dict(data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: damaged record ({exc}); delete it and `mibench run` "
+                        "recomputes that task") from None
+
+
 def iter_records(run_dir: Path) -> Iterator[Record]:
-    """All records under ``run_dir/records``."""
+    """All records under ``run_dir/records`` (:func:`read_record`: a damaged one raises)."""
     root = Path(run_dir) / RECORDS_DIR
     for path in sorted(root.glob("*/*.json")):
-        with open(path) as fh:
-            yield Record.from_dict(json.load(fh))
+        yield read_record(path)
 
 
-def existing_keys(run_dir: Path) -> set[str]:
-    """Keys of the tasks that already have a record (from file names; no JSON parsing)."""
-    root = Path(run_dir) / RECORDS_DIR
-    return {p.stem.rsplit(".", 1)[-1] for p in root.glob("*/*.json")}
+def load_records_setting_aside_damaged(run_dir: Path,
+                                       log: Callable[[str], None]) -> list[Record]:
+    """All records of a run directory about to be resumed. A damaged one (see
+    :func:`read_record`) is renamed to ``*.json.damaged``, so that its task runs again instead
+    of counting as done and breaking every report; ``log`` says so."""
+    records = []
+    for path in sorted((Path(run_dir) / RECORDS_DIR).glob("*/*.json")):
+        try:
+            records.append(read_record(path))
+        except UserError as exc:
+            aside = path.with_name(path.name + DAMAGED_SUFFIX)
+            os.replace(path, aside)
+            log(f"warning: {exc} -- moved to {aside.name}; the task runs again")
+    return records
 
 
 def remove_stale_temporaries(run_dir: Path) -> int:

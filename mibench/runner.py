@@ -37,10 +37,11 @@ from mibench.contracts import Pair
 from mibench.errors import UserError, one_line_warnings
 from mibench.metrics import landmark_errors, norm_length, pair_scores
 from mibench.records import (
+    RECORDS_DIR,
     Record,
     Task,
     canonical_json,
-    existing_keys,
+    load_records_setting_aside_damaged,
     remove_stale_temporaries,
     write_json_atomic,
     write_record,
@@ -499,21 +500,40 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def check_normalisation(run_dir: Path, normalisation: str) -> None:
-    """Refuse to resume a run directory whose records were scored with another NAED
-    normalisation: the task key does not include it (scoring is not registration), so its
-    records would otherwise be reused silently under the new name."""
-    import json
+def _differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    keys = sorted(k for k in {*before, *now} if before.get(k, "-") != now.get(k, "-"))
+    return ", ".join(f"{k}={before.get(k, '-')} there, {now.get(k, '-')} now" for k in keys)
 
-    path = Path(run_dir) / MANIFEST
-    try:
-        before = json.loads(path.read_text())["config"]["normalisation"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # a new run directory (or no usable manifest): nothing to compare with
-    if before != normalisation:
-        raise UserError(f"{path}: this run directory was scored with --naed-norm {before}; "
-                        f"resume it with the same normalisation, or give --naed-norm "
-                        f"{normalisation} its own --out directory")
+
+def check_compatible(run_dir: Path, records: list[Record], tasks: list[Task],
+                     normalisation: str) -> None:
+    """Refuse to add this plan's tasks to a run directory whose records were made with another
+    dataset, dataset options or NAED normalisation, or with other options of a method this
+    plan runs: their task keys differ, so nothing would be reused, but the reports would mix
+    two configurations in one row (and ``mibench report`` would refuse the directory)."""
+    if not records or not tasks:
+        return
+    planned = {t.method: t.method_params for t in tasks}
+    dataset = (tasks[0].dataset, tasks[0].dataset_params)
+    fix = f"use another --out, or delete {Path(run_dir) / RECORDS_DIR} to start afresh"
+    for rec in records:
+        if (rec.dataset, canonical_json(rec.dataset_params)) != (dataset[0],
+                                                                canonical_json(dataset[1])):
+            what = (f"dataset {rec.dataset!r}, this run {dataset[0]!r}"
+                    if rec.dataset != dataset[0]
+                    else "dataset options " + _differences(rec.dataset_params, dataset[1]))
+            raise UserError(f"{run_dir}: holds records of another configuration ({what}); "
+                            f"{fix}")
+        if rec.normalisation != normalisation:
+            raise UserError(f"{run_dir}: its records were scored with --naed-norm "
+                            f"{rec.normalisation}, this run asks for {normalisation}; resume "
+                            f"it with the same normalisation, or {fix}")
+        params = planned.get(rec.method)
+        if params is not None and canonical_json(rec.method_params) != canonical_json(params):
+            raise UserError(f"{run_dir}: method {rec.method!r} already has records with other "
+                            f"options ({_differences(rec.method_params, params)}); use "
+                            f"another --out, or delete {Path(run_dir) / RECORDS_DIR / rec.method}"
+                            " to replace them")
 
 
 def write_manifest(plan: RunPlan, registry: Registry, executor: dict[str, Any],
@@ -584,13 +604,24 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
     plan = plan_run(registry, cfg)
     for name, why in plan.skipped_methods.items():
         log(f"skipping method {name!r}: {why}")
-    check_normalisation(plan.run_dir, cfg.normalisation)
+    try:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{plan.run_dir}: cannot create the run directory "
+                        f"({exc.strerror or exc})") from None
     remove_stale_temporaries(plan.run_dir)
-    done = existing_keys(plan.run_dir)
+    previous = load_records_setting_aside_damaged(plan.run_dir, log)
+    check_compatible(plan.run_dir, previous, plan.tasks, cfg.normalisation)
+    planned = {t.key for t in plan.tasks}
+    failed_before = {r.key for r in previous if r.key in planned and r.status != "ok"}
+    done = {r.key for r in previous} - (failed_before if cfg.retry_failed else set())
     todo = [t for t in plan.tasks if t.key not in done]
     if len(todo) < len(plan.tasks):
-        log(f"resuming in {plan.run_dir}: {len(plan.tasks) - len(todo)} of {len(plan.tasks)} "
-            "tasks already have records")
+        kept = len(plan.tasks) - len(todo)
+        failed = (f" ({len(failed_before)} of them failed: --retry-failed runs those again)"
+                  if failed_before and not cfg.retry_failed else "")
+        log(f"resuming in {plan.run_dir}: {kept} of {len(plan.tasks)} tasks already have "
+            f"records{failed}")
     ctx = WorkerContext(plan.config["dataset"], plan.config["data_dir"], plan.config["device"],
                         cfg.normalisation, tuple(cfg.plugins), 1)
     # With nothing to run no cluster is started: the manifest then describes a local executor.
@@ -599,12 +630,18 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
                              scheduler=plan.config["scheduler"], log=log)
     counts = {"completed": 0, "failed": 0}
     by_key = {t.key: t for t in todo}
+    per_method: dict[str, list[Any]] = {}  # method -> [tasks run, failed, first error]
     bar = None
 
     def on_record(record: Record) -> None:
         write_record(plan.run_dir, by_key[record.key], record)
         counts["completed"] += 1
         counts["failed"] += record.status == "failed"
+        tally = per_method.setdefault(record.method, [0, 0, None])
+        tally[0] += 1
+        if record.status == "failed":
+            tally[1] += 1
+            tally[2] = tally[2] or record.error
         if bar is not None:
             bar.set_postfix(failed=counts["failed"], refresh=False)
             bar.update(1)
@@ -615,7 +652,6 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
 
     with executor:
         executor.open(ctx, len(todo))
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
         described = executor.describe()
         if not todo and plan.config["executor"] != executor.name:
             described["executor"] = {"name": plan.config["executor"], "started": False,
@@ -633,6 +669,11 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
             tasks_s = time.perf_counter() - t0
             if bar is not None:
                 bar.close()
+    for method, (ran, failed, error) in per_method.items():
+        if ran and failed == ran:
+            # Most likely a bad option or a missing dependency rather than hard pairs.
+            log(f"warning: every task of method {method!r} failed ({ran}); the first error: "
+                f"{error}")
     report = build_reports(plan.run_dir)
     return RunResult(plan.run_dir, len(plan.tasks), len(plan.tasks) - len(todo),
                      counts["completed"], counts["failed"], report, tasks_s)

@@ -115,14 +115,57 @@ def test_resume_runs_only_missing_tasks(tmp_path, monkeypatch):
         assert after[key].landmark_errors == rec.landmark_errors
     # Seeds matter and are reproducible: two seeds differ, the same seed repeats exactly.
     assert before[("noisy", "toy-0", 0)].transform != before[("noisy", "toy-0", 1)].transform
-    # A different parameter is a different task: nothing is reused silently.
-    changed = toy_config(tmp_path, "noisy", seeds=[0, 1], method_options={"noisy": {"delay": 0.01}})
-    assert run_benchmark(changed, progress=False).completed == 6
-    # Nor under another NAED normalisation (not in the task key): refused, records untouched.
-    other = toy_config(tmp_path, "noisy,identity", seeds=[0, 1], normalisation="max-side")
-    with pytest.raises(UserError, match=r"run\.json: .*--naed-norm diagonal"):
-        run_benchmark(other, progress=False)
-    assert records_by(first.run_dir).keys() == after.keys()
+    # A different parameter is a different task: nothing is reused silently, and the run
+    # directory is not made to mix two configurations of one method (nor of the dataset, nor
+    # two NAED normalisations): refused with the option named, the records untouched.
+    for changed, what in (
+            (dict(method_options={"noisy": {"delay": 0.01}}), r"method 'noisy' .*delay=0\.0 "
+                                                               r"there, 0\.01 now"),
+            (dict(dataset_options={"pairs": 4}), r"dataset options pairs=3 there, 4 now"),
+            (dict(normalisation="max-side"), r"--naed-norm diagonal, this run asks for max-side")):
+        other = toy_config(tmp_path, "noisy,identity", seeds=[0, 1], **changed)
+        with pytest.raises(UserError, match=what):
+            run_benchmark(other, progress=False)
+    assert records_by(first.run_dir) == after
+    # Another method may join the directory.
+    assert run_benchmark(toy_config(tmp_path, "oracle", seeds=[0]), progress=False).completed == 3
+
+
+def test_damaged_record_is_set_aside_and_its_task_runs_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(mibench.reports, "build_reports", lambda run_dir, **kw: None)
+    cfg = toy_config(tmp_path, "identity", workers=0)
+    first = run_benchmark(cfg, progress=False)
+    paths = sorted((first.run_dir / "records" / "identity").glob("*.json"))
+    paths[0].write_text(paths[0].read_text()[:100])  # cut short
+    paths[1].write_text("[1, 2]")  # valid JSON, not a record
+    with pytest.raises(UserError, match=r"\.json: damaged record"):
+        list(iter_records(first.run_dir))  # what `mibench report` sees: one line, the file
+    logged = []
+    again = run_benchmark(cfg, progress=False, log=logged.append)
+    assert again.completed == 2 and again.skipped_existing == 1
+    assert sum("damaged record" in line for line in logged) == 2
+    assert len(list((first.run_dir / "records" / "identity").glob("*.json.damaged"))) == 2
+    assert len(list(iter_records(first.run_dir))) == 3
+
+
+def test_failures_are_kept_on_resume_unless_retry_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(mibench.reports, "build_reports", lambda run_dir, **kw: None)
+    cfg = toy_config(tmp_path, "raises,identity", workers=0, dataset_options={"pairs": 2})
+    logged = []
+    first = run_benchmark(cfg, progress=False, log=logged.append)
+    assert first.failed == 2
+    # Every task of `raises` failed: said once, with the first error.
+    assert [line for line in logged if "every task" in line] == [
+        "warning: every task of method 'raises' failed (2); the first error: "
+        "ValueError: this method always fails"]
+    logged.clear()
+    again = run_benchmark(cfg, progress=False, log=logged.append)
+    assert again.completed == 0 and again.skipped_existing == 4
+    assert any("2 of them failed: --retry-failed" in line for line in logged)
+    retried = run_benchmark(toy_config(tmp_path, "raises,identity", workers=0, retry_failed=True,
+                                       dataset_options={"pairs": 2}), progress=False)
+    assert retried.completed == 2 and retried.skipped_existing == 2
+    assert len(records_by(first.run_dir)) == 4
 
 
 def test_sigkill_midway_then_rerun_completes_identically(tmp_path):
@@ -183,6 +226,9 @@ def test_user_error_from_the_installed_command_is_one_line():
     (["run", "-o", "size"], "-o expects KEY=VALUE"),
     (["report", "/no/such/run"], "not a run directory"),
     (["estimate", "-e", "identity", "a.png", "b.png"], "unknown estimator 'identity'"),
+    (["run", "--seed", "3-1"], "--seed 3-1: the range is reversed (write 1-3)"),
+    (["run", "--seed", "0-100000000"], "more than 10000 seeds"),
+    (["run", "--seed", "99999999999999999999"], "seeds must lie in 0 .. 4294967295"),
 ])
 def test_user_errors_are_one_line(args, message):
     # In-process (click's runner): the same code path as the command, without a process start.
@@ -191,6 +237,71 @@ def test_user_errors_are_one_line(args, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("methods = 5", "methods must be a string or a list of method names, got 5"),
+    ('seeds = "abc"', "seeds must be an integer or a list of integers"),
+    ("dataset_options = 5", "dataset_options must be a table"),
+    ("method_options = { ncc = [1] }", "method_options must be a table"),
+    ('timeout = "x"', "timeout must be a number of seconds"),
+    ('limit = "x"', "limit must be an integer"),
+    ('workers = "abc"', "workers must be an integer"),
+    ("device = 3", "device must be a string"),
+    ("workers = -3", "workers (--workers) must be >= 0, got -3"),
+])
+def test_config_file_values_of_the_wrong_type_are_one_line(tmp_path, content, message):
+    config = tmp_path / "bench.toml"
+    config.write_text(content + "\n")
+    res = CliRunner().invoke(cli, ["run", "--config", str(config)])
+    assert res.exit_code == 2, (res.output, res.exception)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    if "--workers" not in message:  # checked with the flags, after the file is read
+        assert str(config) in lines[0]
+
+
+def test_config_file_shared_method_options_and_single_seed(tmp_path):
+    from mibench.config import load_config_file
+
+    config = tmp_path / "bench.json"
+    config.write_text(json.dumps({"seeds": 3, "method_options": {
+        "iterations": 5, "ncc": {"lr": 0.1}, "*": {"levels": 2}}}))
+    assert load_config_file(config) == {"seeds": [3], "method_options": {
+        "ncc": {"lr": 0.1}, "*": {"levels": 2, "iterations": 5}}}
+    config.write_text("[1, 2]")
+    with pytest.raises(UserError, match="expected a table of settings"):
+        load_config_file(config)
+
+
+def test_files_and_folders_in_the_wrong_place_are_one_line(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    for args, message in (
+            (["run", "--methods", "identity", "-o", "pairs=1", "-o", "size=32", "--out",
+              str(a_file)], "is a file; the run directory (--out) must be a directory"),
+            (["run", "--data-dir", str(a_file)], "data directory is a file, not a directory"),
+            (["report", str(tmp_path / "empty")], "no records to report on"),
+            (["estimate", "-e", "ncc", str(tmp_path), str(a_file)],
+             "is a directory, not an image file")):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2, (args, res.output, res.exception)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+def test_estimate_turns_the_estimators_own_option_check_into_one_line(tmp_path):
+    from skimage import io
+
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        io.imsave(tmp_path / name, (rng.random((16, 16)) * 255).astype(np.uint8))
+    res = CliRunner().invoke(cli, ["estimate", "-e", "jhmi", "-o", "range=fixed", "-o", "lo=1",
+                                   "-o", "hi=0", str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert res.stderr.startswith("mibench: error: estimator 'jhmi': ")
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_unsafe_pair_ids_refused(tmp_path, monkeypatch):
