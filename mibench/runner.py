@@ -37,6 +37,7 @@ from mibench.contracts import Pair
 from mibench.errors import UserError, one_line_warnings
 from mibench.metrics import landmark_errors, norm_length, pair_scores
 from mibench.records import (
+    DAMAGED_SUFFIX,
     RECORDS_DIR,
     Record,
     Task,
@@ -537,12 +538,13 @@ def check_compatible(run_dir: Path, records: list[Record], tasks: list[Task],
 
 
 def write_manifest(plan: RunPlan, registry: Registry, executor: dict[str, Any],
-                   concurrent: int) -> None:
+                   concurrent: int, log: Callable[[str], None] = print) -> None:
     """Create or update ``run.json``: resolved configuration, versions, device and machine.
 
     ``executor`` is :meth:`mibench.executors.Executor.describe`: which executor ran (and the
     Dask scheduler), the device (and each worker's), the torch threads per task. Every
-    invocation is appended with its own executor, since a run may be resumed on another.
+    invocation is appended with its own executor, since a run may be resumed on another. A
+    damaged ``run.json`` is kept as ``run.json.damaged`` (its history would be lost otherwise).
     """
     import json
 
@@ -551,7 +553,13 @@ def write_manifest(plan: RunPlan, registry: Registry, executor: dict[str, Any],
     if path.is_file():
         try:
             previous = json.loads(path.read_text())
-        except ValueError:
+            if not isinstance(previous, dict):
+                raise ValueError(f"a JSON {type(previous).__name__}, not an object")
+        except ValueError as exc:
+            aside = path.with_name(MANIFEST + DAMAGED_SUFFIX)
+            path.replace(aside)
+            log(f"warning: {path}: damaged manifest ({exc}); kept as {aside.name}, a new one "
+                "is written")
             previous = {}
     invocation = {"at": _now(), "argv": sys.argv, "tasks_planned": len(plan.tasks),
                   "executor": executor["executor"], "concurrent_tasks": concurrent}
@@ -656,7 +664,7 @@ def run_benchmark(cfg: RunConfig, *, progress: bool = True,
         if not todo and plan.config["executor"] != executor.name:
             described["executor"] = {"name": plan.config["executor"], "started": False,
                                      "scheduler": plan.config["scheduler"]}
-        write_manifest(plan, registry, described, executor.concurrent if todo else 0)
+        write_manifest(plan, registry, described, executor.concurrent if todo else 0, log)
         if progress and todo:
             from tqdm import tqdm
 

@@ -138,6 +138,9 @@ def test_damaged_record_is_set_aside_and_its_task_runs_again(tmp_path, monkeypat
     paths = sorted((first.run_dir / "records" / "identity").glob("*.json"))
     paths[0].write_text(paths[0].read_text()[:100])  # cut short
     paths[1].write_text("[1, 2]")  # valid JSON, not a record
+    manifest = first.run_dir / "run.json"
+    history = manifest.read_text()
+    manifest.write_text(history[:100])
     with pytest.raises(UserError, match=r"\.json: damaged record"):
         list(iter_records(first.run_dir))  # what `mibench report` sees: one line, the file
     logged = []
@@ -146,6 +149,10 @@ def test_damaged_record_is_set_aside_and_its_task_runs_again(tmp_path, monkeypat
     assert sum("damaged record" in line for line in logged) == 2
     assert len(list((first.run_dir / "records" / "identity").glob("*.json.damaged"))) == 2
     assert len(list(iter_records(first.run_dir))) == 3
+    # The damaged manifest is kept beside the new one, with the warning.
+    assert (first.run_dir / "run.json.damaged").read_text() == history[:100]
+    assert json.loads(manifest.read_text())["config"]["dataset"] == "toy"
+    assert sum("damaged manifest" in line for line in logged) == 1
 
 
 def test_failures_are_kept_on_resume_unless_retry_failed(tmp_path, monkeypatch):
