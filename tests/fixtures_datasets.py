@@ -7,6 +7,7 @@ Every builder returns the ground truth it wrote, so tests can compute expected v
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,3 +247,19 @@ def run_identity(out: Path, dataset: str, data_dir: Path, *options: str):
     result = invoke(*args)
     assert result.exit_code == 0, (result.output, result.exception)
     return result, {r.pair_id: r for r in iter_records(out)}
+
+
+def expect_error(dataset, data_dir, *options, match):
+    """``mibench run`` must stop with exit status 2 and one line ``mibench: error: ...``
+    matching ``match``, no traceback, before any run directory is made."""
+    args = ["run", "--dataset", dataset, "--data-dir", data_dir, "--methods", "identity",
+            "--workers", "0", "-q", "--out", data_dir.parent / "run"]
+    for option in options:
+        args += ["-o", option]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    assert lines[0].startswith("mibench: error: ")
+    assert re.search(match, lines[0]), lines[0]
+    assert not (data_dir.parent / "run").exists()  # refused before anything ran

@@ -94,3 +94,16 @@ def test_cover_table_with_pts_and_text_landmarks(tmp_path):
     assert records["000"].metrics["naed"] == pytest.approx(10.0 / np.hypot(64, 50))
     pair = mibench.dataset("cover", str(data), table=str(table)).load("001")
     assert pair.fixed.shape == (40, 40) and pair.moving.shape == (48, 56)
+
+
+def test_cover_index_ids_equal_as_numbers_fall_back_to_row_numbers(tmp_path):
+    """An index column whose values repeat as numbers ("1" and "01" are both pair 001) would
+    let one pair replace the other: the row numbers are the ids then, as with repeats."""
+    data = tmp_path / "mydata"
+    table, _ = make_cover(data)
+    lines = table.read_text().splitlines()
+    lines = ["," + lines[0], "1," + lines[1], "01," + lines[2]]
+    table.write_text("\n".join(lines) + "\n")
+    ds = mibench.dataset("cover", str(data), table=table.name)
+    assert [p.id for p in ds.pairs()] == ["000", "001"]
+    assert [p.meta["row"] for p in ds.pairs()] == [0, 1]

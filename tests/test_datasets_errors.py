@@ -1,12 +1,11 @@
 """Bad dataset files: each gives one line naming the file and the problem, exit status 2, and
 no traceback, from ``mibench run``."""
 
-import re
 import shutil
 
 import numpy as np
 import pytest
-from fixtures_datasets import invoke, make_anhir, make_cover, make_fire, make_nifti
+from fixtures_datasets import expect_error, make_anhir, make_cover, make_fire, make_nifti
 
 import mibench
 
@@ -23,20 +22,6 @@ def pristine(tmp_path_factory):
 
 def copy(pristine, tmp_path, name):
     return shutil.copytree(pristine / name, tmp_path / name)
-
-
-def expect_error(dataset, data_dir, *options, match):
-    args = ["run", "--dataset", dataset, "--data-dir", data_dir, "--methods", "identity",
-            "--workers", "0", "-q", "--out", data_dir.parent / "run"]
-    for option in options:
-        args += ["-o", option]
-    result = invoke(*args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
-    assert lines[0].startswith("mibench: error: ")
-    assert re.search(match, lines[0]), lines[0]
-    assert not (data_dir.parent / "run").exists()  # refused before anything ran
 
 
 def test_missing_data_directory(tmp_path):
@@ -158,3 +143,28 @@ def test_the_cli_prints_that_warning_as_one_line(pristine, tmp_path):
     assert warned and all(line.startswith("warning: ") and "pair 001" in line for line in warned)
     assert not any(line.lstrip().startswith("warnings.warn(") for line in
                    result.stderr.splitlines())
+
+
+def test_cover_row_naming_a_folder(pristine, tmp_path):
+    data = copy(pristine, tmp_path, "cover")
+    _edit_table(data / "my_cover.csv", "imgs/001_moving.png", "imgs")
+    expect_error("cover", data, "table=my_cover.csv",
+                 match=r"cover/imgs: source image path is a folder, not a file$")
+    (data / "tables").mkdir()
+    expect_error("cover", data, "table=tables",
+                 match=r"cover/tables: cover table path is a folder, not a file")
+
+
+@pytest.mark.parametrize("dataset", ["fire", "anhir", "cover", "nifti"])
+def test_data_dir_that_is_a_file(pristine, tmp_path, dataset):
+    """From the command line and from a factory called directly (which used to look for a
+    table "inside" the file, or fail with an OSError)."""
+    import importlib
+
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    expect_error(dataset, tmp_path / "data.zip",
+                 match=r"data\.zip: data directory is a file, not a directory$")
+    factory = importlib.import_module(f"mibench.datasets.{dataset}").load_dataset
+    with pytest.raises(mibench.UserError,
+                       match=r"data\.zip: data directory is a file, not a directory$"):
+        factory(tmp_path / "data.zip")

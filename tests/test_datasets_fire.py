@@ -1,12 +1,14 @@
 """FIRE in its native layout, through ``mibench run --dataset fire``."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
-from fixtures_datasets import FIRE_SIZE, make_fire, run_identity
+from fixtures_datasets import FIRE_SIZE, blob_image, expect_error, make_fire, run_identity, save
 
 import mibench
+from mibench.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +82,49 @@ def test_full_resolution_gives_the_same_native_errors(fire):
     np.testing.assert_allclose(full.fixed_landmarks, fire.points["A03"][:, :2])
     e = np.linalg.norm(full.moving_landmarks - full.fixed_landmarks, axis=1)
     np.testing.assert_allclose(e, 20.0)
+
+
+def test_missing_ground_truth_of_a_pair_with_images_is_an_error(tmp_path):
+    """FIRE ships ground truth for every pair: a pair whose images are there without it is a
+    damaged download, refused by name rather than left out unnoticed."""
+    make_fire(tmp_path / "FIRE", ids=("S01", "P02", "A03", "P37"))
+    (tmp_path / "FIRE" / "Ground Truth" / "control_points_P02_1_2.txt").unlink()
+    (tmp_path / "FIRE" / "Ground Truth" / "control_points_A03_1_2.txt").unlink()
+    expect_error("fire", tmp_path, match=r"Ground Truth/control_points_A03_1_2\.txt: FIRE "
+                 r"ground-truth file not found, though Images/ has pair A03 \(and 1 more: P02\)")
+    # Pairs of categories not chosen, and P37 when left out, do not matter to the run.
+    (tmp_path / "FIRE" / "Ground Truth" / "control_points_P37_1_2.txt").unlink()
+    ds = mibench.dataset("fire", str(tmp_path), categories="S")
+    assert [p.id for p in ds.pairs()] == ["S01"]
+
+
+def test_size_mismatches_are_found_from_the_headers_before_any_task(tmp_path):
+    """A test image or a mask of another size than the reference image would fail every task
+    at load time while the run exits 0: both are refused when the dataset is opened."""
+    make_fire(tmp_path / "FIRE", ids=("S01", "P02"))
+    images = tmp_path / "FIRE" / "Images"
+    save(images / "P02_2.jpg", blob_image((FIRE_SIZE, 80), np.array([[30.0, 40.0]]), rgb=True),
+         quality=95)
+    expect_error("fire", tmp_path / "FIRE", match=r"Images/P02_2\.jpg: FIRE test image is "
+                 rf"80 x {FIRE_SIZE} px, its reference image P02_1\.jpg {FIRE_SIZE} x "
+                 rf"{FIRE_SIZE} px")
+    shutil.copy(images / "S01_2.jpg", images / "P02_2.jpg")
+    save(tmp_path / "FIRE" / "Masks" / "mask.png", np.full((64, 72), 255, np.uint8))
+    expect_error("fire", tmp_path / "FIRE", match=r"Masks/mask\.png: mask is 72 x 64 px, the "
+                 rf"images \(S01_1\.jpg\) {FIRE_SIZE} x {FIRE_SIZE} px")
+    # The feature mask is still the right size, and no mask needs no check.
+    assert len(mibench.dataset("fire", str(tmp_path), mask="feature").pairs()) == 2
+    assert len(mibench.dataset("fire", str(tmp_path), mask="none").pairs()) == 2
+
+
+def test_data_dir_that_is_a_file_or_missing(tmp_path):
+    from mibench.datasets.fire import load_dataset
+
+    (tmp_path / "FIRE.zip").write_bytes(b"PK")
+    with pytest.raises(UserError, match=r"FIRE\.zip: data directory is a file, not a "
+                                        r"directory"):
+        load_dataset(tmp_path / "FIRE.zip")
+    with pytest.raises(UserError, match=r"nowhere: data directory does not exist"):
+        load_dataset(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"dataset 'fire' needs a data directory"):
+        load_dataset(None)

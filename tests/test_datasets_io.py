@@ -6,8 +6,10 @@ import pytest
 from fixtures_datasets import blob_image, save, write_landmarks_csv, write_pts
 
 from mibench.datasets.io import (
+    check_data_dir,
     common_prefix,
     downscale,
+    find_table,
     image_size,
     read_image,
     read_points,
@@ -149,3 +151,27 @@ def test_list_shows_each_dataset_layout_and_source():
         block = "\n".join(lines[start + 1: start + 4])
         assert "layout:" in block and layout in block, block
         assert "get it:" in block and source in block, block
+
+
+def test_folders_where_files_are_expected_say_so(tmp_path):
+    """A folder is not "not found": the message says what it is."""
+    (tmp_path / "imgs").mkdir()
+    with pytest.raises(UserError, match=r"imgs: target image path is a folder, not a file$"):
+        image_size(tmp_path / "imgs", "target image")
+    with pytest.raises(UserError, match=r"imgs: image path is a folder, not a file$"):
+        read_image(tmp_path / "imgs")
+    with pytest.raises(UserError, match=r"imgs: landmark path is a folder, not a file$"):
+        read_points(tmp_path / "imgs")
+    with pytest.raises(UserError, match=r"imgs: cover table path is a folder, not a file "
+                                        r"\(-o table=PATH\)"):
+        find_table(tmp_path, "imgs")
+
+
+def test_check_data_dir(tmp_path):
+    assert check_data_dir(tmp_path, "cover") == tmp_path
+    (tmp_path / "file.csv").write_text("x\n")
+    with pytest.raises(UserError, match=r"file\.csv: data directory is a file, not a "
+                                        r"directory"):
+        check_data_dir(tmp_path / "file.csv", "cover")
+    with pytest.raises(UserError, match=r"nowhere: data directory does not exist"):
+        check_data_dir(tmp_path / "nowhere", "cover")

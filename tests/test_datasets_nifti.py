@@ -3,9 +3,10 @@
 import nibabel as nib
 import numpy as np
 import pytest
-from fixtures_datasets import make_nifti, run_identity
+from fixtures_datasets import expect_error, make_nifti, run_identity
 
 import mibench
+from mibench.errors import UserError
 
 
 def test_run_projects_voxel_landmarks_onto_the_slice(tmp_path):
@@ -58,3 +59,55 @@ def test_other_axis_middle_slice_and_pixel_landmarks(tmp_path):
                          index=truth.bright[0]).load("000")
     i, j, k = truth.bright
     assert np.unravel_index(at.fixed.argmax(), at.fixed.shape) == (j, k)  # pixel (x=k, y=j)
+
+
+def test_duplicate_ids_are_refused_with_their_lines(tmp_path):
+    """Ids key the pairs and the records: a repeated one used to drop a pair silently. An empty
+    id cell becomes the row number, which counts as a repeat of the same explicit id."""
+    make_nifti(tmp_path / "data")
+    (tmp_path / "data" / "manifest.csv").write_text(
+        "id,fixed,moving\n"
+        "s1,t1.nii.gz,t2.nii.gz\n"
+        "\n"  # a blank line is skipped, but still counts for the line numbers
+        ",t2.nii.gz,t2.nii.gz\n"  # row 1: id 001
+        "s1,t2.nii.gz,t1.nii.gz\n"
+        "001,t1.nii.gz,t1.nii.gz\n")
+    expect_error("nifti", tmp_path / "data",
+                 match=r"data/manifest\.csv: duplicate pair id\(s\): 's1' on lines 2, 5; '001' "
+                       r"on lines 4, 6; each row needs its own id")
+
+
+def test_blank_lines_keep_row_numbers_as_ids(tmp_path):
+    make_nifti(tmp_path)
+    (tmp_path / "plain.csv").write_text("fixed,moving\n\nt1.nii.gz,t2.nii.gz\n\n"
+                                        "t2.nii.gz,t1.nii.gz\n\n")
+    ds = mibench.dataset("nifti", str(tmp_path), manifest="plain.csv")
+    assert [p.id for p in ds.pairs()] == ["000", "001"]
+
+
+@pytest.mark.parametrize("slab", ["-1", "-0.5", "nan"])
+def test_negative_or_nan_slab_is_refused(tmp_path, slab):
+    make_nifti(tmp_path / "data")
+    expect_error("nifti", tmp_path / "data", f"slab={slab}",
+                 match=rf"option 'slab' must be >= 0 \(half-thickness in voxels around the "
+                       rf"fixed slice\); got {slab}")
+
+
+def test_slab_zero_keeps_the_landmarks_exactly_on_the_slice(tmp_path):
+    truth = make_nifti(tmp_path)
+    pair = mibench.dataset("nifti", str(tmp_path), index=2, slab=0).load("subject-01")
+    on_slice = truth.fixed_voxels[:, 2] == 2
+    np.testing.assert_allclose(pair.fixed_landmarks, truth.fixed_voxels[on_slice][:, [1, 0]])
+
+
+def test_folders_where_files_are_expected(tmp_path):
+    make_nifti(tmp_path / "data")
+    (tmp_path / "data" / "t2.nii.gz").unlink()
+    (tmp_path / "data" / "t2.nii.gz").mkdir()
+    expect_error("nifti", tmp_path / "data",
+                 match=r"data/t2\.nii\.gz: moving volume path is a folder, not a file")
+    (tmp_path / "data" / "sub").mkdir()
+    with pytest.raises(UserError, match=r"sub: NIfTI manifest path is a folder, not a file "
+                                        r"\(-o manifest=PATH\)"):
+        mibench.dataset("nifti", str(tmp_path / "data"), manifest="sub")
+

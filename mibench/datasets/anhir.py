@@ -79,5 +79,5 @@ class AnhirDataset(CoverDataset):
             self.notes.append(f"{other} pair(s) have no target landmarks: registered, not scored")
 
 
-def load_dataset(data_dir: Path, **params: Any) -> AnhirDataset:
-    return AnhirDataset(Path(data_dir), **params)
+def load_dataset(data_dir: Path | None, **params: Any) -> AnhirDataset:
+    return AnhirDataset(data_dir, **params)

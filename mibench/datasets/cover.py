@@ -30,6 +30,7 @@ import numpy as np
 
 from mibench.contracts import Pair, PairInfo
 from mibench.datasets.io import (
+    check_data_dir,
     check_scale,
     common_prefix,
     downscale,
@@ -84,8 +85,12 @@ def read_table(path: Path):
     index = None
     if unnamed and frame.columns[0] in unnamed:
         values = frame[frame.columns[0]].str.strip()
-        if values.str.fullmatch(r"\d+").all() and values.is_unique:
-            index = [int(v) for v in values]
+        if values.str.fullmatch(r"\d+").all():
+            numbers = [int(v) for v in values]
+            # Unique as numbers ("1" and "01" give the same id, and one pair would replace the
+            # other); otherwise the row numbers are the ids, as without an index column.
+            if len(set(numbers)) == len(numbers):
+                index = numbers
     return frame.drop(columns=unnamed), index
 
 
@@ -120,7 +125,7 @@ class CoverDataset:
 
     def __init__(self, data_dir: Path, *, table: str = "", scale: int = 0,
                  working_scale: float = 1.0, channels: str = "grey"):
-        self.data_dir = Path(data_dir)
+        self.data_dir = check_data_dir(data_dir, self.name)
         self.table = find_table(self.data_dir, table)
         if scale < 0:
             raise UserError(f"option 'scale' is a percentage (0 = as in the table); got {scale}")
@@ -242,5 +247,5 @@ class CoverDataset:
         )
 
 
-def load_dataset(data_dir: Path, **params: Any) -> CoverDataset:
-    return CoverDataset(Path(data_dir), **params)
+def load_dataset(data_dir: Path | None, **params: Any) -> CoverDataset:
+    return CoverDataset(data_dir, **params)

@@ -10,9 +10,12 @@ overlap, anatomical change)::
     <data-dir>/Masks/mask.png                              field of view (FOV), all images
     <data-dir>/Masks/feature_mask.png                      FOV for feature detection
 
-Control points are in full-resolution pixels. The protocol maps the test points into the
-reference frame; a pair's error is the mean distance over its points, in native pixels, which is
-what the runner reports (``native_scale``) whatever the working scale.
+Control points are in full-resolution pixels; every pair has them, so a chosen pair whose
+images are there without its file is refused (a damaged download), as are a test image or mask
+whose size differs from the reference image's (from the headers, when the dataset is opened,
+so that no task fails on it later). The protocol maps the test points into the reference
+frame; a pair's error is the mean distance over its points, in native pixels, which is what the
+runner reports (``native_scale``) whatever the working scale.
 
 ``control_points_P37_1_2.txt`` is known to be wrong and is left out by default, as in the
 literature since SuperRetina (48 P pairs); ``include_p37=true`` keeps it. The dataset's
@@ -29,6 +32,7 @@ import numpy as np
 
 from mibench.contracts import Pair, PairInfo
 from mibench.datasets.io import (
+    check_data_dir,
     check_scale,
     downscale,
     image_size,
@@ -42,6 +46,7 @@ from mibench.errors import UserError
 CATEGORIES = ("S", "P", "A")
 KNOWN_BAD = "P37"
 _GT_NAME = re.compile(r"control_points_([SPA])(\d+)_1_2\.txt")
+_IMAGE_NAME = re.compile(r"([SPA])(\d+)_[12]\.jpg")
 _MASK_FILES = {"fov": "mask.png", "feature": "feature_mask.png"}
 
 
@@ -58,7 +63,7 @@ class _FirePair:
 
 def find_root(data_dir: Path) -> Path:
     """The FIRE folder: ``data_dir`` itself, or its subfolder ``FIRE`` (the archive's name)."""
-    data_dir = Path(data_dir)
+    data_dir = check_data_dir(data_dir, "fire")
     for root in (data_dir, data_dir / "FIRE"):
         if (root / "Images").is_dir() and (root / "Ground Truth").is_dir():
             return root
@@ -102,8 +107,9 @@ class FireDataset:
         self.scale = check_scale(scale)
         self.channels = channels
         self.mask_path = None if mask == "none" else self.root / "Masks" / _MASK_FILES[mask]
+        mask_shape = None
         if self.mask_path is not None:
-            image_size(self.mask_path, f"FIRE {mask} mask")
+            mask_shape = image_size(self.mask_path, f"FIRE {mask} mask")
         self._mask_cache: tuple[np.ndarray, tuple[int, int]] | None = None
         self.notes: list[str] = []
         wanted = _parse_categories(categories)
@@ -114,6 +120,8 @@ class FireDataset:
         if not found:
             raise UserError(f"{truth}: no ground-truth files named "
                             "control_points_<C><NN>_1_2.txt (C one of S, P, A)")
+        self._check_ground_truth(truth, {m.group(1) + m.group(2) for m, _ in found}, wanted,
+                                 include_p37)
         self._pairs: dict[str, _FirePair] = {}
         for match, path in found:
             category, number = match.group(1), match.group(2)
@@ -128,17 +136,47 @@ class FireDataset:
                 self.notes.append(f"{KNOWN_BAD} included although its ground truth is known "
                                   "to be wrong (include_p37=true)")
             self._pairs[pair_id] = self._read_pair(pair_id, category, path)
+            # One mask serves every image: a size mismatch would fail every task at load time.
+            if mask_shape is not None and mask_shape != self._pairs[pair_id].native_shape:
+                (h, w), (mh, mw) = self._pairs[pair_id].native_shape, mask_shape
+                raise UserError(f"{self.mask_path}: mask is {mw} x {mh} px, the images "
+                                f"({pair_id}_1.jpg) {w} x {h} px")
         if self.scale != 1 and self._pairs:
             h, w = next(iter(self._pairs.values())).native_shape
             wh, ww = working_shape((h, w), self.scale)
             self.notes.append(f"working scale {self.scale:g}: methods see {ww} x {wh} px images "
                               f"(native {w} x {h}); errors are in native pixels")
 
+    def _check_ground_truth(self, truth: Path, with_truth: set[str], wanted: tuple[str, ...],
+                            include_p37: bool) -> None:
+        """Refuse a chosen pair whose images are there but whose ground truth is not.
+
+        FIRE ships a control-point file for every pair, so a missing one means a damaged or
+        partial download; leaving the pair out would shrink the benchmark unnoticed.
+        """
+        images = {m.group(1) + m.group(2) for p in (self.root / "Images").iterdir()
+                  if (m := _IMAGE_NAME.fullmatch(p.name))}
+        missing = sorted(pair_id for pair_id in images - with_truth
+                         if pair_id[0] in wanted and (include_p37 or pair_id != KNOWN_BAD))
+        if missing:
+            more = ""
+            if len(missing) > 1:
+                more = f" (and {len(missing) - 1} more: {', '.join(missing[1:])})"
+            raise UserError(f"{truth / f'control_points_{missing[0]}_1_2.txt'}: FIRE ground-truth "
+                            f"file not found, though Images/ has pair {missing[0]}{more}; the "
+                            "download looks incomplete: unpack FIRE.zip again")
+
     def _read_pair(self, pair_id: str, category: str, truth: Path) -> _FirePair:
         fixed_path = self.root / "Images" / f"{pair_id}_1.jpg"
         moving_path = self.root / "Images" / f"{pair_id}_2.jpg"
         native_shape = image_size(fixed_path, "FIRE reference image")
-        image_size(moving_path, "FIRE test image")
+        moving_shape = image_size(moving_path, "FIRE test image")
+        if moving_shape != native_shape:
+            # Found here from the headers, not when the pair is loaded: there it would fail
+            # every task of the pair while the run still succeeds.
+            (h, w), (mh, mw) = native_shape, moving_shape
+            raise UserError(f"{moving_path}: FIRE test image is {mw} x {mh} px, its reference "
+                            f"image {fixed_path.name} {w} x {h} px (FIRE pairs have equal sizes)")
         points = read_points(truth, 4, "x_ref y_ref x_test y_test")
         fixed_points, moving_points = points[:, :2], points[:, 2:]
         return _FirePair(pair_id, category, fixed_path, moving_path, fixed_points,
@@ -185,5 +223,5 @@ class FireDataset:
         )
 
 
-def load_dataset(data_dir: Path, **params) -> FireDataset:
-    return FireDataset(Path(data_dir), **params)
+def load_dataset(data_dir: Path | None, **params) -> FireDataset:
+    return FireDataset(data_dir, **params)

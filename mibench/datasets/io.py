@@ -59,6 +59,32 @@ def resolve_inside(data_dir: Path, relative: str, where: str) -> Path:
     return Path(joined)
 
 
+def check_data_dir(data_dir: Path | None, dataset: str) -> Path:
+    """``data_dir`` (of dataset ``dataset``) as a :class:`Path`, refused unless it is an
+    existing directory.
+
+    The command line checks this before a factory runs; this repeats it for factories called
+    directly from Python, where a file would otherwise fail later with a misleading message
+    (a table "not found" inside it, or an ``OSError`` traceback).
+    """
+    if data_dir is None:
+        raise UserError(f"dataset {dataset!r} needs a data directory (--data-dir)")
+    path = Path(data_dir)
+    if path.is_dir():
+        return path
+    # The same words as the command line's own check (mibench.config.resolve_data_dir).
+    what = "is a file, not a directory" if path.exists() else "does not exist"
+    raise UserError(f"{path}: data directory {what}")
+
+
+def check_file(path: Path, what: str) -> None:
+    """Refuse a missing ``path``, or one that is a folder, naming ``what`` it should be."""
+    if path.is_dir():
+        raise UserError(f"{path}: {what} path is a folder, not a file")
+    if not path.is_file():
+        raise UserError(f"{path}: {what} file not found")
+
+
 def find_table(data_dir: Path, table: str, what: str = "cover table",
                option: str = "table") -> Path:
     """A table file: an absolute path, a path from the current directory, or one inside
@@ -66,9 +92,13 @@ def find_table(data_dir: Path, table: str, what: str = "cover table",
     if not table:
         raise UserError(f"this dataset needs its {what}: -o {option}=PATH")
     given = Path(table).expanduser()
-    for path in (given,) if given.is_absolute() else (given, Path(data_dir) / given):
+    candidates = (given,) if given.is_absolute() else (given, Path(data_dir) / given)
+    for path in candidates:
         if path.is_file():
             return path.resolve()
+    for path in candidates:
+        if path.is_dir():  # found, but not a file: say so rather than "not found"
+            raise UserError(f"{path}: {what} path is a folder, not a file (-o {option}=PATH)")
     raise UserError(f"{table}: {what} not found (looked in the current directory and in "
                     f"{data_dir})")
 
@@ -98,8 +128,7 @@ def image_size(path: Path, what: str = "image") -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} file not found")
+    check_file(path, what)
     try:
         with Image.open(path) as im:
             width, height = im.size
@@ -296,8 +325,7 @@ def read_points(path: Path, columns: int | None = None, what: str = "landmarks")
         What the numbers are, for the messages (e.g. ``"x_ref y_ref x_test y_test"``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: landmark file not found")
+    check_file(path, "landmark")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -4,7 +4,8 @@ The manifest (``-o manifest=PATH``, default ``manifest.csv`` in the data directo
 and the columns ``fixed`` and ``moving`` (``.nii`` or ``.nii.gz`` paths relative to the data
 directory) and optionally ``fixed_landmarks``, ``moving_landmarks`` (landmark files, see
 :func:`mibench.datasets.io.read_points`), ``fixed_mask``, ``moving_mask`` (NIfTI volumes, True
-where non-zero) and ``id``. Volumes are read with nibabel; only the chosen slice is read.
+where non-zero) and ``id`` (empty: the row number; ids must be unique). Volumes are read with
+nibabel; only the chosen slice is read.
 
 Voxel-to-pixel convention (no reorientation is applied). With ``V = img.dataobj`` in nibabel's
 voxel order ``(i, j, k)`` and the slice ``S = numpy.take(V, index, axis)``, the image is ``S``
@@ -35,6 +36,8 @@ import numpy as np
 
 from mibench.contracts import Pair, PairInfo
 from mibench.datasets.io import (
+    check_data_dir,
+    check_file,
     check_scale,
     common_prefix,
     downscale,
@@ -104,8 +107,7 @@ def _check_complete(path: Path, img) -> None:
 def _open(path: Path, what: str):
     import nibabel as nib
 
-    if not path.is_file():
-        raise UserError(f"{path}: {what} file not found")
+    check_file(path, what)
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several unrelated types for a bad file
@@ -144,7 +146,7 @@ class NiftiDataset:
     index : int
         The slice index along ``axis``; ``-1`` takes the middle slice of each volume.
     slab : float
-        Half-thickness, in voxels, within which 3-D landmarks count as on the slice.
+        Half-thickness, in voxels, within which 3-D landmarks count as on the slice (>= 0).
     working_scale : float
         In (0, 1]: slices (and landmarks) are resized by it before registration.
     """
@@ -153,19 +155,24 @@ class NiftiDataset:
                  index: int = -1, slab: float = 0.5, working_scale: float = 1.0):
         import pandas as pd
 
-        self.data_dir = Path(data_dir)
+        self.data_dir = check_data_dir(data_dir, "nifti")
         self.manifest = find_table(self.data_dir, manifest, "NIfTI manifest", "manifest")
         if axis not in (0, 1, 2):
             raise UserError(f"option 'axis' must be 0, 1 or 2 (a voxel axis); got {axis}")
         if index < -1:
             raise UserError(f"option 'index' must be a slice index, or -1 for the middle; got "
                             f"{index}")
+        if not slab >= 0:  # also refuses NaN, which would keep no landmark
+            raise UserError(f"option 'slab' must be >= 0 (half-thickness in voxels around the "
+                            f"fixed slice); got {slab}")
         self.axis, self.index, self.slab = axis, index, float(slab)
         self.working_scale = check_scale(working_scale, "working_scale")
         self.notes: list[str] = []
         try:
+            # Blank lines are kept as rows (and skipped below) so that row i is line i + 2 of
+            # the file, for the messages.
             frame = pd.read_csv(self.manifest, dtype=str, keep_default_na=False,
-                                skipinitialspace=True)
+                                skipinitialspace=True, skip_blank_lines=False)
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             raise UserError(f"{self.manifest}: cannot read the manifest as CSV "
                             f"({type(exc).__name__})") from None
@@ -174,11 +181,30 @@ class NiftiDataset:
         if missing:
             raise UserError(f"{self.manifest}: missing column(s) {', '.join(missing)} (expected "
                             f"fixed, moving and optionally {', '.join(OPTIONAL)})")
+        rows = [(line, values) for line, values in
+                enumerate(frame.to_dict("records"), start=2)
+                if any(str(v).strip() for v in values.values())]
+        ids = [values.get("id", "").strip() or f"{row:03d}"
+               for row, (_, values) in enumerate(rows)]
+        self._check_unique(ids, [line for line, _ in rows])
         self._pairs: dict[str, _NiftiPair] = {}
-        for row, values in enumerate(frame.to_dict("records")):
-            pair_id = values.get("id", "").strip() or f"{row:03d}"
+        for row, (pair_id, (_, values)) in enumerate(zip(ids, rows, strict=True)):
             where = f"{self.manifest.name}, row {row}"
             self._pairs[pair_id] = self._read_row(pair_id, values, where)
+
+    def _check_unique(self, ids: list[str], lines: list[int]) -> None:
+        """Refuse repeated pair ids: one pair would silently replace the other (ids key the
+        pairs and the result records). An empty ``id`` cell becomes the row number, which may
+        also repeat an explicit id."""
+        seen: dict[str, list[int]] = {}
+        for pair_id, line in zip(ids, lines, strict=True):
+            seen.setdefault(pair_id, []).append(line)
+        repeated = [(pair_id, found) for pair_id, found in seen.items() if len(found) > 1]
+        if repeated:
+            listed = "; ".join(f"{pair_id!r} on lines {', '.join(map(str, found))}"
+                               for pair_id, found in repeated)
+            raise UserError(f"{self.manifest}: duplicate pair id(s): {listed}; each row needs "
+                            "its own id")
 
     def _volume(self, rel: str, where: str, what: str) -> _Volume:
         path = resolve_inside(self.data_dir, rel, where)
@@ -300,6 +326,6 @@ class NiftiDataset:
         )
 
 
-def load_dataset(data_dir: Path, **params: Any) -> NiftiDataset:
-    return NiftiDataset(Path(data_dir), **params)
+def load_dataset(data_dir: Path | None, **params: Any) -> NiftiDataset:
+    return NiftiDataset(data_dir, **params)
 
