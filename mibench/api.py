@@ -84,7 +84,8 @@ def list_plugins(plugins: Iterable[str] = ()) -> list[dict[str, Any]]:
                 "kind": kind, "name": spec.name, "description": spec.description,
                 "plugin": spec.plugin, "available": why is None, "reason": why,
                 "options": {p.name: {"default": p.default, "help": p.help,
-                                     **({"choices": list(p.choices)} if p.choices else {})}
+                                     **({"choices": list(p.choices)} if p.choices else {}),
+                                     **({"bounds": p.bounds_text} if p.has_bounds else {})}
                             for p in spec.params},
             }
             if kind == "method":

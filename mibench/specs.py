@@ -16,12 +16,25 @@ from typing import Any, ClassVar
 from mibench.errors import UserError
 
 
+def _article(word: str) -> str:
+    """``"a"`` or ``"an"`` before ``word`` (by its first letter: "an int", "a float")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 @dataclass(frozen=True)
 class Param:
     """One option of a plugin, with its default.
 
     The type of the option is the type of ``default`` (``bool``, ``int``, ``float``, ``str``),
-    unless ``type`` is given. Command-line strings are converted with :meth:`parse`.
+    unless ``type`` is given. Command-line strings are converted with :meth:`parse`; values
+    given from Python are checked with :meth:`check`.
+
+    Numeric options (``int`` or ``float``) may declare bounds, each None (no bound) or a
+    number: ``ge`` (value >= ge, inclusive lower bound), ``gt`` (value > gt, exclusive lower
+    bound), ``le`` (value <= le, inclusive upper bound) and ``lt`` (value < lt, exclusive upper
+    bound). At most one lower and one upper bound; e.g. a count ``ge=1``, a learning rate
+    ``gt=0``, a share ``ge=0, le=1``, a decay ``ge=0, lt=1``. NaN fails every bound. A None
+    value (the default of a "use a preset unless set" option) is not checked.
     """
 
     name: str
@@ -29,13 +42,60 @@ class Param:
     help: str = ""
     choices: tuple[Any, ...] | None = None
     type: type | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __post_init__(self):
+        if self.ge is not None and self.gt is not None:
+            raise ValueError(f"option {self.name!r}: give ge or gt, not both")
+        if self.le is not None and self.lt is not None:
+            raise ValueError(f"option {self.name!r}: give le or lt, not both")
+        if self.has_bounds:
+            if self.value_type not in (int, float):
+                raise TypeError(f"option {self.name!r}: bounds need an int or float option, "
+                                f"not {self.value_type.__name__}")
+            if self.default is not None and self.bounds_error(self.default) is not None:
+                raise ValueError(f"option {self.name!r}: the default {self.default!r} is out "
+                                 f"of its own bounds ({self.bounds_text})")
 
     @property
     def value_type(self) -> type:
         return self.type or type(self.default)
 
+    @property
+    def has_bounds(self) -> bool:
+        return any(b is not None for b in (self.ge, self.gt, self.le, self.lt))
+
+    @property
+    def bounds_text(self) -> str:
+        """The bounds in words: ``">= 1"``, ``"> 0"``, ``"in [0, 1)"``; ``""`` without bounds."""
+        low = self.ge if self.ge is not None else self.gt
+        high = self.le if self.le is not None else self.lt
+        if low is not None and high is not None:
+            left = "[" if self.ge is not None else "("
+            right = "]" if self.le is not None else ")"
+            return f"in {left}{low}, {high}{right}"
+        if low is not None:
+            return f"{'>=' if self.ge is not None else '>'} {low}"
+        if high is not None:
+            return f"{'<=' if self.le is not None else '<'} {high}"
+        return ""
+
+    def bounds_error(self, value: Any) -> str | None:
+        """Why ``value`` is out of bounds (one line), or None when it is within them."""
+        if not self.has_bounds or value is None:
+            return None
+        # Written as "not (value >= bound)" so that NaN fails every bound.
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if ok:
+            return None
+        return f"option {self.name!r} must be {self.bounds_text}, got {value!r}"
+
     def parse(self, text: str) -> Any:
-        """Convert a command-line string into a value of this option's type."""
+        """Convert a command-line string into a value of this option's type, then check it."""
         kind = self.value_type
         try:
             if kind is bool:
@@ -52,23 +112,30 @@ class Param:
                 value = kind(text)
         except ValueError:
             raise UserError(
-                f"option {self.name!r} expects a {kind.__name__}, got {text!r}"
+                f"option {self.name!r} expects {_article(kind.__name__)} {kind.__name__}, "
+                f"got {text!r}"
             ) from None
         return self.check(value)
 
     def check(self, value: Any) -> Any:
-        """Validate a value given from Python (type coercion of ints to floats, choices)."""
+        """Validate a value given from Python: type (ints are coerced to floats for a float
+        option), choices and bounds. Raises :class:`UserError` (one line)."""
         kind = self.value_type
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         allowed_none = value is None and self.default is None
-        if kind is not type(None) and not allowed_none and not isinstance(value, kind):
+        bad_type = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if kind is not type(None) and not allowed_none and bad_type:
             raise UserError(
-                f"option {self.name!r} expects a {kind.__name__}, got {value!r}"
+                f"option {self.name!r} expects {_article(kind.__name__)} {kind.__name__}, "
+                f"got {value!r}"
             )
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise UserError(f"option {self.name!r} must be one of {allowed}; got {value!r}")
+        why = self.bounds_error(value)
+        if why:
+            raise UserError(why)
         return value
 
 
@@ -128,12 +195,20 @@ class PluginSpec:
         return {p.name: p.default for p in self.params}
 
     def resolve(self, options: dict[str, Any] | None = None, *, from_text: bool = False) -> dict:
-        """Defaults overridden by ``options``; each value checked (or parsed from text)."""
+        """Defaults overridden by ``options``; each value checked (or parsed from text).
+
+        An invalid value is a :class:`UserError` naming the plugin, e.g. ``method 'ncc': option
+        'lr' must be > 0, got -1.0``.
+        """
         resolved = self.defaults()
         for key, value in (options or {}).items():
             p = self.param(key)
             text = from_text and isinstance(value, str)
-            resolved[key] = p.parse(value) if text else p.check(value)
+            try:
+                resolved[key] = p.parse(value) if text else p.check(value)
+            except UserError as exc:
+                # Name the plugin: "method 'ncc': option 'lr' must be > 0, got -1.0".
+                raise UserError(f"{self.kind} {self.name!r}: {exc}") from None
         return resolved
 
     def unavailable_reason(self) -> str | None:

@@ -10,17 +10,20 @@ _RANGE = (
     Param("range", "minmax", "intensity range per image: minmax (over the mask), fixed (lo, hi) "
           "or percentile (p_lo, p_hi); values outside are clamped; detached from the gradient",
           choices=("minmax", "fixed", "percentile")),
+    # lo < hi and p_lo < p_hi involve two options: the estimators check them.
     Param("lo", 0.0, "lower end of the fixed range"),
     Param("hi", 1.0, "upper end of the fixed range"),
-    Param("p_lo", 1.0, "lower percentile (0-100) of the percentile range"),
-    Param("p_hi", 99.0, "upper percentile (0-100) of the percentile range"),
+    Param("p_lo", 1.0, "lower percentile (0-100) of the percentile range", ge=0, le=100),
+    Param("p_hi", 99.0, "upper percentile (0-100) of the percentile range", ge=0, le=100),
 )
 
 
-def _bins(default: int) -> tuple[Param, ...]:
+def _bins(default: int, least: int = 1) -> tuple[Param, ...]:
+    """``bins`` (at least ``least``: what the layout of the kernel needs) and ``bins_moving``
+    (0 or a count; a kernel needing more than 1 bin checks a too small one itself)."""
     return (
-        Param("bins", default, "histogram bins (of the fixed image)"),
-        Param("bins_moving", 0, "bins of the moving image; 0 = same as bins"),
+        Param("bins", default, "histogram bins (of the fixed image)", ge=least),
+        Param("bins_moving", 0, "bins of the moving image; 0 = same as bins", ge=0),
     )
 
 
@@ -55,7 +58,7 @@ def mibench_estimators():
                 _KERNEL,
                 Param("smoothing_variance", 0.0, "variance (bins^2) of the Gaussian smoothing "
                       "of the joint histogram (ITK's varianceForJointPDFSmoothing, 1.5 there); "
-                      "0 = none"),
+                      "0 = none", ge=0),
             ) + _RANGE,
             higher_is_better=True,
             differentiable=False,
@@ -83,7 +86,8 @@ def mibench_estimators():
             "of SimpleITK's Mattes metric with all pixels sampled. Differentiable in the "
             "moving image only.",
             factory="mibench.estimators.histogram:mmi",
-            params=(Param("bins", 50, "histogram bins, 2 of them padding at each end (>= 5)"),)
+            params=(Param("bins", 50, "histogram bins, 2 of them padding at each end (>= 5)",
+                          ge=5),)
             + _RANGE,
             higher_is_better=True,
             differentiable=True,
@@ -94,8 +98,9 @@ def mibench_estimators():
             "bin centres linspace(lo, hi, bins), per-item normalisation) with sigma in bin "
             "spacings; differentiable in both images.",
             factory="mibench.estimators.histogram:kde_mi",
-            params=_bins(64) + (
-                Param("sigma", 0.5, "kernel standard deviation in bin spacings"),
+            # Bin centres from lo to hi: at least 2 of them.
+            params=_bins(64, least=2) + (
+                Param("sigma", 0.5, "kernel standard deviation in bin spacings", gt=0),
                 Param("normalise_pixels", True, "divide each pixel's kernel weights by their "
                       "sum (mass 1 per pixel; off = the original formulation)"),
             ) + _RANGE,
@@ -110,7 +115,7 @@ def mibench_estimators():
             factory="mibench.estimators.histogram:softhist_mi",
             params=_bins(50) + (
                 Param("slope", 5.0, "sigmoid slope times the bin width (larger = harder "
-                      "binning)"),
+                      "binning)", gt=0),
             ) + _RANGE,
             higher_is_better=True,
             differentiable=True,
@@ -123,13 +128,15 @@ def mibench_estimators():
             "seconds per pair.",
             factory="mibench.estimators.mine:mine",
             params=(
-                Param("iterations", 300, "Adam steps of the statistics network"),
-                Param("lr", 1e-3, "Adam learning rate"),
-                Param("hidden", 100, "width of the two hidden layers"),
-                Param("batch", 2048, "pixel pairs per training step"),
-                Param("sample", 65536, "most pixels used (half to train, half to evaluate)"),
+                Param("iterations", 300, "Adam steps of the statistics network", ge=0),
+                Param("lr", 1e-3, "Adam learning rate", gt=0),
+                Param("hidden", 100, "width of the two hidden layers", ge=1),
+                Param("batch", 2048, "pixel pairs per training step", ge=1),
+                # 2 * mibench.estimators.mine.MIN_PIXELS (not imported: it needs torch).
+                Param("sample", 65536, "most pixels used (half to train, half to evaluate)",
+                      ge=16),
                 Param("ema", 0.0, "decay of MINE's moving-average gradient correction "
-                      "(0 = none)"),
+                      "(0 = none)", ge=0, lt=1),
                 Param("seed", 0, "seed of the local random generator"),
             ),
             higher_is_better=True,
@@ -143,8 +150,9 @@ def mibench_estimators():
             "mibench.estimators.cmif.cmif_map the whole map. Not differentiable.",
             factory="mibench.estimators.cmif:cmif",
             params=(
-                Param("levels", 8, "quantisation levels of the fixed image"),
-                Param("levels_moving", 0, "levels of the moving image; 0 = same as levels"),
+                Param("levels", 8, "quantisation levels of the fixed image", ge=1),
+                Param("levels_moving", 0, "levels of the moving image; 0 = same as levels",
+                      ge=0),
                 Param("quantisation", "kmeans", "k-means on the pixel vectors (seeded), "
                       "equal-width cells over min..max, or equal-population quantiles",
                       choices=("kmeans", "equal", "quantile")),

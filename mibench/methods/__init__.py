@@ -15,16 +15,17 @@ def _gradient_params() -> tuple[Param, ...]:
     """Options shared by the gradient methods (``mibench.methods.gradient``)."""
     return (
         Param("iterations", 200, "Adam steps (in total for simultaneous, per level for "
-              "coarse-to-fine)"),
+              "coarse-to-fine; 0 = the starting transform)", ge=0),
         Param("levels", 4, "Gaussian pyramid levels (fewer if the coarsest would go below "
-              "min_size)"),
+              "min_size)", ge=1),
         Param("lr", 0.02, "Adam learning rate on the matrix-exponential parameters "
-              "(normalised coordinates)"),
+              "(normalised coordinates)", gt=0),
         Param("transform", "affine", "transform model", choices=("affine", "perspective")),
         Param("multires", "simultaneous", "all levels every step with one shared transform "
               "(DRMIME), or one level at a time",
               choices=("simultaneous", "coarse-to-fine")),
-        Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level"),
+        Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level",
+              ge=1),
         Param("schedule", "cosine", "learning-rate schedule (cosine decay to 2% of lr, or "
               "constant)", choices=("cosine", "constant")),
         _INIT,
@@ -44,7 +45,9 @@ def _mi_method(name: str, what: str, *estimator_params: Param, default: bool = F
     )
 
 
-_BINS32 = Param("bins", 32, "histogram bins")
+#: The differentiable windows of the MI methods need 2 bins (linear) or 4 (cubic: checked by
+#: the estimator, as it depends on ``kernel``); kde-mi's centres need 2 too.
+_BINS32 = Param("bins", 32, "histogram bins", ge=2)
 _SMOOTH_KERNEL = Param("kernel", "cubic", "Parzen window (box gives no gradient, so only the "
                        "differentiable ones)", choices=("linear", "cubic"))
 
@@ -58,27 +61,29 @@ def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
               "canny_high: fire (500, 1e-2, 1e-3, 1e-5, 10), anhir (500, 1e-3, 5e-3, 1e-4, 30)",
               choices=("fire", "anhir")),
         *transform,
-        Param("iterations", None, "Adam steps (default: from the preset)", type=int),
+        Param("iterations", None, "Adam steps (default: from the preset)", type=int, ge=0),
         Param("lr_net", None, "learning rate of the statistics network (default: preset)",
-              type=float),
+              type=float, gt=0),
         Param("lr_transform", None, "learning rate of the transform parameters vL, shared by "
-              "all levels (default: preset)", type=float),
+              "all levels (default: preset)", type=float, gt=0),
         Param("lr_offset", None, "learning rate of the full-resolution offset v1 (default: "
-              "preset)", type=float),
+              "preset; 0 = no offset)", type=float, ge=0),
         Param("levels", 6, "Gaussian pyramid levels (fewer if the coarsest would go below "
-              "min_size)"),
-        Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level"),
-        Param("blur", 1.0, "Gaussian pre-blur sigma (px) before the pyramid"),
+              "min_size)", ge=1),
+        Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level",
+              ge=1),
+        Param("blur", 1.0, "Gaussian pre-blur sigma (px) before the pyramid; 0 = none", ge=0),
         Param("sampling", "random", "fixed pixel samples per level: a uniform random "
               "sample_fraction of the (masked) pixels, or the dilated Canny edges",
               choices=("random", "edges")),
-        Param("sample_fraction", 0.1, "share of each level's pixels sampled (random sampling)"),
-        Param("canny_low", 0.0, "Canny low threshold, 0-255 grey levels (edge sampling)"),
+        Param("sample_fraction", 0.1, "share of each level's pixels sampled (random sampling)",
+              gt=0, le=1),
+        Param("canny_low", 0.0, "Canny low threshold, 0-255 grey levels (edge sampling)", ge=0),
         Param("canny_high", None, "Canny high threshold, 0-255 grey levels (default: preset)",
-              type=float),
-        Param("hidden", 100, "width of the statistics network's two hidden layers"),
+              type=float, ge=0),
+        Param("hidden", 100, "width of the statistics network's two hidden layers", ge=1),
         Param("ema", 0.0, "decay of MINE's moving-average bias correction (e.g. 0.99); "
-              "0 = none, as the paper"),
+              "0 = none, as the paper", ge=0, lt=1),
         Param("stable_lme", True, "numerically stable log-mean-exp (same value and gradient as "
               "the paper's plain formula, without overflow)"),
         Param("exp", "taylor", "matrix exponential: the paper's truncated series (10 terms) or "
@@ -99,15 +104,17 @@ def _toolbox_methods() -> list[MethodSpec]:
     sitk_params = (
         _TOOLBOX_PRESET,
         Param("iterations", None, "most optimizer iterations per pyramid level (paper 5000, "
-              "practical 200)", type=int),
+              "practical 200)", type=int, ge=1),
         Param("learning_rate", None, "paper: plain gradient-descent rate (per metric); "
-              "practical: first regular-step step, px (1.0)", type=float),
+              "practical: first regular-step step, px (1.0)", type=float, gt=0),
         Param("sampling", None, "share of each level's pixels sampled at random (0.5)",
-              type=float),
+              type=float, gt=0, le=1),
         Param("levels", None, "pyramid levels, shrink 2^(levels-1)..1 (paper 1, practical 3)",
-              type=int),
+              type=int, ge=1),
     )
-    bins = Param("bins", None, "histogram bins (paper 100, practical 32)", type=int)
+    # ITK's Mattes and joint-histogram metrics silently raise fewer bins to 5.
+    bins = Param("bins", None, "histogram bins (paper 100, practical 32; >= 5)", type=int,
+                 ge=5)
     sitk_metrics = {"mmi": ("Mattes MI", (bins,)), "jhmi": ("joint-histogram MI", (bins,)),
                     "ncc": ("correlation", ()), "mse": ("mean squares", ())}
     specs = [
@@ -123,11 +130,11 @@ def _toolbox_methods() -> list[MethodSpec]:
     ]
     elastix_params = (
         _TOOLBOX_PRESET,
-        Param("resolutions", None, "pyramid levels (paper 4, practical 3)", type=int),
-        Param("bins", None, "histogram bins (paper 64, practical 32)", type=int),
+        Param("resolutions", None, "pyramid levels (paper 4, practical 3)", type=int, ge=1),
+        Param("bins", None, "histogram bins (paper 64, practical 32)", type=int, ge=1),
         Param("iterations", None, "iterations per resolution (paper 5000, practical 250)",
-              type=int),
-        Param("samples", None, "random samples per iteration (2048)", type=int),
+              type=int, ge=1),
+        Param("samples", None, "random samples per iteration (2048)", type=int, ge=1),
     )
     for metric, what in (("ami", "AdvancedMattesMutualInformation"),
                          ("nmi", "NormalizedMutualInformation")):
@@ -172,16 +179,17 @@ def mibench_methods():
                    Param("normalisation", "studholme", "NMI normalisation",
                          choices=("studholme", "arithmetic", "joint", "geometric")),
                    default=True),
-        _mi_method("mmi", "Mattes MI (ITK formulation)", Param("bins", 50, "histogram bins")),
+        _mi_method("mmi", "Mattes MI (ITK formulation)",
+                   Param("bins", 50, "histogram bins, 2 of them padding at each end", ge=5)),
         _mi_method("jhmi", "joint-histogram MI (linear Parzen histogram, Gaussian-smoothed "
                    "joint histogram as ITK)", _BINS32,
                    Param("kernel", "linear", "Parzen window", choices=("linear", "cubic")),
                    Param("smoothing_variance", 1.5, "variance (bins^2) of the joint "
-                         "histogram's Gaussian smoothing")),
+                         "histogram's Gaussian smoothing; 0 = none", ge=0)),
         _mi_method("kde-mi", "Gaussian-kernel MI", _BINS32,
-                   Param("sigma", 0.5, "kernel standard deviation in bin spacings")),
+                   Param("sigma", 0.5, "kernel standard deviation in bin spacings", gt=0)),
         _mi_method("softhist-mi", "soft-histogram (difference of sigmoids) MI", _BINS32,
-                   Param("slope", 5.0, "sigmoid slope times the bin width")),
+                   Param("slope", 5.0, "sigmoid slope times the bin width", gt=0)),
         MethodSpec(
             name="drmime",
             description="DRMIME (Nan et al. 2020): MINE statistics network shared by all "
@@ -205,28 +213,30 @@ def mibench_methods():
             "copy), refined around the best angle at full resolution, sub-pixel peak",
             factory="mibench.methods.cmif:register",
             params=(
-                Param("levels", 8, "quantisation levels of the fixed image"),
-                Param("levels_moving", 0, "levels of the moving image; 0 = same as levels"),
+                Param("levels", 8, "quantisation levels of the fixed image", ge=1),
+                Param("levels_moving", 0, "levels of the moving image; 0 = same as levels",
+                      ge=0),
                 Param("quantisation", "quantile", "equal-population quantiles, k-means on the "
                       "pixel vectors (the authors' choice) or equal-width cells",
                       choices=("quantile", "kmeans", "equal")),
                 Param("max_angle", 180.0, "sweep over [-max_angle, max_angle] degrees "
-                      "(180 = the full circle)"),
-                Param("angle_step", 3.0, "spacing of the sweep (degrees)"),
+                      "(180 = the full circle)", ge=0),
+                Param("angle_step", 3.0, "spacing of the sweep (degrees)", gt=0),
                 Param("candidates", 3, "best local maxima of the sweep refined at full "
-                      "resolution"),
+                      "resolution", ge=1),
                 Param("refine", 4, "refinement rounds per candidate (each halves the angle "
-                      "spacing)"),
+                      "spacing)", ge=0),
                 Param("coarse_side", 128, "the sweep runs on copies reduced by an integer "
-                      "factor to at most this side (px)"),
+                      "factor to at most this side (px)", ge=8),
                 Param("min_overlap", 0.5, "smallest overlap of a valid shift, as a share of "
-                      "the smaller mask"),
+                      "the smaller mask", ge=0, le=1),
                 Param("normalisation", "none", "maximise MI (none) or a normalised MI",
                       choices=("none", "studholme", "arithmetic", "joint", "geometric")),
                 Param("subpixel", True, "parabolic peak refinement in x, y and the angle"),
-                Param("angle_batch", 8, "angles computed together (memory grows with it)"),
+                Param("angle_batch", 8, "angles computed together (memory grows with it)",
+                      ge=1),
                 Param("highpass_sigma", 2.0, "subtract a Gaussian blur of this sigma (px, "
-                      "within the mask) before quantising; 0 = off (the paper)"),
+                      "within the mask) before quantising; 0 = off (the paper)", ge=0),
                 Param("precision", "auto", "FFT precision (auto: float32 while the counts "
                       "stay exact)", choices=("auto", "float32", "float64")),
             ),
