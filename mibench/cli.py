@@ -258,8 +258,24 @@ def estimate(name, opts, plugins, fixed_image, moving_image) -> None:
 
 
 def main() -> None:
+    """The ``mibench`` command: Click's usage errors (a bad flag value, a missing argument) are
+    printed as one line too, like every other user error."""
     one_line_warnings()
-    cli()
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        help_only = getattr(click.exceptions, "NoArgsIsHelpError", ())
+        if isinstance(exc, help_only):  # bare `mibench`: the help text, as Click prints it
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        _fail(exc.format_message() + where)
+    except click.ClickException as exc:
+        _fail(exc.format_message())
+    except click.exceptions.Abort:
+        click.echo("mibench: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

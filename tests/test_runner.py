@@ -221,6 +221,14 @@ def test_user_error_from_the_installed_command_is_one_line():
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mibench: error: unknown method 'nosuchmethod'")
+    # Click's own usage errors too (a bad flag value, a missing argument).
+    for args, message in ((["run", "--naed-norm", "bogus"], "Invalid value for '--naed-norm'"),
+                          (["estimate", "-e", "ncc"], "Missing argument 'FIXED_IMAGE'")):
+        res = run_cli(*args)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"mibench: error: {message}"), lines
+        assert lines[0].endswith(f" {args[0]} --help)")
 
 
 @pytest.mark.parametrize("args, message", [
