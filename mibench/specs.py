@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -33,8 +34,9 @@ class Param:
     number: ``ge`` (value >= ge, inclusive lower bound), ``gt`` (value > gt, exclusive lower
     bound), ``le`` (value <= le, inclusive upper bound) and ``lt`` (value < lt, exclusive upper
     bound). At most one lower and one upper bound; e.g. a count ``ge=1``, a learning rate
-    ``gt=0``, a share ``ge=0, le=1``, a decay ``ge=0, lt=1``. NaN fails every bound. A None
-    value (the default of a "use a preset unless set" option) is not checked.
+    ``gt=0``, a share ``ge=0, le=1``, a decay ``ge=0, lt=1``. NaN fails every bound, and so
+    does infinity. A None value (the default of a "use a preset unless set" option) is not
+    checked.
     """
 
     name: str
@@ -90,7 +92,8 @@ class Param:
         # Written as "not (value >= bound)" so that NaN fails every bound.
         ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
               and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
-        if ok:
+        # A bounded option is a size, a rate or a share: infinity is never meant.
+        if ok and not (isinstance(value, float) and math.isinf(value)):
             return None
         return f"option {self.name!r} must be {self.bounds_text}, got {value!r}"
 

@@ -53,6 +53,9 @@ def test_nan_fails_every_bound(param):
     for value in (math.nan, "nan", "NaN"):
         with pytest.raises(UserError, match=r"option 'a' must be .*, got nan"):
             param.parse(value) if isinstance(value, str) else param.check(value)
+    for value in (math.inf, -math.inf, "inf", "-inf"):
+        with pytest.raises(UserError, match=r"option 'a' must be .*, got -?inf"):
+            param.parse(value) if isinstance(value, str) else param.check(value)
 
 
 def test_unbounded_float_still_takes_anything():
