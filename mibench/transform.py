@@ -66,11 +66,22 @@ class MatrixTransform:
 
     @property
     def is_valid(self) -> bool:
-        """Finite and invertible (a singular matrix cannot map moving points back)."""
-        if not np.isfinite(self.matrix).all():
+        """Finite and invertible (a singular matrix cannot map moving points back).
+
+        Invertibility is judged scale-free: the matrix is first conjugated with a scaling of the
+        coordinates that brings its translation to at most 1 (the same map in other units; the
+        determinant is unchanged), then divided by its largest entry. Without the first step a
+        plain translation of 10^4 px looked singular, and a method that diverged that far was
+        scored with the initial error, better than one that diverged less.
+        """
+        m = self.matrix
+        if not np.isfinite(m).all():
             return False
-        scale = np.abs(self.matrix).max()
-        return scale > 0 and abs(np.linalg.det(self.matrix / scale)) > 1e-12
+        c = max(1.0, float(np.abs(m[:2, 2]).max()))
+        units = np.diag([c, c, 1.0])
+        m = np.diag([1 / c, 1 / c, 1.0]) @ m @ units
+        scale = np.abs(m).max()
+        return scale > 0 and abs(np.linalg.det(m / scale)) > 1e-12
 
     @property
     def inverse_matrix(self) -> np.ndarray:

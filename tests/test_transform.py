@@ -79,6 +79,13 @@ def test_validity_and_serialisation():
     assert MatrixTransform.identity().is_valid
     assert not MatrixTransform(np.zeros((3, 3))).is_valid
     assert not MatrixTransform([[1, 0, np.nan], [0, 1, 0], [0, 0, 1]]).is_valid
+    # Scale-free: a far translation is a valid (if bad) result, a singular linear part is not,
+    # however far it translates.
+    for shift in (1e4, 2e4, 1e7):
+        assert MatrixTransform([[1, 0, shift], [0, 1, -shift], [0, 0, 1]]).is_valid
+        assert not MatrixTransform([[1, 2, shift], [0.5, 1, 0], [0, 0, 1]]).is_valid
+    assert not MatrixTransform([[1e-13, 0, 0], [0, 1, 0], [0, 0, 1]]).is_valid
+    assert MatrixTransform([[1.1, 0.1, 5e3], [-0.1, 0.9, 3], [1e-4, -2e-4, 1]]).is_valid
     t = MatrixTransform(random_affine(np.random.default_rng(0), True))
     back = transform_from_dict(t.to_dict())
     np.testing.assert_array_equal(back.matrix, t.matrix)
