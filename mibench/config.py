@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mibench.contracts import PairInfo
 from mibench.errors import UserError
 from mibench.metrics import NORMALISATIONS
 from mibench.records import Task, canonical_json
@@ -267,8 +268,15 @@ def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
                 raise UserError(f"no selected method has an option {key!r}")
     method_params = {s.name: _method_params(s, cfg.method_options) for s in mspecs}
 
-    dataset_obj = factory(data_dir, **dparams)
+    try:
+        dataset_obj = factory(data_dir, **dparams)
+    except ValueError as exc:  # the factory's own check of its options (docs/plugins.md)
+        raise UserError(f"dataset {dspec.name!r}: {exc}") from None
     pairs = list(dataset_obj.pairs())
+    odd = next((p for p in pairs if not isinstance(p, PairInfo)), None)
+    if odd is not None:
+        raise UserError(f"dataset {dspec.name!r}: pairs() must give PairInfo objects, got a "
+                        f"{type(odd).__name__} ({odd!r:.60})")
     if cfg.limit is not None:
         if cfg.limit < 1:
             raise UserError("--limit must be >= 1")

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from mibench.config import RunConfig, RunPlan, plan_run
-from mibench.contracts import Pair
+from mibench.contracts import Pair, check_pair
 from mibench.errors import UserError, one_line_warnings
 from mibench.metrics import landmark_errors, norm_length, pair_scores
 from mibench.records import (
@@ -121,6 +121,18 @@ def score_record(task: Task, pair: Pair, transform: Transform | None, *, error: 
     return record
 
 
+def _scored_or_failed(task: Task, pair: Pair, transform: Transform | None, error: str | None,
+                      normalisation: str, device: str = "cpu") -> Record:
+    """:func:`score_record`, or an unscored failure if scoring itself raises (a transform or a
+    pair that nothing caught earlier): one task fails, the run goes on."""
+    try:
+        return score_record(task, pair, transform, error=error, normalisation=normalisation,
+                            device=device)
+    except Exception as exc:
+        why = f"scoring failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        return unscored_failure(task, f"{error}; {why}" if error else why, normalisation)
+
+
 def unscored_failure(task: Task, error: str, normalisation: str) -> Record:
     """A failed record for a task whose pair could not even be loaded."""
     return Record.for_task(task, status="failed", error=error, normalisation=normalisation,
@@ -190,7 +202,7 @@ def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None
 
     ctx = state.ctx
     try:
-        pair = state.dataset(task).load(task.pair_id)
+        pair = check_pair(state.dataset(task).load(task.pair_id), task.pair_id)
     except Exception as exc:
         return unscored_failure(task, f"loading pair failed: {type(exc).__name__}: {exc}",
                                 ctx.normalisation)
@@ -202,8 +214,8 @@ def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None
         torch.cuda.set_device(device)  # libraries that allocate on "the" device use this one
     label = str(device)
     if on_loaded is not None:
-        on_loaded(score_record(task, pair, None, error="worker did not finish",
-                               normalisation=ctx.normalisation, device=label))
+        on_loaded(_scored_or_failed(task, pair, None, "worker did not finish", ctx.normalisation,
+                                    label))
     transform, info, error, device_s, oom = None, {}, None, None, False
     wall: float | None = None
     try:
@@ -241,8 +253,7 @@ def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None
     fixed = moving = fmask = mmask = method = None  # noqa: F841 -- release device memory now
     if oom:
         _free_cuda_cache()
-    record = score_record(task, pair, transform, error=error, normalisation=ctx.normalisation,
-                          device=label)
+    record = _scored_or_failed(task, pair, transform, error, ctx.normalisation, label)
     # CPU results can depend on how float32 reductions are split over threads (and an optimiser
     # can carry a last-digit difference far): each record says how many it ran with.
     info = {**info, "torch_threads": torch.get_num_threads()}
@@ -437,10 +448,10 @@ def fallback_record(task: Task, error: str, dataset_obj: Any, normalisation: str
     """The failed record of a task whose worker died before reporting: load the pair here to
     score it with its initial error (an unscored failure if even that fails)."""
     try:
-        pair = dataset_obj.load(task.pair_id)
+        pair = check_pair(dataset_obj.load(task.pair_id), task.pair_id)
     except Exception as exc:
         return unscored_failure(task, f"{error}; loading pair failed: {exc}", normalisation)
-    return score_record(task, pair, None, error=error, normalisation=normalisation)
+    return _scored_or_failed(task, pair, None, error, normalisation)
 
 
 # --------------------------------------------------------------------------- a run

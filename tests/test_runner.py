@@ -319,6 +319,67 @@ def test_estimate_turns_the_estimators_own_option_check_into_one_line(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_a_pair_that_breaks_the_contract_fails_its_tasks_only(tmp_path, monkeypatch):
+    """A dataset plugin's slip (channels-first or 0..255 images, (K, 3) or NaN landmarks, a
+    mask of another size) fails that pair's tasks with the problem named; the run goes on."""
+    import dataclasses
+
+    original = fakeplugin.ToyDataset.load
+    breaks = {
+        "toy-0": lambda p: dataclasses.replace(p, fixed_landmarks=np.ones((3, 3))),
+        "toy-1": lambda p: dataclasses.replace(p, moving=np.stack([p.moving] * 3)),
+        "toy-2": lambda p: dataclasses.replace(p, fixed=p.fixed * 255),
+        "toy-3": lambda p: dataclasses.replace(p, moving_mask=np.ones((4, 4), bool)),
+        "toy-4": lambda p: dataclasses.replace(p, moving_landmarks=p.moving_landmarks * np.nan),
+    }
+    monkeypatch.setattr(fakeplugin.ToyDataset, "load",
+                        lambda self, pid: breaks.get(pid, lambda p: p)(original(self, pid)))
+    cfg = toy_config(tmp_path, "identity,oracle", workers=0, dataset_options={"pairs": 6})
+    result = run_benchmark(cfg, progress=False)
+    recs = records_by(result.run_dir)
+    assert len(recs) == 12 and result.failed == 10
+    expect = {"toy-0": "fixed landmarks have shape (3, 3), expected (K, 2)",
+              "toy-1": "moving image has shape (3, 32, 32), expected (H, W) or (H, W, C<=4) "
+                       "(it looks channels-first)",
+              "toy-2": "fixed image has values in [",
+              "toy-3": "moving mask has shape (4, 4), its image (32, 32)",
+              "toy-4": "moving landmarks have NaN or infinite coordinates"}
+    for pid, message in expect.items():
+        for method in ("identity", "oracle"):
+            rec = recs[(method, pid, 0)]
+            assert rec.status == "failed" and not rec.scored
+            assert rec.error.startswith(f"loading pair failed: ValueError: pair '{pid}': ")
+            assert message in rec.error, rec.error
+    assert recs[("oracle", "toy-5", 0)].status == "ok"
+    assert (result.run_dir / "report.html").is_file()
+
+
+def test_check_pair_accepts_float64_and_01_masks():
+    from mibench.contracts import Pair, check_pair
+
+    img = np.linspace(0, 1, 64).reshape(8, 8)
+    pair = check_pair(Pair("a", img, img, fixed_mask=np.ones((8, 8), np.uint8)), "a")
+    assert pair.fixed.dtype == np.float32 and pair.fixed_mask.dtype == bool
+    with pytest.raises(ValueError, match="returned the pair 'a'"):
+        check_pair(pair, "b")
+    with pytest.raises(ValueError, match=r"3 fixed and 2 moving landmarks"):
+        check_pair(Pair("a", img, img, np.zeros((3, 2)), np.zeros((2, 2))), "a")
+
+
+def test_dataset_factory_value_errors_and_odd_pairs_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(fakeplugin.ToyDataset, "pairs", lambda self: ["toy-0"])
+    with pytest.raises(UserError, match=r"^dataset 'toy': pairs\(\) must give PairInfo objects, "
+                                        r"got a str \('toy-0'\)$"):
+        run_benchmark(toy_config(tmp_path, "identity"), progress=False)
+
+    def refuse(self, n, size):
+        raise ValueError("size must be even")
+
+    monkeypatch.setattr(fakeplugin.ToyDataset, "__init__", refuse)
+    with pytest.raises(UserError, match=r"^dataset 'toy': size must be even$"):
+        run_benchmark(toy_config(tmp_path, "identity"), progress=False)
+
+
 def test_unsafe_pair_ids_refused(tmp_path, monkeypatch):
     from mibench.errors import UserError
 
