@@ -1,7 +1,7 @@
 """The data that flows between datasets, methods, the runner and the reports.
 
-Conventions (see ``CONTRACTS.md``): images are float32 numpy arrays ``(H, W)`` or ``(H, W, C)``
-with values in [0, 1]; masks are bool ``(H, W)``; landmarks are ``(K, 2)`` float64 arrays of
+Conventions (the README's *Conventions*): images are float32 numpy arrays ``(H, W)`` or ``(H, W,
+C)`` with values in [0, 1]; masks are bool ``(H, W)``; landmarks are ``(K, 2)`` float64 arrays of
 ``(x, y)`` = (column, row) pixel coordinates with ``(0, 0)`` the centre of the top-left pixel.
 """
 

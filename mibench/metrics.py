@@ -1,9 +1,9 @@
 """Landmark errors, TRE statistics, NAED and robustness for one pair (pure functions).
 
-Definitions (``CONTRACTS.md``): for landmark k, ``e_k = ||T^-1(m_k) - f_k||`` in pixels of the fixed
-image at the dataset's native resolution. NAED = mean_k e_k / D, with D the fixed image's diagonal
-by default. ``rTRE_k = e_k / diagonal``. Robustness = share of landmarks whose error fell below
-their initial (identity) error.
+Definitions (the README's *Conventions*): for landmark k, ``e_k = ||T^-1(m_k) - f_k||`` in pixels of
+the fixed image at the dataset's native resolution. NAED = mean_k e_k / D, with D the fixed image's
+diagonal by default. ``rTRE_k = e_k / diagonal``. Robustness = share of landmarks whose error fell
+below their initial (identity) error.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The driver (this process) plans the tasks, skips those whose record exists (resu
 rest to worker processes and writes each record atomically as soon as it arrives, so a run killed
 at any moment loses only the tasks in flight. A worker that raises, returns NaN, exceeds the
 time-out or dies (segfault, out of memory) yields a *failed* record scored with the pair's
-initial error (``CONTRACTS.md``); the run goes on.
+initial error (the README's *Conventions*); the run goes on.
 
 Where the tasks run is an executor's business (:mod:`mibench.executors`: local processes or a Dask
 cluster); this module holds what every executor shares: running one task (:func:`run_task`), the

@@ -1,10 +1,10 @@
 """The registration result: a transform from fixed-image pixels to moving-image pixels.
 
-Convention (``CONTRACTS.md``): a point is ``(x, y)`` = (column, row) in pixels, ``(0, 0)`` the
-centre of the top-left pixel. A transform ``T`` maps *fixed* coordinates to *moving* coordinates,
-``p_moving ~ T @ [x, y, 1]``. Warping the moving image into the fixed frame samples the moving
-image at ``T(p)`` for every fixed pixel ``p`` (pull-back); moving landmarks are brought into the
-fixed frame with ``T^-1``.
+Convention (the README's *Conventions*): a point is ``(x, y)`` = (column, row) in pixels, ``(0, 0)``
+the centre of the top-left pixel. A transform ``T`` maps *fixed* coordinates to *moving*
+coordinates, ``p_moving ~ T @ [x, y, 1]``. Warping the moving image into the fixed frame samples the
+moving image at ``T(p)`` for every fixed pixel ``p`` (pull-back); moving landmarks are brought into
+the fixed frame with ``T^-1``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Every problem with a user's files is a :class:`mibench.errors.UserError` whose one-line message
 names the file and says what was expected, so that the CLI can print it without a traceback.
 
-Coordinates follow ``CONTRACTS.md``: a point is ``(x, y)`` = (column, row) in pixels, ``(0, 0)``
-the centre of the top-left pixel.
+Coordinates follow the README's *Conventions*: a point is ``(x, y)`` = (column, row) in
+pixels, ``(0, 0)`` the centre of the top-left pixel.
 
 Working scale. :func:`downscale` resamples so that working pixel ``(x, y)`` is native pixel
 ``(x / s, y / s)`` *exactly* (the top-left pixel centres coincide), so that landmarks scale by a

@@ -20,13 +20,12 @@ Each pair is generated from an image that ships with scikit-image, so it needs n
     to 0.10 over 2 px for the counterstained rendering.)
 
 Geometry. For pair ``k`` a square crop window (random centre, side 60-100 % of the source) defines
-the fixed frame, ``C`` maps fixed pixels to source pixels. A random transform ``T`` (3 x 3,
-*fixed -> moving* pixel coordinates, as in ``CONTRACTS.md``) defines the moving frame by pull-back:
-``moving(q) = modality(scene(C T^-1 q))``, where ``scene`` is the source channel (reduced by
-powers of two, for speed) smoothed by a Gaussian matched to the crop's remaining downsampling
-factor (anti-aliasing) and sampled bilinearly. Fixed
-and moving are thus samples of one continuous scene, and landmarks satisfy ``m_k = T(f_k)``
-exactly. ``T`` and the crop are stored in ``meta``.
+the fixed frame, ``C`` maps fixed pixels to source pixels. A random transform ``T`` (3 x 3, *fixed
+-> moving* pixel coordinates, as in the README's *Conventions*) defines the moving frame by
+pull-back: ``moving(q) = modality(scene(C T^-1 q))``, where ``scene`` is the source channel (reduced
+by powers of two, for speed) smoothed by a Gaussian matched to the crop's remaining downsampling
+factor (anti-aliasing) and sampled bilinearly. Fixed and moving are thus samples of one continuous
+scene, and landmarks satisfy ``m_k = T(f_k)`` exactly. ``T`` and the crop are stored in ``meta``.
 
 Backgrounds. Fundus pixels outside the FOV are 0 in both images; the masks are the FOV (fixed) and
 the warped FOV (moving). Histology moving pixels that map outside the source take the median of

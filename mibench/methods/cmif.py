@@ -26,7 +26,8 @@ angles are batched (``angle_batch`` at a time, which bounds the memory).
 Transform. With ``c = ((w-1)/2, (h-1)/2)`` the moving image's centre, ``R(a)`` the rotation
 ``[[cos a, -sin a], [sin a, cos a]]`` and ``s = (dx, dy)`` the shift (moving canvas pixel ``q``
 on fixed pixel ``q + s``), the result maps fixed pixels to moving pixels as
-``T(p) = c + R(a) (p - s - c)`` (``CONTRACTS.md``), a :class:`~mibench.transform.MatrixTransform`.
+``T(p) = c + R(a) (p - s - c)`` (the README's *Conventions*), a
+:class:`~mibench.transform.MatrixTransform`.
 
 Use :func:`rigid_align` to initialise another method (``init=cmif``); :func:`register` is the
 method factory.

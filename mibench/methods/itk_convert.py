@@ -1,4 +1,4 @@
-"""Conversions between ITK's physical space and mibench's pixel convention (``CONTRACTS.md``).
+"""Conversions between ITK's physical space and mibench's pixel convention (README).
 
 ITK (SimpleITK, itk-elastix) places pixel index ``i = (column, row)`` at the physical point
 ``p = origin + D diag(spacing) i``, index 0 being the centre of the first pixel: the same
