@@ -19,14 +19,14 @@ PAIRS = ("A01", "P02", "S03")
 
 
 def _record(method, pair, seed=0, *, status="ok", error=None, scored=True, scale=1.0,
-            wall=0.5, params=None):
-    task = Task(method=method, method_params=params or {"lr": 0.01}, dataset="fake",
-                dataset_params={"size": 64}, pair_id=pair, seed=seed)
+            wall=0.5, params=None, **extra):
+    task = Task(method=method, method_params={"lr": 0.01} if params is None else params,
+                dataset="fake", dataset_params={"size": 64}, pair_id=pair, seed=seed)
     rng = np.random.default_rng(abs(hash((method, pair, seed))) % 2**32)
     init = rng.uniform(5, 20, 6)
     errs = init if status == "failed" else init * scale * rng.uniform(0.2, 1.2, 6)
     values = dict(status=status, error=error, scored=scored, wall_s=wall, device_s=None,
-                  meta={"category": pair[0], "tags": ["a", "b"]}, norm_length=90.5)
+                  meta={"category": pair[0], "tags": ["a", "b"]}, norm_length=90.5, **extra)
     if scored:
         values.update(landmark_errors=list(errs), initial_errors=list(init),
                       metrics=pair_scores(errs, init, 90.5, 90.5))
@@ -145,7 +145,7 @@ def test_report_html(run_dir):
         assert (run_dir / name).stat().st_size > 0
     assert (run_dir / "fig_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for piece in ("fake", "diagonal", "Machine hostname", "0.1.0", "concurrently", "drmime",
-                  "bins", "4 thread(s) each", "<li>pair P37 excluded</li>",
+                  "iters", "4 thread(s) each", "<li>pair P37 excluded</li>",
                   "<li>&lt;script&gt;alert(1)&lt;/script&gt;</li>"):
         assert piece in text
     summary_at = text.index("<h2>Summary per method</h2>")
@@ -172,3 +172,152 @@ def test_partial_manifest(run_dir, manifest, monkeypatch):
     (run_dir / "run.json").write_text(manifest)
     text = build_reports(run_dir).read_text()
     assert "<h2>Summary per method</h2>" in text and "&lt;script&gt;" in text
+
+
+# --- the report's content: one test per audit finding ----------------------------------------
+
+def _run(tmp_path, recs, monkeypatch, *, config=None, **manifest):
+    """Write hand-made records and a run.json, build the reports (no figures: not what these
+    tests are about), return (html, metrics.json)."""
+    from mibench.reports import figures
+
+    monkeypatch.setattr(figures, "FIGURES", [])
+    for task, rec in recs:
+        write_record(tmp_path, task, rec)
+    cfg = {"dataset": "fake", "dataset_params": {"size": 64}, "normalisation": "diagonal",
+           **(config or {})}
+    (tmp_path / "run.json").write_text(json.dumps({"config": cfg, **manifest}))
+    html = build_reports(tmp_path).read_text()
+    return html, json.loads((tmp_path / "metrics.json").read_text())
+
+
+def _between(html, start, end):
+    return html[html.index(start):html.index(end, html.index(start))]
+
+
+def test_automatic_reference_skips_a_method_that_failed_everywhere(tmp_path, monkeypatch):
+    # "failall" has the lowest mean (its initial errors) but never registered anything
+    recs = [_record("identity", p, scale=1.0 / 0.7) for p in PAIRS]
+    recs += [_record("failall", p, status="failed", error="ValueError: no") for p in PAIRS]
+    recs += [_record("worse", p, scale=3.0) for p in PAIRS]
+    html, doc = _run(tmp_path, recs, monkeypatch)
+    assert doc["reference"] == "worse"
+    assert "failall, which failed on every scored task" in doc["reference_reason"]
+    assert doc["warnings"] == [] and doc["reference_failures"] == {"failed": 0, "scored": 3}
+    # only identity left: identity it is, not the method that failed
+    (tmp_path / "records" / "worse").rename(tmp_path / "worse-away")
+    _html, doc = _run(tmp_path, [], monkeypatch)
+    assert doc["reference"] == "identity"
+
+
+def test_a_requested_reference_that_failed_everywhere_is_warned_about(tmp_path, monkeypatch):
+    recs = [_record("identity", p, scale=1.0 / 0.7) for p in PAIRS]
+    recs += [_record("failall", p, status="failed", error="ValueError: no") for p in PAIRS]
+    recs += [_record("twin", p, scale=1.0 / 0.7) for p in PAIRS]
+    html, doc = _run(tmp_path, recs, monkeypatch, config={"reference": "failall"})
+    assert doc["reference"] == "failall"
+    assert doc["reference_failures"] == {"failed": 3, "scored": 3}
+    assert any("failall failed on 3 of 3 scored tasks" in w for w in doc["warnings"])
+    paper = _between(html, "<h2>NAED against the reference</h2>", "<h2>Summary")
+    assert 'class="note warn">The reference failall failed on 3 of 3 scored tasks' in paper
+
+
+def test_methods_table_lists_every_method_with_records(tmp_path, monkeypatch):
+    # run.json's config.methods is the last invocation's: identity only
+    recs = [_record("identity", p, params={}) for p in PAIRS]
+    recs += [_record("ncc", p, params={"iterations": 5}) for p in PAIRS]
+    html, _doc = _run(tmp_path, recs, monkeypatch,
+                      config={"methods": {"identity": {}, "later": {"x": 1}}})
+    methods = _between(html, "<h3>Methods</h3>", "</table>")
+    assert "<b>ncc</b>" in methods and "{&quot;iterations&quot;:5}" in methods
+    assert "<b>identity</b></td><td>defaults" in methods
+    assert "<b>later</b>" in methods and "no records" in methods
+
+
+def test_different_seed_sets_are_said_and_warned_about(tmp_path, monkeypatch):
+    recs = [_record("identity", p, scale=1.0 / 0.7) for p in PAIRS]
+    recs += [_record("drmime", p, seed=s, scale=0.1) for p in PAIRS for s in (0, 1, 2)]
+    html, doc = _run(tmp_path, recs, monkeypatch)
+    paper = _between(html, "<h2>NAED against the reference</h2>", "<h2>Summary")
+    assert "over the 3 seeds" not in paper
+    assert "means over each method's seeds (seeds 0, 1, 2: drmime; seed 0: identity)" in paper
+    assert any("different seeds" in w for w in doc["warnings"])
+    assert doc["counts"]["seeds_per_method"] == {"drmime": [0, 1, 2], "identity": [0]}
+    # the same seeds for every method: the plain note, no warning
+    for s in (1, 2):
+        for p in PAIRS:
+            write_record(tmp_path, *_record("identity", p, seed=s, scale=1.0 / 0.7))
+    html = build_reports(tmp_path).read_text()
+    assert "are means over the 3 seeds" in html and "different seeds" not in html
+
+
+def test_timing_note_uses_the_records_torch_threads(tmp_path, monkeypatch):
+    recs = [_record("identity", p, info={"torch_threads": 1}) for p in PAIRS]
+    recs += [_record("drmime", p, scale=0.1, info={"torch_threads": 2}) for p in PAIRS]
+    html, _doc = _run(tmp_path, recs, monkeypatch, concurrent_tasks=2, threads_per_task=2,
+                      invocations=[{"concurrent_tasks": 1}, {"concurrent_tasks": 2}])
+    timing = _between(html, "<h2>Timing</h2>", "<h2>Overlays")
+    assert "thread(s) each" not in timing and "Up to 2 tasks ran concurrently" in timing
+    assert "different torch thread counts (1 thread: 3 tasks; 2 threads: 3 tasks" in timing
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert dict(zip(df.method, df.torch_threads, strict=True)) == {"identity": 1, "drmime": 2}
+    # one thread count: said as before
+    for p in PAIRS:
+        write_record(tmp_path, *_record("drmime", p, scale=0.1, info={"torch_threads": 1}))
+    html = build_reports(tmp_path).read_text()
+    assert "2 tasks ran concurrently, 1 thread(s) each" in html
+
+
+def test_warped_landmark_names_follow_the_runs_seeds_and_stale_files_go(tmp_path):
+    from mibench.reports.landmarks import WARPED_DIR, write_warped_landmarks
+
+    pts = [[1.0, 2.0], [3.0, 4.0]]
+    recs = [_record("a", "p-0", seed=0, warped_moving_landmarks=pts)[1],
+            _record("b", "p-0", seed=0, warped_moving_landmarks=pts)[1],
+            _record("b", "p-0", seed=1, status="failed", error="x")[1]]
+    root = tmp_path / WARPED_DIR
+    (root / "b").mkdir(parents=True)
+    (root / "b" / "p-0.csv").write_text(",X,Y\n")  # from an earlier build with one seed
+    (root / "gone" / "deep").mkdir(parents=True)
+    (root / "gone" / "deep" / "p-9.csv").write_text(",X,Y\n")
+    written = write_warped_landmarks(tmp_path, recs)
+    assert sorted(p.relative_to(root).as_posix() for p in written) == ["a/p-0.s0.csv",
+                                                                        "b/p-0.s0.csv"]
+    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    assert left == ["a", "a/p-0.s0.csv", "b", "b/p-0.s0.csv"]
+    # one seed in the run: plain names
+    written = write_warped_landmarks(tmp_path, recs[:2])
+    assert sorted(p.name for p in root.rglob("*.csv")) == ["p-0.csv", "p-0.csv"]
+
+
+@pytest.mark.parametrize("norm", ["none", "diagonal"])
+def test_naed_normalisation_is_named_by_the_tables(tmp_path, monkeypatch, norm):
+    recs = [_record(m, p, scale=s, normalisation=norm) for p in PAIRS
+            for m, s in (("identity", 1.0), ("drmime", 0.1))]
+    html, doc = _run(tmp_path, recs, monkeypatch, config={"normalisation": norm})
+    paper = _between(html, "<h2>NAED against the reference</h2>", "<h2>Summary")
+    summary = _between(html, "<h2>Summary per method</h2>", "<h2>Statistics")
+    assert doc["normalisation"] == norm
+    if norm == "none":
+        assert "<th>NAED [px, D = 1] mean ± std</th>" in paper
+        assert "NAED is the mean landmark error (TRE) in native pixels" in paper
+        assert "<th>NAED [px, D = 1] mean ± std</th>" in summary
+    else:
+        assert "<th>NAED mean ± std</th>" in paper
+        assert "D = the fixed image's diagonal" in paper
+
+
+def test_one_scored_pair_says_tests_need_two(tmp_path, monkeypatch):
+    recs = [_record("identity", "A01", scale=1.0 / 0.7), _record("drmime", "A01", scale=0.1)]
+    html, doc = _run(tmp_path, recs, monkeypatch)
+    assert any("at least two pairs" in w and "identity (1 pair)" in w for w in doc["warnings"])
+    stats_html = _between(html, "<h2>Statistics</h2>", "<h2>Success")
+    assert "No test for identity (1 pair): the paired tests need at least two pairs" in stats_html
+
+
+def test_missing_fire_category_is_named_for_mauc(tmp_path, monkeypatch):
+    recs = [_record(m, p, scale=s) for p in ("S03", "P02", "S04")
+            for m, s in (("identity", 1.0), ("drmime", 0.1))]
+    html, doc = _run(tmp_path, recs, monkeypatch)
+    assert doc["success"]["fire_categories"] is True
+    assert "No scored task in FIRE category A: mAUC" in html

@@ -255,3 +255,61 @@ def test_run_with_only_unscored_pairs(tmp_path):
     assert st.empty and "p_ttest" in st.columns
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["reference"] is None and doc["counts"]["unscored"] == 4
+
+
+def test_overlays_of_a_reference_that_failed_say_so(tmp_path):
+    res = _toy(tmp_path, "run", "identity,raises", reference="raises")
+    html = res.report.read_text()
+    doc = json.loads((res.run_dir / "metrics.json").read_text())
+    assert doc["reference"] == "raises" and doc["reference_failures"]["failed"] == 3
+    overlays = html[html.index("<h2>Overlays</h2>"):html.index("<h2>Failures</h2>")]
+    assert overlays.count("The registration FAILED on this pair (ValueError: this method "
+                          "always fails)") == 2
+
+
+def test_merged_reference_is_not_inherited_from_the_first_input(tmp_path, monkeypatch):
+    from mibench.reports import figures
+
+    monkeypatch.setattr(figures, "FIGURES", [])
+    a = _toy(tmp_path, "a", "identity,noisy", reference="noisy")
+    b = _toy(tmp_path, "b", "identity,oracle")
+    docs = []
+    for name, inputs in (("ab", (a, b)), ("ba", (b, a))):
+        res = _cli("report", *(str(r.run_dir) for r in inputs), "--out", str(tmp_path / name))
+        assert res.exit_code == 0, res.stderr
+        assert json.loads((tmp_path / name / "run.json").read_text())["config"]["reference"] \
+            is None
+        docs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    assert docs[0]["reference"] == docs[1]["reference"] == "oracle"
+    assert "requested" not in docs[0]["reference_reason"]
+    # every input asked for the same reference: kept, and said where it comes from
+    c = _toy(tmp_path, "c", "noisy,oracle", reference="noisy")
+    res = _cli("report", str(a.run_dir), str(c.run_dir), "--out", str(tmp_path / "ac"))
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads((tmp_path / "ac" / "metrics.json").read_text())
+    assert doc["reference"] == "noisy"
+    assert doc["reference_reason"] == "requested (--reference of every merged run)"
+    # asked for by the report command itself
+    res = _cli("report", str(tmp_path / "ab"), "--reference", "noisy")
+    doc = json.loads((tmp_path / "ab" / "metrics.json").read_text())
+    assert doc["reference_reason"] == "requested (--reference)"
+
+
+def test_metrics_success_auc_is_the_summary_number(fake_run):
+    summary = pd.read_csv(fake_run / "summary.csv").set_index("method")
+    doc = json.loads((fake_run / "metrics.json").read_text())
+    for method, agg in doc["aggregates"].items():
+        assert agg["success_auc"] == pytest.approx(summary.loc[method, "success_auc"])
+        assert agg["success_auc_by_group"] == doc["success"]["auc"][method]
+
+
+def test_html_statistics_follow_the_paper_order(fake_run):
+    st = pd.read_csv(fake_run / "stats.csv")
+    html = (fake_run / "report.html").read_text()
+    stats_html = html[html.index("<h2>Statistics</h2>"):html.index("<h3>Friedman")]
+    shown = [m for m in st.method[1:] if f"<td>{m}</td>" in stats_html]
+    assert shown == list(st.method[1:])
+    positions = [stats_html.index(f"<tr><td>{m}</td>") for m in shown]
+    assert positions == sorted(positions)
+    assert [c["method"] for c in json.loads((fake_run / "metrics.json").read_text())
+            ["comparisons"]] == list(st.method[1:])

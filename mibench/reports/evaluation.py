@@ -6,6 +6,11 @@ Per-pair values (for the tests and the paper-style table) are means over seeds, 
 method has one value per pair. Success rates count every scored task (pairs x seeds). Failed
 tasks are scored with their initial error (``CONTRACTS.md``) and count everywhere; unscored tasks
 (no fixed landmarks) are counted as "registered, not scored" and enter no metric.
+
+The reference is requested or chosen by ``choose_reference``; ``Evaluation.warnings`` says what
+makes the comparison doubtful (a reference that failed on most of its tasks, methods with
+different seeds, comparisons with fewer than two pairs), in ``metrics.json`` and by the report's
+paper-style table.
 """
 
 from __future__ import annotations
@@ -44,29 +49,74 @@ GROUP_KEYS = ("category", "tissue", "status", "family")
 BASELINE = "identity"
 
 
-def choose_reference(table: pd.DataFrame, requested: str | None) -> tuple[str | None, str]:
+def method_failures(results: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per method, ``(failed, scored)``: how many of its scored tasks failed, out of how many.
+
+    Failed tasks are scored with their initial error, so a method that failed on most of its
+    tasks has values in the tables that are mostly those of no registration at all.
+    """
+    if results.empty:
+        return {}
+    scored = results[results["scored"].astype(bool)]
+    failed = (scored["status"] == "failed").groupby(scored["method"]).sum()
+    return {str(m): (int(failed[m]), int(n))
+            for m, n in scored.groupby("method").size().items()}
+
+
+def choose_reference(table: pd.DataFrame, requested: str | None,
+                     failures: dict[str, tuple[int, int]] | None = None, *,
+                     requested_by: str = "--reference") -> tuple[str | None, str]:
     """The reference method of a ``pair_table`` and why it was chosen.
 
-    ``requested`` (``--reference``) wins when it has scored pairs; otherwise ``drmime`` when it
-    ran; otherwise the method (not the ``identity`` baseline) with the lowest mean, so that the
-    tests still compare every method with the best one. None when nothing is scored.
+    Parameters
+    ----------
+    table : DataFrame
+        ``mibench.stats.pair_table`` of the metric.
+    requested : str or None
+        A method asked for by name; it wins when it has scored pairs, even when it failed on
+        all of them (the evaluation then warns).
+    failures : dict, optional
+        ``method_failures`` of the results. Without it, no method counts as failed.
+    requested_by : str
+        Who asked for ``requested`` (``--reference``, a run's setting), for the reason.
+
+    Returns
+    -------
+    (str or None, str)
+        The reference (None when nothing is scored) and the reason. Without a usable request
+        the choice is automatic among the methods that succeeded on at least one scored task
+        (a method that failed on every one is scored with its initial errors: it is no
+        registration at all; all methods when none succeeded): ``drmime`` when it is among
+        them, else the one with the lowest mean other than the ``identity`` baseline, so that
+        the tests still compare every method with the best one.
     """
     methods = [str(m) for m in table.columns]
     if not methods:
         return None, "no scored pairs"
     if requested:
         if requested in methods:
-            return requested, "requested (--reference)"
+            return requested, f"requested ({requested_by})"
         why = f"requested reference {requested!r} has no scored pairs; "
     else:
         why = ""
-    if DEFAULT_REFERENCE in methods:
+    failures = failures or {}
+    never = [m for m in methods
+             if failures.get(m, (0, 0))[1] and failures[m][0] >= failures[m][1]]
+    usable = [m for m in methods if m not in never] or methods
+    dropped = [m for m in never if m not in usable]
+    if DEFAULT_REFERENCE in usable:
         return DEFAULT_REFERENCE, why + f"default: {DEFAULT_REFERENCE} ran"
-    candidates = [m for m in methods if m != BASELINE] or methods
+    candidates = [m for m in usable if m != BASELINE] or usable
     means = table[candidates].mean(axis=0)
     best = str(means.idxmin())
-    return best, why + (f"{DEFAULT_REFERENCE} did not run: lowest mean {METRIC.upper()}"
-                        + (f" ({BASELINE} excluded)" if BASELINE in methods else ""))
+    head = (f"{DEFAULT_REFERENCE} failed on every scored task" if DEFAULT_REFERENCE in dropped
+            else f"{DEFAULT_REFERENCE} did not run")
+    excluded = [f"the {BASELINE} baseline"] if BASELINE in usable and BASELINE != best else []
+    failing = [m for m in dropped if m != DEFAULT_REFERENCE]
+    if failing:
+        excluded.append(f"{', '.join(failing)}, which failed on every scored task")
+    return best, why + (f"{head}: lowest mean {METRIC.upper()}"
+                        + (f", excluding {' and '.join(excluded)}" if excluded else ""))
 
 
 @dataclass
@@ -99,6 +149,14 @@ class Evaluation:
     fire_categories: bool
     groups: pd.DataFrame
     counts: dict[str, Any] = field(default_factory=dict)
+    #: Per method, the seeds of its tasks.
+    seeds: dict[str, list[int]] = field(default_factory=dict)
+    #: Per method, ``(failed, scored)`` tasks (``method_failures``).
+    failures: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: The NAED normalisation of the records (several joined by ", "; None without records).
+    normalisation: str | None = None
+    #: What a reader must know before trusting the tables (shown by the paper table).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _paper_rows(table: pd.DataFrame, reference: str | None,
@@ -178,14 +236,67 @@ def group_frame(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def evaluate(results: pd.DataFrame, reference: str | None = None) -> Evaluation:
-    """The cross-method evaluation of a ``results_frame``; ``reference`` as ``--reference``."""
+def seed_text(seeds: list[int], limit: int = 6) -> str:
+    """``"seed 0"``, ``"seeds 0, 1, 2"``, or for many ``"40 seeds (0 … 39)"``."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if len(seeds) <= limit:
+        return "seeds " + ", ".join(map(str, seeds))
+    return f"{len(seeds)} seeds ({seeds[0]} … {seeds[-1]})"
+
+
+def seed_groups(seeds: dict[str, list[int]]) -> str:
+    """Methods grouped by their seeds: ``"seed 0: identity, ncc; seeds 0, 1, 2: drmime"``."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for method, s in seeds.items():
+        groups.setdefault(tuple(s), []).append(method)
+    return "; ".join(f"{seed_text(list(s))}: {', '.join(ms)}" for s, ms in groups.items())
+
+
+def _warnings(ref: str | None, failures: dict[str, tuple[int, int]],
+              seeds: dict[str, list[int]], tests: list[PairedTest]) -> list[str]:
+    """Plain-text warnings about the comparison (see ``Evaluation.warnings``)."""
+    out = []
+    failed, scored = failures.get(ref, (0, 0)) if ref is not None else (0, 0)
+    if scored and 2 * failed > scored:
+        how = "all" if failed == scored else "most"
+        out.append(f"The reference {ref} failed on {failed} of {scored} scored tasks; failed "
+                   f"tasks are scored with their initial error, so {how} of its values are those "
+                   "of no registration at all and the tests compare the other methods with "
+                   "that, not with a registration. Choose another reference with --reference.")
+    if len({tuple(s) for s in seeds.values()}) > 1:
+        out.append(f"The methods ran with different seeds ({seed_groups(seeds)}): their "
+                   "per-pair values are means over different numbers of runs, so the comparison "
+                   "is not like for like.")
+    short = [t for t in tests if t.n_pairs < 2]
+    if short:
+        each = ", ".join(f"{t.method} ({t.n_pairs} pair{'s' if t.n_pairs != 1 else ''})"
+                         for t in short)
+        out.append(f"No p-value for {each}: a paired test needs at least two pairs that both "
+                   f"the method and the reference {ref} have.")
+    return out
+
+
+def evaluate(results: pd.DataFrame, reference: str | None = None, *,
+             requested_by: str = "--reference") -> Evaluation:
+    """The cross-method evaluation of a ``results_frame``.
+
+    ``reference`` is a requested reference method (``choose_reference``) and ``requested_by``
+    who requested it, for the reason shown. Comparisons are in the paper table's order.
+    """
     table = pair_table(results, METRIC)
-    ref, reason = choose_reference(table, reference)
+    failures = method_failures(results)
+    ref, reason = choose_reference(table, reference, failures, requested_by=requested_by)
     tests = compare_to_reference(table, ref) if ref is not None else []
     fr = friedman(table) if table.shape[1] >= 2 else None
+    paper = _paper_rows(table, ref, tests)
+    order = {r.method: i for i, r in enumerate(paper)}
+    tests.sort(key=lambda t: order.get(t.method, len(order)))
     curves, aucs, fire = (success_curves(results) if len(results) else ({}, {}, False))
     n = len(results)
+    seeds = ({str(m): sorted(int(s) for s in g.unique())
+              for m, g in results.groupby("method", sort=True)["seed"]} if n else {})
+    norms = sorted(set(results["normalisation"].dropna().astype(str))) if n else []
     counts = {
         "tasks": n,
         "scored": int(results["scored"].astype(bool).sum()) if n else 0,
@@ -193,12 +304,15 @@ def evaluate(results: pd.DataFrame, reference: str | None = None) -> Evaluation:
         "unscored": int((~results["scored"].astype(bool)).sum()) if n else 0,
         "pairs": int(results["pair_id"].nunique()) if n else 0,
         "seeds": sorted(int(s) for s in results["seed"].unique()) if n else [],
+        "seeds_per_method": seeds,
     }
     return Evaluation(metric=METRIC, reference=ref, reference_reason=reason, table=table,
-                      tests=tests, friedman=fr, paper=_paper_rows(table, ref, tests),
+                      tests=tests, friedman=fr, paper=paper,
                       thresholds=FIRE_THRESHOLDS.tolist(), curves=curves, aucs=aucs,
                       fire_categories=fire, groups=group_frame(results) if n else
-                      group_frame(pd.DataFrame()), counts=counts)
+                      group_frame(pd.DataFrame()), counts=counts, seeds=seeds,
+                      failures=failures, normalisation=", ".join(norms) or None,
+                      warnings=_warnings(ref, failures, seeds, tests))
 
 
 def stats_frame(ev: Evaluation) -> pd.DataFrame:
@@ -231,26 +345,37 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def metrics_document(ev: Evaluation, summary: pd.DataFrame,
                      manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``metrics.json`` (shaped like the ANHIR / Learn2Reg files): ``aggregates`` per method
-    (the summary row, AUCs), ``comparisons``, ``friedman``, ``paper_table``, ``success``
-    curves, ``groups`` and ``counts``. NaN becomes null."""
+    """``metrics.json`` (shaped like the ANHIR / Learn2Reg files).
+
+    Keys: ``aggregates`` per method (the ``summary.csv`` row, whose ``success_auc`` is the same
+    number, plus ``success_auc_by_group``: the AUC per group, ``"all"``, the FIRE categories
+    and ``mAUC``), ``reference``, ``reference_reason`` and ``reference_failures`` (its failed
+    and scored tasks), ``warnings`` (the report's warnings about the comparison, plain text),
+    ``comparisons`` (in the paper table's order), ``friedman``, ``paper_table``, ``success``
+    curves, ``groups`` and ``counts`` (with ``seeds_per_method``). ``normalisation`` is the
+    run's NAED normalisation (``none``: NAED is the mean TRE in native pixels). NaN becomes
+    null.
+    """
     manifest = manifest or {}
     config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
     aggregates = {}
     for row in _records(summary):
         method = row.pop("method")
-        row["success_auc"] = ev.aucs.get(method, {})
+        row["success_auc_by_group"] = ev.aucs.get(method, {})
         aggregates[method] = row
     groups: dict[str, Any] = {}
     for row in _records(ev.groups):
         key, group, method = row.pop("key"), row.pop("group"), row.pop("method")
         groups.setdefault(key, {}).setdefault(group, {})[method] = row
+    failed, scored = ev.failures.get(ev.reference, (0, 0)) if ev.reference else (0, 0)
     return {
         "metric": ev.metric,
-        "normalisation": config.get("normalisation"),
+        "normalisation": config.get("normalisation") or ev.normalisation,
         "dataset": config.get("dataset"),
         "reference": ev.reference,
         "reference_reason": ev.reference_reason,
+        "reference_failures": ({"failed": failed, "scored": scored} if ev.reference else None),
+        "warnings": list(ev.warnings),
         "per_pair_values": "mean over seeds",
         "aggregates": aggregates,
         "paper_table": [asdict(r) for r in ev.paper],
@@ -274,5 +399,6 @@ def write_evaluation(run_dir: Path, ev: Evaluation, summary: pd.DataFrame,
 
 
 __all__ = ["DEFAULT_REFERENCE", "GROUP_KEYS", "METRICS_JSON", "STATS_CSV", "Evaluation",
-           "PaperRow", "choose_reference", "evaluate", "group_frame", "metrics_document",
-           "stats_frame", "success_curves", "write_evaluation"]
+           "PaperRow", "choose_reference", "evaluate", "group_frame", "method_failures",
+           "metrics_document", "seed_groups", "seed_text", "stats_frame", "success_curves",
+           "write_evaluation"]

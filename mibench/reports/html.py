@@ -68,8 +68,9 @@ def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
     into ``run_dir``; return the report's path.
 
     ``reference`` is the method the others are tested against; None takes the run's
-    ``reference`` setting from ``run.json``, then ``drmime`` when it ran, then the method with
-    the lowest mean NAED other than ``identity`` (the no-registration baseline).
+    ``reference`` setting from ``run.json`` (``mibench run --reference``; a merged directory
+    has one only when every merged run had the same), else the automatic choice of
+    ``mibench.reports.evaluation.choose_reference``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -82,9 +83,14 @@ def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
         methods = ", ".join(sorted(set(results["method"])))
         raise UserError(f"{run_dir}: reference method {reference!r} has no records here "
                         f"(methods: {methods})")
+    requested_by = "--reference"
     if reference is None:
         reference = ctx.config.get("reference") or None
-    ctx.evaluation = evaluate(results, reference if isinstance(reference, str) else None)
+        # Say where it came from: this report was not asked for it, the run (or runs) were.
+        requested_by = ("--reference of every merged run" if manifest.get("merged_from")
+                        else "--reference of mibench run")
+    ctx.evaluation = evaluate(results, reference if isinstance(reference, str) else None,
+                              requested_by=requested_by)
     write_evaluation(run_dir, ctx.evaluation, ctx.summary, manifest)
     ctx.figures = draw_figures(ctx)
     ctx.overlays, ctx.overlay_note = make_overlays(ctx)

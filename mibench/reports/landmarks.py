@@ -10,7 +10,7 @@ target landmarks), so this module only writes them.
 
 from __future__ import annotations
 
-from collections import Counter
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,30 +22,54 @@ WARPED_DIR = "warped-landmarks"
 
 def write_warped_landmarks(run_dir: Path, records: Iterable[Record]) -> list[Path]:
     """Write ``<run_dir>/warped-landmarks/<method>/<pair_id>.csv`` for each record that has
-    warped landmarks.
+    warped landmarks, and remove every other file under ``warped-landmarks/``.
 
     Parameters
     ----------
     run_dir : Path
         The run directory.
     records : iterable of Record
-        Typically ``mibench.records.iter_records(run_dir)``. Failed records have no warped
-        landmarks and are skipped, which ANHIR's evaluation scores as the initial error.
+        All the records of the run, typically ``mibench.records.iter_records(run_dir)``. Failed
+        records have no warped landmarks and get no file, which ANHIR's evaluation scores as
+        the initial error.
 
     Returns
     -------
     list of Path
         The files written. Points are ``(x, y)`` native pixels of the fixed (target) image,
         ``(0, 0)`` the centre of its top-left pixel, rows in the order of the source landmarks.
-        When a (method, pair) has records for several seeds, each file is named
-        ``<pair_id>.s<seed>.csv`` instead, so that none overwrites another.
+        When the records hold several seeds (any method, any pair), every file is named
+        ``<pair_id>.s<seed>.csv`` instead, so that none overwrites another and a file's name
+        does not depend on which other tasks of its pair failed. Files left by an earlier
+        build that this one does not write (a task that failed since, a run resumed with more
+        seeds) are removed, so the folder holds exactly the current submission.
     """
-    chosen = [r for r in records if r.warped_moving_landmarks is not None]
-    seeds = Counter((r.method, r.pair_id) for r in chosen)
+    records = list(records)
+    several = len({r.seed for r in records}) > 1
+    root = Path(run_dir) / WARPED_DIR
     written = []
-    for r in sorted(chosen, key=lambda r: (r.method, r.pair_id, r.seed)):
-        name = r.pair_id if seeds[(r.method, r.pair_id)] == 1 else f"{r.pair_id}.s{r.seed}"
-        path = Path(run_dir) / WARPED_DIR / r.method / f"{name}.csv"
+    for r in sorted(records, key=lambda r: (r.method, r.pair_id, r.seed)):
+        if r.warped_moving_landmarks is None:
+            continue
+        name = f"{r.pair_id}.s{r.seed}" if several else r.pair_id
+        path = root / r.method / f"{name}.csv"
         write_points_csv(path, r.warped_moving_landmarks)
         written.append(path)
+    _remove_stale(root, set(written))
     return written
+
+
+def _remove_stale(root: Path, keep: set[Path]) -> None:
+    """Remove what ``root`` holds besides ``keep``, then the folders left empty.
+
+    Links are removed, never followed, so nothing outside ``root`` is touched.
+    """
+    if not root.is_dir() or root.is_symlink():
+        return
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        here = Path(dirpath)
+        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
+            if here / name not in keep:
+                (here / name).unlink()
+        if here != root and not any(here.iterdir()):
+            here.rmdir()

@@ -96,15 +96,25 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Path:
         if dest.resolve() != path.resolve():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
-    write_json_atomic(out / MANIFEST, merged_manifest(run_dirs, manifests, first))
+    method_params = {m: json.loads(p) for m, (p, _d) in params.items() if isinstance(m, str)}
+    write_json_atomic(out / MANIFEST, merged_manifest(run_dirs, manifests, first, method_params))
     return out
 
 
 def merged_manifest(run_dirs: list[Path], manifests: list[dict[str, Any]],
-                    identity: dict[str, Any]) -> dict[str, Any]:
-    """The ``run.json`` of a merged directory (see the module docstring)."""
+                    identity: dict[str, Any],
+                    method_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``run.json`` of a merged directory (see the module docstring).
+
+    ``method_params`` (method -> parameters, from the records) wins over the inputs'
+    ``config.methods``, which only say what each input's last invocation selected.
+    """
     configs = [m.get("config") if isinstance(m.get("config"), dict) else {} for m in manifests]
     config = {**configs[0], **identity}
+    # Only a reference every input asked for: anything else would depend on the input order.
+    refs = {(c.get("reference") or None) if isinstance(c.get("reference"), str) else None
+            for c in configs}
+    config["reference"] = refs.pop() if len(refs) == 1 else None
     methods: dict[str, Any] = {}
     seeds: set[int] = set()
     plugins: list[str] = []
@@ -115,7 +125,8 @@ def merged_manifest(run_dirs: list[Path], manifests: list[dict[str, Any]],
         seeds.update(int(s) for s in c.get("seeds") or [] if isinstance(s, int))
         plugins += [p for p in c.get("plugins") or [] if p not in plugins]
         notes += [n for n in m.get("dataset_notes") or [] if n not in notes]
-    config.update(methods=methods, seeds=sorted(seeds), plugins=plugins)
+    methods.update(method_params or {})
+    config.update(methods=dict(sorted(methods.items())), seeds=sorted(seeds), plugins=plugins)
     sources = [{"run_dir": str(d), **{k: m.get(k) for k in
                 ("versions", "device", "machine", "concurrent_tasks", "threads_per_task",
                  "created", "updated")}}

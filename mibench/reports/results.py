@@ -34,7 +34,8 @@ METRICS = ("naed", "tre_mean", "tre_median", "tre_max", "ire_mean", "ire_median"
 #: pair-metadata key) follow at the end.
 RESULT_HEAD = ("method", "pair_id", "seed", "dataset", "status", "error", "scored", "wall_s",
                "device_s")
-RESULT_TAIL = ("n_landmarks", "normalisation", "norm_length", "device", "key", "method_params")
+RESULT_TAIL = ("n_landmarks", "normalisation", "norm_length", "device", "torch_threads", "key",
+               "method_params")
 RESULT_COLUMNS = RESULT_HEAD + METRICS + RESULT_TAIL
 
 SUMMARY_COLUMNS = ("method", "n_pairs", "n_scored", "n_unscored", "n_failed", "naed_mean",
@@ -50,6 +51,12 @@ def _scalar(value: Any) -> Any:
     return canonical_json(value)
 
 
+def _threads(info: Any) -> Any:
+    """The torch threads a task ran with (``info.torch_threads``); None when not recorded."""
+    n = info.get("torch_threads") if isinstance(info, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
 def _float(value: Any) -> float:
     try:
         return float(value) if value is not None else np.nan
@@ -62,7 +69,8 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
 
     Columns: ``RESULT_COLUMNS`` (every metric of ``METRICS``, NaN when not scored; any further
     metric a record carries is appended after them), then ``meta_<key>`` for each pair-metadata
-    key (non-scalar values as compact JSON). ``method_params`` is compact JSON.
+    key (non-scalar values as compact JSON). ``method_params`` is compact JSON;
+    ``torch_threads`` the torch threads the task ran with (empty when the record does not say).
     """
     rows = []
     extra_metrics: set[str] = set()
@@ -79,7 +87,8 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
         row.update({k: _float(v) for k, v in metrics.items()})
         row.update({
             "n_landmarks": len(rec.landmark_errors or []), "normalisation": rec.normalisation,
-            "norm_length": _float(rec.norm_length), "device": rec.device, "key": rec.key,
+            "norm_length": _float(rec.norm_length), "device": rec.device,
+            "torch_threads": _threads(rec.info), "key": rec.key,
             "method_params": canonical_json(rec.method_params or {}),
         })
         for k, v in (rec.meta or {}).items():
@@ -91,6 +100,7 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     for col in list(METRICS) + sorted(extra_metrics) + ["wall_s", "device_s", "norm_length"]:
         frame[col] = frame[col].astype("float64")
+    frame["torch_threads"] = frame["torch_threads"].astype("Int64")  # empty cell when unknown
     if frame.empty:
         return frame
     return frame.sort_values(["method", "pair_id", "seed"], kind="stable").reset_index(drop=True)
