@@ -108,7 +108,8 @@ def cli() -> None:
               help="Import MODULE as an extra plugin (repeatable).")
 @click.option("--reference", default=None, metavar="METHOD",
               help="Method the report tests the others against (default drmime when it runs, "
-                   "else the one with the lowest mean NAED, identity excluded).")
+                   "else the one with the lowest mean NAED, identity excluded; methods that "
+                   "failed on every scored task are skipped).")
 @click.option("--retry-failed", is_flag=True, default=None,
               help="On resume, run the tasks whose record says failed again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -184,8 +185,10 @@ def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
               help="Merge the run directories into this one and report there (same dataset "
                    "and options; identical tasks once).")
 @click.option("--reference", default=None, metavar="METHOD",
-              help="Method the others are tested against (default: the run's --reference, "
-                   "else drmime when it ran, else the lowest mean NAED, identity excluded).")
+              help="Method the others are tested against (default: the run's --reference (of a "
+                   "merge: only when every run set the same one), else drmime when it ran, else "
+                   "the lowest mean NAED, identity excluded; methods that failed on every "
+                   "scored task are skipped).")
 def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) -> None:
     """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the figures and report.html
     of each run directory from its records, or of their merge with --out."""

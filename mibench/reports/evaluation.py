@@ -2,9 +2,9 @@
 paper-style table, success curves (FIRE protocol), ANHIR ranks and per-group tables; written as
 ``stats.csv`` and ``metrics.json``.
 
-Per-pair values (for the tests and the paper-style table) are means over seeds, so that each
-method has one value per pair. Success rates count every scored task (pairs x seeds). Failed
-tasks are scored with their initial error (``CONTRACTS.md``) and count everywhere; unscored tasks
+Per-pair values (for the tests and the paper-style table) are means over seeds, so that each method
+has one value per pair. Success rates count every scored task (pairs x seeds). Failed tasks are
+scored with their initial error (the README's *Conventions*) and count everywhere; unscored tasks
 (no fixed landmarks) are counted as "registered, not scored" and enter no metric.
 
 The reference is requested or chosen by ``choose_reference``; ``Evaluation.warnings`` says what

@@ -2,8 +2,8 @@
 (``summary.csv``). Pure functions over records and data frames, plus one writer.
 
 Failed pairs are already scored with their initial error in their records, so they enter every
-statistic like any other pair (``CONTRACTS.md``); only unscored pairs (no fixed landmarks) have no
-metric values and are left out of the metric statistics (NaN).
+statistic like any other pair (the README's *Conventions*); only unscored pairs (no fixed landmarks)
+have no metric values and are left out of the metric statistics (NaN).
 """
 
 from __future__ import annotations
