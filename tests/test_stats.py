@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from mibench.stats import compare_to_reference, friedman, holm, pair_table, paired_test
+from mibench.stats import (
+    NOTE_CONSTANT,
+    NOTE_IDENTICAL,
+    NOTE_NO_PAIRS,
+    NOTE_ONE_PAIR,
+    compare_to_reference,
+    friedman,
+    holm,
+    pair_table,
+    paired_test,
+    tolerance,
+)
+from mibench.stats import tests_frame as frame_of_tests  # pytest collects names "test..."
 
 
 def _holm_brute_force(p):
@@ -70,10 +83,89 @@ def test_paired_test_degenerate_cases():
     same = np.array([0.1, 0.2, 0.3])
     res = paired_test(same, same.copy())
     assert res["p_ttest"] == 1.0 and res["p_wilcoxon"] == 1.0 and res["effect_dz"] == 0.0
+    assert res["note"] == NOTE_IDENTICAL
     one = paired_test(np.array([0.2]), np.array([0.1]))
     assert math.isnan(one["p_ttest"]) and one["mean_diff"] == pytest.approx(0.1)
-    shift = paired_test(same + 0.5, same)
-    assert shift["p_ttest"] == 0.0 and shift["effect_dz"] == math.inf
+    assert math.isnan(one["p_wilcoxon"]) and one["note"] == NOTE_ONE_PAIR
+    none = paired_test(np.array([]), np.array([]))
+    assert math.isnan(none["p_ttest"]) and none["note"] == NOTE_NO_PAIRS
+
+
+def _no_warnings(*args):
+    """``paired_test`` with every warning turned into an error (scipy's "catastrophic
+    cancellation" RuntimeWarning must not reach the user)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return paired_test(*args)
+
+
+@pytest.mark.parametrize("n", [2, 4, 7])
+def test_constant_difference_is_undefined_not_p_zero(n):
+    """A method exactly 1 px off on every pair (NAED 1 / diagonal of a 32 px image), with the
+    float noise a real run gives its scores: the t-test is undefined, not p = 0."""
+    rng = np.random.default_rng(n)
+    ref = rng.uniform(0.01, 0.05, n)
+    x = ref + 1 / math.hypot(32, 32)
+    x *= 1 + rng.choice([-1, 1], n) * np.arange(n) * np.finfo(float).eps  # a few ulps of noise
+    assert np.ptp(x - ref) > 0  # not exactly constant: a naive sd check would run the t-test
+    res = _no_warnings(x, ref)
+    for key in ("t_statistic", "p_ttest", "effect_dz"):
+        assert math.isnan(res[key]), key
+    assert res["note"] == NOTE_CONSTANT
+    # Wilcoxon stays defined: n tied ranks of one sign, the exact sign test
+    assert res["p_wilcoxon"] == pytest.approx(2.0 ** (1 - n))
+    assert res["p_wilcoxon"] == pytest.approx(stats.wilcoxon(np.ones(n)).pvalue)
+    assert res["w_statistic"] == 0.0 and res["effect_rank_biserial"] == 1.0
+    assert res["mean_diff"] == pytest.approx(1 / math.hypot(32, 32))
+    down = _no_warnings(ref, x)  # the other sign
+    assert math.isnan(down["p_ttest"]) and down["effect_rank_biserial"] == -1.0
+
+
+def test_constant_difference_scipy_would_warn_or_give_noise():
+    """The data of the test above are those on which scipy itself misbehaves: it warns of
+    catastrophic cancellation and returns a t statistic made of float noise."""
+    ref = np.array([0.1, 0.2, 0.3, 0.4])
+    x = ref + 1 / math.hypot(32, 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = stats.ttest_rel(x, ref)
+    assert caught or not np.isfinite(t.statistic) or abs(t.statistic) > 1e12
+    assert math.isnan(_no_warnings(x, ref)["p_ttest"])
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, 1e12])
+def test_round_off_tolerance_scales_with_the_values(scale):
+    """Identical and constant up to float noise at any magnitude (NAED, px, a diverged method
+    10^12 px off), but a real spread just above the tolerance is tested as scipy tests it."""
+    ref = scale * np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    noise = np.array([1, -1, 2, 0, -2]) * 4 * np.finfo(float).eps * scale
+    same = _no_warnings(ref + noise, ref)
+    assert same["note"] == NOTE_IDENTICAL and same["p_ttest"] == 1.0
+    const = _no_warnings(ref + 0.5 * scale + noise, ref)
+    assert const["note"] == NOTE_CONSTANT and math.isnan(const["p_ttest"])
+    x = ref + 0.5 * scale + np.array([1, -1, 2, 0, -2]) * 1e-9 * scale
+    res = _no_warnings(x, ref)
+    assert res["note"] == "" and res["p_ttest"] == pytest.approx(stats.ttest_rel(x, ref).pvalue)
+    assert 2 * tolerance(x, ref) < np.ptp(x - ref)
+
+
+def test_constant_difference_in_compare_to_reference_and_holm():
+    """The undefined t-test leaves Holm's family (no p = 0 in it); the note reaches the rows."""
+    rng = np.random.default_rng(8)
+    ref = rng.uniform(0.01, 0.05, 6)
+    table = pd.DataFrame({"ref": ref, "shifted": ref + 0.02,
+                          "noisy": ref + rng.normal(0.01, 0.01, 6)},
+                         index=[f"p{i}" for i in range(6)])
+    table.loc["solo", "solo"] = 0.3  # a method with no pair in common with the reference
+    tests = {t.method: t for t in compare_to_reference(table, "ref")}
+    assert math.isnan(tests["shifted"].p_ttest) and math.isnan(tests["shifted"].p_ttest_holm)
+    assert tests["shifted"].note == NOTE_CONSTANT
+    p = stats.ttest_rel(table.noisy.dropna(), table.ref.dropna()).pvalue
+    assert tests["noisy"].p_ttest_holm == pytest.approx(p)  # a family of one t-test
+    assert tests["solo"].note == NOTE_NO_PAIRS and tests["noisy"].note == ""
+    frame = frame_of_tests(list(tests.values()))
+    assert list(frame.columns)[-1] == "note"
+    assert frame.set_index("method").loc["shifted", "note"] == NOTE_CONSTANT
 
 
 def _results(rows):

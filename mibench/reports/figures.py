@@ -43,9 +43,48 @@ def _no_data(ax, text: str = "no data") -> None:
     ax.set_axis_off()
 
 
+#: What the NAED axis shows under each ``--naed-norm`` (``mibench.metrics.norm_length``): with
+#: ``none`` D = 1 and the "NAED" is the mean landmark error in pixels.
+NAED_LABELS = {
+    "diagonal": "NAED per task (D = image diagonal)",
+    "max-side": "NAED per task (D = longest image side)",
+    "none": "mean TRE per task [px] (NAED with D = 1)",
+}
+
+
+def naed_normalisations(ctx: ReportContext) -> list[str]:
+    """The NAED normalisations of the run: those its records were scored with (the results'
+    ``normalisation`` column), else the configured one; empty when neither says."""
+    df = ctx.results
+    if len(df) and "normalisation" in df:
+        found = sorted({str(v) for v in df["normalisation"].dropna()})
+        if found:
+            return found
+    norm = ctx.config.get("normalisation")
+    return [str(norm)] if norm else []
+
+
+def naed_label(ctx: ReportContext) -> str:
+    """The axis label (or table heading) of per-task NAED for this run's normalisation.
+
+    Several normalisations in one run (a merge) make the values incomparable: the label says so.
+    An unknown or unrecorded one gives the plain "NAED per task".
+    """
+    norms = naed_normalisations(ctx)
+    if len(norms) > 1:
+        return f"NAED per task (mixed D: {', '.join(norms)}; not comparable)"
+    return NAED_LABELS.get(norms[0], "NAED per task") if norms else "NAED per task"
+
+
 def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
     """Horizontal box plot per method (summary order, best at the top) with the points on it;
-    failed tasks as red crosses. ``log=None``: log axis when the values span over two decades."""
+    failed tasks as red crosses.
+
+    ``log=None`` picks a log axis only when every value is positive and they span over two
+    decades: a value of 0 (a perfect method's NAED) cannot be drawn on a log axis, and a linear
+    one shows it where it belongs. ``log=True`` forces a log axis; values <= 0 are then left
+    out, and the title says how many per method, so that no point disappears unsaid.
+    """
     order = ctx.order
     fig, ax = new_figure(height=1.2 + 0.45 * max(len(order), 1))
     df = ctx.results
@@ -53,7 +92,7 @@ def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
     for m in order:
         g = df[df["method"] == m]
         v = g[column].to_numpy(dtype=float)
-        ok = np.isfinite(v) & ((v > 0) if log is not False else True)
+        ok = np.isfinite(v)  # NaN: registered, not scored (the tables count those)
         data.append(v[ok])
         failed.append((g["status"].to_numpy() == "failed")[ok])
     values = np.concatenate(data) if data else np.array([])
@@ -61,10 +100,17 @@ def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
         _no_data(ax)
         return fig
     if log is None:
-        pos = values[values > 0]
-        log = pos.size == values.size and pos.max() / pos.min() > 100
-        if log:
-            data = [d[d > 0] for d in data]
+        log = bool(np.all(values > 0) and values.max() / values.min() > 100)
+    left_out = {}
+    if log:
+        for i, m in enumerate(order):
+            keep = data[i] > 0
+            if not keep.all():
+                left_out[m] = int((~keep).sum())
+                data[i], failed[i] = data[i][keep], failed[i][keep]
+        if not any(d.size for d in data):
+            _no_data(ax, "no value > 0 to draw on a log axis")
+            return fig
     ys = np.arange(len(order), 0, -1)
     nonempty = [i for i, d in enumerate(data) if d.size]
     horizontal = ({"orientation": "horizontal"}  # matplotlib >= 3.10; `vert` is deprecated
@@ -80,6 +126,9 @@ def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
                        label="failed")
     if log:
         ax.set_xscale("log")
+    if left_out:
+        counts = ", ".join(f"{m}: {k}" for m, k in left_out.items())
+        ax.set_title(f"values <= 0 not drawn on the log axis ({counts})", fontsize="small")
     ax.set_yticks(ys)
     ax.set_yticklabels(order)
     ax.set_ylim(0.4, len(order) + 0.6)
@@ -93,7 +142,7 @@ def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
 
 
 def fig_naed(ctx: ReportContext):
-    return _strip_box(ctx, "naed", "NAED per task", log=None)
+    return _strip_box(ctx, "naed", naed_label(ctx), log=None)
 
 
 def fig_time(ctx: ReportContext):
@@ -102,10 +151,12 @@ def fig_time(ctx: ReportContext):
 
 def fig_time_naed(ctx: ReportContext):
     """Registration time (log x) against NAED per task; a large marker at each method's
-    medians, so that the accuracy-speed trade-off reads at a glance."""
+    medians, so that the accuracy-speed trade-off reads at a glance. Tasks without a time > 0
+    cannot be drawn on the log axis: the title counts them."""
     df = ctx.results
     fig, ax = new_figure(height=4.5)
-    ok = df[np.isfinite(df["naed"]) & (df["wall_s"] > 0)] if len(df) else df
+    scored = df[np.isfinite(df["naed"])] if len(df) else df
+    ok = scored[scored["wall_s"] > 0] if len(scored) else scored
     if ok.empty:
         _no_data(ax)
         return fig
@@ -118,9 +169,14 @@ def fig_time_naed(ctx: ReportContext):
         ax.scatter(g["wall_s"], g["naed"], s=12, alpha=0.45, color=c)
         ax.scatter([g["wall_s"].median()], [g["naed"].median()], s=110, marker="D", color=c,
                    edgecolor="black", zorder=4, label=m)
+    dropped = scored[~(scored["wall_s"] > 0)]["method"].value_counts()
+    if len(dropped):
+        counts = ", ".join(f"{m}: {dropped[m]}" for m in ctx.order if m in dropped)
+        ax.set_title(f"tasks without a time > 0 not drawn on the log axis ({counts})",
+                     fontsize="small")
     ax.set_xscale("log")
     ax.set_xlabel("registration time per task [s] (log)")
-    ax.set_ylabel("NAED per task")
+    ax.set_ylabel(naed_label(ctx))
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small",
               title="median", frameon=False)
@@ -205,4 +261,5 @@ def draw_figures(ctx: ReportContext) -> dict[str, bytes]:
     return out
 
 
-__all__ = ["FIGURES", "FigureSpec", "draw_figures", "new_figure", "png_bytes"]
+__all__ = ["FIGURES", "NAED_LABELS", "FigureSpec", "draw_figures", "naed_label",
+           "naed_normalisations", "new_figure", "png_bytes"]
