@@ -315,6 +315,47 @@ def test_one_scored_pair_says_tests_need_two(tmp_path, monkeypatch):
     assert "No test for identity (1 pair): the paired tests need at least two pairs" in stats_html
 
 
+def test_constant_difference_is_undefined_in_every_output(tmp_path, monkeypatch):
+    """A method exactly 1 px worse than the reference on every landmark: the t-test is
+    undefined (–, blank, null), not p = 0, and the report says why."""
+    import pandas as pd
+
+    recs = []
+    for pair in PAIRS:
+        task, ref = _record("drmime", pair, scale=0.1)
+        recs.append((task, ref))
+        worse = [e + 1.0 for e in ref.landmark_errors]
+        recs.append(_shifted(pair, ref, worse))
+    html, doc = _run(tmp_path, recs, monkeypatch)
+    stats = pd.read_csv(tmp_path / "stats.csv").set_index("method")
+    assert np.isnan(stats.loc["shifted", "p_ttest"]) and "constant difference" in \
+        stats.loc["shifted", "note"]
+    comp = next(c for c in doc["comparisons"] if c["method"] == "shifted")
+    assert comp["p_ttest"] is None and "constant difference" in comp["note"]
+    start = html.index("<h2>NAED against the reference</h2>")
+    paper = html[start:html.index("<h2>", start + 1)]
+    assert "shifted: constant difference" in paper
+
+
+def _shifted(pair, ref, worse):
+    task = Task(method="shifted", method_params={}, dataset="fake",
+                dataset_params={"size": 64}, pair_id=pair, seed=0)
+    rec = Record.for_task(task, status="ok", scored=True, norm_length=90.5, wall_s=0.5,
+                          meta=ref.meta, landmark_errors=worse,
+                          initial_errors=ref.initial_errors,
+                          metrics=pair_scores(np.array(worse), np.array(ref.initial_errors),
+                                              90.5, 90.5))
+    return task, rec
+
+
+def test_stats_csv_has_the_same_columns_when_nothing_is_scored(tmp_path, monkeypatch):
+    import pandas as pd
+
+    _run(tmp_path, [_record("identity", p, scored=False) for p in PAIRS], monkeypatch)
+    columns = list(pd.read_csv(tmp_path / "stats.csv").columns)
+    assert columns[:2] == ["metric", "method"] and columns[-1] == "friedman_mean_rank"
+
+
 def test_missing_fire_category_is_named_for_mauc(tmp_path, monkeypatch):
     recs = [_record(m, p, scale=s) for p in ("S03", "P02", "S04")
             for m, s in (("identity", 1.0), ("drmime", 0.1))]

@@ -329,7 +329,7 @@ def stats_frame(ev: Evaluation) -> pd.DataFrame:
         df = pd.concat([pd.DataFrame([ref_row], columns=df.columns).astype(df.dtypes), df],
                        ignore_index=True) if len(df) else pd.DataFrame([ref_row])
     if df.empty:
-        return pd.DataFrame(columns=[*tests_frame([]).columns, "metric", "friedman_mean_rank"])
+        return pd.DataFrame(columns=["metric", *tests_frame([]).columns, "friedman_mean_rank"])
     order = {r.method: i for i, r in enumerate(ev.paper)}
     df = df.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
     df.insert(0, "metric", ev.metric)

@@ -217,8 +217,13 @@ def section_paper(ctx: ReportContext) -> str:
                f"({esc(ev.reference_reason)}), then the other methods by NAED mean. {per_pair}"
                "; std with ddof=1. p-value: two-sided paired t-test "
                "(<code>scipy.stats.ttest_rel</code>) against the reference over the pairs both "
-               "methods have (at least two); Holm: corrected across the comparisons. Failed "
+               "methods have (at least two; undefined, –, when the difference is the same on "
+               "every pair); Holm: corrected across the comparisons. Failed "
                "pairs count with their initial error.</p>")
+    noted = [t for t in ev.tests if t.note and t.n_pairs >= 2]
+    if noted:  # fewer than two pairs is among ev.warnings already
+        out.append('<p class="note warn">' + "; ".join(f"{esc(t.method)}: {esc(t.note)}"
+                                                       for t in noted) + ".</p>")
     unpaired = [t for t in ev.tests if t.n_unpaired]
     if unpaired:
         items = ", ".join(f"{esc(t.method)}: {t.n_unpaired}" for t in unpaired)
@@ -285,6 +290,12 @@ def section_stats(ctx: ReportContext) -> str:
                          for t in short)
         out.append(f'<p class="note warn">No test for {each}: the paired tests need at least '
                    "two pairs that both the method and the reference have.</p>")
+    noted = [t for t in ev.tests if t.note and t.n_pairs >= 2]
+    if noted:
+        out.append('<p class="note warn">' + "; ".join(f"{esc(t.method)}: {esc(t.note)}"
+                                                       for t in noted)
+                   + " (differences within 1e-12, or 1e-12 times the largest value, of each "
+                   "other count as equal).</p>")
     fr = ev.friedman
     if fr is not None and fr.mean_ranks:
         ranks = sorted(fr.mean_ranks.items(), key=lambda kv: kv[1])
