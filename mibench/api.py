@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mibench.bound import Estimator, Method
-from mibench.registry import Registry
+from mibench.registry import Registry, split_plugin_names
 
 
 def estimator(name: str, *, plugins: Iterable[str] = (), **options: Any) -> Estimator:
@@ -53,6 +53,11 @@ def run(methods: str | list[str] = "default", dataset: str = "synthetic",
     ``df.attrs["run_dir"]`` and the report in ``df.attrs["report"]``. ``executor="dask"`` runs
     the tasks on a Dask cluster (``scheduler`` address, or a ``LocalCluster`` of ``workers``
     processes); the results and the run directory are the same as with the local executor.
+
+    Worker processes are *spawned* (they import the calling script again), so a script that
+    calls ``run()`` with ``workers`` >= 1 must do so under ``if __name__ == "__main__":``;
+    ``workers=0`` runs in-process and needs no guard. ``plugins`` is a list of module names or
+    one string; an item may hold several separated by commas.
     """
     import pandas as pd
 
@@ -65,7 +70,7 @@ def run(methods: str | list[str] = "default", dataset: str = "synthetic",
                     seeds=list(seeds), device=device, workers=workers, timeout=timeout,
                     executor=executor, scheduler=scheduler,
                     limit=limit, out=out, normalisation=normalisation, reference=reference,
-                    plugins=list(plugins))
+                    plugins=list(split_plugin_names(plugins)))
     result = run_benchmark(cfg, progress=progress)
     df = pd.read_csv(result.run_dir / "results.csv")
     df.attrs["run_dir"] = str(result.run_dir)
@@ -74,8 +79,15 @@ def run(methods: str | list[str] = "default", dataset: str = "synthetic",
 
 
 def list_plugins(plugins: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Every estimator, method and dataset with its kind, options and availability."""
-    registry = Registry(plugins)
+    """Every estimator, method and dataset with its kind, options and availability.
+
+    Built-ins come first, then installed (entry-point) plugins, then ``plugins``, each kind in
+    registration order. A plugin that failed to load, installed or named in ``plugins`` (it
+    does not import, a hook raises or returns something wrong, a name is invalid or taken), is a
+    row of kind ``"plugin"`` with ``available`` False and the reason, after the others: listing
+    is how one finds out what is wrong, so it does not stop at the first broken plugin.
+    """
+    registry = Registry(plugins, strict=False)
     rows = []
     for kind in ("estimator", "method", "dataset"):
         for spec in registry.specs(kind).values():

@@ -47,10 +47,34 @@ class Estimator:
                     f"fixed and moving images differ in shape: {tuple(fixed.shape)} vs "
                     f"{tuple(np.shape(moving))}"
                 )
-            value = fn(f, m, mask=mask_to_tensor(mask), **self.params)
-            return float(value.reshape(-1)[0])
+            value = self._checked(fn(f, m, mask=mask_to_tensor(mask), **self.params), f)
+            return float(value[0])
         mask_t = mask_to_tensor(mask, fixed.device) if mask is not None else None
-        return fn(fixed, moving, mask=mask_t, **self.params)
+        return self._checked(fn(fixed, moving, mask=mask_t, **self.params), fixed)
+
+    def _checked(self, value: Any, fixed: Any) -> Any:
+        """The estimator's value if it keeps the contract (a tensor ``(B,)`` on the inputs'
+        device), else a :class:`UserError` naming the estimator and its plugin: a scalar, a
+        per-pixel map or a Python float would otherwise be reduced, indexed or crash far from
+        the plugin's code. Shape and device are metadata, so this never synchronises a GPU."""
+        import torch
+
+        batch = fixed.shape[0] if getattr(fixed, "ndim", 0) == 4 else None
+        if not isinstance(value, torch.Tensor):
+            got = f"{type(value).__name__} {value!r:.40}" if isinstance(value, (int, float)) \
+                else type(value).__name__
+            problem = f"returned a {got}"
+        elif value.ndim != 1 or (batch is not None and value.shape[0] != batch):
+            problem = f"returned a tensor of shape {tuple(value.shape)}"
+        elif isinstance(fixed, torch.Tensor) and value.device != fixed.device:
+            problem = f"returned a tensor on {value.device} for inputs on {fixed.device}"
+        else:
+            return value
+        want = f"({batch},)" if batch is not None else "(B,)"
+        raise UserError(
+            f"estimator {self.name!r} (plugin {self.spec.plugin!r}) {problem}; expected a tensor "
+            f"of shape (B,) = {want}, one value per batch item, on the inputs' device"
+        )
 
 
 @dataclass

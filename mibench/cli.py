@@ -105,7 +105,7 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(), default=None,
               help="TOML or JSON file with any of these settings; flags override it.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
-              help="Import MODULE as an extra plugin (repeatable).")
+              help="Import MODULE as an extra plugin (repeatable, or a comma list: a,b).")
 @click.option("--reference", default=None, metavar="METHOD",
               help="Method the report tests the others against (default drmime when it runs, "
                    "else the one with the lowest mean NAED, identity excluded; methods that "
@@ -152,7 +152,7 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
-              help="Import MODULE as an extra plugin (repeatable).")
+              help="Import MODULE as an extra plugin (repeatable, or a comma list: a,b).")
 def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
     """List every estimator, method and dataset, and whether it can run here."""
     from mibench.api import list_plugins
@@ -235,7 +235,7 @@ def read_image(path: str) -> Any:
 @click.option("--estimator", "-e", "name", required=True, help="Estimator name, e.g. ncc.")
 @click.option("-o", "opts", multiple=True, metavar="KEY=VALUE", help="Estimator option.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
-              help="Import MODULE as an extra plugin (repeatable).")
+              help="Import MODULE as an extra plugin (repeatable, or a comma list: a,b).")
 @click.argument("fixed_image", type=click.Path())
 @click.argument("moving_image", type=click.Path())
 def estimate(name, opts, plugins, fixed_image, moving_image) -> None:

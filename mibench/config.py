@@ -181,8 +181,11 @@ def resolve_data_dir(spec, data_dir: str | Path | None) -> Path | None:
     """The absolute data directory for dataset ``spec``; a missing one is a :class:`UserError`."""
     if data_dir is None:
         if spec.needs_data_dir:
+            where = (f"expected layout: {spec.layout}" if spec.layout else
+                     f"plugin {spec.plugin!r} describes no layout; a dataset that generates its "
+                     "data should declare needs_data_dir=False")
             raise UserError(f"dataset {spec.name!r} needs --data-dir (data_dir= in Python; "
-                            f"expected layout: {spec.layout})")
+                            f"{where})")
         return None
     path = Path(data_dir).expanduser().resolve()
     if not path.is_dir():

@@ -15,9 +15,17 @@ found through the entry-point group ``mibench``::
     def mibench_methods():
         return [MethodSpec(name="mymethod", description="...", factory="myplugin.core:register")]
 
-Each hook returns a list of specs (see :mod:`mibench.specs`). Keep plugin modules light: put
-heavy imports in the module the ``factory`` string points to, so that ``mibench list`` stays fast
-and works when an optional dependency is missing.
+Each hook takes no arguments and returns a *list* of specs of its kind (see :mod:`mibench.specs`),
+``[]`` for none; spec names are lower-case letters, digits, ``-``, ``_`` and ``.``, starting with a
+letter or digit, and unique per kind. :class:`mibench.registry.Registry` calls the hooks once, when
+the plugin is registered, and refuses the plugin with one line naming it when a hook raises or
+returns anything else, when a name is invalid or taken, or when a function is marked
+``@hookimpl`` with a name that is not a hook below (a typo), or is named like a hook but not
+marked. Keep plugin modules light: put heavy imports in the module the ``factory`` string points
+to, so that ``mibench list`` stays fast and works when an optional dependency is missing. The
+shared conventions (coordinates, the direction of a transform, images in [0, 1]) are in the
+README's "Conventions" section, :mod:`mibench.transform` and :mod:`mibench.contracts`; the guide
+is ``docs/plugins.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +42,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def mibench_estimators() -> list[EstimatorSpec]:
-    """Return the similarity measures this plugin provides."""
+    """Return the similarity measures this plugin provides.
+
+    Each factory returns a tensor of shape ``(B,)`` on the inputs' device (checked when it is
+    called through :class:`mibench.bound.Estimator`).
+    """
 
 
 @hookspec

@@ -3,6 +3,20 @@
 Built-ins (``mibench.estimators``, ``mibench.methods``, ``mibench.datasets``) are registered
 through the same hooks as plugins found in the entry-point group ``mibench`` and modules named
 with ``--plugin`` / ``plugins=``.
+
+Every plugin is checked when it is registered, so that a plugin author's mistake is one line
+naming the plugin rather than a traceback from whichever command first calls the hook: unknown
+hook names (a typo) and hook-like functions without ``@hookimpl``, hooks that take arguments,
+raise, or return anything but a list of specs of their kind, spec names that are not valid
+names, and names another plugin already provides (case-insensitively). The hooks are called
+once, at registration: they return plain metadata, and a plugin is accepted or refused as a
+whole, so a half-working plugin never runs.
+
+A problem in an installed plugin (entry point) must not break mibench: the plugin is left out and
+recorded in :attr:`Registry.broken` (``mibench list`` shows it, an unknown name mentions it). A
+problem in a plugin the user named (``--plugin``, ``plugins=``, :meth:`Registry.register`) is a
+:class:`UserError`, unless the registry was made with ``strict=False`` (what ``mibench list``
+does, to list it as broken next to everything that works).
 """
 
 from __future__ import annotations
@@ -11,7 +25,9 @@ import dataclasses
 import difflib
 import importlib
 import importlib.metadata
+import re
 from collections.abc import Iterable
+from typing import Any
 
 import pluggy
 
@@ -24,6 +40,40 @@ BUILTIN_PLUGINS = ("mibench.estimators", "mibench.methods", "mibench.datasets")
 KINDS = {"estimator": "mibench_estimators", "method": "mibench_methods",
          "dataset": "mibench_datasets"}
 SPEC_TYPES = {"estimator": EstimatorSpec, "method": MethodSpec, "dataset": DatasetSpec}
+#: What a spec name may be: users type it after --methods (a comma list), -O METHOD.KEY=VALUE
+#: and in file names of records, and look-ups lower-case what they are given.
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+NAME_RULE = ("lower-case letters, digits, '-', '_' and '.', starting with a letter or digit")
+#: Method names that ``--methods`` reads as a selection, not as a method.
+RESERVED = {"method": {"all", "default"}}
+
+
+class PluginError(Exception):
+    """A problem in one plugin (internal: becomes a :class:`UserError` or a broken entry)."""
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = next((s.strip() for s in str(text).splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _describe(obj: Any) -> str:
+    """``a MethodSpec``, ``a str ('devimpl:ident')``: what a hook returned, briefly."""
+    if obj is None:
+        return "None"
+    kind = type(obj).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    shown = f" ({obj!r:.40})" if isinstance(obj, (str, int, float)) else ""
+    return f"{article} {kind}{shown}"
+
+
+def split_plugin_names(plugins: Iterable[str] | str) -> tuple[str, ...]:
+    """``["a,b", "c"]`` -> ``("a", "b", "c")``: ``--plugin a,b`` works like ``--methods a,b``,
+    and a single string (``plugins="mypkg.plugin"``) is one module, not its characters."""
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    names = (part.strip() for item in plugins for part in str(item).split(","))
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 class Registry:
@@ -31,25 +81,36 @@ class Registry:
 
     Parameters
     ----------
-    plugins : iterable of str
-        Extra plugin modules to import and register by dotted name (``--plugin``).
+    plugins : iterable of str, or str
+        Extra plugin modules to import and register by dotted name (``--plugin``); an item may
+        hold several, separated by commas.
     entry_points : bool
         Load third-party plugins from the ``mibench`` entry-point group.
+    strict : bool
+        True: a problem in one of ``plugins`` (or a plugin given to :meth:`register`) raises a
+        :class:`UserError` naming the plugin. False: it is recorded in :attr:`broken` like a
+        broken entry point, and the rest of the registry works (``mibench list``).
     """
 
-    def __init__(self, plugins: Iterable[str] = (), *, entry_points: bool = True):
+    def __init__(self, plugins: Iterable[str] | str = (), *, entry_points: bool = True,
+                 strict: bool = True):
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        #: plugin name -> one-line reason, for plugins that failed to load
+        self.strict = strict
+        #: plugin name -> one-line reason, for plugins that failed to load (left out)
         self.broken: dict[str, str] = {}
-        self.extra_plugins = tuple(plugins)
+        #: plugin name -> kind -> its specs, in registration order (built-ins first)
+        self._provided: dict[str, dict[str, list[PluginSpec]]] = {}
+        self.extra_plugins = split_plugin_names(plugins)
         for name in BUILTIN_PLUGINS:
-            self.pm.register(importlib.import_module(name), name=name)
+            # Ours: a problem here is a bug in mibench, so it always raises.
+            self._add(importlib.import_module(name), name, strict=True)
         if entry_points:
             self._load_entry_points()
         for name in self.extra_plugins:
             self.register_module(name)
-        self._cache: dict[str, dict[str, PluginSpec]] = {}
+
+    # ------------------------------------------------------------------ registration
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -58,62 +119,169 @@ class Registry:
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break mibench
-                self.broken[ep.name] = f"failed to import {ep.value}: {exc}"
+                self.broken[ep.name] = _one_line(f"failed to import {ep.value}: {exc}")
                 continue
-            self.pm.register(plugin, name=ep.name)
+            self._add(plugin, ep.name, strict=False)
 
     def register_module(self, module_name: str) -> None:
         """Import a module by name and register it as a plugin."""
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UserError(f"cannot import plugin module {module_name!r}: {exc}") from None
-        if self.pm.get_plugin(module_name) is None:
-            self.pm.register(module, name=module_name)
-        self._cache = {}
+        except Exception as exc:  # SyntaxError, or an error raised by the module at import
+            why = exc if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+            self._refuse(module_name, _one_line(f"cannot import plugin module {module_name!r}: "
+                                                f"{why}"), self.strict, prefix=False)
+            return
+        if self.pm.get_plugin(module_name) is None and not self.pm.is_registered(module):
+            self._add(module, module_name, strict=self.strict)
 
     def register(self, plugin: object, name: str | None = None) -> str:
-        """Register a plugin object (a module or any object with hook implementations)."""
-        registered = self.pm.register(plugin, name=name)
-        self._cache = {}
-        return registered
+        """Register a plugin object (a module or any object with hook implementations).
+
+        It is checked as described in the module docstring; a problem is a :class:`UserError`
+        naming the plugin (with ``strict=False``: recorded in :attr:`broken`).
+        """
+        name = name or self.pm.get_canonical_name(plugin)
+        self._add(plugin, name, strict=self.strict)
+        return name
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
-        self._cache = {}
+        self._provided.pop(name, None)
+
+    def _add(self, plugin: object, name: str, *, strict: bool) -> None:
+        """Register ``plugin`` under ``name`` and collect its specs, or refuse it whole."""
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            # pluggy's message is several lines ("Plugin 'x' for hook 'y'", the definition,
+            # the problem): the first repeats what our prefix says, the rest go on one line.
+            lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+            why = "; ".join(lines[1:] or lines)
+            if "Argument(s)" in why:
+                why += " (mibench hooks take no arguments)"
+            if self.pm.get_plugin(name) is not None:  # older pluggy registers part of it
+                self.pm.unregister(name=name)
+            self._refuse(name, f"invalid hook implementation: {why}", strict)
+            return
+        try:
+            self._check_hook_names(plugin)
+            provided = self._collect(name)
+        except PluginError as exc:
+            self.pm.unregister(name=name)
+            self._refuse(name, str(exc), strict)
+            return
+        self._provided[name] = provided
+
+    def _refuse(self, name: str, why: str, strict: bool, *, prefix: bool = True) -> None:
+        if strict:
+            raise UserError(f"plugin {name!r}: {why}" if prefix else why)
+        self.broken[name] = why
+
+    def _check_hook_names(self, plugin: object) -> None:
+        """A misspelt hook or a hook without ``@hookimpl`` would otherwise register nothing
+        and say nothing. pluggy's ``check_pending()`` finds the first (for all plugins at
+        once); this is the same check for one plugin, plus the second."""
+        hooks = list(KINDS.values())
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            if caller.has_spec():
+                continue
+            if any(impl.plugin is plugin and not impl.optionalhook
+                   for impl in caller.get_hookimpls()):
+                close = difflib.get_close_matches(caller.name, hooks, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise PluginError(f"unknown hook {caller.name}{hint}; the hooks are "
+                                  f"{', '.join(hooks)}")
+        for attr in dir(plugin):
+            if not attr.startswith(f"{hookspecs.PROJECT}_"):
+                continue
+            try:
+                obj = getattr(plugin, attr)
+            except Exception:
+                continue
+            marked = self.pm.parse_hookimpl_opts(plugin, attr) is not None
+            looks_like_hook = difflib.get_close_matches(attr, hooks, n=1, cutoff=0.85)
+            if callable(obj) and not marked and looks_like_hook:
+                raise PluginError(f"{attr} is not marked with @mibench.hookimpl, so mibench "
+                                  "does not call it")
+
+    def _collect(self, name: str) -> dict[str, list[PluginSpec]]:
+        """Call the plugin's hooks and check what they return (see the module docstring)."""
+        provided: dict[str, list[PluginSpec]] = {}
+        for kind, hook_name in KINDS.items():
+            spec_type = SPEC_TYPES[kind]
+            own: dict[str, PluginSpec] = {}
+            taken = {spec.name.lower(): spec for spec in self._all(kind)}
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != name:
+                    continue
+                try:
+                    result = impl.function()
+                except Exception as exc:
+                    raise PluginError(_one_line(f"{hook_name}() raised {type(exc).__name__}: "
+                                                f"{exc}")) from None
+                if not isinstance(result, (list, tuple)):
+                    hint = " (return [] to provide none)" if result is None else (
+                        " (return [spec])" if isinstance(result, PluginSpec) else "")
+                    raise PluginError(f"{hook_name}() returned {_describe(result)}; expected "
+                                      f"a list of {spec_type.__name__}{hint}")
+                for spec in result:
+                    if not isinstance(spec, spec_type):
+                        other = next((f"; a {type(spec).__name__} goes in {KINDS[k]}()"
+                                      for k, t in SPEC_TYPES.items() if type(spec) is t), "")
+                        raise PluginError(f"{hook_name}() returned {_describe(spec)} in its "
+                                          f"list; expected {spec_type.__name__}{other}")
+                    self._check_name(kind, spec, own, taken)
+                    own[spec.name] = dataclasses.replace(spec, plugin=name)
+            provided[kind] = list(own.values())
+        return provided
+
+    @staticmethod
+    def _check_name(kind: str, spec: PluginSpec, own: dict[str, PluginSpec],
+                    taken: dict[str, PluginSpec]) -> None:
+        name = spec.name
+        if not isinstance(name, str):
+            raise PluginError(f"{kind} name {name!r} is not a string")
+        # Clashes first, case-insensitively: "NCC" is then reported as the clash it is.
+        other = taken.get(name.lower())
+        if other is not None:
+            raise PluginError(f"{kind} {name!r} is also provided by plugin {other.plugin!r} "
+                              "(names are unique per kind, case-insensitively)")
+        if name.lower() in {n.lower() for n in own}:
+            raise PluginError(f"{kind} {name!r} is provided twice")
+        if not NAME_RE.fullmatch(name):
+            suggestion = re.sub(r"[^a-z0-9._-]+", "-", name.strip().lower()).strip("-._")
+            hint = f" (e.g. {suggestion!r})" if NAME_RE.fullmatch(suggestion) else ""
+            raise PluginError(f"{kind} name {name!r} is not valid: use {NAME_RULE}{hint}")
+        if name in RESERVED.get(kind, ()):
+            raise PluginError(f"{kind} name {name!r} is reserved (--methods {name} selects "
+                              "a set of methods)")
+
+    # ------------------------------------------------------------------ look-up
+
+    def _all(self, kind: str) -> Iterable[PluginSpec]:
+        for provided in self._provided.values():
+            yield from provided.get(kind, ())
 
     def specs(self, kind: str) -> dict[str, PluginSpec]:
-        """All specs of one kind (``estimator``, ``method``, ``dataset``), by name."""
+        """All specs of one kind (``estimator``, ``method``, ``dataset``), by name, in
+        registration order: built-ins, entry-point plugins, then ``plugins``."""
         if kind not in KINDS:
             raise ValueError(f"unknown plugin kind {kind!r}")
-        if kind not in self._cache:
-            found: dict[str, PluginSpec] = {}
-            hook = getattr(self.pm.hook, KINDS[kind])
-            for impl in reversed(hook.get_hookimpls()):  # registration order
-                for spec in impl.function() or ():
-                    if not isinstance(spec, SPEC_TYPES[kind]):
-                        raise TypeError(
-                            f"plugin {impl.plugin_name!r} returned {spec!r} from "
-                            f"{KINDS[kind]}; expected {SPEC_TYPES[kind].__name__}"
-                        )
-                    if spec.name in found:
-                        raise UserError(
-                            f"{kind} {spec.name!r} is provided by both "
-                            f"{found[spec.name].plugin!r} and {impl.plugin_name!r}"
-                        )
-                    found[spec.name] = dataclasses.replace(spec, plugin=impl.plugin_name)
-            self._cache[kind] = found
-        return self._cache[kind]
+        return {spec.name: spec for spec in self._all(kind)}
 
     def get(self, kind: str, name: str) -> PluginSpec:
-        """Look a spec up by name; an unknown name is a :class:`UserError` with suggestions."""
+        """Look a spec up by name; an unknown name is a :class:`UserError` with suggestions
+        (and the plugins that failed to load: the name may have been one of theirs)."""
         specs = self.specs(kind)
         key = name.strip().lower()
         if key not in specs:
             close = difflib.get_close_matches(key, specs, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            broken = "; ".join(f"{p} ({why})" for p, why in self.broken.items())
+            note = f"; plugins that failed to load: {broken}" if broken else ""
             raise UserError(
-                f"unknown {kind} {name!r}{hint}; available: {', '.join(sorted(specs))}"
+                f"unknown {kind} {name!r}{hint}; available: {', '.join(sorted(specs))}{note}"
             )
         return specs[key]
 

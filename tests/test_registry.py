@@ -52,9 +52,12 @@ def test_duplicate_names_rejected():
             return [MethodSpec("identity", "Clash.", "fakeplugin:raises")]
 
     reg = Registry(entry_points=False)
-    reg.register(Dup(), name="dup")
-    with pytest.raises(UserError, match="provided by both"):
-        reg.specs("method")
+    with pytest.raises(UserError, match="plugin 'dup': method 'identity' is also provided by "
+                                        "plugin 'mibench.methods'"):
+        reg.register(Dup(), name="dup")
+    # Refused whole: the registry is as before.
+    assert reg.get("method", "identity").plugin == "mibench.methods"
+    assert reg.pm.get_plugin("dup") is None
 
 
 def test_unknown_name_suggests():
