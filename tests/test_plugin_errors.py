@@ -6,14 +6,13 @@ written to ``tmp_path``."""
 
 import importlib.metadata
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from test_example_plugin import cli as example_cli
 
 import mibench
 from mibench.errors import UserError
@@ -41,12 +40,8 @@ def write_plugin(tmp_path, monkeypatch):
 
 
 def cli(*args, pythonpath=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    return subprocess.run([sys.executable, "-m", "mibench.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=pythonpath)
+    """``python -m mibench.cli ARGS`` in a clean environment, run from ``pythonpath``."""
+    return example_cli(*args, pythonpath=pythonpath, cwd=pythonpath)
 
 
 def method_plugin(returns: str, signature: str = "") -> str:
