@@ -117,6 +117,11 @@ class Method:
             **self.params,
         )
         if isinstance(out, RegistrationOutput):
+            if not isinstance(out.transform, Transform):
+                raise TypeError(
+                    f"method {self.name!r} returned a RegistrationOutput whose transform is of "
+                    f"type {type(out.transform).__name__}; expected a Transform (e.g. "
+                    "mibench.transform.MatrixTransform(matrix))")
             return out
         if isinstance(out, Transform):
             return RegistrationOutput(out)

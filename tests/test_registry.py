@@ -119,3 +119,20 @@ def test_cli_list_json():
     kinds = {r["kind"] for r in rows}
     assert {"method", "dataset"} <= kinds
     assert all("available" in r for r in rows)
+
+
+def test_a_method_output_that_is_not_a_transform_is_named():
+    """``RegistrationOutput(np.eye(3))`` (a matrix, not a transform) fails with a message that
+    says what to return, not an AttributeError deep in the scoring."""
+    import numpy as np
+
+    from mibench.bound import Method
+    from mibench.contracts import RegistrationOutput
+
+    def bare_matrix(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0):
+        return RegistrationOutput(np.eye(3))
+
+    spec = MethodSpec("bare", "returns a matrix", bare_matrix)
+    with pytest.raises(TypeError, match=r"method 'bare' returned a RegistrationOutput whose "
+                                        r"transform is of type ndarray; expected a Transform"):
+        Method(spec)(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
