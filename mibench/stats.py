@@ -235,7 +235,8 @@ class FriedmanResult:
 
 
 def friedman(table: pd.DataFrame) -> FriedmanResult:
-    """Friedman test and mean ranks (1 = smallest value, ties averaged) of a ``pair_table``.
+    """Friedman test and mean ranks (1 = smallest value, ties averaged, values rounded to
+    ``DECIMALS`` places first) of a ``pair_table``.
 
     Needs at least three methods and two complete pairs for the test; mean ranks are given
     whenever there is a complete pair.
@@ -245,13 +246,14 @@ def friedman(table: pd.DataFrame) -> FriedmanResult:
     complete = table.dropna(axis=0, how="any")
     n, k = complete.shape
     dropped = int(len(table) - n)
+    # Values equal up to float noise (an exact 0 and 5e-17) tie, as in the paired tests.
+    values = np.round(complete.to_numpy(dtype=np.float64), DECIMALS)
     ranks: dict[str, float] = {}
     if n:
-        r = stats.rankdata(complete.to_numpy(dtype=np.float64), axis=1, method="average")
+        r = stats.rankdata(values, axis=1, method="average")
         ranks = {str(m): float(v) for m, v in zip(complete.columns, r.mean(axis=0), strict=True)}
     stat = p = math.nan
     if k >= 3 and n >= 2:
-        values = complete.to_numpy(dtype=np.float64)
         if np.all(values == values[:, :1]):
             stat, p = 0.0, 1.0  # every method equal on every pair
         else:

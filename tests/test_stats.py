@@ -224,3 +224,10 @@ def test_friedman_matches_scipy_and_brute_force_ranks():
     # the mean ranks of k methods always sum to k(k+1)/2
     assert sum(res.mean_ranks.values()) == pytest.approx(10)
     assert list(itertools.islice(res.mean_ranks, 4)) == list("abcd")
+
+
+def test_friedman_ties_values_equal_up_to_float_noise():
+    t = pd.DataFrame({"oracle": [5e-17, 0.0, 1e-16], "exact": [0.0, 5e-17, 0.0],
+                      "worse": [0.1, 0.2, 0.3]})
+    res = friedman(t)
+    assert res.mean_ranks == {"oracle": 1.5, "exact": 1.5, "worse": 3.0}
