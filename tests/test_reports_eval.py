@@ -167,6 +167,16 @@ def test_overlays_of_a_real_run_and_a_lost_dataset(tmp_path):
     text = build_reports(res.run_dir).read_text()
     assert "cannot be loaded here" in text and "fig_overlay" not in text
     assert not (res.run_dir / "fig_overlay_best.png").exists()
+    # a plugin's own transform type: the report says that, not that the data is gone
+    manifest["config"]["plugins"] = ["fakeplugin"]
+    (res.run_dir / "run.json").write_text(json.dumps(manifest))
+    for path in (res.run_dir / "records" / "noisy").glob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["transform"] = {"type": "shift", "dx": 1.0}
+        path.write_text(json.dumps(rec))
+    text = build_reports(res.run_dir).read_text()
+    assert "cannot be rebuilt from its record (unknown transform type &#x27;shift&#x27;)" in text
+    assert "cannot be loaded here" not in text
 
 
 def test_merge_runs_dedupes_and_refuses_other_datasets(tmp_path, monkeypatch):

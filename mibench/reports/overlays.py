@@ -168,10 +168,14 @@ def make_overlays(ctx: ReportContext) -> tuple[list[Overlay], str]:
         if rec is None:
             return out, f"The record of {ref} on pair {pair_id} is missing: no overlay."
         try:
+            transform = transform_from_dict(rec.get("transform"))
+        except ValueError as exc:  # a plugin's own Transform type: stored, but not redrawable
+            return out, (f"The transform of {ref} on pair {pair_id} cannot be rebuilt from its "
+                         f"record ({exc}): overlays need a matrix transform.")
+        try:
             if dataset is None:
                 dataset = load_dataset(config, rec.get("dataset_params") or {})
             pair = dataset.load(pair_id)
-            transform = transform_from_dict(rec.get("transform"))
             title = (f"{label}: {ref} on {pair_id} (seed {int(row['seed'])}), "
                      f"NAED {row['naed']:.4g}, {rec.get('status')}")
             png = png_bytes(draw_overlay(pair, transform, title))
