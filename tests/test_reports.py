@@ -362,3 +362,18 @@ def test_missing_fire_category_is_named_for_mauc(tmp_path, monkeypatch):
     html, doc = _run(tmp_path, recs, monkeypatch)
     assert doc["success"]["fire_categories"] is True
     assert "No scored task in FIRE category A: mAUC" in html
+
+
+@pytest.mark.parametrize("norm", ["none", "diagonal"])
+def test_naed_figure_captions_name_an_unnormalised_naed(norm):
+    from types import SimpleNamespace
+
+    from mibench.reports.sections import _figures
+
+    ctx = SimpleNamespace(config={"normalisation": norm}, evaluation=None,
+                          figures={"fig_naed.png": b"\x89PNG", "fig_time.png": b"\x89PNG"})
+    naed = " ".join(_figures(ctx, "naed"))
+    timing = " ".join(_figures(ctx, "timing"))
+    said = "mean landmark error in pixels (--naed-norm none: D = 1)"
+    assert (said in naed) == (norm == "none")
+    assert said not in timing  # the time figure's caption does not mention NAED

@@ -15,7 +15,15 @@ from mibench.reports.page import to_json as _json
 
 
 def _figures(ctx: ReportContext, section: str) -> list[str]:
-    return [img(ctx.figures[f.name], f.name, f"{f.caption} ({f.name})")
+    unnormalised = _normalisation(ctx) == "none"
+
+    def caption(f) -> str:
+        text = f.caption
+        if unnormalised and "NAED" in text:  # say it where the figure is, not only in a table
+            text += " NAED here is the mean landmark error in pixels (--naed-norm none: D = 1)."
+        return f"{text} ({f.name})"
+
+    return [img(ctx.figures[f.name], f.name, caption(f))
             for f in FIGURES if f.section == section and f.name in ctx.figures]
 
 
