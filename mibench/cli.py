@@ -129,10 +129,16 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
         "seeds": _parse_seeds(seed_text) if seed_text is not None else None,
     }
     settings = {**base, **{k: v for k, v in flags.items() if v is not None}}
-    dataset_options = {**base.get("dataset_options", {}), **_parse_options(dataset_opts, "-o")}
+    flag_dataset_options = _parse_options(dataset_opts, "-o")
+    dataset_options = {**base.get("dataset_options", {}), **flag_dataset_options}
     method_options = {k: dict(v) for k, v in base.get("method_options", {}).items()}
-    for name, opts in _parse_method_options(method_opts).items():
+    flag_method_options = _parse_method_options(method_opts)
+    for name, opts in flag_method_options.items():
         method_options.setdefault(name, {}).update(opts)
+    # Options whose value comes from the config file: an error about one names the file too.
+    from_file = {k for k in base.get("dataset_options", {}) if k not in flag_dataset_options}
+    from_file |= {k for name, opts in base.get("method_options", {}).items() for k in opts
+                  if k not in flag_method_options.get(name, {})}
     settings.update(dataset_options=dataset_options, method_options=method_options,
                     plugins=list(base.get("plugins", [])) + list(plugins))
     if settings.get("timeout") == 0:
@@ -140,6 +146,11 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
     cfg = RunConfig(**settings)
     try:
         result = run_benchmark(cfg, progress=not quiet)
+    except UserError as exc:
+        named = next((k for k in sorted(from_file) if f"option {k!r}" in str(exc)), None)
+        if named is None:
+            raise
+        raise UserError(f"{exc} (set in {config_file})") from None
     except KeyboardInterrupt:
         click.echo("mibench: interrupted; the records written so far are kept: run the same "
                    "command again to resume", err=True)

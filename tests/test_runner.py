@@ -276,6 +276,21 @@ def test_config_file_values_of_the_wrong_type_are_one_line(tmp_path, content, me
         assert str(config) in lines[0]
 
 
+def test_option_errors_from_a_config_file_name_the_file(tmp_path):
+    config = tmp_path / "bench.toml"
+    config.write_text('methods = ["identity", "ncc"]\ndataset_options = { pairs = "abc" }\n')
+    res = CliRunner().invoke(cli, ["run", "--config", str(config)])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert res.stderr.strip().endswith(f"option 'pairs' expects an int, got 'abc' (set in "
+                                       f"{config})")
+    config.write_text('methods = ["identity", "ncc"]\nmethod_options = { ncc = { lr = -1 } }\n')
+    res = CliRunner().invoke(cli, ["run", "--config", str(config), "-o", "pairs=1"])
+    assert res.exit_code == 2 and f"'lr' must be > 0, got -1.0 (set in {config})" in res.stderr
+    # A flag that overrides the file's value is not blamed on the file.
+    res = CliRunner().invoke(cli, ["run", "--config", str(config), "-O", "ncc.lr=-2"])
+    assert res.exit_code == 2 and "set in" not in res.stderr and "got -2.0" in res.stderr
+
+
 def test_config_file_shared_method_options_and_single_seed(tmp_path):
     from mibench.config import load_config_file
 
