@@ -47,19 +47,24 @@ class Estimator:
                     f"fixed and moving images differ in shape: {tuple(fixed.shape)} vs "
                     f"{tuple(np.shape(moving))}"
                 )
-            value = self._checked(fn(f, m, mask=mask_to_tensor(mask), **self.params), f)
+            _check_inputs(f, m)
+            value = self._checked(fn(f, m, mask=mask_to_tensor(mask), **self.params), f, m)
             return float(value[0])
+        _check_inputs(fixed, moving)
         mask_t = mask_to_tensor(mask, fixed.device) if mask is not None else None
-        return self._checked(fn(fixed, moving, mask=mask_t, **self.params), fixed)
+        return self._checked(fn(fixed, moving, mask=mask_t, **self.params), fixed, moving)
 
-    def _checked(self, value: Any, fixed: Any) -> Any:
+    def _checked(self, value: Any, fixed: Any, moving: Any = None) -> Any:
         """The estimator's value if it keeps the contract (a tensor ``(B,)`` on the inputs'
-        device), else a :class:`UserError` naming the estimator and its plugin: a scalar, a
-        per-pixel map or a Python float would otherwise be reduced, indexed or crash far from
-        the plugin's code. Shape and device are metadata, so this never synchronises a GPU."""
+        device, ``B`` the larger batch: a batch of 1 is broadcast against the other), else a
+        :class:`UserError` naming the estimator and its plugin: a scalar, a per-pixel map or a
+        Python float would otherwise be reduced, indexed or crash far from the plugin's code.
+        Shape and device are metadata, so this never synchronises a GPU."""
         import torch
 
         batch = fixed.shape[0] if getattr(fixed, "ndim", 0) == 4 else None
+        if batch is not None and getattr(moving, "ndim", 0) == 4:
+            batch = max(batch, moving.shape[0])
         if not isinstance(value, torch.Tensor):
             got = f"{type(value).__name__} {value!r:.40}" if isinstance(value, (int, float)) \
                 else type(value).__name__
@@ -75,6 +80,28 @@ class Estimator:
             f"estimator {self.name!r} (plugin {self.spec.plugin!r}) {problem}; expected a tensor "
             f"of shape (B,) = {want}, one value per batch item, on the inputs' device"
         )
+
+
+def _check_inputs(fixed: Any, moving: Any) -> None:
+    """One clear ``ValueError`` for inputs no estimator can score: not ``(B, C, H, W)``,
+    batches that cannot broadcast, different sizes, empty images, NaN or infinite pixels (each
+    estimator would otherwise fail its own way, or silently return a number). The finiteness
+    check reads one flag back from the device per call of the API, not per optimisation step:
+    the methods call the estimator functions directly."""
+    import torch
+
+    shapes = f"{tuple(fixed.shape)} and {tuple(moving.shape)}"
+    if fixed.ndim != 4 or moving.ndim != 4:
+        raise ValueError(f"expected (B, C, H, W) tensors, got {shapes}")
+    if fixed.shape[0] != moving.shape[0] and 1 not in (fixed.shape[0], moving.shape[0]):
+        raise ValueError(f"batch sizes {fixed.shape[0]} and {moving.shape[0]} do not broadcast")
+    if fixed.shape[-2:] != moving.shape[-2:]:
+        raise ValueError(f"fixed and moving differ in size: {shapes}")
+    if fixed.numel() == 0 or moving.numel() == 0:
+        raise ValueError(f"empty images: {shapes}")
+    for name, x in (("fixed", fixed), ("moving", moving)):
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"the {name} image has NaN or infinite pixels")
 
 
 @dataclass
@@ -104,13 +131,21 @@ class Method:
 
     def __call__(self, fixed: Any, moving: Any, *, fixed_mask: Any = None,
                  moving_mask: Any = None, seed: int = 0) -> RegistrationOutput:
+        import torch
+
         from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
 
         device = resolve_device(self.device)
         fn = self.spec.load()
+        fixed, moving = image_to_tensor(fixed, device), image_to_tensor(moving, device)
+        for name, x in (("fixed", fixed), ("moving", moving)):
+            # One flag read back per registration: a NaN pixel would otherwise end as a NaN
+            # loss, an index error or a silently degraded result, depending on the method.
+            if x.numel() == 0 or not bool(torch.isfinite(x).all()):
+                raise ValueError(f"the {name} image is empty or has NaN or infinite pixels")
         out = fn(
-            image_to_tensor(fixed, device),
-            image_to_tensor(moving, device),
+            fixed,
+            moving,
             fixed_mask=mask_to_tensor(fixed_mask, device),
             moving_mask=mask_to_tensor(moving_mask, device),
             seed=seed,

@@ -140,3 +140,32 @@ def test_specs():
     assert specs["ncc"].higher_is_better is True
     assert specs["mse"].load() is basic.mse
     assert specs["ncc"].load() is basic.ncc
+
+
+def test_the_api_refuses_inputs_no_estimator_can_score_and_broadcasts_batches():
+    """Through ``mibench.estimator``: NaN pixels, different sizes, empty images and batches that
+    do not broadcast are one clear ValueError for every estimator; a batch of 1 broadcasts."""
+    import mibench
+
+    a = torch.rand(1, 1, 16, 16)
+    nan = a.clone()
+    nan[0, 0, 3, 3] = float("nan")
+    for name in ("ncc", "mse", "jhmi", "nmi", "mmi", "kde-mi", "softhist-mi", "cmif"):
+        est = mibench.estimator(name)
+        assert est(a, torch.rand(3, 1, 16, 16)).shape == (3,)
+        for fixed, moving, message in (
+                (a, nan, "moving image has NaN"), (nan, a, "fixed image has NaN"),
+                (a, a[..., :1, :], "differ in size"), (a[..., :0, :], a[..., :0, :], "empty"),
+                (torch.rand(2, 1, 16, 16), torch.rand(3, 1, 16, 16), "do not broadcast")):
+            with pytest.raises(ValueError, match=message):
+                est(fixed, moving)
+
+
+def test_methods_refuse_nan_pixels():
+    import mibench
+
+    img = np.random.default_rng(0).random((24, 24)).astype(np.float32)
+    bad = img.copy()
+    bad[2, 2] = np.nan
+    with pytest.raises(ValueError, match="moving image is empty or has NaN"):
+        mibench.method("ncc", device="cpu", iterations=1)(img, bad)
