@@ -546,3 +546,22 @@ def test_invalid_options_raise():
         H.jhmi(x, x, range="fixed", lo=1.0, hi=0.0)
     with pytest.raises(ValueError):
         H.jhmi(x, x, range="median")
+
+
+@pytest.mark.parametrize("name, options", [
+    ("mmi", {}), ("kde-mi", {}), ("softhist-mi", {}), ("jhmi", {"kernel": "linear"}),
+    ("jhmi", {"kernel": "cubic"}), ("nmi", {"kernel": "cubic"})])
+def test_empty_mask_with_a_fixed_range_has_finite_gradients(name, options):
+    """An item whose mask is empty: value 0 and a zero (not NaN) gradient, and the other items
+    of the batch unaffected."""
+    import mibench
+
+    gen = torch.Generator().manual_seed(3)
+    fixed = torch.rand(2, 1, 16, 16, generator=gen)
+    moving = torch.rand(2, 1, 16, 16, generator=gen).requires_grad_(True)
+    mask = torch.ones(2, 1, 16, 16, dtype=torch.bool)
+    mask[1] = False
+    value = mibench.estimator(name, range="fixed", **options)(fixed, moving, mask)
+    (grad,) = torch.autograd.grad(value.sum(), moving)
+    assert torch.isfinite(grad).all() and value[1] == 0 and (grad[1] == 0).all()
+    assert grad[0].abs().sum() > 0

@@ -650,9 +650,13 @@ def _neg_plogp(p: torch.Tensor) -> torch.Tensor:
 
 
 def normalise(hist: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Divide by the total over ``dims`` per batch item; an all-zero histogram stays zero."""
+    """Divide by the total over ``dims`` per batch item; an all-zero histogram stays zero.
+
+    An empty histogram is divided by 1, not by a tiny floor: ``1 / tiny`` times the entropy's
+    ``-log(tiny)`` overflows float32 in the backward pass and gave NaN gradients (an empty mask
+    with a fixed intensity range)."""
     total = hist.sum(dim=dims, keepdim=True)
-    return hist / total.clamp_min(torch.finfo(hist.dtype).tiny)
+    return hist / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def entropy(hist: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
