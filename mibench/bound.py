@@ -52,6 +52,9 @@ class Estimator:
             return float(value[0])
         _check_inputs(fixed, moving)
         mask_t = mask_to_tensor(mask, fixed.device) if mask is not None else None
+        if mask_t is not None and mask_t.shape[0] == 1 and fixed.shape[0] == moving.shape[0] > 1:
+            # One mask for the whole batch: every estimator then indexes it per item.
+            mask_t = mask_t.expand(fixed.shape[0], *mask_t.shape[1:])
         return self._checked(fn(fixed, moving, mask=mask_t, **self.params), fixed, moving)
 
     def _checked(self, value: Any, fixed: Any, moving: Any = None) -> Any:

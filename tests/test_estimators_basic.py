@@ -169,3 +169,16 @@ def test_methods_refuse_nan_pixels():
     bad[2, 2] = np.nan
     with pytest.raises(ValueError, match="moving image is empty or has NaN"):
         mibench.method("ncc", device="cpu", iterations=1)(img, bad)
+
+
+def test_one_mask_serves_a_whole_batch():
+    import mibench
+
+    gen = torch.Generator().manual_seed(4)
+    a, b = torch.rand(3, 1, 16, 16, generator=gen), torch.rand(3, 1, 16, 16, generator=gen)
+    mask = torch.rand(1, 1, 16, 16, generator=gen) > 0.3
+    for name, options in (("ncc", {}), ("nmi", {}), ("mine", {"iterations": 20}), ("cmif", {})):
+        est = mibench.estimator(name, **options)
+        one = est(a, b, mask)
+        each = torch.cat([est(a[i:i + 1], b[i:i + 1], mask) for i in range(3)])
+        torch.testing.assert_close(one, each)
