@@ -107,6 +107,22 @@ def _check_inputs(fixed: Any, moving: Any) -> None:
             raise ValueError(f"the {name} image has NaN or infinite pixels")
 
 
+def _check_content(image: Any, mask: Any, name: str) -> None:
+    """Refuse an image with nothing to align: no pixel in its mask, or one grey value on all of
+    them. Any transform then scores the same, and the methods would follow rounding noise (an
+    optimiser's normalised steps, or the noise maximum of an MI map) to an arbitrary pose."""
+    grey = image.mean(dim=1)
+    if mask is not None:
+        grey = grey[mask[:, 0].expand_as(grey)]
+    if grey.numel() == 0:
+        raise ValueError(f"the {name} mask selects no pixel: there is nothing to register")
+    lo, hi = float(grey.min()), float(grey.max())
+    if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+        where = " inside its mask" if mask is not None else ""
+        raise ValueError(f"the {name} image is constant{where} ({hi:.6g}): there is nothing "
+                         "to register")
+
+
 @dataclass
 class Method:
     """A registration method with its options fixed, bound to a device.
@@ -146,11 +162,16 @@ class Method:
             # loss, an index error or a silently degraded result, depending on the method.
             if x.numel() == 0 or not bool(torch.isfinite(x).all()):
                 raise ValueError(f"the {name} image is empty or has NaN or infinite pixels")
+        fixed_mask = mask_to_tensor(fixed_mask, device)
+        moving_mask = mask_to_tensor(moving_mask, device)
+        if self.spec.needs_content:
+            _check_content(fixed, fixed_mask, "fixed")
+            _check_content(moving, moving_mask, "moving")
         out = fn(
             fixed,
             moving,
-            fixed_mask=mask_to_tensor(fixed_mask, device),
-            moving_mask=mask_to_tensor(moving_mask, device),
+            fixed_mask=fixed_mask,
+            moving_mask=moving_mask,
             seed=seed,
             **self.params,
         )

@@ -253,11 +253,15 @@ class MethodSpec(PluginSpec):
     taking ``(1, C, H, W)`` float32 tensors on the run's device (masks ``(1, 1, H, W)`` bool)
     and returning a :class:`mibench.transform.Transform` (fixed -> moving pixel coordinates)
     or a :class:`mibench.contracts.RegistrationOutput`. ``default`` marks the methods that
-    ``mibench run`` uses when no ``--methods`` is given.
+    ``mibench run`` uses when no ``--methods`` is given. ``needs_content`` (default True): the
+    method reads the images, so an image that is constant inside its mask (nothing to align)
+    fails the task with that reason instead of letting the method follow rounding noise; a
+    method that ignores the images (the ``identity`` baseline) sets it False.
     """
 
     kind: ClassVar[str] = "method"
     default: bool = False
+    needs_content: bool = True
 
 
 @dataclass(frozen=True)

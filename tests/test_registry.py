@@ -135,4 +135,25 @@ def test_a_method_output_that_is_not_a_transform_is_named():
     spec = MethodSpec("bare", "returns a matrix", bare_matrix)
     with pytest.raises(TypeError, match=r"method 'bare' returned a RegistrationOutput whose "
                                         r"transform is of type ndarray; expected a Transform"):
-        Method(spec)(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
+        img = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+        Method(spec)(img, img)
+
+
+def test_constant_images_fail_methods_that_read_them_but_not_the_identity():
+    """A constant image (or an empty mask) has nothing to align: a method would follow rounding
+    noise to an arbitrary pose, so the task fails with that reason; identity still runs."""
+    import numpy as np
+
+    flat = np.full((16, 16), 0.5, np.float32)
+    img = np.random.default_rng(1).random((16, 16)).astype(np.float32)
+    assert mibench.method("identity", device="cpu")(flat, flat).transform.is_valid
+    ncc = mibench.method("ncc", device="cpu", iterations=2)
+    with pytest.raises(ValueError, match=r"the moving image is constant \(0\.5\)"):
+        ncc(img, flat)
+    with pytest.raises(ValueError, match="the fixed image is constant inside its mask"):
+        mask = np.zeros((16, 16), bool)
+        mask[:4, :4] = True
+        ncc(np.where(mask, 0.25, img).astype(np.float32), img, fixed_mask=mask)
+    with pytest.raises(ValueError, match="the moving mask selects no pixel"):
+        ncc(img, img, moving_mask=np.zeros((16, 16), bool))
+    assert ncc(img, img).transform.is_valid

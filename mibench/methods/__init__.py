@@ -157,6 +157,7 @@ def mibench_methods():
             description="No registration: the identity transform (scores the initial error).",
             factory="mibench.methods.identity:register",
             default=True,
+            needs_content=False,
         ),
         MethodSpec(
             name="ncc",
