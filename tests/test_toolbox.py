@@ -116,8 +116,12 @@ def test_sitk_repeats_exactly_and_uses_masks(canvas):
     b = method(fixed, moving, fixed_mask=mask, moving_mask=mask, seed=1)
     np.testing.assert_array_equal(a.transform.matrix, b.transform.matrix)
     assert pixel_errors(a.transform, TRUE_T).max() < 0.5
-    # A mask that leaves no sample is refused by ITK, so the mask does reach the metric.
+    # A mask that leaves no sample is refused by ITK, so the mask does reach the metric
+    # (called past the method wrapper, which refuses an empty mask itself).
     with pytest.raises(RuntimeError):
+        method.spec.load()(fixed, moving, fixed_mask=torch.zeros_like(mask), seed=1,
+                           **method.params)
+    with pytest.raises(ValueError, match="the fixed mask selects no pixel"):
         method(fixed, moving, fixed_mask=torch.zeros_like(mask), seed=1)
 
 
