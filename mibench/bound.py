@@ -152,8 +152,13 @@ class Method:
                  moving_mask: Any = None, seed: int = 0) -> RegistrationOutput:
         import torch
 
+        from mibench.config import MAX_SEED
         from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
 
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) \
+                or not 0 <= seed <= MAX_SEED:
+            # Methods seed torch, NumPy and toolboxes, which take 32 bits (or wrap silently).
+            raise ValueError(f"seed must be an integer in 0 .. {MAX_SEED} (32-bit), got {seed!r}")
         device = resolve_device(self.device)
         fn = self.spec.load()
         fixed, moving = image_to_tensor(fixed, device), image_to_tensor(moving, device)

@@ -157,3 +157,16 @@ def test_constant_images_fail_methods_that_read_them_but_not_the_identity():
     with pytest.raises(ValueError, match="the moving mask selects no pixel"):
         ncc(img, img, moving_mask=np.zeros((16, 16), bool))
     assert ncc(img, img).transform.is_valid
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "3"])
+def test_method_call_refuses_seeds_outside_32_bits(seed):
+    """The API refuses what ``mibench run --seed`` refuses: torch, NumPy and the toolboxes take
+    32-bit seeds, and some would wrap a larger one onto another seed silently."""
+    import numpy as np
+
+    img = np.random.default_rng(2).random((16, 16)).astype(np.float32)
+    identity = mibench.method("identity", device="cpu")
+    with pytest.raises(ValueError, match=r"seed must be an integer in 0 \.\. 4294967295"):
+        identity(img, img, seed=seed)
+    assert identity(img, img, seed=np.int64(2**32 - 1)).transform.is_valid

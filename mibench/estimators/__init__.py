@@ -137,7 +137,7 @@ def mibench_estimators():
                       ge=16),
                 Param("ema", 0.0, "decay of MINE's moving-average gradient correction "
                       "(0 = none)", ge=0, lt=1),
-                Param("seed", 0, "seed of the local random generator"),
+                Param("seed", 0, "seed of the local random generator", ge=0, le=2**32 - 1),
             ),
             higher_is_better=True,
             differentiable=False,
@@ -161,7 +161,7 @@ def mibench_estimators():
                 Param("precision", "auto", "FFT precision: auto = float32 while the counts "
                       "stay exact (<= 2^18 pixels of overlap), else float64",
                       choices=("auto", "float32", "float64")),
-                Param("seed", 0, "seed of the k-means quantiser"),
+                Param("seed", 0, "seed of the k-means quantiser", ge=0, le=2**32 - 1),
             ),
             higher_is_better=True,
             differentiable=False,
