@@ -119,7 +119,7 @@ def normalised_mi(hx: torch.Tensor, hy: torch.Tensor, hxy: torch.Tensor,
     Where the denominator vanishes (both images constant for ``studholme``/``joint``/
     ``arithmetic``, either image constant for ``geometric``, an empty mask) the value is 0.
     """
-    mi = hx + hy - hxy
+    mi = bn.clip_at_zero(hx + hy - hxy)
     if normalisation == "studholme":
         num, den = hx + hy, hxy
     elif normalisation == "arithmetic":
