@@ -201,8 +201,9 @@ def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
                    "the lowest mean NAED, identity excluded; methods that failed on every "
                    "scored task are skipped).")
 def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) -> None:
-    """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the figures and report.html
-    of each run directory from its records, or of their merge with --out."""
+    """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the paper tables (.tex, .md),
+    the figures and report.html of each run directory from its records, or of their merge with
+    --out."""
     from mibench.records import RECORDS_DIR
     from mibench.reports import build_reports, merge_runs
 

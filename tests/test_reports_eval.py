@@ -265,6 +265,8 @@ def test_run_with_only_unscored_pairs(tmp_path):
     assert st.empty and "p_ttest" in st.columns
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["reference"] is None and doc["counts"]["unscored"] == 4
+    assert not (tmp_path / "paper_table.tex").exists()
+    assert not (tmp_path / "paper_table.md").exists()
 
 
 def test_overlays_of_a_reference_that_failed_say_so(tmp_path):
@@ -323,3 +325,63 @@ def test_html_statistics_follow_the_paper_order(fake_run):
     assert positions == sorted(positions)
     assert [c["method"] for c in json.loads((fake_run / "metrics.json").read_text())
             ["comparisons"]] == list(st.method[1:])
+
+
+def _tex_rows(tex):
+    body = tex.split("\\midrule\n", 1)[1].split("\n\\bottomrule", 1)[0]
+    return [line.removesuffix(" \\\\").split(" & ") for line in body.splitlines()]
+
+
+def test_paper_tables_in_latex_and_markdown_match_stats_csv(fake_run):
+    """paper_table.tex / .md: the rows of stats.csv in its order, printed as the HTML report
+    prints them, the reference in bold, and the comparison's warnings beside the table."""
+    st = pd.read_csv(fake_run / "stats.csv")
+    tex = (fake_run / "paper_table.tex").read_text()
+    md = (fake_run / "paper_table.md").read_text()
+    assert tex.count("\\begin{") == tex.count("\\end{") == 2
+    assert tex.count("{") == tex.count("}") and "\\toprule" in tex
+    rows = _tex_rows(tex)
+    md_rows = [line.strip("|").split(" | ") for line in md.splitlines()[2:2 + len(st)]]
+    assert len(rows) == len(md_rows) == len(st)
+    for row, md_row, ref in zip(rows, md_rows, st.itertuples(index=False), strict=True):
+        name = ref.method
+        is_ref = name == "drmime"
+        assert row[0] == (f"\\textbf{{{name}}}" if is_ref else name)
+        assert md_row[0].strip() == (f"**{name}**" if is_ref else name)
+        mean = fmt(ref.mean)
+        value = f"{mean} \\pm {fmt(ref.std)}" if not np.isnan(ref.std) else mean
+        assert f"${value}$" in row[1]
+        assert md_row[1].strip("* ") == value.replace("\\pm", "±")
+        p, holm = ("–", "–") if is_ref else (fmt_p(ref.p_ttest), fmt_p(ref.p_ttest_holm))
+        assert md_row[2:4] == [p, holm]
+        if p == "–":
+            assert row[2:4] == ["--", "--"]
+        else:
+            mantissa, exponent = p.split("e")
+            assert row[2] == f"${mantissa} \\times 10^{{{int(exponent)}}}$"
+        assert row[4] == md_row[4].strip() == str(ref.n_pairs)
+    doc = json.loads((fake_run / "metrics.json").read_text())
+    for warning in doc["warnings"]:
+        assert f"% WARNING: {warning}" in tex and f"> Warning: {warning}" in md
+    assert "solo: 2" in tex and "against drmime" in md
+
+
+def test_tex_escape_and_a_method_name_with_specials():
+    from mibench.reports.evaluation import evaluate
+    from mibench.reports.paper_table import paper_table_latex, paper_table_markdown, tex_escape
+
+    assert tex_escape("a_b%c&d#e$f{g}h~i^j\\k") == (
+        "a\\_b\\%c\\&d\\#e\\$f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}j"
+        "\\textbackslash{}k")
+    from test_reports import _record
+
+    from mibench.reports.results import results_frame
+
+    records = [_record(m, f"A0{i}", scale=scale)[1]
+               for m, scale in (("ref_1", 0.1), ("x%y", 0.5)) for i in range(4)]
+    ev = evaluate(results_frame(records), "ref_1")
+    tex = paper_table_latex(ev, "none")
+    assert "\\textbf{ref\\_1}" in tex and "\\\\\nx\\%y & " in tex
+    assert "NAED [px, $D = 1$] mean" in tex and "D = 1: NAED is the mean landmark error" in tex
+    md = paper_table_markdown(ev, "none")
+    assert "| **ref\\_1** |" in md and "| NAED [px, D = 1] mean ± std |" in md

@@ -21,6 +21,7 @@ from mibench.reports.figures import FIGURES, draw_figures
 from mibench.reports.landmarks import write_warped_landmarks
 from mibench.reports.overlays import make_overlays
 from mibench.reports.page import ReportContext, esc, fmt
+from mibench.reports.paper_table import write_paper_tables
 from mibench.reports.results import (
     load_manifest,
     load_results,
@@ -64,8 +65,8 @@ def render(ctx: ReportContext, sections: list[Callable[[ReportContext], str]] | 
 
 def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
                  reference: str | None = None) -> Path:
-    """Write ``stats.csv``, ``metrics.json``, the figures (``fig_*.png``) and ``report.html``
-    into ``run_dir``; return the report's path.
+    """Write ``stats.csv``, ``metrics.json``, ``paper_table.tex`` and ``paper_table.md``, the
+    figures (``fig_*.png``) and ``report.html`` into ``run_dir``; return the report's path.
 
     ``reference`` is the method the others are tested against; None takes the run's
     ``reference`` setting from ``run.json`` (``mibench run --reference``; a merged directory
@@ -92,6 +93,8 @@ def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
     ctx.evaluation = evaluate(results, reference if isinstance(reference, str) else None,
                               requested_by=requested_by)
     write_evaluation(run_dir, ctx.evaluation, ctx.summary, manifest)
+    norm = ctx.config.get("normalisation")
+    write_paper_tables(run_dir, ctx.evaluation, norm if isinstance(norm, str) else None)
     ctx.figures = draw_figures(ctx)
     ctx.overlays, ctx.overlay_note = make_overlays(ctx)
     path = run_dir / REPORT_HTML
@@ -102,7 +105,8 @@ def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
 
 
 def build_reports(run_dir: Path, *, reference: str | None = None) -> Path:
-    """Write ``results.csv``, ``summary.csv``, ``stats.csv``, ``metrics.json``, the figures,
+    """Write ``results.csv``, ``summary.csv``, ``stats.csv``, ``metrics.json``, the paper
+    tables (``paper_table.tex``, ``.md``), the figures,
     ``warped-landmarks/<method>/<pair>.csv`` (ANHIR's submission format) and ``report.html``
     from the records of ``run_dir``. Returns the path of ``report.html``."""
     run_dir = Path(run_dir)

@@ -227,7 +227,9 @@ def section_paper(ctx: ReportContext) -> str:
                "(<code>scipy.stats.ttest_rel</code>) against the reference over the pairs both "
                "methods have (at least two; undefined, –, when the difference is the same on "
                "every pair); Holm: corrected across the comparisons. Failed "
-               "pairs count with their initial error.</p>")
+               "pairs count with their initial error. The same table for a paper: "
+               "<code>paper_table.tex</code> (LaTeX, booktabs) and "
+               "<code>paper_table.md</code>.</p>")
     noted = [t for t in ev.tests if t.note and t.n_pairs >= 2]
     if noted:  # fewer than two pairs is among ev.warnings already
         out.append('<p class="note warn">' + "; ".join(f"{esc(t.method)}: {esc(t.note)}"
