@@ -338,7 +338,7 @@ def test_paper_tables_in_latex_and_markdown_match_stats_csv(fake_run):
     st = pd.read_csv(fake_run / "stats.csv")
     tex = (fake_run / "paper_table.tex").read_text()
     md = (fake_run / "paper_table.md").read_text()
-    assert tex.count("\\begin{") == tex.count("\\end{") == 2
+    assert tex.count("\\begin{") == tex.count("\\end{") == 4  # NAED and FIRE AUC tables
     assert tex.count("{") == tex.count("}") and "\\toprule" in tex
     rows = _tex_rows(tex)
     md_rows = [line.strip("|").split(" | ") for line in md.splitlines()[2:2 + len(st)]]
@@ -385,3 +385,43 @@ def test_tex_escape_and_a_method_name_with_specials():
     assert "NAED [px, $D = 1$] mean" in tex and "D = 1: NAED is the mean landmark error" in tex
     md = paper_table_markdown(ev, "none")
     assert "| **ref\\_1** |" in md and "| NAED [px, D = 1] mean ± std |" in md
+
+
+def test_fire_auc_table_matches_metrics_json(fake_run):
+    """With FIRE categories, the paper tables add the success AUCs per category and mAUC (as
+    metrics.json has them), the best of each column in bold; no such table otherwise."""
+    from mibench.reports.paper_table import FIRE_COLUMNS
+
+    doc = json.loads((fake_run / "metrics.json").read_text())
+    aucs = doc["success"]["auc"]
+    md = (fake_run / "paper_table.md").read_text()
+    table = md.split("| Method | S | P | A | mAUC |\n", 1)[1].splitlines()
+    assert table[0] == "|---|---|---|---|---|"
+    rows = [line.strip("|").split(" | ") for line in table[1:] if line.startswith("|")]
+    assert [r[0].strip() for r in rows] == [r["method"] for r in doc["paper_table"]]
+    for k, col in enumerate(FIRE_COLUMNS):
+        values = {m: a.get(col) for m, a in aucs.items()}
+        best = max(round(v, 3) for v in values.values() if v is not None)
+        for row in rows:
+            v, cell = values[row[0].strip()], row[k + 1].strip(" |")
+            if v is None:
+                assert cell == "–"
+            else:
+                assert cell.strip("*") == fmt(v, 3)
+                assert cell.startswith("**") == (round(v, 3) == best)
+    tex = (fake_run / "paper_table.tex").read_text()
+    assert "\\label{tab:mibench-fire-auc}" in tex and tex.count("\\begin{table}") == 2
+
+
+def test_no_fire_table_without_fire_categories():
+    from test_reports import _record
+
+    from mibench.reports.evaluation import evaluate
+    from mibench.reports.paper_table import paper_table_latex, paper_table_markdown
+    from mibench.reports.results import results_frame
+
+    records = [_record(m, f"histology-{i}", scale=s)[1]
+               for m, s in (("a", 0.2), ("b", 0.5)) for i in range(3)]
+    ev = evaluate(results_frame(records), "a")
+    assert not ev.fire_categories
+    assert "mAUC" not in paper_table_latex(ev) and "mAUC" not in paper_table_markdown(ev)

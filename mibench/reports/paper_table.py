@@ -4,7 +4,9 @@ The same rows as the report's table (``Evaluation.paper``, DRMIME's Tables I and
 reference method first (in bold), then the other methods by mean NAED. The columns are
 Method, NAED mean ± std (ddof 1, over per-pair values that are means over seeds), p-value (the
 two-sided paired t-test against the reference), p (Holm-corrected across the comparisons) and
-the number of pairs. Numbers are printed as in the HTML report (``fmt``, ``fmt_p``). What
+the number of pairs. When the pairs carry FIRE's categories, a second table gives the success
+AUC per category and mAUC (the report's success table). Numbers are printed as in the HTML
+report (``fmt``, ``fmt_p``). What
 makes the comparison doubtful (``Evaluation.warnings``, undefined tests) is written beside the
 table: LaTeX comments in ``paper_table.tex``, notes under ``paper_table.md``.
 
@@ -81,6 +83,30 @@ def _caption(ev: Evaluation, normalisation: str | None) -> str:
             "comparisons. Failed registrations count with their initial error.")
 
 
+#: Columns of the FIRE success table (FIRE's protocol: AUC per category and their mean).
+FIRE_COLUMNS = ("S", "P", "A", "mAUC")
+
+FIRE_CAPTION = ("FIRE success: area under the success-rate curve (the share of pairs whose mean "
+                "landmark error in native pixels is below t, for t = 1..25 px) per category; "
+                "mAUC: the mean of the S, P and A AUCs. Best per column in bold.")
+
+
+def _fire_rows(ev: Evaluation) -> list[tuple[str, list[str], list[bool]]]:
+    """``(method, AUC texts, best flags)`` per method with success curves, in table order
+    (empty unless the pairs carry FIRE categories)."""
+    if not ev.fire_categories:
+        return []
+    methods = [r.method for r in ev.paper if r.method in ev.aucs]
+    values = {m: [ev.aucs[m].get(c) for c in FIRE_COLUMNS] for m in methods}
+    best = []
+    for k in range(len(FIRE_COLUMNS)):
+        col = [v[k] for v in values.values() if not missing(v[k])]
+        best.append(round(max(col), 3) if col else None)
+    return [(m, [fmt(v, 3) for v in values[m]],
+             [not missing(v) and round(v, 3) == b for v, b in zip(values[m], best, strict=True)])
+            for m in methods]
+
+
 def paper_table_latex(ev: Evaluation, normalisation: str | None = None) -> str:
     """The paper-style table as a LaTeX ``table`` float (``booktabs``; label
     ``tab:mibench-naed``). ``normalisation``: the run's NAED normalisation (for the caption
@@ -101,6 +127,17 @@ def paper_table_latex(ev: Evaluation, normalisation: str | None = None) -> str:
             name, value = f"\\textbf{{{name}}}", f"{{\\boldmath {value}}}"
         lines.append(f"{name} & {value} & {_tex_number(p)} & {_tex_number(holm)} & {pairs} \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    fire = _fire_rows(ev)
+    if fire:
+        lines += ["", "\\begin{table}[t]", "\\centering",
+                  f"\\caption{{{tex_escape(FIRE_CAPTION)}}}", "\\label{tab:mibench-fire-auc}",
+                  "\\begin{tabular}{lcccc}", "\\toprule",
+                  "Method & " + " & ".join(FIRE_COLUMNS) + " \\\\", "\\midrule"]
+        for method, texts, best in fire:
+            cells = [("--" if t == "–" else f"\\textbf{{{t}}}" if b else t)
+                     for t, b in zip(texts, best, strict=True)]
+            lines.append(f"{tex_escape(method)} & " + " & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +156,14 @@ def paper_table_markdown(ev: Evaluation, normalisation: str | None = None) -> st
         lines.append(f"| {name} | {value} | {p} | {holm} | {pairs} |")
     lines += ["", _md_escape(_caption(ev, norm))]
     lines += [f"\n> Warning: {_md_escape(note)}" for note in _notes(ev)]
+    fire = _fire_rows(ev)
+    if fire:
+        lines += ["", "| Method | " + " | ".join(FIRE_COLUMNS) + " |",
+                  "|---" * (len(FIRE_COLUMNS) + 1) + "|"]
+        for method, texts, best in fire:
+            cells = [f"**{t}**" if b else t for t, b in zip(texts, best, strict=True)]
+            lines.append(f"| {_md_escape(method)} | " + " | ".join(cells) + " |")
+        lines += ["", FIRE_CAPTION]
     return "\n".join(lines) + "\n"
 
 
