@@ -157,7 +157,18 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
         sys.exit(130)
     click.echo(f"{result.completed} task(s) run, {result.failed} failed, "
                f"{result.skipped_existing} already done; results in {result.run_dir}")
+    _echo_paper_table(result.run_dir)
     click.echo(f"report: {result.report}")
+
+
+def _echo_paper_table(run_dir: Path) -> None:
+    """Print the paper-style NAED table (``paper_table.md``'s first block) to the terminal, so
+    that a run's outcome is visible without opening the report."""
+    from mibench.reports.paper_table import PAPER_MD
+
+    path = Path(run_dir) / PAPER_MD
+    if path.is_file():
+        click.echo("\n" + path.read_text(encoding="utf-8").split("\n\n", 1)[0] + "\n")
 
 
 @cli.command(name="list")
@@ -217,7 +228,9 @@ def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) ->
     reference = reference.strip().lower() if reference else None
     targets = [merge_runs([Path(d) for d in run_dirs], Path(out))] if out else run_dirs
     for run_dir in targets:
-        click.echo(f"report: {build_reports(Path(run_dir), reference=reference)}")
+        path = build_reports(Path(run_dir), reference=reference)
+        _echo_paper_table(Path(run_dir))
+        click.echo(f"report: {path}")
 
 
 def read_image(path: str) -> Any:

@@ -425,3 +425,19 @@ def test_no_fire_table_without_fire_categories():
     ev = evaluate(results_frame(records), "a")
     assert not ev.fire_categories
     assert "mAUC" not in paper_table_latex(ev) and "mAUC" not in paper_table_markdown(ev)
+
+
+def test_report_and_run_print_the_paper_table(fake_run, tmp_path):
+    out = _cli("report", str(fake_run))
+    assert out.exit_code == 0, out.output
+    st = pd.read_csv(fake_run / "stats.csv")
+    lines = out.output.splitlines()
+    head = lines.index("| Method | NAED mean ± std | p-value | p (Holm) | pairs |")
+    assert lines[head + 2].startswith("| **drmime** | ")
+    assert [line.split(" | ")[0].strip("|* ") for line in lines[head + 2:head + 2 + len(st)]] \
+        == list(st.method)
+    assert lines[-1] == f"report: {fake_run / 'report.html'}"
+    res = _cli("run", "-m", "identity", "--limit", "2", "--workers", "0", "-q",
+               "--out", str(tmp_path / "r"))
+    assert res.exit_code == 0, res.output
+    assert "| **identity** | " in res.output and "report: " in res.output
