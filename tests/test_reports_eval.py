@@ -410,7 +410,8 @@ def test_fire_auc_table_matches_metrics_json(fake_run):
                 assert cell.strip("*") == fmt(v, 3)
                 assert cell.startswith("**") == (round(v, 3) == best)
     tex = (fake_run / "paper_table.tex").read_text()
-    assert "\\label{tab:mibench-fire-auc}" in tex and tex.count("\\begin{table}") == 2
+    assert "\\label{tab:mibench-fire-auc-fake}" in tex and tex.count("\\begin{table}") == 2
+    assert "\\label{tab:mibench-naed-fake}" in tex and "Dataset fake. NAED = " in tex
 
 
 def test_no_fire_table_without_fire_categories():

@@ -93,8 +93,9 @@ def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
     ctx.evaluation = evaluate(results, reference if isinstance(reference, str) else None,
                               requested_by=requested_by)
     write_evaluation(run_dir, ctx.evaluation, ctx.summary, manifest)
-    norm = ctx.config.get("normalisation")
-    write_paper_tables(run_dir, ctx.evaluation, norm if isinstance(norm, str) else None)
+    norm, dataset = ctx.config.get("normalisation"), ctx.config.get("dataset")
+    write_paper_tables(run_dir, ctx.evaluation, norm if isinstance(norm, str) else None,
+                       dataset if isinstance(dataset, str) else None)
     ctx.figures = draw_figures(ctx)
     ctx.overlays, ctx.overlay_note = make_overlays(ctx)
     path = run_dir / REPORT_HTML

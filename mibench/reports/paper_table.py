@@ -16,6 +16,7 @@ table: LaTeX comments in ``paper_table.tex``, notes under ``paper_table.md``.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from mibench.reports.evaluation import Evaluation
@@ -76,9 +77,10 @@ def _notes(ev: Evaluation) -> list[str]:
     return notes
 
 
-def _caption(ev: Evaluation, normalisation: str | None) -> str:
+def _caption(ev: Evaluation, normalisation: str | None, dataset: str | None = None) -> str:
     d = NORM_PLAIN.get(normalisation or "", f"normalisation {normalisation or 'not recorded'}")
-    return (f"NAED = mean landmark error / D ({d}), mean ± std over the pairs. p-value: "
+    where = f"Dataset {dataset}. " if dataset else ""
+    return (f"{where}NAED = mean landmark error / D ({d}), mean ± std over the pairs. p-value: "
             f"two-sided paired t-test against {ev.reference}; p (Holm): corrected across the "
             "comparisons. Failed registrations count with their initial error.")
 
@@ -107,17 +109,27 @@ def _fire_rows(ev: Evaluation) -> list[tuple[str, list[str], list[bool]]]:
             for m in methods]
 
 
-def paper_table_latex(ev: Evaluation, normalisation: str | None = None) -> str:
+def _label_suffix(dataset: str | None) -> str:
+    """``-<dataset>`` for the LaTeX labels (letters, digits and dashes), so that tables of
+    several datasets can sit in one document."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(dataset or "").lower()).strip("-")
+    return f"-{slug}" if slug else ""
+
+
+def paper_table_latex(ev: Evaluation, normalisation: str | None = None,
+                      dataset: str | None = None) -> str:
     """The paper-style table as a LaTeX ``table`` float (``booktabs``; label
-    ``tab:mibench-naed``). ``normalisation``: the run's NAED normalisation (for the caption
-    and the column header; default: the records', ``ev.normalisation``)."""
+    ``tab:mibench-naed-<dataset>``). ``normalisation``: the run's NAED normalisation (for the
+    caption and the column header; default: the records', ``ev.normalisation``); ``dataset``:
+    the run's dataset (in the labels, and first in the caption)."""
     norm = normalisation or ev.normalisation
     naed = "NAED [px, $D = 1$]" if norm == "none" else "NAED"
     lines = ["% mibench: the paper-style table (needs \\usepackage{booktabs})"]
     lines += [f"% WARNING: {note}" for note in _notes(ev)]
-    caption = tex_escape(_caption(ev, norm)).replace("±", r"$\pm$")
+    caption = tex_escape(_caption(ev, norm, dataset)).replace("±", r"$\pm$")
+    suffix = _label_suffix(dataset)
     lines += ["\\begin{table}[t]", "\\centering", f"\\caption{{{caption}}}",
-              "\\label{tab:mibench-naed}", "\\begin{tabular}{lcccr}", "\\toprule",
+              f"\\label{{tab:mibench-naed{suffix}}}", "\\begin{tabular}{lcccr}", "\\toprule",
               f"Method & {naed} mean $\\pm$ std & $p$-value & $p$ (Holm) & pairs \\\\",
               "\\midrule"]
     for method, mean, std, p, holm, pairs, is_ref in _rows(ev):
@@ -130,7 +142,8 @@ def paper_table_latex(ev: Evaluation, normalisation: str | None = None) -> str:
     fire = _fire_rows(ev)
     if fire:
         lines += ["", "\\begin{table}[t]", "\\centering",
-                  f"\\caption{{{tex_escape(FIRE_CAPTION)}}}", "\\label{tab:mibench-fire-auc}",
+                  f"\\caption{{{tex_escape(FIRE_CAPTION)}}}",
+                  f"\\label{{tab:mibench-fire-auc{suffix}}}",
                   "\\begin{tabular}{lcccc}", "\\toprule",
                   "Method & " + " & ".join(FIRE_COLUMNS) + " \\\\", "\\midrule"]
         for method, texts, best in fire:
@@ -141,9 +154,10 @@ def paper_table_latex(ev: Evaluation, normalisation: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paper_table_markdown(ev: Evaluation, normalisation: str | None = None) -> str:
+def paper_table_markdown(ev: Evaluation, normalisation: str | None = None,
+                         dataset: str | None = None) -> str:
     """The paper-style table as a GitHub-flavoured Markdown table, its caption and notes
-    below it."""
+    below it (arguments as :func:`paper_table_latex`)."""
     norm = normalisation or ev.normalisation
     naed = "NAED [px, D = 1]" if norm == "none" else "NAED"
     lines = [f"| Method | {naed} mean ± std | p-value | p (Holm) | pairs |",
@@ -154,7 +168,7 @@ def paper_table_markdown(ev: Evaluation, normalisation: str | None = None) -> st
         if is_ref:
             name, value = f"**{name}**", f"**{value}**"
         lines.append(f"| {name} | {value} | {p} | {holm} | {pairs} |")
-    lines += ["", _md_escape(_caption(ev, norm))]
+    lines += ["", _md_escape(_caption(ev, norm, dataset))]
     lines += [f"\n> Warning: {_md_escape(note)}" for note in _notes(ev)]
     fire = _fire_rows(ev)
     if fire:
@@ -167,8 +181,8 @@ def paper_table_markdown(ev: Evaluation, normalisation: str | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_paper_tables(run_dir: Path, ev: Evaluation,
-                       normalisation: str | None = None) -> dict[str, Path]:
+def write_paper_tables(run_dir: Path, ev: Evaluation, normalisation: str | None = None,
+                       dataset: str | None = None) -> dict[str, Path]:
     """Write ``paper_table.tex`` and ``paper_table.md`` into ``run_dir`` (nothing when no
     pair was scored, and stale ones are removed); return the paths written."""
     run_dir = Path(run_dir)
@@ -177,8 +191,8 @@ def write_paper_tables(run_dir: Path, ev: Evaluation,
         for path in paths.values():
             path.unlink(missing_ok=True)
         return {}
-    paths["paper_tex"].write_text(paper_table_latex(ev, normalisation), encoding="utf-8")
-    paths["paper_md"].write_text(paper_table_markdown(ev, normalisation), encoding="utf-8")
+    paths["paper_tex"].write_text(paper_table_latex(ev, normalisation, dataset), encoding="utf-8")
+    paths["paper_md"].write_text(paper_table_markdown(ev, normalisation, dataset), encoding="utf-8")
     return paths
 
 
