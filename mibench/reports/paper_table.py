@@ -6,9 +6,9 @@ Method, NAED mean ± std (ddof 1, over per-pair values that are means over seeds
 two-sided paired t-test against the reference), p (Holm-corrected across the comparisons) and
 the number of pairs. When the pairs carry FIRE's categories, a second table gives the success
 AUC per category and mAUC (the report's success table). Numbers are printed as in the HTML
-report (``fmt``, ``fmt_p``). What
-makes the comparison doubtful (``Evaluation.warnings``, undefined tests) is written beside the
-table: LaTeX comments in ``paper_table.tex``, notes under ``paper_table.md``.
+report (``fmt``, ``fmt_p``). What makes the comparison doubtful (``Evaluation.warnings``,
+undefined tests) is written beside the table: LaTeX comments in ``paper_table.tex``, notes
+under ``paper_table.md``.
 
 ``paper_table.tex`` is a ``table`` float that needs ``\\usepackage{booktabs}``.
 """
