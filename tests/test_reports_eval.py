@@ -390,8 +390,6 @@ def test_tex_escape_and_a_method_name_with_specials():
 def test_fire_auc_table_matches_metrics_json(fake_run):
     """With FIRE categories, the paper tables add the success AUCs per category and mAUC (as
     metrics.json has them), the best of each column in bold; no such table otherwise."""
-    from mibench.reports.paper_table import FIRE_COLUMNS
-
     doc = json.loads((fake_run / "metrics.json").read_text())
     aucs = doc["success"]["auc"]
     md = (fake_run / "paper_table.md").read_text()
@@ -399,16 +397,16 @@ def test_fire_auc_table_matches_metrics_json(fake_run):
     assert table[0] == "|---|---|---|---|---|"
     rows = [line.strip("|").split(" | ") for line in table[1:] if line.startswith("|")]
     assert [r[0].strip() for r in rows] == [r["method"] for r in doc["paper_table"]]
-    for k, col in enumerate(FIRE_COLUMNS):
+    for k, col in enumerate(("S", "P", "A", "mAUC")):
         values = {m: a.get(col) for m, a in aucs.items()}
-        best = max(round(v, 3) for v in values.values() if v is not None)
+        best = fmt(max(v for v in values.values() if v is not None), 3)
         for row in rows:
             v, cell = values[row[0].strip()], row[k + 1].strip(" |")
             if v is None:
                 assert cell == "–"
             else:
                 assert cell.strip("*") == fmt(v, 3)
-                assert cell.startswith("**") == (round(v, 3) == best)
+                assert cell.startswith("**") == (fmt(v, 3) == best)  # ties as printed
     tex = (fake_run / "paper_table.tex").read_text()
     assert "\\label{tab:mibench-fire-auc-fake}" in tex and tex.count("\\begin{table}") == 2
     assert "\\label{tab:mibench-naed-fake}" in tex and "Dataset fake. NAED = " in tex
@@ -442,3 +440,37 @@ def test_report_and_run_print_the_paper_table(fake_run, tmp_path):
                "--out", str(tmp_path / "r"))
     assert res.exit_code == 0, res.output
     assert "| **identity** | " in res.output and "report: " in res.output
+
+
+def test_anhir_table_from_summary_csv(tmp_path):
+    """Pairs with a tissue get ANHIR's table: mean median / max rTRE, their average ranks and
+    robustness per method, as summary.csv has them, the best of each column in bold (lowest
+    rTRE and rank, highest robustness)."""
+    from test_reports import _record
+
+    from mibench.records import write_record
+
+    for method, scale in (("drmime", 0.2), ("ncc", 0.6), ("identity", 1.0)):
+        for pair in ("lung-1", "lung-2", "kidney-1"):
+            task, rec = _record(method, pair, scale=scale)
+            rec.meta = {"tissue": pair.split("-")[0]}
+            write_record(tmp_path, task, rec)
+    build_reports(tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    md = (tmp_path / "paper_table.md").read_text()
+    head = ("| Method | median rTRE | max rTRE | rank median rTRE | rank max rTRE | "
+            "robustness |\n")
+    assert head in md and "| S | P | A | mAUC |" not in md
+    lines = md.split(head, 1)[1].splitlines()[1:4]
+    columns = [("rtre_median_mean", min), ("rtre_max_mean", min), ("rank_rtre_median", min),
+               ("rank_rtre_max", min), ("robustness_mean", max)]
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        method = cells[0]
+        for cell, (col, pick) in zip(cells[1:], columns, strict=True):
+            assert cell.strip("*") == fmt(summary.at[method, col], 3)
+            best = fmt(pick(summary[col]), 3)
+            assert cell.startswith("**") == (fmt(summary.at[method, col], 3) == best)
+    assert [line.split("|")[1].strip() for line in lines] == ["drmime", "ncc", "identity"]
+    tex = (tmp_path / "paper_table.tex").read_text()
+    assert "\\label{tab:mibench-anhir}" in tex and "\\begin{tabular}{lccccc}" in tex

@@ -95,7 +95,7 @@ def write_report(run_dir: Path, results: pd.DataFrame | None = None, *,
     write_evaluation(run_dir, ctx.evaluation, ctx.summary, manifest)
     norm, dataset = ctx.config.get("normalisation"), ctx.config.get("dataset")
     write_paper_tables(run_dir, ctx.evaluation, norm if isinstance(norm, str) else None,
-                       dataset if isinstance(dataset, str) else None)
+                       dataset if isinstance(dataset, str) else None, ctx.summary)
     ctx.figures = draw_figures(ctx)
     ctx.overlays, ctx.overlay_note = make_overlays(ctx)
     path = run_dir / REPORT_HTML

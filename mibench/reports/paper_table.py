@@ -4,11 +4,11 @@ The same rows as the report's table (``Evaluation.paper``, DRMIME's Tables I and
 reference method first (in bold), then the other methods by mean NAED. The columns are
 Method, NAED mean ± std (ddof 1, over per-pair values that are means over seeds), p-value (the
 two-sided paired t-test against the reference), p (Holm-corrected across the comparisons) and
-the number of pairs. When the pairs carry FIRE's categories, a second table gives the success
-AUC per category and mAUC (the report's success table). Numbers are printed as in the HTML
-report (``fmt``, ``fmt_p``). What makes the comparison doubtful (``Evaluation.warnings``,
-undefined tests) is written beside the table: LaTeX comments in ``paper_table.tex``, notes
-under ``paper_table.md``.
+the number of pairs. Secondary tables follow where the data call for them
+(:func:`metric_tables`): FIRE's success AUC per category and mAUC, ANHIR's rTRE metrics.
+Numbers are printed as in the HTML report (``fmt``, ``fmt_p``). What makes the comparison
+doubtful (``Evaluation.warnings``, undefined tests) is written beside the table: LaTeX
+comments in ``paper_table.tex``, notes under ``paper_table.md``.
 
 ``paper_table.tex`` is a ``table`` float that needs ``\\usepackage{booktabs}``.
 """
@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from mibench.reports.evaluation import Evaluation
 from mibench.reports.page import fmt, fmt_p, missing
@@ -85,28 +88,69 @@ def _caption(ev: Evaluation, normalisation: str | None, dataset: str | None = No
             "comparisons. Failed registrations count with their initial error.")
 
 
-#: Columns of the FIRE success table (FIRE's protocol: AUC per category and their mean).
-FIRE_COLUMNS = ("S", "P", "A", "mAUC")
+@dataclass(frozen=True)
+class MetricTable:
+    """A secondary table of per-method metrics, the best of each column in bold."""
+
+    label: str  # LaTeX label stem, e.g. "fire-auc"
+    caption: str
+    header: tuple[str, ...]  # the metric columns
+    rows: list[tuple[str, list[str], list[bool]]]  # (method, cells as printed, best flags)
+
 
 FIRE_CAPTION = ("FIRE success: area under the success-rate curve (the share of pairs whose mean "
                 "landmark error in native pixels is below t, for t = 1..25 px) per category; "
                 "mAUC: the mean of the S, P and A AUCs. Best per column in bold.")
 
+ANHIR_CAPTION = ("ANHIR metrics: rTRE = landmark error / image diagonal; the mean over pairs of "
+                 "each pair's median and max rTRE; their average rank over pairs (1 = best; a "
+                 "method missing a pair gets the worst rank; ANHIR ranks by the median's); "
+                 "robustness: the share of landmarks whose error decreased. Best per column in "
+                 "bold.")
 
-def _fire_rows(ev: Evaluation) -> list[tuple[str, list[str], list[bool]]]:
-    """``(method, AUC texts, best flags)`` per method with success curves, in table order
-    (empty unless the pairs carry FIRE categories)."""
-    if not ev.fire_categories:
-        return []
-    methods = [r.method for r in ev.paper if r.method in ev.aucs]
-    values = {m: [ev.aucs[m].get(c) for c in FIRE_COLUMNS] for m in methods}
+#: (summary column, header, higher is better) of the ANHIR table.
+ANHIR_COLUMNS = (("rtre_median_mean", "median rTRE", False), ("rtre_max_mean", "max rTRE", False),
+                 ("rank_rtre_median", "rank median rTRE", False),
+                 ("rank_rtre_max", "rank max rTRE", False),
+                 ("robustness_mean", "robustness", True))
+
+
+def _best_rows(values: dict[str, list], higher: list[bool], sig: int = 3
+               ) -> list[tuple[str, list[str], list[bool]]]:
+    """Rows of printed values (``sig`` significant digits) with the best of each column
+    flagged; ties as printed are all best."""
+    printed = {m: [fmt(v, sig) for v in vals] for m, vals in values.items()}
     best = []
-    for k in range(len(FIRE_COLUMNS)):
-        col = [v[k] for v in values.values() if not missing(v[k])]
-        best.append(round(max(col), 3) if col else None)
-    return [(m, [fmt(v, 3) for v in values[m]],
-             [not missing(v) and round(v, 3) == b for v, b in zip(values[m], best, strict=True)])
-            for m in methods]
+    for k, up in enumerate(higher):
+        col = [float(vals[k]) for vals in values.values() if not missing(vals[k])]
+        best.append(fmt(max(col) if up else min(col), sig) if col else None)
+    return [(m, printed[m], [t != "–" and t == b for t, b in zip(printed[m], best, strict=True)])
+            for m in values]
+
+
+def metric_tables(ev: Evaluation, summary: pd.DataFrame | None = None) -> list[MetricTable]:
+    """The secondary tables that the run's data call for, in table order of the methods.
+
+    - FIRE (pairs with S, P, A categories): the success AUC per category and mAUC
+      (``ev.aucs``, as the report's success table).
+    - ANHIR (pairs with a ``tissue``; needs ``summary``, the ``summary.csv`` frame): the average
+      median and max rTRE, their average ranks and the robustness.
+    """
+    order = [r.method for r in ev.paper]
+    tables = []
+    if ev.fire_categories:
+        cols = ("S", "P", "A", "mAUC")
+        values = {m: [ev.aucs[m].get(c) for c in cols] for m in order if m in ev.aucs}
+        tables.append(MetricTable("fire-auc", FIRE_CAPTION, cols,
+                                  _best_rows(values, [True] * len(cols))))
+    has_tissue = not ev.groups.empty and "tissue" in set(ev.groups["key"])
+    if has_tissue and summary is not None and not summary.empty:
+        by_method = summary.set_index("method")
+        values = {m: [by_method.at[m, c] if c in by_method else None
+                      for c, _, _ in ANHIR_COLUMNS] for m in order if m in by_method.index}
+        tables.append(MetricTable("anhir", ANHIR_CAPTION, tuple(h for _, h, _ in ANHIR_COLUMNS),
+                                  _best_rows(values, [up for _, _, up in ANHIR_COLUMNS])))
+    return tables
 
 
 def _label_suffix(dataset: str | None) -> str:
@@ -117,11 +161,12 @@ def _label_suffix(dataset: str | None) -> str:
 
 
 def paper_table_latex(ev: Evaluation, normalisation: str | None = None,
-                      dataset: str | None = None) -> str:
+                      dataset: str | None = None, summary: pd.DataFrame | None = None) -> str:
     """The paper-style table as a LaTeX ``table`` float (``booktabs``; label
     ``tab:mibench-naed-<dataset>``). ``normalisation``: the run's NAED normalisation (for the
     caption and the column header; default: the records', ``ev.normalisation``); ``dataset``:
-    the run's dataset (in the labels, and first in the caption)."""
+    the run's dataset (in the labels, and first in the caption); ``summary``: the
+    ``summary.csv`` frame, for the ANHIR table (:func:`metric_tables`)."""
     norm = normalisation or ev.normalisation
     naed = "NAED [px, $D = 1$]" if norm == "none" else "NAED"
     lines = ["% mibench: the paper-style table (needs \\usepackage{booktabs})"]
@@ -139,14 +184,13 @@ def paper_table_latex(ev: Evaluation, normalisation: str | None = None,
             name, value = f"\\textbf{{{name}}}", f"{{\\boldmath {value}}}"
         lines.append(f"{name} & {value} & {_tex_number(p)} & {_tex_number(holm)} & {pairs} \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    fire = _fire_rows(ev)
-    if fire:
+    for extra in metric_tables(ev, summary):
         lines += ["", "\\begin{table}[t]", "\\centering",
-                  f"\\caption{{{tex_escape(FIRE_CAPTION)}}}",
-                  f"\\label{{tab:mibench-fire-auc{suffix}}}",
-                  "\\begin{tabular}{lcccc}", "\\toprule",
-                  "Method & " + " & ".join(FIRE_COLUMNS) + " \\\\", "\\midrule"]
-        for method, texts, best in fire:
+                  f"\\caption{{{tex_escape(extra.caption)}}}",
+                  f"\\label{{tab:mibench-{extra.label}{suffix}}}",
+                  f"\\begin{{tabular}}{{l{'c' * len(extra.header)}}}", "\\toprule",
+                  "Method & " + " & ".join(extra.header) + " \\\\", "\\midrule"]
+        for method, texts, best in extra.rows:
             cells = [("--" if t == "–" else f"\\textbf{{{t}}}" if b else t)
                      for t, b in zip(texts, best, strict=True)]
             lines.append(f"{tex_escape(method)} & " + " & ".join(cells) + " \\\\")
@@ -155,7 +199,7 @@ def paper_table_latex(ev: Evaluation, normalisation: str | None = None,
 
 
 def paper_table_markdown(ev: Evaluation, normalisation: str | None = None,
-                         dataset: str | None = None) -> str:
+                         dataset: str | None = None, summary: pd.DataFrame | None = None) -> str:
     """The paper-style table as a GitHub-flavoured Markdown table, its caption and notes
     below it (arguments as :func:`paper_table_latex`)."""
     norm = normalisation or ev.normalisation
@@ -170,19 +214,19 @@ def paper_table_markdown(ev: Evaluation, normalisation: str | None = None,
         lines.append(f"| {name} | {value} | {p} | {holm} | {pairs} |")
     lines += ["", _md_escape(_caption(ev, norm, dataset))]
     lines += [f"\n> Warning: {_md_escape(note)}" for note in _notes(ev)]
-    fire = _fire_rows(ev)
-    if fire:
-        lines += ["", "| Method | " + " | ".join(FIRE_COLUMNS) + " |",
-                  "|---" * (len(FIRE_COLUMNS) + 1) + "|"]
-        for method, texts, best in fire:
+    for extra in metric_tables(ev, summary):
+        lines += ["", "| Method | " + " | ".join(extra.header) + " |",
+                  "|---" * (len(extra.header) + 1) + "|"]
+        for method, texts, best in extra.rows:
             cells = [f"**{t}**" if b else t for t, b in zip(texts, best, strict=True)]
             lines.append(f"| {_md_escape(method)} | " + " | ".join(cells) + " |")
-        lines += ["", FIRE_CAPTION]
+        lines += ["", extra.caption]
     return "\n".join(lines) + "\n"
 
 
 def write_paper_tables(run_dir: Path, ev: Evaluation, normalisation: str | None = None,
-                       dataset: str | None = None) -> dict[str, Path]:
+                       dataset: str | None = None, summary: pd.DataFrame | None = None
+                       ) -> dict[str, Path]:
     """Write ``paper_table.tex`` and ``paper_table.md`` into ``run_dir`` (nothing when no
     pair was scored, and stale ones are removed); return the paths written."""
     run_dir = Path(run_dir)
@@ -191,10 +235,11 @@ def write_paper_tables(run_dir: Path, ev: Evaluation, normalisation: str | None 
         for path in paths.values():
             path.unlink(missing_ok=True)
         return {}
-    paths["paper_tex"].write_text(paper_table_latex(ev, normalisation, dataset), encoding="utf-8")
-    paths["paper_md"].write_text(paper_table_markdown(ev, normalisation, dataset), encoding="utf-8")
+    args = (ev, normalisation, dataset, summary)
+    paths["paper_tex"].write_text(paper_table_latex(*args), encoding="utf-8")
+    paths["paper_md"].write_text(paper_table_markdown(*args), encoding="utf-8")
     return paths
 
 
-__all__ = ["PAPER_MD", "PAPER_TEX", "paper_table_latex", "paper_table_markdown", "tex_escape",
-           "write_paper_tables"]
+__all__ = ["PAPER_MD", "PAPER_TEX", "MetricTable", "metric_tables", "paper_table_latex",
+           "paper_table_markdown", "tex_escape", "write_paper_tables"]
