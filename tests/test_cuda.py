@@ -54,7 +54,9 @@ def test_mine_runs_on_cuda_and_is_repeatable():
     a = est(fixed.cuda(), moving.cuda(), mask.cuda())
     b = est(fixed.cuda(), moving.cuda(), mask.cuda())
     assert a.device.type == "cuda" and torch.isfinite(a).all()
-    torch.testing.assert_close(a, b)
+    # Same seed, same draws; CUDA's atomic adds in the backward pass may still make the two
+    # trainings differ slightly (not bit for bit), so close rather than equal.
+    torch.testing.assert_close(a, b, rtol=0.05, atol=0.02)
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [((45, 64), (31, 22)), ((64, 64), (64, 64))])
