@@ -62,8 +62,10 @@ def test_mine_runs_on_cuda_and_is_repeatable():
 @pytest.mark.parametrize("shape_a, shape_b", [((45, 64), (31, 22)), ((64, 64), (64, 64))])
 def test_cmif_map_counts_identical_on_cuda(shape_a, shape_b):
     gen = torch.Generator().manual_seed(4)
-    fixed = torch.rand((1, 1) + shape_a, generator=gen)
-    moving = torch.rand((1, 1) + shape_b, generator=gen)
+    # Grey values k / 5 (k = 0..5): equal-width quantisation into 6 levels puts each at least
+    # a fifth of a cell from an edge, so float rounding on either device cannot move a pixel.
+    fixed = torch.randint(0, 6, (1, 1) + shape_a, generator=gen) / 5.0
+    moving = torch.randint(0, 6, (1, 1) + shape_b, generator=gen) / 5.0
     mask_b = torch.rand((1, 1) + shape_b, generator=gen) > 0.2
     out = [cm.cmif_map(fixed.to(d), moving.to(d), None, mask_b.to(d), levels=6,
                        quantisation="equal", min_overlap=0.3) for d in ("cpu", "cuda")]
