@@ -158,6 +158,15 @@ class Evaluation:
     #: What a reader must know before trusting the tables (shown by the paper table).
     warnings: list[str] = field(default_factory=list)
 
+    def noted_tests(self) -> list[PairedTest]:
+        """Comparisons of at least two pairs whose test is degenerate (``note`` says why);
+        fewer than two pairs is among ``warnings`` already."""
+        return [t for t in self.tests if t.note and t.n_pairs >= 2]
+
+    def unpaired_tests(self) -> list[PairedTest]:
+        """Comparisons that left out pairs only one of the two methods has."""
+        return [t for t in self.tests if t.n_unpaired]
+
 
 def _paper_rows(table: pd.DataFrame, reference: str | None,
                 tests: list[PairedTest]) -> list[PaperRow]:

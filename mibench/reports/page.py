@@ -61,8 +61,13 @@ def fmt_p(p: Any) -> str:
 
 def fmt_pm(mean: Any, std: Any, sig: int = 4) -> str:
     """``mean ± std`` (the std left out when undefined)."""
-    return fmt(mean, sig) + ("" if missing(std) or math.isinf(float(std))
-                             else f" ± {fmt(std, sig)}")
+    spread = fmt_std(std, sig)
+    return fmt(mean, sig) + (f" ± {spread}" if spread else "")
+
+
+def fmt_std(std: Any, sig: int = 4) -> str:
+    """A standard deviation as ``fmt`` prints it; empty when undefined (missing or infinite)."""
+    return "" if missing(std) or math.isinf(float(std)) else fmt(std, sig)
 
 
 def to_json(value: Any) -> str:
@@ -110,5 +115,5 @@ class ReportContext:
         return method_order(self.summary)
 
 
-__all__ = ["ReportContext", "esc", "fmt", "fmt_p", "fmt_pm", "img", "missing", "table",
+__all__ = ["ReportContext", "esc", "fmt", "fmt_p", "fmt_pm", "fmt_std", "img", "missing", "table",
            "to_json"]

@@ -15,7 +15,6 @@ comments in ``paper_table.tex``, notes under ``paper_table.md``.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from mibench.reports.evaluation import Evaluation
-from mibench.reports.page import fmt, fmt_p, missing
+from mibench.reports.page import fmt, fmt_p, fmt_std, missing
 
 PAPER_TEX = "paper_table.tex"
 PAPER_MD = "paper_table.md"
@@ -64,7 +63,7 @@ def _rows(ev: Evaluation) -> list[tuple[str, str, str, str, str, str, bool]]:
     """``(method, mean, std, p, p_holm, pairs, is_reference)`` as printed, in table order."""
     out = []
     for r in ev.paper:
-        std = "" if missing(r.std) or math.isinf(float(r.std)) else fmt(r.std)
+        std = fmt_std(r.std)
         p, holm = ("–", "–") if r.is_reference else (fmt_p(r.p_ttest), fmt_p(r.p_ttest_holm))
         out.append((r.method, fmt(r.mean), std, p, holm, fmt(r.n_pairs), r.is_reference))
     return out
@@ -72,8 +71,8 @@ def _rows(ev: Evaluation) -> list[tuple[str, str, str, str, str, str, bool]]:
 
 def _notes(ev: Evaluation) -> list[str]:
     notes = list(ev.warnings)
-    notes += [f"{t.method}: {t.note}" for t in ev.tests if t.note and t.n_pairs >= 2]
-    unpaired = [f"{t.method}: {t.n_unpaired}" for t in ev.tests if t.n_unpaired]
+    notes += [f"{t.method}: {t.note}" for t in ev.noted_tests()]
+    unpaired = [f"{t.method}: {t.n_unpaired}" for t in ev.unpaired_tests()]
     if unpaired:
         notes.append("pairs left out of a paired test because only one of the two methods has "
                      "them: " + ", ".join(unpaired))

@@ -230,11 +230,11 @@ def section_paper(ctx: ReportContext) -> str:
                "pairs count with their initial error. The same table for a paper: "
                "<code>paper_table.tex</code> (LaTeX, booktabs) and "
                "<code>paper_table.md</code>.</p>")
-    noted = [t for t in ev.tests if t.note and t.n_pairs >= 2]
-    if noted:  # fewer than two pairs is among ev.warnings already
+    noted = ev.noted_tests()
+    if noted:
         out.append('<p class="note warn">' + "; ".join(f"{esc(t.method)}: {esc(t.note)}"
                                                        for t in noted) + ".</p>")
-    unpaired = [t for t in ev.tests if t.n_unpaired]
+    unpaired = ev.unpaired_tests()
     if unpaired:
         items = ", ".join(f"{esc(t.method)}: {t.n_unpaired}" for t in unpaired)
         out.append(f'<p class="note warn">Pairs left out of a paired test because only one of '
@@ -300,7 +300,7 @@ def section_stats(ctx: ReportContext) -> str:
                          for t in short)
         out.append(f'<p class="note warn">No test for {each}: the paired tests need at least '
                    "two pairs that both the method and the reference have.</p>")
-    noted = [t for t in ev.tests if t.note and t.n_pairs >= 2]
+    noted = ev.noted_tests()
     if noted:
         out.append('<p class="note warn">' + "; ".join(f"{esc(t.method)}: {esc(t.note)}"
                                                        for t in noted)
