@@ -270,6 +270,8 @@ class NiftiDataset:
         elif m is not None and m.shape[1] == 3:
             rows, cols = _remaining(self.axis)
             m = m[:, [cols, rows]]
+        elif f is not None and f.shape[1] == 3:
+            f, _ = self._project(f, f, fixed, where)
         meta = {"spacing_x": fixed.spacing[0], "spacing_y": fixed.spacing[1]}
         if len(fixed.shape) == 3:
             meta["slice"] = fixed.index
