@@ -135,6 +135,29 @@ def test_truncated_and_unreadable_images(tmp_path):
         image_size(tmp_path / "missing.png")
 
 
+def test_dark_16_bit_image_keeps_the_16_bit_range(tmp_path):
+    # Every value fits in 8 bits, but the file is 16-bit: scaling it as 8-bit would make it
+    # 257 times brighter than a brighter 16-bit image of the same pair.
+    dark = (np.arange(1200, dtype=np.uint16).reshape(30, 40) % 200)
+    path = save(tmp_path / "dark.png", dark)
+    np.testing.assert_allclose(read_image(path), dark / 65535.0, atol=1e-7)
+    tif = save(tmp_path / "dark.tif", dark)
+    np.testing.assert_allclose(read_image(tif), dark / 65535.0, atol=1e-7)
+
+
+def test_jpeg_with_data_after_the_image_is_complete(tmp_path):
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
+    good = save(tmp_path / "g.jpg", noise)
+    trailer = tmp_path / "trailer.jpg"  # as some cameras write: data after the end marker
+    trailer.write_bytes(good.read_bytes() + bytes(range(256)) * 4)
+    assert image_size(trailer) == (64, 64)
+    np.testing.assert_array_equal(read_image(trailer), read_image(good))
+    cut = tmp_path / "cut.jpg"  # cut short, with the same trailer-sized tail of junk
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2] + bytes(range(256)))
+    with pytest.raises(UserError, match=r"cut\.jpg: truncated JPEG"):
+        image_size(cut)
+
+
 def test_list_shows_each_dataset_layout_and_source():
     from fixtures_datasets import invoke
 

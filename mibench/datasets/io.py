@@ -112,11 +112,28 @@ def _check_complete(path: Path, fmt: str | None) -> None:
     with open(path, "rb") as fh:
         fh.seek(max(0, size - 64))
         tail = fh.read()
-    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+    if fmt == "JPEG" and b"\xff\xd9" not in tail and not _jpeg_decodes(path):
         raise UserError(f"{path}: truncated JPEG image (no end-of-image marker); "
                         "download it again")
     if fmt == "PNG" and b"IEND" not in tail:
         raise UserError(f"{path}: truncated PNG image (no IEND chunk); download it again")
+
+
+def _jpeg_decodes(path: Path) -> bool:
+    """Whether a JPEG without an end-of-image marker at its very end decodes in full.
+
+    Some cameras append data after the image (a trailer, an embedded video), so the marker is
+    not always in the last bytes; such a file is complete. A cut-short file fails to decode.
+    Only these rare files pay for the decode.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
 
 
 def image_size(path: Path, what: str = "image") -> tuple[int, int]:
@@ -180,9 +197,13 @@ def read_image(path: Path, channels: str = "grey", what: str = "image") -> np.nd
         arr = arr.astype(np.float32)
     elif arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        # A 16-bit file: its range is 16 bits whatever its values (a dark image must not be
+        # scaled as 8-bit, nor the two images of a pair differently).
+        arr = arr.astype(np.float32) / 65535.0
     elif np.issubdtype(arr.dtype, np.integer):
-        # 16-bit files decode as uint16 or int32 (PIL mode "I"); 8-bit data in such a container
-        # is rare, so the 16-bit range is assumed unless every value fits in 8 bits.
+        # 32-bit integer containers (PIL mode "I"): 16-bit data from some decoders, 8-bit data
+        # rarely, so the 16-bit range is assumed unless every value fits in 8 bits.
         top = 65535.0 if arr.max() > 255 else 255.0
         arr = arr.astype(np.float32) / top
     arr = np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
