@@ -175,6 +175,10 @@ def paired_test(x: np.ndarray, ref: np.ndarray) -> dict[str, float | str]:
                    effect_dz=float(raw.mean() / sd))
     w = stats.wilcoxon(d, zero_method="wilcox")
     out.update(w_statistic=float(w.statistic), p_wilcoxon=float(w.pvalue))
+    if out["note"] == NOTE_CONSTANT and n <= 50:
+        # The exact p-value of n tied ranks of one sign (scipy's "auto" switches to its normal
+        # approximation for tied ranks beyond 13 pairs).
+        out["p_wilcoxon"] = 2.0 ** (1 - n)
     nz = d[d != 0]
     ranks = stats.rankdata(np.abs(nz))
     w_plus, w_minus = ranks[nz > 0].sum(), ranks[nz < 0].sum()

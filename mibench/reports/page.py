@@ -50,13 +50,27 @@ def fmt(x: Any, sig: int = 4) -> str:
         return esc(x)
 
 
+#: Significance levels a printed p-value must never appear to cross by rounding.
+P_LEVELS = (0.05, 0.01, 0.001)
+
+
 def fmt_p(p: Any) -> str:
-    """A p-value as the paper prints it: two significant digits in exponent form (``1.3e-04``);
-    an en dash when missing."""
+    """A p-value as the paper prints it: two significant digits in exponent form (``1.3e-04``),
+    more where two would round it across 0.05, 0.01 or 0.001 (``4.96e-02``, not ``5.0e-02``);
+    an en dash when missing; ``<1e-300`` for a p-value that underflowed to 0 (a p-value is
+    never 0; escape it for HTML)."""
     if missing(p):
         return "–"
     p = float(p)
-    return "1" if p >= 1 else ("0" if p == 0 else f"{p:.1e}")
+    if p >= 1:
+        return "1"
+    if p == 0:
+        return "<1e-300"
+    for decimals in range(1, 7):
+        text = f"{p:.{decimals}e}"
+        if all((float(text) < level) == (p < level) for level in P_LEVELS):
+            break
+    return text
 
 
 def fmt_pm(mean: Any, std: Any, sig: int = 4) -> str:

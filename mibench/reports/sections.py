@@ -200,8 +200,8 @@ def section_paper(ctx: ReportContext) -> str:
     rows = []
     for r in ev.paper:
         name = f"<b>{esc(r.method)}</b>" if r.is_reference else esc(r.method)
-        rows.append([name, fmt_pm(r.mean, r.std), "–" if r.is_reference else fmt_p(r.p_ttest),
-                     "–" if r.is_reference else fmt_p(r.p_ttest_holm), fmt(r.n_pairs)])
+        rows.append([name, fmt_pm(r.mean, r.std), "–" if r.is_reference else esc(fmt_p(r.p_ttest)),
+                     "–" if r.is_reference else esc(fmt_p(r.p_ttest_holm)), fmt(r.n_pairs)])
     naed = _naed_header(ctx)
     out.append(table(["Method", f"{naed} mean ± std", "p-value", "p (Holm)", "pairs"], rows,
                      "num paper"))
@@ -281,8 +281,9 @@ def section_stats(ctx: ReportContext) -> str:
     if ev is None or not ev.tests:
         return out[0] + "<p>Fewer than two methods with scored pairs: no tests.</p>"
     rows = [[esc(t.method), fmt(t.n_pairs), fmt(t.n_unpaired), fmt(t.mean_diff),
-             fmt(t.t_statistic), fmt_p(t.p_ttest), fmt_p(t.p_ttest_holm), fmt(t.w_statistic),
-             fmt_p(t.p_wilcoxon), fmt_p(t.p_wilcoxon_holm), fmt(t.effect_dz, 3),
+             fmt(t.t_statistic), esc(fmt_p(t.p_ttest)), esc(fmt_p(t.p_ttest_holm)),
+             fmt(t.w_statistic), esc(fmt_p(t.p_wilcoxon)), esc(fmt_p(t.p_wilcoxon_holm)),
+             fmt(t.effect_dz, 3),
              fmt(t.effect_rank_biserial, 3)] for t in ev.tests]
     out.append(table(["method", "pairs", "unpaired", "mean diff", "t", "p (t)", "p (t, Holm)",
                       "W", "p (Wilcoxon)", "p (W, Holm)", "d<sub>z</sub>", "r<sub>rb</sub>"],
@@ -317,7 +318,7 @@ def section_stats(ctx: ReportContext) -> str:
                        f"or more; there are {fr.n_methods} methods on {fr.n_pairs} complete "
                        f"pair(s){dropped}. Mean ranks over the complete pairs:</p>")
         else:
-            out.append(f"<p>χ² = {fmt(fr.statistic)}, p = {fmt_p(fr.pvalue)} over "
+            out.append(f"<p>χ² = {fmt(fr.statistic)}, p = {esc(fmt_p(fr.pvalue))} over "
                        f"{fr.n_pairs} pairs and {fr.n_methods} methods{dropped}.</p>")
         out.append(table(["method", "mean rank (1 = lowest NAED)"],
                          [[esc(m), fmt(r, 3)] for m, r in ranks], "num"))
