@@ -99,7 +99,8 @@ class MetricTable:
 
 FIRE_CAPTION = ("FIRE success: area under the success-rate curve (the share of pairs whose mean "
                 "landmark error in native pixels is below t, for t = 1..25 px) per category; "
-                "mAUC: the mean of the S, P and A AUCs. Best per column in bold.")
+                "mAUC: the mean of the S, P and A AUCs. A failed registration counts with its "
+                "initial error, not as never succeeding. Best per column in bold.")
 
 ANHIR_CAPTION = ("ANHIR metrics: rTRE = landmark error / image diagonal; the mean over pairs of "
                  "each pair's median and max rTRE; their average rank over pairs (1 = best; a "

@@ -380,6 +380,9 @@ def section_success(ctx: ReportContext) -> str:
             "(native pixels) is below t; AUC = mean success rate over t = 1…25 px")
     note += ("; mAUC = mean of the S, P and A AUCs." if ev.fire_categories else
              ". The pairs carry no FIRE categories (S, P, A): one curve over all pairs.")
+    note += (" A failed task counts with its initial error (as no registration), so it succeeds "
+             "at the thresholds above that error; protocols that count a failure as never "
+             "succeeding give lower AUCs to methods that fail.")
     out.append(f'<p class="note">{note}</p>')
     if ev.fire_categories:
         out += _mauc_notes(ctx)
