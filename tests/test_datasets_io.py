@@ -198,3 +198,23 @@ def test_check_data_dir(tmp_path):
         check_data_dir(tmp_path / "file.csv", "cover")
     with pytest.raises(UserError, match=r"nowhere: data directory does not exist"):
         check_data_dir(tmp_path / "nowhere", "cover")
+
+
+def test_table_of_the_same_name_in_two_places_is_refused(tmp_path, monkeypatch):
+    """ANHIR's default table name in the data folder and a stray copy where the command runs:
+    neither is taken silently; the same file reached both ways is fine."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_medium.csv").write_text("a\n")
+    monkeypatch.chdir(tmp_path)
+    assert find_table(data, "dataset_medium.csv") == (data / "dataset_medium.csv").resolve()
+    monkeypatch.chdir(data)
+    assert find_table(data, "dataset_medium.csv") == (data / "dataset_medium.csv").resolve()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "dataset_medium.csv").write_text("b\n")
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(UserError, match=r"dataset_medium\.csv: two cover tables of that name, "
+                                        r".*elsewhere.* and .*data.*absolute path"):
+        find_table(data, "dataset_medium.csv")
+    assert find_table(data, str(elsewhere / "dataset_medium.csv")).parent == elsewhere

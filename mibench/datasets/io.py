@@ -93,9 +93,15 @@ def find_table(data_dir: Path, table: str, what: str = "cover table",
         raise UserError(f"this dataset needs its {what}: -o {option}=PATH")
     given = Path(table).expanduser()
     candidates = (given,) if given.is_absolute() else (given, Path(data_dir) / given)
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
+    files = [path for path in candidates if path.is_file()]
+    if len(files) == 2 and not files[0].samefile(files[1]):
+        # Two different tables of that name (say a stray copy where the command runs): using
+        # either silently could register the wrong pairs.
+        raise UserError(f"{table}: two {what}s of that name, {files[0].resolve()} and "
+                        f"{files[1].resolve()}; give the one to use as an absolute path "
+                        f"(-o {option}=PATH)")
+    if files:
+        return files[0].resolve()
     for path in candidates:
         if path.is_dir():  # found, but not a file: say so rather than "not found"
             raise UserError(f"{path}: {what} path is a folder, not a file (-o {option}=PATH)")
