@@ -206,11 +206,13 @@ class Layout:
         Differentiable in ``x`` (slope ``span / (hi - lo)`` inside the range, 0 where clamped).
         """
         lo, hi = lo[:, None], hi[:, None]
-        width = hi - lo
+        # Halves (exact in binary floating point, the ratio unchanged): a range near the
+        # float maximum, e.g. -3e38 .. 3e38 in float32, would overflow to inf and give NaN.
+        width = hi * 0.5 - lo * 0.5
         # A constant image has hi == lo: any finite width maps it to t = pad.
         width = torch.where(width > 0, width, torch.ones_like(width))
         xc = torch.clamp(x, lo, hi)
-        return self.pad + (xc - lo) / width * self.span
+        return self.pad + torch.add(lo * -0.5, xc, alpha=0.5) / width * self.span  # one pass
 
     def box_index_range(self) -> tuple[int, int]:
         """First and last bin a box kernel may use: those whose half-open cells meet the data.
@@ -392,8 +394,14 @@ class GaussianKernel(Kernel):
 
     @property
     def radius(self) -> float:
-        # Dropped weight per side ~ exp(-r^2 / (2 sigma^2)).
-        return self.sigma * math.sqrt(2 * math.log(1 / TRUNCATION_TOL))
+        # Dropped weight per side ~ exp(-r^2 / (2 sigma^2)), relative to a peak of 1.
+        r2 = 2 * self.sigma**2 * math.log(1 / TRUNCATION_TOL)
+        if self.normalise:
+            # Relative to the sample's mass, which may be as small as the weight of the nearest
+            # centre, exp(-(1/2)^2 / (2 sigma^2)) half a bin away: a narrow kernel (sigma below
+            # ~0.2 bins) would otherwise drop the nearest centre or the runner-up.
+            r2 += 0.25
+        return math.sqrt(r2)
 
     def weights(self, t, layout, grad=False):
         base, u = _taps(t, self.radius, self.taps)
