@@ -78,3 +78,69 @@ def test_mi_of_intensities_near_the_float_maximum(fn, dtype, scale):
     ref = fn(torch.tensor(f, dtype=dtype), torch.tensor(m, dtype=dtype))
     got = fn(torch.tensor(f * scale, dtype=dtype), torch.tensor(m, dtype=dtype))
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_original_soft_histogram_slope_uses_dense_rows_and_equals_numpy():
+    """KrakenLeaf's slope (s = 10 on [0, 1] with 50 bins: slope 0.2 per bin) touches 156 bins per
+    pixel: the sparse accumulator would need ~13 GB; the dense path gives the same MI as the
+    dense NumPy soft histogram (open end bins)."""
+    from mibench.estimators import binning
+
+    layout = binning.edges_layout(50)
+    kernel = binning.SigmoidKernel(slope=0.2)
+    assert binning.uses_dense(256 * 256, kernel, kernel, layout, layout)
+    assert not binning.uses_dense(256 * 256, binning.SigmoidKernel(), binning.SigmoidKernel(),
+                                  layout, layout)  # the default slope stays sparse
+    rng = np.random.default_rng(3)
+    f = rng.random((40, 40))
+    m = np.clip(0.7 * f + 0.3 * rng.random((40, 40)), 0, 1)
+    got = H.softhist_mi(torch.tensor(f)[None, None], torch.tensor(m)[None, None], bins=50,
+                        slope=0.2).item()
+
+    def weights(x):
+        t = (x.ravel() - x.min()) / (x.max() - x.min()) * 50 - 0.5  # cell k centred on k
+        u = t[:, None] - np.arange(50)[None, :]
+        low = 1 / (1 + np.exp(-0.2 * (u + 0.5)))
+        low[:, 0] = 1.0
+        high = 1 / (1 + np.exp(-0.2 * (u - 0.5)))
+        high[:, -1] = 0.0
+        return low - high
+
+    joint = weights(f).T @ weights(m)
+    p = joint / joint.sum()
+    px, py = p.sum(1), p.sum(0)
+    nz = p > 0
+    ref = float((p[nz] * np.log(p[nz] / np.outer(px, py)[nz])).sum())
+    assert got == pytest.approx(ref, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cubic", "gaussian", "sigmoid", "box"])
+def test_dense_joint_equals_sparse_joint_values_and_gradients(kind):
+    from mibench.estimators import binning
+
+    kernels = {"linear": binning.LinearKernel(), "cubic": binning.CubicBSplineKernel(),
+               "gaussian": binning.GaussianKernel(sigma=0.8), "sigmoid": binning.SigmoidKernel(2.0),
+               "box": binning.BoxKernel()}
+    k = kernels[kind]
+    lx = binning.centres_layout(12, 1.0) if kind == "cubic" else binning.edges_layout(12)
+    ly = binning.centres_layout(9, 1.0) if kind == "cubic" else binning.edges_layout(9)
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.random((2, 300)), requires_grad=True)
+    y = torch.tensor(rng.random((2, 300)), requires_grad=True)
+    s = torch.tensor((rng.random((2, 300)) > 0.3).astype(float))
+    zero, one = torch.zeros(2, dtype=x.dtype), torch.ones(2, dtype=x.dtype)
+    out = []
+    for build in (binning.joint_histogram, binning._dense_joint):
+        tx, ty = lx.coords(x, zero, one), ly.coords(y, zero, one)
+        joint = build(tx, ty, s, k, k, lx, ly)
+        if kind == "box":  # hard counts: no gradient either way
+            out.append((joint.detach(), None, None))
+            continue
+        loss = (joint * torch.linspace(-1, 1, joint.numel(), dtype=x.dtype).view_as(joint)).sum()
+        gx, gy = torch.autograd.grad(loss, (x, y))
+        out.append((joint.detach(), gx, gy))
+    (j0, gx0, gy0), (j1, gx1, gy1) = out
+    torch.testing.assert_close(j1, j0, rtol=1e-9, atol=1e-9)
+    if kind != "box":
+        torch.testing.assert_close(gx1, gx0, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(gy1, gy0, rtol=1e-7, atol=1e-9)

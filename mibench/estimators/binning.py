@@ -15,7 +15,8 @@ options:
    products of the fixed and moving weights into the ``(B, Bx, By)`` joint histogram with
    ``scatter_add``: time O(N * taps_x * taps_y + B * Bx * By), memory O(N) plus
    O(chunk * (taps_x + taps_y)) plus O(B * Bx * By), never the O(N * bins) weight matrices of a
-   dense implementation;
+   dense implementation (except for kernels so wide that those are the smaller, see
+   :data:`SPARSE_MAX_ENTRIES`);
 5. :func:`entropies` gives H(X), H(Y), H(X,Y) (nats) of the normalised joint, per batch item,
    with 0 log 0 = 0 and finite gradients everywhere.
 
@@ -48,6 +49,13 @@ TRUNCATION_TOL = 1e-6
 #: per-tap temporaries; on CPU small enough for them to stay in cache (measured best at 2^15-2^16
 #: for 512 x 512 images on a Xeon), elsewhere large enough to keep the kernel launches few.
 CHUNK_SAMPLES = {"cpu": 1 << 15, "other": 1 << 22}
+
+#: The sparse accumulator holds ``taps_x * taps_y`` shifted copies of each padded joint
+#: histogram. Above this many entries (256 MB in float32) and when dense weight rows would be
+#: smaller, :func:`joint_histogram` builds the histogram densely instead: a very wide kernel (the
+#: original soft-histogram code's slope, ``slope=0.2``: 156 taps per sample) needs tens of GB
+#: the sparse way.
+SPARSE_MAX_ENTRIES = 1 << 26
 
 
 def _chunk(device: torch.device, batch: int) -> int:
@@ -590,6 +598,39 @@ class _SparseJoint(torch.autograd.Function):
         return gx, gy, None, None, None, None, None
 
 
+def _dense_rows(t: torch.Tensor, kernel: Kernel, layout: Layout, size: int) -> torch.Tensor:
+    """Each sample's weights on every bin of the padded axis (bin ``k`` at index ``k + taps``),
+    ``(B, n, size)``; differentiable in ``t`` by plain autograd."""
+    base, w, _ = kernel.weights(t, layout)
+    taps = torch.arange(kernel.taps, device=t.device).view(-1, 1, 1)
+    index = (base[None] + kernel.taps + taps).permute(1, 2, 0)
+    rows = t.new_zeros(t.shape + (size,))
+    return rows.scatter_add(2, index, w.permute(1, 2, 0))
+
+
+def _dense_joint(tx, ty, s, kx, ky, lx, ly) -> torch.Tensor:
+    """:class:`_SparseJoint`'s histogram from dense weight rows and one batched matrix product:
+    memory O(B N (Bx + By + taps)) instead of O(taps_x taps_y B Bx By), for very wide kernels."""
+    mx, my = kx.taps, ky.taps
+    wx = _dense_rows(tx, kx, lx, lx.bins + 2 * mx)
+    if s is not None:
+        wx = wx * s[..., None]
+    wy = _dense_rows(ty, ky, ly, ly.bins + 2 * my)
+    padded = torch.bmm(wx.transpose(1, 2), wy)
+    joint = _crop_axis(padded, 1, mx, lx.bins, kx.fold)
+    return _crop_axis(joint, 2, my, ly.bins, ky.fold).contiguous()
+
+
+def uses_dense(n: int, kernel_x: Kernel, kernel_y: Kernel, layout_x: Layout,
+               layout_y: Layout) -> bool:
+    """Whether :func:`joint_histogram` builds the histogram densely (see
+    :data:`SPARSE_MAX_ENTRIES`) for ``n`` samples per batch item."""
+    mx, my = kernel_x.taps, kernel_y.taps
+    rows, cols = layout_x.bins + 2 * mx, layout_y.bins + 2 * my
+    sparse = mx * my * rows * cols
+    return sparse > SPARSE_MAX_ENTRIES and sparse > n * (rows + cols + mx + my)
+
+
 def joint_histogram(tx: torch.Tensor, ty: torch.Tensor, s: torch.Tensor, kernel_x: Kernel,
                     kernel_y: Kernel, layout_x: Layout, layout_y: Layout) -> torch.Tensor:
     """Parzen joint histogram of bin coordinates, per batch item.
@@ -613,6 +654,8 @@ def joint_histogram(tx: torch.Tensor, ty: torch.Tensor, s: torch.Tensor, kernel_
     """
     if s is not None:
         s = s.detach()
+    if uses_dense(tx.shape[1], kernel_x, kernel_y, layout_x, layout_y):
+        return _dense_joint(tx, ty, s, kernel_x, kernel_y, layout_x, layout_y)
     return _SparseJoint.apply(tx, ty, s, kernel_x, kernel_y, layout_x, layout_y)
 
 
