@@ -124,16 +124,24 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name does not end in .json, so that a write cut short by a kill never
     # looks like a record; remove_stale_temporaries() clears such leftovers.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, allow_nan=False, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    for attempt in range(3):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".part")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1, allow_nan=False, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            return
+        except FileNotFoundError:
+            # Another run starting in this directory took the temporary file for a leftover
+            # (remove_stale_temporaries) and deleted it: write it again.
+            Path(tmp).unlink(missing_ok=True)
+            if attempt == 2:
+                raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_record(run_dir: Path, task: Task, record: Record) -> Path:

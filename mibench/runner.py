@@ -19,8 +19,10 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -261,10 +263,29 @@ def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None
     return record
 
 
+def _exit_with_parent() -> None:
+    """Stop this worker process as soon as the process that started it is gone (killed): its
+    record could no longer be written, and it would hold the CPU or GPU, with no time-out left
+    to stop it, while the run is resumed."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mibench-parent-watch", daemon=True).start()
+
+
 def _worker_main(conn, ctx: WorkerContext) -> None:
     """Entry point of a worker process: receive tasks, send back records, until told to stop."""
     import torch
 
+    # Ctrl-C in a terminal reaches the whole process group: the driver handles it (it stops the
+    # workers and keeps the records); a worker's own KeyboardInterrupt only printed a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     one_line_warnings()
     torch.set_num_threads(ctx.threads)
     state = _WorkerState(ctx)
@@ -316,12 +337,14 @@ class _Worker:
 def _failure_from(worker: _Worker, error: str,
                   fallback: Callable[[Task, str], Record]) -> Record:
     task = worker.task
+    # How long the task ran, not counting the driver's loading of the pair for the fallback.
+    wall_s = time.monotonic() - worker.started
     if worker.provisional is not None:
         record = worker.provisional
         record.error, record.finished_at = error, _now()
     else:
         record = fallback(task, error)
-    record.wall_s = time.monotonic() - worker.started
+    record.wall_s = wall_s
     return record
 
 
@@ -331,6 +354,31 @@ def _describe_exit(code: int | None) -> str:
         hint = " (killed: out of memory?)" if sig == 9 else ""
         return f"worker process died from signal {sig}{hint}"
     return f"worker process exited unexpectedly with code {code}"
+
+
+def _receive(w: _Worker, message: tuple, on_record: Callable[[Record], None]) -> None:
+    """Act on one message of a worker: ready, its task's pair loaded, or its task done."""
+    kind, payload = message
+    if kind == "ready":
+        w.ready = True
+    elif kind == "loaded":
+        w.provisional = payload
+    elif kind == "done":
+        w.task = None
+        on_record(payload)
+
+
+def _drain(w: _Worker, on_record: Callable[[Record], None]) -> None:
+    """Act on every message a worker has already sent (the loop reads one per wake-up)."""
+    try:
+        while w.task is not None and w.conn.poll():
+            _receive(w, w.conn.recv(), on_record)
+    except (EOFError, OSError):
+        pass
+
+
+#: The longest the pool waits for a message before looking at its workers again.
+_MAX_WAIT_S = 3600.0
 
 
 class ProcessPool:
@@ -387,6 +435,9 @@ class ProcessPool:
                     w.send(pending.popleft())
             deadlines = [w.started + timeout for _, w in live if w.task and timeout]
             wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            if wait_s is not None:
+                # A time-out of inf (or of years) means no limit; poll() cannot wait that long.
+                wait_s = min(wait_s, _MAX_WAIT_S)
             handles = {w.conn: (i, w) for i, w in live}
             handles.update({w.proc.sentinel: (i, w) for i, w in live})
             for handle in wait(list(handles), timeout=wait_s):
@@ -400,14 +451,7 @@ class ProcessPool:
                 except (EOFError, OSError):
                     message = None
                 if message is not None:
-                    kind, payload = message
-                    if kind == "ready":
-                        w.ready = True
-                    elif kind == "loaded":
-                        w.provisional = payload
-                    elif kind == "done":
-                        w.task = None
-                        on_record(payload)
+                    _receive(w, message, on_record)
                     continue
                 if not w.proc.is_alive() or handle is w.proc.sentinel:
                     w.proc.join(1)
@@ -421,6 +465,9 @@ class ProcessPool:
             for i in active:
                 w = self._slots[i]
                 if w is not None and w.task is not None and timeout and now - w.started > timeout:
+                    _drain(w, on_record)  # a result already sent is kept, not timed out
+                    if w.task is None:
+                        continue
                     record = _failure_from(w, f"timed out after {timeout:g} s", fallback)
                     self._retire(i)
                     on_record(record)
