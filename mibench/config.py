@@ -7,6 +7,7 @@ configuration (recorded in the run manifest) plus the task list.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -119,9 +120,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a table of settings (keys as the run flags), got a "
                         f"{type(data).__name__}")
-    unknown = set(data) - set(RunConfig.__dataclass_fields__)
+    known = set(RunConfig.__dataclass_fields__)
+    unknown = set(data) - known
     if unknown:
-        raise UserError(f"{path}: unknown config keys: {', '.join(sorted(map(str, unknown)))}")
+        hints = []
+        for key in sorted(map(str, unknown)):
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        raise UserError(f"{path}: unknown config keys: {', '.join(hints)}")
     for key, value in data.items():
         problem = _config_value_problem(key, value)
         if problem:

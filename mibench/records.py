@@ -10,6 +10,7 @@ atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -117,8 +118,20 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask (read once, as the umask can
+    only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see either the old file or the complete new one."""
+    """Write JSON so that readers see either the old file or the complete new one.
+
+    The file gets the usual mode of a new file (``mkstemp`` makes it private to its owner,
+    which would hide a shared run directory's records from colleagues)."""
     data = json_safe(data)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +140,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     for attempt in range(3):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".part")
         try:
+            os.fchmod(fd, _new_file_mode())
             with os.fdopen(fd, "w") as fh:
                 json.dump(data, fh, indent=1, allow_nan=False, default=str)
                 fh.flush()

@@ -184,3 +184,19 @@ def test_ctrl_c_stops_a_run_with_workers_in_one_message(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "interrupted" in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_records_get_the_usual_mode_of_a_new_file(tmp_path):
+    """mkstemp makes files private (0600): records of a shared run directory must be readable by
+    colleagues as any file the user creates (0666 less the umask)."""
+    from mibench.records import write_json_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

@@ -264,6 +264,8 @@ def test_user_errors_are_one_line(args, message):
     ('workers = "abc"', "workers must be an integer"),
     ("device = 3", "device must be a string"),
     ("workers = -3", "workers (--workers) must be >= 0, got -3"),
+    ("seed = 3", "unknown config keys: seed (did you mean seeds?)"),
+    ("colour = 3", "unknown config keys: colour"),
 ])
 def test_config_file_values_of_the_wrong_type_are_one_line(tmp_path, content, message):
     config = tmp_path / "bench.toml"
