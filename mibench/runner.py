@@ -468,9 +468,8 @@ class ProcessPool:
                     _drain(w, on_record)  # a result already sent is kept, not timed out
                     if w.task is None:
                         continue
-                    record = _failure_from(w, f"timed out after {timeout:g} s", fallback)
-                    self._retire(i)
-                    on_record(record)
+                    self._retire(i)  # stop it first: building the record may load the pair
+                    on_record(_failure_from(w, f"timed out after {timeout:g} s", fallback))
 
     def close(self) -> None:
         """Stop every worker process (those still busy are killed)."""
