@@ -17,8 +17,19 @@ import torch
 
 #: Added to each (per-image) variance in NCC, so a constant image gives 0 instead of 0/0.
 #: For images in [0, 1] it only matters for a standard deviation below ~1e-5 (an image with
-#: values beyond [-1, 1] is first divided by its largest |value|, so there it is relative).
+#: values beyond NCC_HUGE is first divided by its largest |value|, so there it is relative).
 NCC_EPS = 1e-10
+
+#: Above this largest |value| NCC first scales an image to [-1, 1]: sums of squares of up to
+#: 10^19 pixels then stay finite in float32.
+NCC_HUGE = 2.0**32
+
+
+def _unhuge(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x`` divided by its largest masked ``|value|`` per batch item where that exceeds
+    :data:`NCC_HUGE`, else unchanged (no host sync)."""
+    top = (x.detach().abs() * w).amax(dim=(1, 2, 3), keepdim=True)
+    return x / torch.where(top > NCC_HUGE, top, torch.ones_like(top))
 
 
 def _prepare(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None):
@@ -64,12 +75,11 @@ def ncc(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = N
     constant image (or an empty mask) gives 0. Returns ``(B,)`` in [-1, 1].
     """
     fixed, moving, w = _prepare(fixed, moving, mask)
-    # Images whose largest |value| over the mask exceeds 1 are divided by it (detached; NCC is
-    # invariant to it, and eps becomes relative to that scale): squares of huge intensities
-    # (> ~1.8e19 in float32) overflowed to inf and gave NaN. Images within [-1, 1] are unchanged.
-    sf = (fixed.detach().abs() * w).amax(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
-    sm = (moving.detach().abs() * w).amax(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
-    fixed, moving = fixed / sf, moving / sm
+    # Images whose largest |value| over the mask exceeds NCC_HUGE are divided by it (detached;
+    # NCC is invariant to it, and eps becomes relative to that scale): squares of huge
+    # intensities (> ~1.8e19 in float32) overflowed to inf and gave NaN. Other images are left
+    # exactly as they are (a blurred image slightly above 1 must not change in the last bit).
+    fixed, moving = _unhuge(fixed, w), _unhuge(moving, w)
     n = w.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)  # (B, 1, 1, 1)
     mf = (fixed * w).sum(dim=(2, 3), keepdim=True) / n  # per-channel masked means
     mm = (moving * w).sum(dim=(2, 3), keepdim=True) / n
