@@ -76,7 +76,8 @@ def naed_label(ctx: ReportContext) -> str:
     return NAED_LABELS.get(norms[0], "NAED per task") if norms else "NAED per task"
 
 
-def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
+def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None,
+               labels: dict[str, str] | None = None):
     """Horizontal box plot per method (summary order, best at the top) with the points on it;
     failed tasks as red crosses.
 
@@ -130,7 +131,7 @@ def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None):
         counts = ", ".join(f"{m}: {k}" for m, k in left_out.items())
         ax.set_title(f"values <= 0 not drawn on the log axis ({counts})", fontsize="small")
     ax.set_yticks(ys)
-    ax.set_yticklabels(order)
+    ax.set_yticklabels([(labels or {}).get(m, m) for m in order])
     ax.set_ylim(0.4, len(order) + 0.6)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
@@ -145,8 +146,24 @@ def fig_naed(ctx: ReportContext):
     return _strip_box(ctx, "naed", naed_label(ctx), log=None)
 
 
+def _device_labels(ctx: ReportContext) -> dict[str, str]:
+    """Method -> ``"method (device)"`` when the tasks ran on more than one kind of device (a
+    merge of a GPU run and a CPU run): their times are not comparable, and the timing figures
+    say which is which. Empty when there is one kind (``cuda:0`` and ``cuda:1`` are one)."""
+    df = ctx.results
+    if not len(df) or "device" not in df:
+        return {}
+    kinds = df["device"].dropna().astype(str).str.split(":").str[0]
+    if kinds.nunique() < 2:
+        return {}
+    per_method = kinds.groupby(df.loc[kinds.index, "method"]).agg(
+        lambda k: ", ".join(sorted(set(k))))
+    return {m: f"{m} ({d})" for m, d in per_method.items()}
+
+
 def fig_time(ctx: ReportContext):
-    return _strip_box(ctx, "wall_s", "registration time per task [s] (log)", log=True)
+    return _strip_box(ctx, "wall_s", "registration time per task [s] (log)", log=True,
+                      labels=_device_labels(ctx))
 
 
 def fig_time_naed(ctx: ReportContext):
@@ -161,6 +178,7 @@ def fig_time_naed(ctx: ReportContext):
         _no_data(ax)
         return fig
     colours = _colours(ctx.order)
+    labels = _device_labels(ctx)
     for m in ctx.order:
         g = ok[ok["method"] == m]
         if g.empty:
@@ -168,13 +186,18 @@ def fig_time_naed(ctx: ReportContext):
         c = colours[m]
         ax.scatter(g["wall_s"], g["naed"], s=12, alpha=0.45, color=c)
         ax.scatter([g["wall_s"].median()], [g["naed"].median()], s=110, marker="D", color=c,
-                   edgecolor="black", zorder=4, label=m)
+                   edgecolor="black", zorder=4, label=labels.get(m, m))
     dropped = scored[~(scored["wall_s"] > 0)]["method"].value_counts()
     if len(dropped):
         counts = ", ".join(f"{m}: {dropped[m]}" for m in ctx.order if m in dropped)
         ax.set_title(f"tasks without a time > 0 not drawn on the log axis ({counts})",
                      fontsize="small")
     ax.set_xscale("log")
+    # As in fig_naed: a diverged method (NAED in the hundreds) would flatten every other one
+    # onto the zero line of a linear axis; a NAED of 0 cannot be drawn on a log one.
+    naed = ok["naed"].to_numpy(dtype=float)
+    if np.all(naed > 0) and naed.max() / naed.min() > 100:
+        ax.set_yscale("log")
     ax.set_xlabel("registration time per task [s] (log)")
     ax.set_ylabel(naed_label(ctx))
     ax.grid(alpha=0.3)
