@@ -100,7 +100,8 @@ def _equal_labels(grey: torch.Tensor, vals: torch.Tensor, levels: int) -> torch.
 
 
 def _quantile_labels(grey: torch.Tensor, vals: torch.Tensor, levels: int) -> torch.Tensor:
-    if levels == 1:
+    if levels == 1 or not bool(vals.max() > vals.min()):
+        # One level, or a constant image: all 0 (searchsorted would give K-1).
         return torch.zeros_like(grey, dtype=torch.long)
     q = torch.arange(1, levels, dtype=vals.dtype, device=vals.device) / levels
     # torch.quantile refuses very large inputs; the sort-based form has no such limit.

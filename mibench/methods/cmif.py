@@ -360,7 +360,12 @@ def rigid_search(fixed: torch.Tensor, moving: torch.Tensor,
             if todo:
                 res, mps = _evaluate(side, full, todo, **opts, keep_maps=True)
                 cache.update(zip(todo, zip(res, mps, strict=True), strict=True))
-            return max(angles, key=lambda a: cache[a][0][0])
+            # Ties (nearest-neighbour rotation makes the value flat over small angle steps)
+            # go to the middle of the list, the current angle: max() alone would take the
+            # first, drifting every round towards negative angles.
+            mid = (len(angles) - 1) / 2
+            return angles[max(range(len(angles)),
+                              key=lambda k: (cache[angles[k]][0][0], -abs(k - mid)))]
 
         step = spacing / 2
         angle = run([angle0 + j * step for j in range(-2, 3)]) if refine else run([angle0])
