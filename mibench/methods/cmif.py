@@ -487,8 +487,9 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, *, fixed_mask=None, movi
              seed: int = 0, **options: Any) -> RegistrationOutput:
     """Factory of the ``cmif`` method: :func:`rigid_search` with the spec's options.
 
-    ``info`` records the CMIF value, the angle (degrees), the shift ``(dx, dy)`` (px), the number
-    of angles evaluated, the coarse reduction factor and the FFT grid.
+    ``info`` records the CMIF value, the angle (degrees, about the moving image's centre), the
+    shift ``(dx, dy)`` (px), the number of angles evaluated, the coarse reduction factor, the
+    levels ``[K_A, K_B]`` and the sweep's candidate angles.
     """
     result = rigid_search(fixed, moving, fixed_mask, moving_mask, seed=seed, **options)
     return RegistrationOutput(result.transform, result.info)
