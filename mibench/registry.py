@@ -33,7 +33,7 @@ import pluggy
 
 from mibench import hookspecs
 from mibench.errors import UserError
-from mibench.specs import DatasetSpec, EstimatorSpec, MethodSpec, PluginSpec
+from mibench.specs import DatasetSpec, EstimatorSpec, MethodSpec, Param, PluginSpec, Requirement
 
 ENTRY_POINT_GROUP = "mibench"
 BUILTIN_PLUGINS = ("mibench.estimators", "mibench.methods", "mibench.datasets")
@@ -44,6 +44,8 @@ SPEC_TYPES = {"estimator": EstimatorSpec, "method": MethodSpec, "dataset": Datas
 #: and in file names of records, and look-ups lower-case what they are given.
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 NAME_RULE = ("lower-case letters, digits, '-', '_' and '.', starting with a letter or digit")
+#: A factory reference: ``"package.module:function"`` (the attribute may be dotted).
+FACTORY_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 #: Method names that ``--methods`` reads as a selection, not as a method.
 RESERVED = {"method": {"all", "default"}}
 
@@ -114,14 +116,17 @@ class Registry:
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+            if self.pm.is_blocked(ep.name):
                 continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break mibench
                 self.broken[ep.name] = _one_line(f"failed to import {ep.value}: {exc}")
                 continue
-            self._add(plugin, ep.name, strict=False)
+            # Each package chooses its entry-point name: a second package with a name already
+            # taken is registered under its module path rather than dropped without a word.
+            name = ep.name if self.pm.get_plugin(ep.name) is None else ep.value
+            self._add(plugin, name, strict=False)
 
     def register_module(self, module_name: str) -> None:
         """Import a module by name and register it as a plugin."""
@@ -151,8 +156,13 @@ class Registry:
 
     def _add(self, plugin: object, name: str, *, strict: bool) -> None:
         """Register ``plugin`` under ``name`` and collect its specs, or refuse it whole."""
+        if self.pm.is_registered(plugin):
+            return  # already in (e.g. named by two entry points): its specs are collected
         try:
             self.pm.register(plugin, name=name)
+        except ValueError:  # pluggy: the name is taken (a different object under it)
+            self._refuse(name, "the name is already taken by another plugin", strict)
+            return
         except pluggy.PluginValidationError as exc:
             # pluggy's message is several lines ("Plugin 'x' for hook 'y'", the definition,
             # the problem): the first repeats what our prefix says, the rest go on one line.
@@ -232,6 +242,7 @@ class Registry:
                         raise PluginError(f"{hook_name}() returned {_describe(spec)} in its "
                                           f"list; expected {spec_type.__name__}{other}")
                     self._check_name(kind, spec, own, taken)
+                    self._check_fields(kind, spec)
                     own[spec.name] = dataclasses.replace(spec, plugin=name)
             provided[kind] = list(own.values())
         return provided
@@ -256,6 +267,30 @@ class Registry:
         if name in RESERVED.get(kind, ()):
             raise PluginError(f"{kind} name {name!r} is reserved (--methods {name} selects "
                               "a set of methods)")
+
+    @staticmethod
+    def _check_fields(kind: str, spec: PluginSpec) -> None:
+        """``params``, ``requires`` and ``factory`` of the right types (a mistake there would
+        otherwise be a traceback from ``mibench list`` or from the first run)."""
+        where = f"{kind} {spec.name!r}"
+        for attr, cls in (("params", Param), ("requires", Requirement)):
+            value = getattr(spec, attr)
+            if not isinstance(value, (list, tuple)):
+                raise PluginError(f"{where}: {attr} must be a tuple of {cls.__name__}, got "
+                                  f"{_describe(value)} (write {attr}=({cls.__name__}(...),))")
+            odd = next((v for v in value if not isinstance(v, cls)), None)
+            if odd is not None:
+                raise PluginError(f"{where}: {attr} must be a tuple of {cls.__name__}, got "
+                                  f"{_describe(odd)} in it")
+        names = [p.name for p in spec.params]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise PluginError(f"{where}: option {twice!r} is declared twice")
+        factory = spec.factory
+        if not callable(factory) and not (isinstance(factory, str)
+                                          and FACTORY_RE.fullmatch(factory)):
+            raise PluginError(f"{where}: factory {factory!r} is not valid: give "
+                              "\"package.module:function\" or a callable")
 
     # ------------------------------------------------------------------ look-up
 

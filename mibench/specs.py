@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -50,6 +50,24 @@ class Param:
     lt: float | None = None
 
     def __post_init__(self):
+        if self.type is not None and not isinstance(self.type, type):
+            raise TypeError(f"option {self.name!r}: type must be a type (bool, int, float, str), "
+                            f"got {self.type!r}")
+        if self.choices is not None and (isinstance(self.choices, (str, bytes))
+                                         or not isinstance(self.choices, Collection)):
+            raise TypeError(f"option {self.name!r}: choices must be a tuple of values, got "
+                            f"{self.choices!r}")
+        if self.type is not None and self.default is not None:
+            kind, number = self.type, not isinstance(self.default, bool)
+            # As check(): an int is a float, a bool is not an int.
+            if not ((isinstance(self.default, kind) and (kind is not int or number))
+                    or (kind is float and isinstance(self.default, int) and number)):
+                raise TypeError(f"option {self.name!r}: the default {self.default!r} is not "
+                                f"{_article(kind.__name__)} {kind.__name__}")
+        if self.choices is not None and self.default is not None \
+                and self.default not in self.choices:
+            raise ValueError(f"option {self.name!r}: the default {self.default!r} is not one of "
+                             f"its choices ({', '.join(map(str, self.choices))})")
         if self.ge is not None and self.gt is not None:
             raise ValueError(f"option {self.name!r}: give ge or gt, not both")
         if self.le is not None and self.lt is not None:
@@ -152,8 +170,14 @@ class Requirement:
 
     def missing(self) -> str | None:
         """Return why the requirement is not met here, or None when it is."""
-        if self.module is not None and importlib.util.find_spec(self.module) is None:
-            return f"needs the Python package {self.module!r}"
+        if self.module is not None:
+            try:
+                # find_spec("pkg.sub") imports pkg, and raises when pkg is missing.
+                found = importlib.util.find_spec(self.module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return f"needs the Python package {self.module!r}"
         if self.cuda:
             import torch
 
@@ -227,7 +251,13 @@ class PluginSpec:
         why = self.unavailable_reason()
         if why:
             raise UserError(f"{self.kind} {self.name!r} is unavailable: {why}")
-        return load_object(self.factory)
+        try:
+            return load_object(self.factory)
+        except Exception as exc:  # a missing module or attribute, an error in the module
+            who = f" (plugin {self.plugin!r})" if self.plugin else ""
+            why = next(iter(str(exc).splitlines()), "")
+            raise UserError(f"{self.kind} {self.name!r}{who}: cannot load its factory "
+                            f"{self.factory!r}: {type(exc).__name__}: {why}") from exc
 
 
 @dataclass(frozen=True)

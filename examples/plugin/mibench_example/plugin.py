@@ -14,7 +14,7 @@ def mibench_estimators():
         description="Correlation ratio eta^2 of the moving image given the binned fixed image "
         "(0 = unrelated, 1 = the moving intensity is a function of the fixed one)",
         factory="mibench_example.estimator:correlation_ratio",
-        params=(Param("bins", 32, "bins of the fixed intensities"),),
+        params=(Param("bins", 32, "bins of the fixed intensities", ge=1),),
         higher_is_better=True,
         differentiable=True,
     )]
@@ -40,12 +40,12 @@ def mibench_datasets():
         "optionally has inverted intensities; landmarks at the ellipse centres",
         factory="mibench_example.dataset:load",
         params=(
-            Param("pairs", 4, "number of pairs"),
-            Param("size", 96, "side of the square images (px)"),
-            Param("shapes", 6, "ellipses per image (and landmarks per pair)"),
-            Param("max_shift", 8.0, "largest translation along each axis (px)"),
+            Param("pairs", 4, "number of pairs", ge=1),
+            Param("size", 96, "side of the square images (px)", ge=16),
+            Param("shapes", 6, "ellipses per image (and landmarks per pair)", ge=1),
+            Param("max_shift", 8.0, "largest translation along each axis (px)", ge=0),
             Param("invert", True, "moving intensity = 1 - fixed intensity (multimodal)"),
-            Param("seed", 0, "random seed; pair k depends only on (seed, k)"),
+            Param("seed", 0, "random seed; pair k depends only on (seed, k)", ge=0),
         ),
         needs_data_dir=False,
         layout="generated in memory",
