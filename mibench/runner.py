@@ -334,11 +334,12 @@ class _Worker:
         self.conn.close()
 
 
-def _failure_from(worker: _Worker, error: str,
-                  fallback: Callable[[Task, str], Record]) -> Record:
+def _failure_from(worker: _Worker, error: str, fallback: Callable[[Task, str], Record],
+                  ended: float | None = None) -> Record:
+    """The failure record of a worker's task that ended (``time.monotonic()``; default now)."""
     task = worker.task
     # How long the task ran, not counting the driver's loading of the pair for the fallback.
-    wall_s = time.monotonic() - worker.started
+    wall_s = (time.monotonic() if ended is None else ended) - worker.started
     if worker.provisional is not None:
         record = worker.provisional
         record.error, record.finished_at = error, _now()
@@ -468,8 +469,10 @@ class ProcessPool:
                     _drain(w, on_record)  # a result already sent is kept, not timed out
                     if w.task is None:
                         continue
+                    ended = time.monotonic()
                     self._retire(i)  # stop it first: building the record may load the pair
-                    on_record(_failure_from(w, f"timed out after {timeout:g} s", fallback))
+                    on_record(_failure_from(w, f"timed out after {timeout:g} s", fallback,
+                                            ended))
 
     def close(self) -> None:
         """Stop every worker process (those still busy are killed)."""

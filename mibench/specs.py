@@ -57,13 +57,10 @@ class Param:
                                          or not isinstance(self.choices, Collection)):
             raise TypeError(f"option {self.name!r}: choices must be a tuple of values, got "
                             f"{self.choices!r}")
-        if self.type is not None and self.default is not None:
-            kind, number = self.type, not isinstance(self.default, bool)
-            # As check(): an int is a float, a bool is not an int.
-            if not ((isinstance(self.default, kind) and (kind is not int or number))
-                    or (kind is float and isinstance(self.default, int) and number)):
-                raise TypeError(f"option {self.name!r}: the default {self.default!r} is not "
-                                f"{_article(kind.__name__)} {kind.__name__}")
+        if self.type is not None and self.default is not None \
+                and not _fits(self.type, self.default):
+            raise TypeError(f"option {self.name!r}: the default {self.default!r} is not "
+                            f"{_article(self.type.__name__)} {self.type.__name__}")
         if self.choices is not None and self.default is not None \
                 and self.default not in self.choices:
             raise ValueError(f"option {self.name!r}: the default {self.default!r} is not one of "
@@ -145,8 +142,7 @@ class Param:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         allowed_none = value is None and self.default is None
-        bad_type = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-        if kind is not type(None) and not allowed_none and bad_type:
+        if kind is not type(None) and not allowed_none and not _fits(kind, value):
             raise UserError(
                 f"option {self.name!r} expects {_article(kind.__name__)} {kind.__name__}, "
                 f"got {value!r}"
@@ -158,6 +154,14 @@ class Param:
         if why:
             raise UserError(why)
         return value
+
+
+def _fits(kind: type, value: Any) -> bool:
+    """Whether ``value`` is a value of an option of type ``kind``: an int is a float too, a bool
+    is not an int."""
+    number = not isinstance(value, bool)
+    return ((isinstance(value, kind) and (kind is not int or number))
+            or (kind is float and isinstance(value, int) and number))
 
 
 @dataclass(frozen=True)
