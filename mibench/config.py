@@ -11,7 +11,6 @@ import difflib
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +107,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".json":
             data = json.loads(path.read_text())
         elif path.suffix == ".toml":
-            if sys.version_info < (3, 11):
-                raise UserError(f"{path}: TOML config files need Python 3.11+; use JSON")
             import tomllib
 
             data = tomllib.loads(path.read_text())

@@ -9,7 +9,7 @@ through ``esc``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -55,7 +55,7 @@ def render(ctx: ReportContext, sections: list[Callable[[ReportContext], str]] | 
            ) -> str:
     """The whole page as a string."""
     title = f"mibench report: {ctx.config.get('dataset') or ctx.run_dir.name}"
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     body = "\n".join(s(ctx) for s in (SECTIONS if sections is None else sections))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
