@@ -9,11 +9,11 @@ Public API (mirrors the ``mibench`` command line):
 """
 
 from mibench.api import dataset, estimator, list_plugins, method, run
-from mibench.contracts import Pair, PairInfo, RegistrationOutput
 from mibench.errors import UserError
 from mibench.hookspecs import hookimpl
+from mibench.pairs import Pair, PairInfo
 from mibench.specs import DatasetSpec, EstimatorSpec, MethodSpec, Param, Requirement
-from mibench.transform import MatrixTransform, Transform
+from mibench.transform import MatrixTransform, RegistrationOutput, Transform
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from mibench.bound import Estimator, Method
+from mibench.callables import Estimator, Method
 from mibench.registry import Registry, split_plugin_names
 
 

@@ -265,7 +265,7 @@ def read_image(path: str) -> Any:
 @click.argument("moving_image", type=click.Path())
 def estimate(name, opts, plugins, fixed_image, moving_image) -> None:
     """Print the similarity of two image files of the same size."""
-    from mibench.bound import Estimator
+    from mibench.callables import Estimator
     from mibench.registry import Registry
 
     spec = Registry(plugins).get("estimator", name)

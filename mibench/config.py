@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mibench.contracts import PairInfo
 from mibench.errors import UserError
 from mibench.metrics import NORMALISATIONS
+from mibench.pairs import PairInfo
 from mibench.records import Task, canonical_json
 from mibench.registry import Registry
 from mibench.tensors import parse_device

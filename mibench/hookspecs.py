@@ -24,7 +24,7 @@ returns anything else, when a name is invalid or taken, or when a function is ma
 marked. Keep plugin modules light: put heavy imports in the module the ``factory`` string points
 to, so that ``mibench list`` stays fast and works when an optional dependency is missing. The
 shared conventions (coordinates, the direction of a transform, images in [0, 1]) are in the
-README's "Conventions" section, :mod:`mibench.transform` and :mod:`mibench.contracts`; the guide
+README's "Conventions" section, :mod:`mibench.transform` and :mod:`mibench.pairs`; the guide
 is ``docs/plugins.md``.
 """
 
@@ -45,7 +45,7 @@ def mibench_estimators() -> list[EstimatorSpec]:
     """Return the similarity measures this plugin provides.
 
     Each factory returns a tensor of shape ``(B,)`` on the inputs' device (checked when it is
-    called through :class:`mibench.bound.Estimator`).
+    called through :class:`mibench.callables.Estimator`).
     """
 
 

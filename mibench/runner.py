@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from mibench.config import RunConfig, RunPlan, plan_run
-from mibench.contracts import Pair, check_pair
 from mibench.errors import UserError, one_line_warnings
 from mibench.metrics import landmark_errors, norm_length, pair_scores
+from mibench.pairs import Pair, check_pair
 from mibench.records import (
     DAMAGED_SUFFIX,
     RECORDS_DIR,
@@ -199,7 +199,7 @@ def run_task(task: Task, state: _WorkerState, on_loaded: Callable[[Record], None
     """
     import torch
 
-    from mibench.bound import Method
+    from mibench.callables import Method
     from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
 
     ctx = state.ctx

@@ -286,7 +286,7 @@ class MethodSpec(PluginSpec):
     The factory is ``f(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, **params)``
     taking ``(1, C, H, W)`` float32 tensors on the run's device (masks ``(1, 1, H, W)`` bool)
     and returning a :class:`mibench.transform.Transform` (fixed -> moving pixel coordinates)
-    or a :class:`mibench.contracts.RegistrationOutput`. ``default`` marks the methods that
+    or a :class:`mibench.transform.RegistrationOutput`. ``default`` marks the methods that
     ``mibench run`` uses when no ``--methods`` is given. ``needs_content`` (default True): the
     method reads the images, so an image that is constant inside its mask (nothing to align)
     fails the task with that reason instead of letting the method follow rounding noise; a
@@ -302,7 +302,7 @@ class MethodSpec(PluginSpec):
 class DatasetSpec(PluginSpec):
     """A dataset.
 
-    The factory is ``f(data_dir, **params) -> Dataset`` (see :class:`mibench.contracts.Dataset`).
+    The factory is ``f(data_dir, **params) -> Dataset`` (see :class:`mibench.pairs.Dataset`).
     ``needs_data_dir`` says whether ``--data-dir`` is required; ``layout`` describes the expected
     files and ``source`` where to obtain them (both shown by ``mibench list``).
     """

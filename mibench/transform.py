@@ -9,6 +9,7 @@ the fixed frame with ``T^-1``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -173,3 +174,15 @@ def transform_from_dict(data: dict[str, Any] | None) -> Transform | None:
     if data.get("type") == "matrix":
         return MatrixTransform(data["matrix"])
     raise ValueError(f"unknown transform type {data.get('type')!r}")
+
+
+@dataclass
+class RegistrationOutput:
+    """What a method may return instead of a bare transform: the transform plus diagnostics.
+
+    ``info`` must be JSON-serialisable (numbers, strings, lists); it is stored in the record
+    (e.g. the final loss, the number of iterations run).
+    """
+
+    transform: Transform
+    info: dict[str, Any] = field(default_factory=dict)

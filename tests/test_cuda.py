@@ -8,7 +8,7 @@ module on a GPU machine together with the CUDA benchmarks.
 import numpy as np
 import pytest
 import torch
-from test_gradient import TRUE_T, errors, make_pair
+from helpers.registration import TRUE_T, errors, make_pair
 
 import mibench
 from mibench.estimators import cmif as cm

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.stats import holm_brute_force
 from scipy import stats
 
 from mibench.stats import (
@@ -26,24 +27,13 @@ from mibench.stats import (
 from mibench.stats import tests_frame as frame_of_tests  # pytest collects names "test..."
 
 
-def _holm_brute_force(p):
-    """Holm by its definition: adjusted p_(i) = max_{j <= i} min(1, (m - j) p_(j))."""
-    finite = [(v, i) for i, v in enumerate(p) if not math.isnan(v)]
-    finite.sort()
-    m = len(finite)
-    out = [math.nan] * len(p)
-    for i, (_, idx) in enumerate(finite):
-        out[idx] = max(min(1.0, (m - j) * finite[j][0]) for j in range(i + 1))
-    return out
-
-
 @pytest.mark.parametrize("seed", range(5))
-def test_holm_brute_force(seed):
+def testholm_brute_force(seed):
     rng = np.random.default_rng(seed)
     p = rng.uniform(0, 0.2, 7)
     p[rng.integers(0, 7)] = np.nan
     p[1] = p[2] if not np.isnan(p[2]) else p[1]  # a tie
-    np.testing.assert_allclose(holm(p), _holm_brute_force(list(p)), equal_nan=True)
+    np.testing.assert_allclose(holm(p), holm_brute_force(list(p)), equal_nan=True)
     assert np.isnan(holm(np.array([np.nan, np.nan]))).all()
 
 
@@ -199,7 +189,7 @@ def test_compare_to_reference_unpaired_pairs_are_counted_not_hidden():
     assert tests["bad"].mean == pytest.approx(t.bad.mean())
     assert tests["bad"].std == pytest.approx(t.bad.dropna().std(ddof=1))
     assert tests["bad"].reference_mean == pytest.approx(both.ref.mean())
-    holm_t = _holm_brute_force([tests["good"].p_ttest, tests["bad"].p_ttest])
+    holm_t = holm_brute_force([tests["good"].p_ttest, tests["bad"].p_ttest])
     assert [tests["good"].p_ttest_holm, tests["bad"].p_ttest_holm] == pytest.approx(holm_t)
     with pytest.raises(KeyError):
         compare_to_reference(t, "absent")

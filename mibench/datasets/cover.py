@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from mibench.contracts import Pair, PairInfo
 from mibench.datasets.io import (
     check_data_dir,
     check_scale,
@@ -41,6 +40,7 @@ from mibench.datasets.io import (
     resolve_inside,
 )
 from mibench.errors import UserError
+from mibench.pairs import Pair, PairInfo
 
 PATH_COLUMNS = ("Target image", "Source image", "Target landmarks", "Source landmarks")
 _SCALE_DIR = re.compile(r"^scale-(\d+)pc$")

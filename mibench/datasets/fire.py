@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mibench.contracts import Pair, PairInfo
 from mibench.datasets.io import (
     check_data_dir,
     check_scale,
@@ -42,6 +41,7 @@ from mibench.datasets.io import (
     working_shape,
 )
 from mibench.errors import UserError
+from mibench.pairs import Pair, PairInfo
 
 CATEGORIES = ("S", "P", "A")
 KNOWN_BAD = "P37"

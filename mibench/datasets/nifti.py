@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from mibench.contracts import Pair, PairInfo
 from mibench.datasets.io import (
     check_data_dir,
     check_file,
@@ -46,6 +45,7 @@ from mibench.datasets.io import (
     resolve_inside,
 )
 from mibench.errors import UserError
+from mibench.pairs import Pair, PairInfo
 
 REQUIRED = ("fixed", "moving")
 OPTIONAL = ("fixed_landmarks", "moving_landmarks", "fixed_mask", "moving_mask", "id")

@@ -55,8 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from mibench.contracts import Pair, PairInfo
 from mibench.errors import UserError
+from mibench.pairs import Pair, PairInfo
 
 FAMILIES = ("fundus", "histology")
 

@@ -43,10 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mibench.contracts import RegistrationOutput
 from mibench.estimators import cmif as cm
 from mibench.estimators.quantise import quantise
-from mibench.transform import MatrixTransform
+from mibench.transform import MatrixTransform, RegistrationOutput
 
 #: A reduced pixel counts as inside the mask when this share of its source pixels is.
 _MASK_KEEP = 0.999

@@ -63,7 +63,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mibench.contracts import RegistrationOutput
 from mibench.estimators.mine import (
     MovingAverage,
     StatisticsNetwork,
@@ -83,7 +82,7 @@ from mibench.methods.transform_models import (
     warp_normalised,
 )
 from mibench.tensors import FiniteWatch
-from mibench.transform import MatrixTransform
+from mibench.transform import MatrixTransform, RegistrationOutput
 
 #: Learning rates and iterations of the released notebooks (affine; drmime.md section 1), and the
 #: Canny high threshold each dataset's edge sampling used (0-255 grey levels).

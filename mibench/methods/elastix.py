@@ -32,14 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from mibench.contracts import RegistrationOutput
 from mibench.methods.itk_convert import (
     ImageGeometry,
     elastix_affine_to_pixel,
     grey_arrays,
     mask_array,
 )
-from mibench.transform import MatrixTransform
+from mibench.transform import MatrixTransform, RegistrationOutput
 
 METRICS = {"ami": "AdvancedMattesMutualInformation", "nmi": "NormalizedMutualInformation"}
 PRESETS = ("practical", "paper")

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mibench.contracts import RegistrationOutput
 from mibench.methods import pyramid as pyr
 from mibench.methods.initial import initial_matrix
 from mibench.methods.transform_models import (
@@ -33,7 +32,7 @@ from mibench.methods.transform_models import (
     warp_normalised,
 )
 from mibench.tensors import FiniteWatch
-from mibench.transform import MatrixTransform
+from mibench.transform import MatrixTransform, RegistrationOutput
 
 #: A warped pixel counts as inside the moving image (or its mask) when the bilinearly warped
 #: validity image is at least this: only pixels whose four neighbours are all valid.

@@ -43,9 +43,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from mibench.contracts import RegistrationOutput
 from mibench.methods.itk_convert import ImageGeometry, grey_arrays, itk_affine_to_pixel, mask_array
-from mibench.transform import MatrixTransform
+from mibench.transform import MatrixTransform, RegistrationOutput
 
 METRICS = ("mmi", "jhmi", "ncc", "mse")
 PRESETS = ("practical", "paper")

@@ -1,0 +1,194 @@
+"""Plugins bound to their options: ready-to-call estimators and methods.
+
+These are what ``mibench.estimator(...)`` and ``mibench.method(...)`` return, and what the runner
+calls, so the Python API and a benchmark run go through one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mibench.errors import UserError
+from mibench.specs import EstimatorSpec, MethodSpec
+from mibench.transform import RegistrationOutput, Transform
+
+
+@dataclass
+class Estimator:
+    """A similarity measure with its options fixed.
+
+    Call it with two ``(B, C, H, W)`` tensors (returns a ``(B,)`` tensor) or two 2-D / ``(H, W, C)``
+    numpy arrays (returns a float). ``higher_is_better`` tells the direction of the value.
+    """
+
+    spec: EstimatorSpec
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.spec.higher_is_better
+
+    def __call__(self, fixed: Any, moving: Any, mask: Any = None):
+        from mibench.tensors import image_to_tensor, mask_to_tensor
+
+        fn = self.spec.load()
+        if isinstance(fixed, np.ndarray) or isinstance(moving, np.ndarray):
+            f, m = image_to_tensor(fixed), image_to_tensor(moving)
+            if f.shape != m.shape:
+                raise UserError(
+                    f"fixed and moving images differ in shape: {tuple(fixed.shape)} vs "
+                    f"{tuple(np.shape(moving))}"
+                )
+            _check_inputs(f, m)
+            value = self._checked(fn(f, m, mask=mask_to_tensor(mask), **self.params), f, m)
+            return float(value[0])
+        _check_inputs(fixed, moving)
+        mask_t = mask_to_tensor(mask, fixed.device) if mask is not None else None
+        if mask_t is not None and mask_t.shape[0] == 1 and fixed.shape[0] == moving.shape[0] > 1:
+            # One mask for the whole batch: every estimator then indexes it per item.
+            mask_t = mask_t.expand(fixed.shape[0], *mask_t.shape[1:])
+        return self._checked(fn(fixed, moving, mask=mask_t, **self.params), fixed, moving)
+
+    def _checked(self, value: Any, fixed: Any, moving: Any = None) -> Any:
+        """The estimator's value if it keeps the contract (a tensor ``(B,)`` on the inputs'
+        device, ``B`` the larger batch: a batch of 1 is broadcast against the other), else a
+        :class:`UserError` naming the estimator and its plugin: a scalar, a per-pixel map or a
+        Python float would otherwise be reduced, indexed or crash far from the plugin's code.
+        Shape and device are metadata, so this never synchronises a GPU."""
+        import torch
+
+        batch = fixed.shape[0] if getattr(fixed, "ndim", 0) == 4 else None
+        if batch is not None and getattr(moving, "ndim", 0) == 4:
+            batch = max(batch, moving.shape[0])
+        if not isinstance(value, torch.Tensor):
+            got = f"{type(value).__name__} {value!r:.40}" if isinstance(value, (int, float)) \
+                else type(value).__name__
+            problem = f"returned a {got}"
+        elif value.ndim != 1 or (batch is not None and value.shape[0] != batch):
+            problem = f"returned a tensor of shape {tuple(value.shape)}"
+        elif isinstance(fixed, torch.Tensor) and value.device != fixed.device:
+            problem = f"returned a tensor on {value.device} for inputs on {fixed.device}"
+        else:
+            return value
+        want = f"({batch},)" if batch is not None else "(B,)"
+        raise UserError(
+            f"estimator {self.name!r} (plugin {self.spec.plugin!r}) {problem}; expected a tensor "
+            f"of shape (B,) = {want}, one value per batch item, on the inputs' device"
+        )
+
+
+def _check_inputs(fixed: Any, moving: Any) -> None:
+    """One clear ``ValueError`` for inputs no estimator can score: not ``(B, C, H, W)``,
+    batches that cannot broadcast, different sizes, empty images, NaN or infinite pixels (each
+    estimator would otherwise fail its own way, or silently return a number). The finiteness
+    check reads one flag back from the device per call of the API, not per optimisation step:
+    the methods call the estimator functions directly."""
+    import torch
+
+    shapes = f"{tuple(fixed.shape)} and {tuple(moving.shape)}"
+    if fixed.ndim != 4 or moving.ndim != 4:
+        raise ValueError(f"expected (B, C, H, W) tensors, got {shapes}")
+    if fixed.shape[0] != moving.shape[0] and 1 not in (fixed.shape[0], moving.shape[0]):
+        raise ValueError(f"batch sizes {fixed.shape[0]} and {moving.shape[0]} do not broadcast")
+    if fixed.shape[-2:] != moving.shape[-2:]:
+        raise ValueError(f"fixed and moving differ in size: {shapes}")
+    if fixed.numel() == 0 or moving.numel() == 0:
+        raise ValueError(f"empty images: {shapes}")
+    for name, x in (("fixed", fixed), ("moving", moving)):
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"the {name} image has NaN or infinite pixels")
+
+
+def _check_content(image: Any, mask: Any, name: str) -> None:
+    """Refuse an image with nothing to align: no pixel in its mask, or one grey value on all of
+    them. Any transform then scores the same, and the methods would follow rounding noise (an
+    optimiser's normalised steps, or the noise maximum of an MI map) to an arbitrary pose."""
+    grey = image.mean(dim=1)
+    if mask is not None:
+        grey = grey[mask[:, 0].expand_as(grey)]
+    if grey.numel() == 0:
+        raise ValueError(f"the {name} mask selects no pixel: there is nothing to register")
+    lo, hi = float(grey.min()), float(grey.max())
+    if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+        where = " inside its mask" if mask is not None else ""
+        raise ValueError(f"the {name} image is constant{where} ({hi:.6g}): there is nothing "
+                         "to register")
+
+
+@dataclass
+class Method:
+    """A registration method with its options fixed, bound to a device.
+
+    Call it with fixed and moving images (numpy ``(H, W[, C])`` in [0, 1], or ``(1, C, H, W)``
+    tensors) and optional bool masks; it returns a :class:`RegistrationOutput` whose transform maps
+    fixed pixel coordinates to moving pixel coordinates.
+    """
+
+    spec: MethodSpec
+    params: dict[str, Any] = field(default_factory=dict)
+    device: Any = "cpu"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def warm_up(self) -> None:
+        """Import the method and run its optional ``warm_up()`` (a no-argument attribute of the
+        factory function: e.g. loading a toolbox's libraries), so that one-off start-up costs
+        stay out of the timed registration. The runner calls it before starting the clock."""
+        hook = getattr(self.spec.load(), "warm_up", None)
+        if callable(hook):
+            hook()
+
+    def __call__(self, fixed: Any, moving: Any, *, fixed_mask: Any = None,
+                 moving_mask: Any = None, seed: int = 0) -> RegistrationOutput:
+        import torch
+
+        from mibench.config import MAX_SEED
+        from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
+
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) \
+                or not 0 <= seed <= MAX_SEED:
+            # Methods seed torch, NumPy and toolboxes, which take 32 bits (or wrap silently).
+            raise ValueError(f"seed must be an integer in 0 .. {MAX_SEED} (32-bit), got {seed!r}")
+        device = resolve_device(self.device)
+        fn = self.spec.load()
+        fixed, moving = image_to_tensor(fixed, device), image_to_tensor(moving, device)
+        for name, x in (("fixed", fixed), ("moving", moving)):
+            # One flag read back per registration: a NaN pixel would otherwise end as a NaN
+            # loss, an index error or a silently degraded result, depending on the method.
+            if x.numel() == 0 or not bool(torch.isfinite(x).all()):
+                raise ValueError(f"the {name} image is empty or has NaN or infinite pixels")
+        fixed_mask = mask_to_tensor(fixed_mask, device)
+        moving_mask = mask_to_tensor(moving_mask, device)
+        if self.spec.needs_content:
+            _check_content(fixed, fixed_mask, "fixed")
+            _check_content(moving, moving_mask, "moving")
+        out = fn(
+            fixed,
+            moving,
+            fixed_mask=fixed_mask,
+            moving_mask=moving_mask,
+            seed=seed,
+            **self.params,
+        )
+        if isinstance(out, RegistrationOutput):
+            if not isinstance(out.transform, Transform):
+                raise TypeError(
+                    f"method {self.name!r} returned a RegistrationOutput whose transform is of "
+                    f"type {type(out.transform).__name__}; expected a Transform (e.g. "
+                    "mibench.transform.MatrixTransform(matrix))")
+            return out
+        if isinstance(out, Transform):
+            return RegistrationOutput(out)
+        raise TypeError(
+            f"method {self.name!r} returned {type(out).__name__}; expected a Transform or "
+            "RegistrationOutput"
+        )

@@ -1,0 +1,36 @@
+"""A known affine between two crops of one canvas: the pair the gradient-method tests register."""
+
+import numpy as np
+import torch
+
+from mibench.transform import MatrixTransform
+
+SIZE = 128
+MARGIN = 48
+POINTS = np.array([[25.0, 30.0], [100.0, 20.0], [64.0, 64.0], [30.0, 105.0], [110.0, 100.0]])
+FAST = {"iterations": 120, "levels": 3}
+
+
+def similarity(angle_deg, tx, ty, scale, centre):
+    a = np.deg2rad(angle_deg)
+    cx, cy = centre
+    c = np.array([[1, 0, cx], [0, 1, cy], [0, 0, 1.0]])
+    r = np.array([[scale * np.cos(a), -scale * np.sin(a), 0],
+                  [scale * np.sin(a), scale * np.cos(a), 0], [0, 0, 1.0]])
+    return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1.0]]) @ c @ r @ np.linalg.inv(c)
+
+
+def make_pair(canvas, true_t, moving_shape=(SIZE, SIZE)):
+    """fixed = centre crop; moving(q) = fixed(T^-1 q), so the fixed -> moving truth is T."""
+    shift = np.array([[1, 0, MARGIN], [0, 1, MARGIN], [0, 0, 1.0]])
+    fixed = np.ascontiguousarray(canvas[MARGIN:MARGIN + SIZE, MARGIN:MARGIN + SIZE])
+    moving = MatrixTransform(shift @ np.linalg.inv(true_t)).warp(canvas, moving_shape)
+    return torch.from_numpy(fixed)[None, None], torch.from_numpy(moving)[None, None]
+
+
+def errors(transform, true_t):
+    truth = MatrixTransform(true_t).fixed_to_moving(POINTS)
+    return np.linalg.norm(transform.fixed_to_moving(POINTS) - truth, axis=1)
+
+
+TRUE_T = similarity(5.0, 4.0, -3.0, 1.05, ((SIZE - 1) / 2, (SIZE - 1) / 2))

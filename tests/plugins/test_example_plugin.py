@@ -1,0 +1,108 @@
+"""The example third-party plugin (``examples/plugin``): its estimator against a brute-force
+reference, and the installed package found through its entry point by ``mibench list`` and
+``mibench run`` (installed into a temporary directory, so the shared environment is untouched)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers.plugins import PLUGIN_DIR, cli  # noqa: E402
+
+NAMES = {("estimator", "example-cr"), ("method", "example-shift"), ("dataset", "example-shapes")}
+
+
+@pytest.fixture
+def example(monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    import mibench_example.dataset
+    import mibench_example.estimator
+    import mibench_example.method
+
+    return mibench_example
+
+
+def brute_force_cr(f, m, mask, bins):
+    f, m = f[mask], m[mask]
+    edges = np.linspace(f.min(), f.max(), bins + 1)
+    idx = np.clip(np.searchsorted(edges, f, side="right") - 1, 0, bins - 1)
+    within = sum(((m[idx == b] - m[idx == b].mean()) ** 2).sum() for b in np.unique(idx))
+    return 1 - within / ((m - m.mean()) ** 2).sum()
+
+
+def test_correlation_ratio_against_brute_force(example):
+    rng = np.random.default_rng(0)
+    f = rng.random((2, 1, 20, 24))
+    m = np.sin(4 * f) + 0.3 * rng.standard_normal(f.shape)
+    mask = rng.random((2, 1, 20, 24)) > 0.2
+    got = example.estimator.correlation_ratio(torch.tensor(f), torch.tensor(m),
+                                              torch.tensor(mask), bins=8)
+    want = [brute_force_cr(f[i, 0], m[i, 0], mask[i, 0], 8) for i in range(2)]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4)
+    const = example.estimator.correlation_ratio(torch.tensor(f), torch.zeros_like(torch.tensor(f)))
+    assert torch.equal(const, torch.zeros(2, dtype=const.dtype))
+
+
+def test_shift_recovers_the_dataset_translation(example):
+    ds = example.dataset.load(None, pairs=2, size=64)
+    for info in ds.pairs():
+        pair = ds.load(info.id)
+        out = example.method.register(torch.from_numpy(pair.fixed)[None, None],
+                                      torch.from_numpy(pair.moving)[None, None])
+        np.testing.assert_allclose(out.transform.matrix, pair.meta["true_transform"], atol=0.3)
+        # The landmarks are consistent with the stated truth.
+        t = np.array(pair.meta["true_transform"])
+        np.testing.assert_allclose(pair.moving_landmarks, pair.fixed_landmarks + t[:2, 2])
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """``pip install --no-deps --target`` of a copy of the example (no build files in the repo)."""
+    root = tmp_path_factory.mktemp("plugin")
+    source = shutil.copytree(PLUGIN_DIR, root / "src",
+                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
+                   check=True, capture_output=True)
+    return target
+
+
+def listed(**kw):
+    out = cli("list", "--json", **kw)
+    assert out.returncode == 0, out.stderr
+    return {(r["kind"], r["name"]): r for r in json.loads(out.stdout)}
+
+
+def test_plugins_listed_only_once_installed(installed):
+    assert not NAMES & set(listed())
+    rows = listed(pythonpath=installed)
+    assert NAMES <= set(rows)
+    assert all(rows[k]["available"] and rows[k]["plugin"] == "example" for k in NAMES)
+
+
+def test_run_with_the_installed_plugin(installed, tmp_path):
+    out_dir = tmp_path / "run"
+    out = cli("run", "--dataset", "example-shapes", "--methods", "identity,example-shift",
+              "-o", "pairs=2", "-o", "size=64", "--workers", "0", "--out", str(out_dir),
+              "--quiet", pythonpath=installed)
+    assert out.returncode == 0, out.stderr
+    assert (out_dir / "report.html").is_file()
+    results = pd.read_csv(out_dir / "results.csv")
+    naed = results.groupby("method")["naed"].mean()
+    assert naed["example-shift"] < 0.01 < naed["identity"]
+    # The estimator through the command line, on two images written by numpy.
+    from skimage.io import imsave
+
+    rng = np.random.default_rng(1)
+    a = (rng.random((32, 32)) * 255).astype(np.uint8)
+    imsave(tmp_path / "a.png", a, check_contrast=False)
+    imsave(tmp_path / "b.png", 255 - a, check_contrast=False)
+    est = cli("estimate", "--estimator", "example-cr", str(tmp_path / "a.png"),
+              str(tmp_path / "b.png"), pythonpath=installed)
+    assert est.returncode == 0, est.stderr
+    assert float(est.stdout.split()[-1]) > 0.99

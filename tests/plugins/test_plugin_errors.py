@@ -1,0 +1,314 @@
+"""A plugin author's mistakes are one line naming the plugin, never a traceback, and one broken
+plugin does not break ``mibench list``: hooks returning the wrong thing, raising or taking
+arguments; misspelt or unmarked hooks; invalid or clashing names; estimators breaking their
+return contract; plugins that failed to load behind an unknown name. Test plugins are modules
+written to ``tmp_path``."""
+
+import json
+
+import pytest
+import torch
+from helpers.plugins import ROOT, SPEC, fake_entry_points, method_plugin, plugin_cli
+
+import mibench
+from mibench.errors import UserError
+from mibench.registry import Registry
+
+# --------------------------------------------------------------------------- hooks (item 1, 3)
+
+BAD_HOOKS = {
+    "single": (method_plugin(SPEC),
+               r"mibench_methods\(\) returned a MethodSpec; expected a list of MethodSpec "
+               r"\(return \[spec\]\)"),
+    "wrongkind": ("""
+        @hookimpl
+        def mibench_estimators():
+            return [MethodSpec("mine", "d", "x:y")]
+        """, r"mibench_estimators\(\) returned a MethodSpec in its list; expected "
+             r"EstimatorSpec; a MethodSpec goes in mibench_methods\(\)"),
+    "dict": (method_plugin('{"name": "x", "factory": "x:y"}'),
+             r"mibench_methods\(\) returned a dict; expected a list of MethodSpec"),
+    "strings": (method_plugin('["x:y"]'),
+                r"mibench_methods\(\) returned a str \('x:y'\) in its list; expected MethodSpec"),
+    "none": (method_plugin("None"),
+             r"mibench_methods\(\) returned None; expected a list of MethodSpec "
+             r"\(return \[\] to provide none\)"),
+    "raises": ("""
+        @hookimpl
+        def mibench_methods():
+            raise RuntimeError("boom in hook")
+        """, r"mibench_methods\(\) raised RuntimeError: boom in hook"),
+    "extraarg": (method_plugin(f"[{SPEC}]", "config"),
+                 r"invalid hook implementation: .*mibench_methods\(config\).*"
+                 r"mibench hooks take no arguments"),
+    "typo": ("""
+        @hookimpl
+        def mibench_method():
+            return []
+        """, r"unknown hook mibench_method \(did you mean mibench_methods\?\)"),
+    "nomarker": ("""
+        def mibench_methods():
+            return []
+        """, r"mibench_methods is not marked with @mibench.hookimpl"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HOOKS))
+def test_bad_hook_is_one_line_naming_plugin_and_hook(case, write_plugin):
+    body, message = BAD_HOOKS[case]
+    name = write_plugin(f"bad_hook_{case}", body)
+    with pytest.raises(UserError, match=rf"^plugin '{name}': {message}") as err:
+        Registry([name], entry_points=False)
+    assert "\n" not in str(err.value)
+
+
+def test_unmarked_helpers_and_optional_hooks_are_fine(write_plugin):
+    name = write_plugin("fine_helpers", f"""
+        import pluggy
+        optional = pluggy.HookimplMarker("mibench")(optionalhook=True)
+
+        def mibench_helper():  # not hook-like: a helper of the plugin's own
+            return 1
+
+        @optional
+        def mibench_future_hook():  # a hook of a later mibench: optional, so not an error
+            return []
+
+        @hookimpl
+        def mibench_methods():
+            return [{SPEC}]
+        """)
+    assert Registry([name], entry_points=False).get("method", "mine").plugin == name
+
+
+# --------------------------------------------------------------------------- names (item 2)
+
+@pytest.mark.parametrize("spec_name, message", [
+    ("ncc", r"method 'ncc' is also provided by plugin 'mibench.methods'"),
+    ("NCC", r"method 'NCC' is also provided by plugin 'mibench.methods' .*case-insensitively"),
+    ("MyMethod", r"method name 'MyMethod' is not valid: use lower-case .* \(e.g. 'mymethod'\)"),
+    ("my method,x", r"method name 'my method,x' is not valid.* \(e.g. 'my-method-x'\)"),
+    ("-lead", r"method name '-lead' is not valid"),
+    ("", r"method name '' is not valid"),
+    ("all", r"method name 'all' is reserved"),
+    ("default", r"method name 'default' is reserved"),
+])
+def test_bad_or_clashing_name_refused_at_registration(spec_name, message, write_plugin):
+    name = write_plugin(f"bad_name_{spec_name.encode().hex()}",
+                        method_plugin(f'[MethodSpec({spec_name!r}, "d", "x:y")]'))
+    with pytest.raises(UserError, match=rf"^plugin '{name}': {message}"):
+        Registry([name], entry_points=False)
+
+
+def test_valid_names_and_kinds_are_separate(write_plugin):
+    # An estimator may share a method's name (ncc is both); the same name twice in one kind
+    # and one plugin may not.
+    ok = write_plugin("names_ok", """
+        @hookimpl
+        def mibench_estimators():
+            return [EstimatorSpec("identity", "d", "x:y")]
+
+        @hookimpl
+        def mibench_methods():
+            return [MethodSpec("my_method.v2", "d", "x:y"), MethodSpec("2d-shift", "d", "x:y")]
+        """)
+    reg = Registry([ok], entry_points=False)
+    assert {"my_method.v2", "2d-shift"} <= set(reg.specs("method"))
+    twice = write_plugin("names_twice", method_plugin(f"[{SPEC}, {SPEC}]"))
+    with pytest.raises(UserError, match="method 'mine' is provided twice"):
+        Registry([twice], entry_points=False)
+
+
+def test_clash_between_two_plugins_names_both(write_plugin):
+    first = write_plugin("clash_first", method_plugin(f"[{SPEC}]"))
+    second = write_plugin("clash_second", method_plugin('[MethodSpec("Mine", "d", "x:y")]'))
+    with pytest.raises(UserError, match=f"plugin '{second}': method 'Mine' is also provided by "
+                                        f"plugin '{first}'"):
+        Registry([first, second], entry_points=False)
+
+
+# --------------------------------------------------------------------------- broken plugins in
+# mibench list, entry points and unknown names (items 1, 2, 4)
+
+def test_broken_entry_point_plugins_left_out_with_reason(write_plugin, monkeypatch):
+    good = write_plugin("ep_good", method_plugin(f"[{SPEC}]"))
+    raising = write_plugin("ep_raising", BAD_HOOKS["raises"][0])
+    clashing = write_plugin("ep_clashing", method_plugin('[MethodSpec("identity", "d", "x:y")]'))
+    fake_entry_points(monkeypatch, ("good", good), ("raising", raising),
+                      ("clashing", clashing), ("bi", "no_such_module_xyz"))
+    reg = Registry()
+    assert reg.get("method", "mine").plugin == "good"
+    assert reg.get("method", "identity").plugin == "mibench.methods"
+    assert set(reg.broken) == {"raising", "clashing", "bi"}
+    assert "boom in hook" in reg.broken["raising"]
+    assert "also provided by plugin 'mibench.methods'" in reg.broken["clashing"]
+    # A name the broken plugin may have provided: the error says which plugins failed.
+    with pytest.raises(UserError, match=r"unknown method 'bi'; available: .*; plugins that "
+                                        r"failed to load: .*bi \(failed to import "
+                                        r"no_such_module_xyz: No module named"):
+        reg.get("method", "bi")
+
+
+def test_cli_list_shows_a_broken_plugin_and_everything_else(write_plugin, tmp_path):
+    name = write_plugin("cli_broken", method_plugin(f"{SPEC}"))
+    clash = write_plugin("cli_clash", method_plugin('[MethodSpec("NCC", "d", "x:y")]'))
+    out = plugin_cli("list", "--json", "--plugin", f"{name},{clash}", pythonpath=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {(r["kind"], r["name"]): r for r in json.loads(out.stdout)}
+    assert ("method", "identity") in rows and ("method", "mine") not in rows
+    assert "returned a MethodSpec" in rows[("plugin", name)]["reason"]
+    assert rows[("plugin", clash)]["available"] is False
+    text = plugin_cli("list", "--plugin", name, pythonpath=tmp_path)
+    assert text.returncode == 0 and f"{name}" in text.stdout and "[unavailable: " in text.stdout
+    # Running with it is refused in one line, exit status 2.
+    run = plugin_cli("run", "-m", "identity", "--plugin", name, "--workers", "0",
+                     pythonpath=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"mibench: error: plugin '{name}': mibench_methods() returned a MethodSpec; expected a "
+        "list of MethodSpec (return [spec])"]
+
+
+def test_unimportable_plugin_module_is_one_line(write_plugin, tmp_path):
+    name = write_plugin("syntax_error", "def broken(:\n")
+    with pytest.raises(UserError, match=rf"^cannot import plugin module '{name}': SyntaxError"):
+        Registry([name], entry_points=False)
+    rows = mibench.list_plugins([name])
+    assert {"kind": "plugin", "name": name}.items() <= rows[-1].items()
+
+
+# --------------------------------------------------------------------------- order, --plugin a,b
+# (item 8)
+
+def test_specs_in_registration_order(write_plugin):
+    name = write_plugin("order_last", method_plugin('[MethodSpec("aaa-first-alphabetically", '
+                                                    '"d", "x:y")]'))
+    reg = Registry([name], entry_points=False)
+    methods = list(reg.specs("method"))
+    assert methods[0] == "identity" and methods[-1] == "aaa-first-alphabetically"
+    rows = [r for r in mibench.list_plugins([name]) if r["kind"] == "method"]
+    assert rows[0]["plugin"] == "mibench.methods" and rows[-1]["plugin"] == name
+
+
+def test_plugin_list_split_on_commas(write_plugin):
+    a = write_plugin("split_a", method_plugin('[MethodSpec("from-a", "d", "x:y")]'))
+    b = write_plugin("split_b", method_plugin('[MethodSpec("from-b", "d", "x:y")]'))
+    for plugins in ([f"{a}, {b}"], [a, b], f"{a},{b}"):
+        reg = Registry(plugins, entry_points=False)
+        assert reg.extra_plugins == (a, b)
+        assert {"from-a", "from-b"} <= set(reg.specs("method"))
+    assert Registry(a, entry_points=False).extra_plugins == (a,)  # not its characters
+
+
+# --------------------------------------------------------------------------- estimator results
+# (item 5)
+
+ESTIMATORS = """
+import torch
+
+def scalar(fixed, moving, mask=None):
+    return ((fixed - moving) ** 2).mean()
+
+def python_float(fixed, moving, mask=None):
+    return 0.5
+
+def per_pixel(fixed, moving, mask=None):
+    return (fixed - moving)[:, 0]
+
+def wrong_batch(fixed, moving, mask=None):
+    return torch.zeros(fixed.shape[0] + 1)
+
+def elsewhere(fixed, moving, mask=None):
+    return torch.zeros(fixed.shape[0], device="meta")
+
+def good(fixed, moving, mask=None):
+    return ((fixed - moving) ** 2).mean((1, 2, 3))
+
+@hookimpl
+def mibench_estimators():
+    return [EstimatorSpec(n.replace("_", "-"), "d", f"{__name__}:{n}")
+            for n in ("scalar", "python_float", "per_pixel", "wrong_batch", "elsewhere", "good")]
+"""
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("scalar", r"returned a tensor of shape \(\)"),
+    ("python-float", r"returned a float 0.5"),
+    ("per-pixel", r"returned a tensor of shape \(2, 16, 16\)"),
+    ("wrong-batch", r"returned a tensor of shape \(3,\)"),
+    ("elsewhere", r"returned a tensor on meta for inputs on cpu"),
+])
+def test_estimator_result_checked(name, problem, write_plugin):
+    module = write_plugin("estimator_results", ESTIMATORS)
+    est = mibench.estimator(name, plugins=[module])
+    fixed, moving = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    with pytest.raises(UserError, match=rf"^estimator '{name}' \(plugin '{module}'\) {problem}; "
+                                        r"expected a tensor of shape \(B,\) = \(2,\)"):
+        est(fixed, moving)
+    with pytest.raises(UserError, match=rf"^estimator '{name}'"):
+        est(fixed[0, 0].numpy(), moving[0, 0].numpy())
+
+
+def test_good_estimator_passes_the_check(write_plugin):
+    module = write_plugin("estimator_results", ESTIMATORS)
+    est = mibench.estimator("good", plugins=[module])
+    fixed, moving = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    assert est(fixed, moving).shape == (2,)
+    assert isinstance(est(fixed[0, 0].numpy(), moving[0, 0].numpy()), float)
+
+
+def test_cli_estimate_with_a_float_estimator_is_one_line(write_plugin, tmp_path):
+    import numpy as np
+    from skimage.io import imsave
+
+    module = write_plugin("estimator_results", ESTIMATORS)
+    img = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+    imsave(tmp_path / "a.png", img, check_contrast=False)
+    out = plugin_cli("estimate", "--plugin", module, "-e", "python-float", "a.png", "a.png",
+              pythonpath=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"mibench: error: estimator 'python-float' (plugin '{module}') returned a float 0.5; "
+        "expected a tensor of shape (B,) = (1,), one value per batch item, on the inputs' device"]
+
+
+# --------------------------------------------------------------------------- docs (items 6, 7)
+
+def test_plugin_docs_cite_only_what_is_in_the_repository():
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    assert "CONTRACTS.md" not in doc  # it lives outside the repository
+    for path in ("mibench/pairs.py", "mibench/transform.py"):
+        assert f"`{path}`" in doc and (ROOT / path).is_file()
+    for name in ("mibench/registry.py", "mibench/hookspecs.py", "mibench/callables.py",
+                 "mibench/api.py"):
+        assert "CONTRACTS.md" not in (ROOT / name).read_text(), name
+
+
+def test_docs_state_defaults_guard_and_user_error():
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    for field, default in (("needs_data_dir", "True"), ("higher_is_better", "True"),
+                           ("differentiable", "True"), ("default", "False")):
+        assert f"| `{field}` | {default} |" in doc, field
+    assert 'if __name__ == "__main__":' in doc
+    assert "raise `ValueError`" not in doc and "`UserError`" in doc
+    readme = (ROOT / "README.md").read_text()
+    api = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    assert 'if __name__ == "__main__":' in api and "workers=0" in api
+
+
+def test_dataset_factory_user_error_is_one_line(write_plugin, tmp_path):
+    name = write_plugin("ds_condition", """
+        from mibench import UserError
+
+        def load(data_dir, lo=0.0, hi=1.0):
+            raise UserError(f"dataset 'ds-cond': option lo must be < hi, got lo={lo}, hi={hi}")
+
+        @hookimpl
+        def mibench_datasets():
+            return [DatasetSpec("ds-cond", "d", f"{__name__}:load", needs_data_dir=False)]
+        """)
+    out = plugin_cli("run", "--plugin", name, "-d", "ds-cond", "-m", "identity", "--workers", "0",
+              pythonpath=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "mibench: error: dataset 'ds-cond': option lo must be < hi, got lo=0.0, hi=1.0"]
