@@ -1,4 +1,4 @@
-"""Plugins bound to their options: ready-to-call estimators and methods.
+"""Plugins bound to their options: ready-to-call estimators and methods, and open datasets.
 
 These are what ``mibench.estimator(...)`` and ``mibench.method(...)`` return, and what the runner
 calls, so the Python API and a benchmark run go through one code path.
@@ -7,12 +7,14 @@ calls, so the Python API and a benchmark run go through one code path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mibench.errors import UserError
-from mibench.specs import EstimatorSpec, MethodSpec
+from mibench.seeds import MAX_SEED, is_seed
+from mibench.specs import DatasetSpec, EstimatorSpec, MethodSpec
 from mibench.transform import RegistrationOutput, Transform
 
 
@@ -151,11 +153,9 @@ class Method:
                  moving_mask: Any = None, seed: int = 0) -> RegistrationOutput:
         import torch
 
-        from mibench.config import MAX_SEED
         from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
 
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) \
-                or not 0 <= seed <= MAX_SEED:
+        if not is_seed(seed):
             # Methods seed torch, NumPy and toolboxes, which take 32 bits (or wrap silently).
             raise ValueError(f"seed must be an integer in 0 .. {MAX_SEED} (32-bit), got {seed!r}")
         device = resolve_device(self.device)
@@ -192,3 +192,58 @@ class Method:
             f"method {self.name!r} returned {type(out).__name__}; expected a Transform or "
             "RegistrationOutput"
         )
+
+
+def resolve_data_dir(spec: DatasetSpec, data_dir: str | Path | None) -> Path | None:
+    """The absolute data directory for dataset ``spec``; a missing one is a :class:`UserError`."""
+    if data_dir is None:
+        if spec.needs_data_dir:
+            where = (f"expected layout: {spec.layout}" if spec.layout else
+                     f"plugin {spec.plugin!r} describes no layout; a dataset that generates its "
+                     "data should declare needs_data_dir=False")
+            raise UserError(f"dataset {spec.name!r} needs --data-dir (data_dir= in Python; "
+                            f"{where})")
+        return None
+    path = Path(data_dir).expanduser().resolve()
+    if not path.is_dir():
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise UserError(f"{data_dir}: data directory {what}")
+    return path
+
+
+@dataclass(frozen=True)
+class OpenDataset:
+    """A dataset plugin opened with its options: ``dataset`` has ``pairs()`` and ``load(id)``.
+
+    ``data_dir`` is the resolved (absolute) data directory, or None; ``params`` the resolved
+    options, as a run records them.
+    """
+
+    spec: DatasetSpec
+    data_dir: Path | None
+    params: dict[str, Any]
+    dataset: Any
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def open_dataset(spec: DatasetSpec, data_dir: str | Path | None = None,
+                 options: dict[str, Any] | None = None, *, from_text: bool = False
+                 ) -> OpenDataset:
+    """Open dataset ``spec`` on ``data_dir`` with ``options`` (the one way every part of mibench
+    opens a dataset: the API, a run's plan, its workers, the report's overlays).
+
+    ``from_text``: options may be command-line strings, parsed to each option's type. A missing
+    requirement, data directory or bad option, or a ``ValueError`` of the factory's own checks,
+    is a one-line :class:`UserError` naming the dataset.
+    """
+    factory = spec.load()
+    path = resolve_data_dir(spec, data_dir)
+    params = spec.resolve(options, from_text=from_text)
+    try:
+        dataset = factory(path, **params)
+    except ValueError as exc:  # the factory's own check of its options (docs/plugins.md)
+        raise UserError(f"dataset {spec.name!r}: {exc}") from None
+    return OpenDataset(spec, path, params, dataset)

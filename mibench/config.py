@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mibench.errors import UserError
-from mibench.metrics import NORMALISATIONS
+from mibench.metrics import NAED_NORMS
 from mibench.pairs import PairInfo
 from mibench.records import Task, canonical_json
 from mibench.registry import Registry
@@ -237,8 +237,8 @@ def _method_params(spec, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def plan_run(registry: Registry, cfg: RunConfig) -> RunPlan:
     """Resolve ``cfg``: check names and options, load the dataset's pair list, make the tasks."""
-    if cfg.normalisation not in NORMALISATIONS:
-        choices = ", ".join(NORMALISATIONS)
+    if cfg.normalisation not in NAED_NORMS:
+        choices = ", ".join(NAED_NORMS)
         raise UserError(f"unknown NAED normalisation {cfg.normalisation!r}; choose from {choices}")
     if cfg.workers < 0:
         raise UserError(f"workers (--workers) must be >= 0, got {cfg.workers}")

@@ -9,28 +9,64 @@ below their initial (identity) error.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from mibench.transform import Transform
 
-#: Choices for the NAED normalisation length D.
-NORMALISATIONS = ("diagonal", "max-side", "none")
+
+@dataclass(frozen=True)
+class NaedNorm:
+    """One choice of the NAED normaliser D (``--naed-norm``), with the words every output uses.
+
+    ``label`` titles a NAED axis; ``definition`` says what D is in a sentence (report, captions);
+    ``normalised`` is False when NAED is then a plain mean TRE in pixels.
+    """
+
+    name: str
+    label: str
+    definition: str
+    normalised: bool = True
+
+    def length(self, shape: tuple[int, int]) -> float:
+        """D for a fixed image of native ``(H, W)``."""
+        h, w = shape
+        if self.name == "diagonal":
+            return math.hypot(w, h)
+        if self.name == "max-side":
+            return float(max(w, h))
+        return 1.0
 
 
-def norm_length(shape: tuple[int, int], how: str = "diagonal") -> float:
+#: The NAED normalisations by name; the first is the default.
+NAED_NORMS = {n.name: n for n in (
+    NaedNorm("diagonal", "NAED per task (D = image diagonal)",
+             "D = the fixed image's diagonal √(w² + h²) in native pixels"),
+    NaedNorm("max-side", "NAED per task (D = longest image side)",
+             "D = the fixed image's longer side max(w, h) in native pixels"),
+    NaedNorm("none", "mean TRE per task [px] (NAED with D = 1)",
+             "D = 1: NAED is the mean landmark error (TRE) in native pixels, not a normalised "
+             "value", normalised=False),
+)}
+DEFAULT_NAED_NORM = "diagonal"
+
+
+def naed_norm(name: str) -> NaedNorm:
+    """The :class:`NaedNorm` called ``name``; ``ValueError`` naming the choices otherwise."""
+    try:
+        return NAED_NORMS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown NAED normalisation {name!r}; choose from "
+                         f"{', '.join(NAED_NORMS)}") from None
+
+
+def norm_length(shape: tuple[int, int], how: str = DEFAULT_NAED_NORM) -> float:
     """The NAED normaliser D for a fixed image of native ``(H, W)``.
 
     ``diagonal``: sqrt(W^2 + H^2); ``max-side``: max(W, H); ``none``: 1 (NAED = mean TRE in px).
     """
-    h, w = shape
-    if how == "diagonal":
-        return math.hypot(w, h)
-    if how == "max-side":
-        return float(max(w, h))
-    if how == "none":
-        return 1.0
-    raise ValueError(f"unknown NAED normalisation {how!r}; choose from {NORMALISATIONS}")
+    return naed_norm(how).length(shape)
 
 
 def landmark_errors(transform: Transform | None, fixed_landmarks: np.ndarray,

@@ -291,11 +291,19 @@ class MethodSpec(PluginSpec):
     method reads the images, so an image that is constant inside its mask (nothing to align)
     fails the task with that reason instead of letting the method follow rounding noise; a
     method that ignores the images (the ``identity`` baseline) sets it False.
+
+    Two flags tell the reports what a method is for, so that no report code names a plugin:
+    ``preferred_reference`` marks the method the others are tested against when it ran and no
+    ``--reference`` was given (the method a benchmark is about: ``drmime``); ``baseline`` marks a
+    method that does not register (``identity``: the initial error), listed apart and never
+    chosen as the reference automatically.
     """
 
     kind: ClassVar[str] = "method"
     default: bool = False
     needs_content: bool = True
+    preferred_reference: bool = False
+    baseline: bool = False
 
 
 @dataclass(frozen=True)

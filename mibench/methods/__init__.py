@@ -158,6 +158,7 @@ def mibench_methods():
             factory="mibench.methods.identity:register",
             default=True,
             needs_content=False,
+            baseline=True,
         ),
         MethodSpec(
             name="ncc",
@@ -199,6 +200,7 @@ def mibench_methods():
             factory="mibench.methods.drmime:drmime",
             params=_drmime_params(),
             default=True,
+            preferred_reference=True,
         ),
         MethodSpec(
             name="drmime-perspective",
