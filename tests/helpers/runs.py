@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from mibench.metrics import pair_scores
-from mibench.records import Record, Task, write_record
+from mibench.records import write_record
+from mibench.registration import Record, RegistrationTask
 
 XSS = "<script>alert(1)</script>"
 PAIRS = ("A01", "P02", "S03")
@@ -15,8 +16,9 @@ PAIRS = ("A01", "P02", "S03")
 
 def make_record(method, pair, seed=0, *, status="ok", error=None, scored=True, scale=1.0,
             wall=0.5, params=None, **extra):
-    task = Task(method=method, method_params={"lr": 0.01} if params is None else params,
-                dataset="fake", dataset_params={"size": 64}, pair_id=pair, seed=seed)
+    task = RegistrationTask(method=method,
+                            method_params={"lr": 0.01} if params is None else params,
+                            dataset="fake", dataset_params={"size": 64}, pair_id=pair, seed=seed)
     rng = np.random.default_rng(abs(hash((method, pair, seed))) % 2**32)
     init = rng.uniform(5, 20, 6)
     errs = init if status == "failed" else init * scale * rng.uniform(0.2, 1.2, 6)
@@ -25,7 +27,7 @@ def make_record(method, pair, seed=0, *, status="ok", error=None, scored=True, s
     if scored:
         values.update(landmark_errors=list(errs), initial_errors=list(init),
                       metrics=pair_scores(errs, init, 90.5, 90.5))
-    return task, Record.for_task(task, **values)
+    return task, Record(task, **values)
 
 
 def make_fake_run(tmp_path, reference=None):

@@ -1,0 +1,297 @@
+"""The registration task: register one pair with one method and seed, then score the result.
+
+A :class:`RegistrationTask` is what the runner executes (the :class:`mibench.tasks.Task`
+protocol); its :class:`Record` is what it leaves in the run directory. Scoring follows the
+failure policy (the README's *Conventions*): a task that raises, returns NaN or a singular
+transform, exceeds its time-out or kills its worker is recorded as ``failed`` and scored with
+the pair's initial error, so that every method has a value on every pair and paired tests stay
+paired. :func:`failed_record` is the one place such a record is built.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mibench.jsonio import canonical_json
+from mibench.metrics import DEFAULT_NAED_NORM, landmark_errors, norm_length, pair_scores
+from mibench.pairs import Pair, check_pair
+from mibench.paths import record_path
+from mibench.tasks import Workspace, now
+from mibench.transform import MatrixTransform, Transform
+
+#: Part of every task key: bump it only when the meaning of a record changes (it makes every
+#: existing record a record of another task, so nothing is resumed across the change).
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RegistrationTask:
+    """Register pair ``pair_id`` of a dataset (name and resolved options) with a method (name
+    and resolved options) and a seed."""
+
+    method: str
+    method_params: dict[str, Any]
+    dataset: str
+    dataset_params: dict[str, Any]
+    pair_id: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """16 hex digits of SHA-1 over exactly the fields above (and the schema version)."""
+        ident = {"method": self.method, "method_params": self.method_params,
+                 "dataset": self.dataset, "dataset_params": self.dataset_params,
+                 "pair": self.pair_id, "seed": self.seed, "schema": SCHEMA_VERSION}
+        return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
+
+    def record_path(self, run_dir: Path) -> Path:
+        """``records/<method>/<pair>.s<seed>.<key>.json``."""
+        return record_path(run_dir, self.method, f"{self.pair_id}.s{self.seed}.{self.key}")
+
+    def run(self, workspace: Workspace, on_started: Callable[[Record], None] | None = None
+            ) -> Record:
+        return run_registration(self, workspace, on_started)
+
+    def failure(self, workspace: Workspace, error: str) -> Record:
+        """The failed record of this task when its worker died before reporting: the pair is
+        loaded here to score it with its initial error (unscored if even that fails)."""
+        try:
+            pair = self.load_pair(workspace)
+        except Exception as exc:
+            return failed_record(self, f"{error}; loading pair failed: {exc}",
+                                 naed_norm=workspace.ctx.naed_norm)
+        return failed_record(self, error, naed_norm=workspace.ctx.naed_norm, pair=pair)
+
+    def load_pair(self, workspace: Workspace) -> Pair:
+        """The task's pair, loaded and checked against the conventions (:func:`check_pair`)."""
+        dataset = workspace.dataset(self.dataset, self.dataset_params)
+        return check_pair(dataset.load(self.pair_id), self.pair_id)
+
+
+@dataclass
+class Record:
+    """The outcome of one :class:`RegistrationTask`.
+
+    ``status`` is ``ok`` or ``failed`` (exception, time-out, NaN, singular transform, worker
+    crash; ``error`` says which). A failed pair is scored with its initial error
+    (``landmark_errors == initial_errors``). ``scored`` is False for pairs without fixed
+    landmarks (registered, not scored). Errors are in native pixels of the fixed image;
+    ``naed_norm`` names the NAED normaliser D and ``norm_length`` is its value. ``wall_s`` is the
+    registration alone; ``device_s`` the CUDA-synchronised time on GPU (None on CPU).
+
+    On disk (:meth:`to_dict`) a record is one flat JSON object: the task's fields and ``key``
+    first, then the outcome.
+    """
+
+    task: RegistrationTask
+    status: str
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    transform: dict[str, Any] | None = None
+    scored: bool = False
+    landmark_errors: list[float] = field(default_factory=list)
+    initial_errors: list[float] = field(default_factory=list)
+    warped_moving_landmarks: list[list[float]] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    naed_norm: str = DEFAULT_NAED_NORM
+    norm_length: float | None = None
+    wall_s: float | None = None
+    device_s: float | None = None
+    device: str = "cpu"
+    info: dict[str, Any] = field(default_factory=dict)
+    finished_at: str = ""
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return self.task.key
+
+    def to_dict(self) -> dict[str, Any]:
+        outcome = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
+        return {"key": self.key, **asdict(self.task), **outcome}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        """A record from its JSON object. Unknown keys are ignored; a record written before the
+        NAED normaliser was called ``naed_norm`` (``normalisation``) is read as such."""
+        data = dict(data)
+        if "normalisation" in data and "naed_norm" not in data:
+            data["naed_norm"] = data.pop("normalisation")
+        task = RegistrationTask(**{f.name: data[f.name] for f in fields(RegistrationTask)})
+        known = {f.name for f in fields(cls)} - {"task"}
+        return cls(task, **{k: v for k, v in data.items() if k in known})
+
+
+# --------------------------------------------------------------------------- scoring
+
+def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, error: str | None,
+           naed_norm: str, device: str) -> Record:
+    if error is None and transform is None:
+        error = "method returned no transform"
+    if error is None and isinstance(transform, MatrixTransform) and not transform.is_valid:
+        error = "singular or non-finite transform"
+    record = Record(task, status="ok", meta=dict(pair.meta), naed_norm=naed_norm, device=device,
+                    finished_at=now())
+    mov = pair.moving_landmarks
+    if error is None and mov is not None and len(mov):
+        try:
+            warped = transform.moving_to_fixed(mov)
+        except Exception as exc:  # a broken transform is the method's failure, not ours
+            error = f"mapping landmarks failed: {type(exc).__name__}: {exc}"
+        else:
+            if not np.isfinite(warped).all():
+                error = "transform maps landmarks to non-finite points"
+            else:
+                record.warped_moving_landmarks = (warped * pair.native_scale).tolist()
+    if error is None:
+        record.transform = transform.to_dict()
+    else:
+        record.status, record.error = "failed", error
+        record.warped_moving_landmarks = None
+    if pair.fixed_landmarks is not None and mov is not None and len(mov):
+        k = min(len(pair.fixed_landmarks), len(mov))
+        f, m = pair.fixed_landmarks[:k], mov[:k]
+        initial = landmark_errors(None, f, m, pair.native_scale)
+        errors = initial if record.status == "failed" else landmark_errors(
+            transform, f, m, pair.native_scale)
+        shape = pair.native_fixed_shape
+        length = norm_length(shape, naed_norm)
+        record.scored = True
+        record.norm_length = length
+        record.landmark_errors = errors.tolist()
+        record.initial_errors = initial.tolist()
+        record.metrics = pair_scores(errors, initial, length, norm_length(shape, "diagonal"))
+    return record
+
+
+def score_record(task: RegistrationTask, pair: Pair, transform: Transform | None, *,
+                 error: str | None, naed_norm: str, device: str = "cpu") -> Record:
+    """Score one task's outcome per the failure policy; never raises.
+
+    ``error`` not None marks the task failed: it is scored as if the identity had been returned
+    (its initial error). A transform that is singular, non-finite or maps a landmark to a
+    non-finite point also fails the task. Should scoring itself raise (a transform or a pair
+    that nothing caught earlier), the task fails unscored: one task fails, the run goes on.
+    """
+    try:
+        return _score(task, pair, transform, error, naed_norm, device)
+    except Exception as exc:
+        why = f"scoring failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        return failed_record(task, f"{error}; {why}" if error else why, naed_norm=naed_norm)
+
+
+def failed_record(task: RegistrationTask, error: str, *, naed_norm: str,
+                  pair: Pair | None = None, device: str = "cpu") -> Record:
+    """The record of a failed task: scored with the pair's initial error when the pair is
+    loaded, unscored when it could not even be loaded."""
+    if pair is not None:
+        return score_record(task, pair, None, error=error, naed_norm=naed_norm, device=device)
+    return Record(task, status="failed", error=error, naed_norm=naed_norm, finished_at=now())
+
+
+# --------------------------------------------------------------------------- running
+
+def oom_message(exc: BaseException, device: str) -> str:
+    """One line for a CUDA out-of-memory error: where, torch's own figures, and what to try."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    detail = detail.removeprefix("CUDA out of memory.").strip()
+    where = device if device.startswith("cuda") else "cuda"
+    inner = f" ({detail})" if detail else ""
+    return f"CUDA out of memory on {where}{inner}; try a smaller size or --workers 1"
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    # The failed method's tensors are garbage once its frames are gone: collect them before
+    # handing the cached blocks back, so that the next task starts with the device's memory.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_registration(task: RegistrationTask, workspace: Workspace,
+                     on_started: Callable[[Record], None] | None = None) -> Record:
+    """Load the pair, register it (timed), score it. Never raises for a method's failure.
+
+    ``on_started`` receives a provisional failed record (scored with the initial error) before
+    registration starts. On CUDA the timed region is bracketed by ``torch.cuda.synchronize``
+    and also measured with CUDA events (``device_s``). A CUDA out-of-memory error fails this
+    task only, with a message saying so (:func:`oom_message`), and the device's cache is freed
+    for the next task.
+    """
+    import torch
+
+    from mibench.callables import Method
+    from mibench.seeds import seed_everything
+    from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
+
+    ctx = workspace.ctx
+    try:
+        pair = task.load_pair(workspace)
+    except Exception as exc:
+        return failed_record(task, f"loading pair failed: {type(exc).__name__}: {exc}",
+                             naed_norm=ctx.naed_norm)
+    device = resolve_device(ctx.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)  # libraries that allocate on "the" device use this one
+    label = str(device)
+    if on_started is not None:
+        on_started(failed_record(task, "worker did not finish", naed_norm=ctx.naed_norm,
+                                 pair=pair, device=label))
+    transform, info, error, device_s, oom = None, {}, None, None, False
+    wall: float | None = None
+    try:
+        method = Method(workspace.registry.get("method", task.method), task.method_params, device)
+        method.warm_up()
+        fixed = image_to_tensor(pair.fixed, device)
+        moving = image_to_tensor(pair.moving, device)
+        fmask = mask_to_tensor(pair.fixed_mask, device)
+        mmask = mask_to_tensor(pair.moving_mask, device)
+        seed_everything(task.seed)
+        if cuda:
+            torch.cuda.synchronize(device)
+            start_evt = torch.cuda.Event(enable_timing=True)
+            end_evt = torch.cuda.Event(enable_timing=True)
+            start_evt.record()
+        t0 = time.perf_counter()
+        try:
+            out = method(fixed, moving, fixed_mask=fmask, moving_mask=mmask, seed=task.seed)
+            transform, info = out.transform, out.info
+        finally:
+            # Timed even when the method fails, so that its record says how long it ran.
+            if cuda:
+                end_evt.record()
+                torch.cuda.synchronize(device)
+                device_s = start_evt.elapsed_time(end_evt) / 1000.0
+            wall = time.perf_counter() - t0
+    except Exception as exc:
+        oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+        if oom:
+            error = oom_message(exc, label)
+        else:
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        info = {"traceback": traceback.format_exc(limit=20)}
+        del exc
+    fixed = moving = fmask = mmask = method = None  # noqa: F841 -- release device memory now
+    if oom:
+        _free_cuda_cache()
+    record = score_record(task, pair, transform, error=error, naed_norm=ctx.naed_norm,
+                          device=label)
+    # CPU results can depend on how float32 reductions are split over threads (and an optimiser
+    # can carry a last-digit difference far): each record says how many it ran with.
+    info = {**info, "torch_threads": torch.get_num_threads()}
+    record.wall_s, record.device_s, record.info = wall, device_s, info
+    return record

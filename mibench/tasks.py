@@ -1,0 +1,98 @@
+"""What the runner runs: a *task*, executed in a worker process under a time-out.
+
+The runner, its process pool and its executors never look inside a task. A task is any picklable
+object with
+
+- ``key``: a short hash of exactly what the task computes (its plugin, options, input and seed),
+  so that a rerun finds the record it already has (resume) and a changed option makes a new task;
+- ``record_path(run_dir)``: where its record is stored (:mod:`mibench.paths`);
+- ``run(workspace, on_started)``: compute it in a worker and return its record; never raise for
+  a failure of the plugin under test (the record says ``failed``). ``on_started`` receives a
+  provisional failed record once the inputs are loaded, so that the driver can still write a
+  meaningful record if the worker process dies or runs out of time;
+- ``failure(workspace, error)``: the failed record of a task whose worker died before it could
+  report (built by the driver, which may load the inputs again to score it).
+
+A record is any object with ``key``, ``status`` (``"ok"`` or ``"failed"``), ``error``,
+``wall_s``, ``finished_at`` and ``to_dict()``. Registration is one kind of task
+(:mod:`mibench.registration`); another kind (an estimator assessed on data of known MI, say)
+implements the same four members and runs through the same pool, executors and resume.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from mibench.callables import OpenDataset, open_dataset
+from mibench.jsonio import canonical_json
+from mibench.registry import Registry
+
+
+def now() -> str:
+    """The time a record is finished: UTC, ISO 8601, seconds."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """The run-wide settings a worker process needs besides its tasks (picklable: sent to
+    spawned processes and Dask workers).
+
+    ``device`` is this worker's device request (``auto``, ``cpu``, ``cuda``, ``cuda:N``: the
+    executor pins each worker to one device), ``naed_norm`` the run's NAED normaliser, ``threads``
+    the worker's torch intra-op threads.
+    """
+
+    dataset: str
+    data_dir: str | None
+    device: str
+    naed_norm: str
+    plugins: tuple[str, ...]
+    threads: int
+
+
+class Workspace:
+    """What a worker process keeps for its tasks: the plugin registry and the open datasets,
+    each built once per process (a dataset may index a directory when it opens).
+
+    ``opened`` seeds the cache with a dataset the caller already has open (the driver's plan).
+    """
+
+    def __init__(self, ctx: WorkerContext, opened: OpenDataset | None = None):
+        self.ctx = ctx
+        self._registry: Registry | None = None
+        self._datasets: dict[tuple[str, str], Any] = {}
+        if opened is not None:
+            self._datasets[(opened.name, canonical_json(opened.params))] = opened.dataset
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.ctx.plugins)
+        return self._registry
+
+    def dataset(self, name: str, params: dict[str, Any]) -> Any:
+        """Dataset ``name`` opened with ``params`` (resolved options) on the run's data dir."""
+        key = (name, canonical_json(params))
+        if key not in self._datasets:
+            spec = self.registry.get("dataset", name)
+            self._datasets[key] = open_dataset(spec, self.ctx.data_dir, params).dataset
+        return self._datasets[key]
+
+
+class Task(Protocol):
+    """The runner's view of a unit of work (see the module docstring)."""
+
+    @property
+    def key(self) -> str: ...
+
+    def record_path(self, run_dir: Path) -> Path: ...
+
+    def run(self, workspace: Workspace,
+            on_started: Callable[[Any], None] | None = None) -> Any: ...
+
+    def failure(self, workspace: Workspace, error: str) -> Any: ...
