@@ -29,9 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mibench.config import RunConfig  # noqa: E402
+from mibench.machine import cpu_model, usable_cpus  # noqa: E402
 from mibench.records import iter_records  # noqa: E402
-from mibench.runner import cpu_model, run_benchmark, usable_cpus  # noqa: E402
+from mibench.runner import run_benchmark  # noqa: E402
+from mibench.settings import RunSettings  # noqa: E402
 
 
 def _options(items: list[str]) -> dict[str, dict[str, str]]:
@@ -52,7 +53,7 @@ def measure(args: argparse.Namespace, workers: int, out: Path) -> dict:
         dataset_options["pairs"] = args.pairs
     if args.size is not None:
         dataset_options["size"] = args.size
-    cfg = RunConfig(methods=args.methods, dataset="synthetic", dataset_options=dataset_options,
+    cfg = RunSettings(methods=args.methods, dataset="synthetic", dataset_options=dataset_options,
                     method_options=_options(args.O), seeds=[args.seed], device=args.device,
                     workers=workers, timeout=args.timeout, executor=args.executor,
                     scheduler=args.scheduler, out=str(out), plugins=list(args.plugin))

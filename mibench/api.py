@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from mibench.callables import Estimator, Method
+from mibench.callables import Estimator, Method, open_dataset
 from mibench.registry import Registry, split_plugin_names
 
 
@@ -34,20 +34,28 @@ def method(name: str, *, device: str = "auto", plugins: Iterable[str] = (),
 def dataset(name: str = "synthetic", data_dir: str | None = None, *,
             plugins: Iterable[str] = (), **options: Any):
     """A dataset by name: an object with ``pairs()`` (ids and metadata) and ``load(pair_id)``."""
-    from mibench.config import resolve_data_dir
-
-    spec = Registry(plugins).get("dataset", name)
-    return spec.load()(resolve_data_dir(spec, data_dir), **spec.resolve(options))
+    return open_dataset(Registry(plugins).get("dataset", name), data_dir, options).dataset
 
 
-def run(methods: str | list[str] = "default", dataset: str = "synthetic",
-        data_dir: str | None = None, *, dataset_options: dict | None = None,
-        method_options: dict | None = None, seeds: Iterable[int] = (0,), device: str = "auto",
-        workers: int = 1, timeout: float | None = 600.0, executor: str = "local",
-        scheduler: str | None = None, limit: int | None = None,
-        out: str | None = None, normalisation: str = "diagonal", reference: str | None = None,
-        plugins: Iterable[str] = (), progress: bool = False):
+def run(methods: str | list[str] | None = None, dataset: str | None = None,
+        data_dir: str | None = None, *, config: str | None = None,
+        dataset_options: dict | None = None, method_options: dict | None = None,
+        seeds: int | Iterable[int] | str | None = None, device: str | None = None,
+        workers: int | None = None, timeout: float | None = None,
+        executor: str | None = None, scheduler: str | None = None, limit: int | None = None,
+        out: str | None = None, naed_norm: str | None = None, reference: str | None = None,
+        retry_failed: bool | None = None, plugins: Iterable[str] | str = (),
+        progress: bool = False):
     """Run a benchmark (as ``mibench run``) and return its results as a pandas DataFrame.
+
+    The arguments are ``mibench run``'s flags, with the same defaults and meanings (None: not
+    given, so the config file's value or the default applies): ``methods="default"``,
+    ``dataset="synthetic"``, ``seeds=0`` (an int, a list or a text like ``"0-4"``),
+    ``device="auto"``, ``workers=1``, ``timeout=600`` seconds (0 for no limit),
+    ``naed_norm="diagonal"``, ``executor="local"``. ``config`` is a TOML or JSON file of
+    settings, as ``--config``; explicit arguments override it. ``method_options`` is
+    ``{method: {option: value}}``, and a plain ``{option: value}`` applies to every selected
+    method that has the option (``-O option=value``).
 
     One row per method x pair x seed (the ``results.csv`` of the run); the run directory is in
     ``df.attrs["run_dir"]`` and the report in ``df.attrs["report"]``. ``executor="dask"`` runs
@@ -61,20 +69,20 @@ def run(methods: str | list[str] = "default", dataset: str = "synthetic",
     """
     import pandas as pd
 
-    from mibench.config import RunConfig
+    from mibench.paths import RESULTS_CSV
     from mibench.runner import run_benchmark
+    from mibench.settings import settings_from
 
-    cfg = RunConfig(methods=methods, dataset=dataset, data_dir=data_dir,
-                    dataset_options=dict(dataset_options or {}),
-                    method_options={k: dict(v) for k, v in (method_options or {}).items()},
-                    seeds=list(seeds), device=device, workers=workers, timeout=timeout,
-                    executor=executor, scheduler=scheduler,
-                    limit=limit, out=out, normalisation=normalisation, reference=reference,
-                    plugins=list(split_plugin_names(plugins)))
-    result = run_benchmark(cfg, progress=progress)
-    df = pd.read_csv(result.run_dir / "results.csv")
+    settings = settings_from(
+        config, methods=methods, dataset=dataset, data_dir=data_dir,
+        dataset_options=dataset_options, method_options=method_options, seeds=seeds,
+        device=device, workers=workers, timeout=timeout, executor=executor,
+        scheduler=scheduler, limit=limit, out=out, naed_norm=naed_norm, reference=reference,
+        retry_failed=retry_failed, plugins=split_plugin_names(plugins))
+    result = run_benchmark(settings, progress=progress)
+    df = pd.read_csv(result.run_dir / RESULTS_CSV)
     df.attrs["run_dir"] = str(result.run_dir)
-    df.attrs["report"] = str(result.report)
+    df.attrs["report"] = str(getattr(result.report, "html", result.report))
     return df
 
 

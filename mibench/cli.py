@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from mibench.errors import UserError, one_line_warnings
+from mibench.metrics import NAED_NORMS
+from mibench.settings import EXECUTORS
 
 
 def _fail(message: str) -> None:
@@ -50,24 +52,6 @@ def _parse_method_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _parse_seeds(text: str) -> list[int]:
-    from mibench.config import MAX_SEEDS
-
-    seeds: list[int] = []
-    for part in text.split(","):
-        lo, dash, hi = part.strip().partition("-")
-        try:
-            first, last = int(lo), int(hi if dash else lo)
-        except ValueError:
-            raise UserError(f"--seed expects integers like 0, 0,1,2 or 0-4; got {text!r}") from None
-        if last < first:
-            raise UserError(f"--seed {part.strip()}: the range is reversed (write {last}-{first})")
-        if last - first + 1 + len(seeds) > MAX_SEEDS:
-            raise UserError(f"--seed {text}: more than {MAX_SEEDS} seeds")
-        seeds.extend(range(first, last + 1))
-    return seeds
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mibench")
 def cli() -> None:
@@ -86,7 +70,7 @@ def cli() -> None:
               help="Worker processes (default 1; 0 runs in-process without time-outs).")
 @click.option("--timeout", type=float, default=None,
               help="Seconds per task before it is killed and marked failed (default 600).")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default=None,
               help="Where tasks run: local worker processes (default) or a Dask cluster.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Dask scheduler address, e.g. tcp://host:8786 (with --executor dask; "
@@ -94,8 +78,7 @@ def cli() -> None:
 @click.option("--seed", "seed_text", default=None,
               help="Seed(s) for the methods: 0, 0,1,2 or 0-4 (default 0).")
 @click.option("--limit", type=int, default=None, help="Use only the first N pairs.")
-@click.option("--naed-norm", "normalisation", default=None,
-              type=click.Choice(["diagonal", "max-side", "none"]),
+@click.option("--naed-norm", "naed_norm", default=None, type=click.Choice(list(NAED_NORMS)),
               help="NAED normaliser D (default diagonal of the fixed image).")
 @click.option("-o", "dataset_opts", multiple=True, metavar="KEY=VALUE",
               help="Dataset option, e.g. -o size=512 (repeatable).")
@@ -114,43 +97,21 @@ def cli() -> None:
               help="On resume, run the tasks whose record says failed again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(methods, dataset, data_dir, device, out, workers, timeout, executor, scheduler, seed_text,
-        limit, normalisation, dataset_opts, method_opts, config_file, plugins, reference,
+        limit, naed_norm, dataset_opts, method_opts, config_file, plugins, reference,
         retry_failed, quiet) -> None:
     """Register every pair of a dataset with each method and write records and reports."""
-    from mibench.config import RunConfig, load_config_file
     from mibench.runner import run_benchmark
+    from mibench.settings import settings_from
 
-    base: dict[str, Any] = load_config_file(config_file) if config_file else {}
-    flags = {
-        "methods": methods, "dataset": dataset, "data_dir": data_dir, "device": device,
-        "out": out, "workers": workers, "timeout": timeout, "limit": limit,
-        "executor": executor, "scheduler": scheduler, "reference": reference,
-        "normalisation": normalisation, "retry_failed": retry_failed,
-        "seeds": _parse_seeds(seed_text) if seed_text is not None else None,
-    }
-    settings = {**base, **{k: v for k, v in flags.items() if v is not None}}
-    flag_dataset_options = _parse_options(dataset_opts, "-o")
-    dataset_options = {**base.get("dataset_options", {}), **flag_dataset_options}
-    method_options = {k: dict(v) for k, v in base.get("method_options", {}).items()}
-    flag_method_options = _parse_method_options(method_opts)
-    for name, opts in flag_method_options.items():
-        method_options.setdefault(name, {}).update(opts)
-    # Options whose value comes from the config file: an error about one names the file too.
-    from_file = {k for k in base.get("dataset_options", {}) if k not in flag_dataset_options}
-    from_file |= {k for name, opts in base.get("method_options", {}).items() for k in opts
-                  if k not in flag_method_options.get(name, {})}
-    settings.update(dataset_options=dataset_options, method_options=method_options,
-                    plugins=list(base.get("plugins", [])) + list(plugins))
-    if settings.get("timeout") == 0:
-        settings["timeout"] = None
-    cfg = RunConfig(**settings)
+    settings = settings_from(
+        config_file, methods=methods, dataset=dataset, data_dir=data_dir, device=device,
+        out=out, workers=workers, timeout=timeout, limit=limit, executor=executor,
+        scheduler=scheduler, reference=reference, naed_norm=naed_norm,
+        retry_failed=retry_failed, seeds=seed_text,
+        dataset_options=_parse_options(dataset_opts, "-o"),
+        method_options=_parse_method_options(method_opts), plugins=plugins)
     try:
-        result = run_benchmark(cfg, progress=not quiet)
-    except UserError as exc:
-        named = next((k for k in sorted(from_file) if f"option {k!r}" in str(exc)), None)
-        if named is None:
-            raise
-        raise UserError(f"{exc} (set in {config_file})") from None
+        result = run_benchmark(settings, progress=not quiet)
     except KeyboardInterrupt:
         click.echo("mibench: interrupted; the records written so far are kept: run the same "
                    "command again to resume", err=True)

@@ -1,9 +1,9 @@
 """Executors: where the tasks of a run execute.
 
 The driver (:func:`mibench.runner.run_benchmark`) plans the tasks and writes every record; an
-executor only runs tasks and hands each record back through ``on_record`` as soon as it is
-known. Two executors share one way of running a task, a worker process with a time-out
-(:class:`mibench.runner.ProcessPool`):
+executor only runs tasks (:class:`mibench.tasks.Task`: it never looks inside one) and hands each
+record back through ``on_record`` as soon as it is known. Two executors share one way of running
+a task, a worker process with a time-out (:class:`mibench.pool.ProcessPool`):
 
 - ``local``: a pool of worker processes on this machine (``--workers N``), worker ``i`` pinned to
   ``cuda:(i mod n)`` when there are ``n > 1`` GPUs; ``--workers 0`` runs in this process.
@@ -29,22 +29,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mibench.errors import UserError
-from mibench.records import Record, Task
-from mibench.runner import (
-    ProcessPool,
-    WorkerContext,
-    _WorkerState,
-    device_info,
-    fallback_record,
-    run_task,
-    usable_cpus,
-)
+from mibench.machine import device_info, usable_cpus
+from mibench.pool import Failure, OnRecord, ProcessPool
+from mibench.settings import EXECUTORS
+from mibench.tasks import Task, WorkerContext, Workspace
 from mibench.tensors import parse_device, resolve_device, worker_devices
-
-EXECUTORS = ("local", "dask")
-
-OnRecord = Callable[[Record], None]
-Fallback = Callable[[Task, str], Record]
 
 
 class Executor:
@@ -65,7 +54,10 @@ class Executor:
         raise NotImplementedError
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
-            fallback: Fallback) -> None:
+            failure: Failure) -> None:
+        """Run ``tasks``; ``on_record(record)`` for each as soon as it is known;
+        ``failure(task, error)`` builds the record of a task whose worker died or timed out
+        before it reported."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -109,20 +101,20 @@ class LocalExecutor(Executor):
                 "device": infos[devices[0]], "threads_per_task": self.threads}
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
-            fallback: Fallback) -> None:
+            failure: Failure) -> None:
         if not tasks:
             return
         if self.workers == 0:
             import torch
 
             torch.set_num_threads(self.threads)
-            state = _WorkerState(self.contexts[0])
+            workspace = Workspace(self.contexts[0])
             for task in tasks:
-                on_record(run_task(task, state))
+                on_record(task.run(workspace))
             return
         pool = ProcessPool(self.contexts)
         try:
-            pool.run(tasks, timeout, on_record, fallback)
+            pool.run(tasks, timeout, on_record, failure)
         finally:
             pool.close()
 
@@ -192,7 +184,7 @@ class _Slot:
 
     ctx: WorkerContext
     pool: ProcessPool
-    state: _WorkerState | None = None  # for fallback records only; built when first needed
+    workspace: Workspace | None = None  # for failure records only; built when first needed
     busy: bool = False
     retire: bool = False
 
@@ -238,7 +230,7 @@ def close_worker_processes() -> int:
 
 
 def run_on_dask_worker(task: Task, ctx: WorkerContext, timeout: float | None,
-                       placement: dict[str, tuple[int, str]]) -> Record:
+                       placement: dict[str, tuple[int, str]]) -> Any:
     """The Dask task: run ``task`` in this worker thread's worker process, return its record."""
     from distributed import get_worker
 
@@ -248,18 +240,14 @@ def run_on_dask_worker(task: Task, ctx: WorkerContext, timeout: float | None,
     ctx = replace(ctx, threads=threads, device=device)
     slot = _acquire_slot(ctx)
 
-    def fallback(t: Task, error: str) -> Record:
-        if slot.state is None:
-            slot.state = _WorkerState(ctx)
-        try:
-            dataset = slot.state.dataset(t)
-        except Exception as exc:
-            return fallback_record(t, f"{error}; dataset failed: {exc}", None, ctx.normalisation)
-        return fallback_record(t, error, dataset, ctx.normalisation)
+    def failure(t: Task, error: str) -> Any:
+        if slot.workspace is None:
+            slot.workspace = Workspace(ctx)
+        return t.failure(slot.workspace, error)
 
-    out: list[Record] = []
+    out: list[Any] = []
     try:
-        slot.pool.run([task], timeout, out.append, fallback)
+        slot.pool.run([task], timeout, out.append, failure)
     finally:
         _release_slot(slot)
     return out[0]
@@ -334,7 +322,7 @@ class DaskExecutor(Executor):
                 "threads_per_task": threads[0] if len(threads) == 1 else threads}
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
-            fallback: Fallback) -> None:
+            failure: Failure) -> None:
         from distributed import KilledWorker, as_completed
 
         if not tasks:
@@ -353,7 +341,7 @@ class DaskExecutor(Executor):
                 except KilledWorker as exc:
                     # The Dask worker itself died (lost node, killed job) while holding the task,
                     # as often as Dask allows: the task's failure, like a crashed worker process.
-                    record = fallback(task, f"the Dask worker running this task died ({exc})")
+                    record = failure(task, f"the Dask worker running this task died ({exc})")
                 on_record(record)
                 future.release()
         finally:
@@ -376,7 +364,7 @@ class DaskExecutor(Executor):
 
 def make_executor(name: str, *, workers: int, device: str, scheduler: str | None = None,
                   log: Callable[[str], None] | None = None) -> Executor:
-    """The executor for ``--executor name`` (checked by :func:`mibench.config.plan_run`)."""
+    """The executor for ``--executor name`` (checked by :class:`mibench.settings.RunSettings`)."""
     if name == "dask":
         return DaskExecutor(scheduler, workers, device, log=log)
     if name == "local":

@@ -10,10 +10,10 @@ import torch
 
 import mibench
 from mibench import EstimatorSpec, MethodSpec, Param, hookimpl
-from mibench.config import RunConfig
 from mibench.errors import UserError
 from mibench.registry import Registry
 from mibench.runner import run_benchmark
+from mibench.settings import RunSettings
 
 # --------------------------------------------------------------------------------------------
 # Param
@@ -191,7 +191,7 @@ def test_every_builtin_default_within_its_bounds():
 def test_run_refuses_out_of_range_method_option_before_any_work(tmp_path, methods, options,
                                                                 message):
     out = tmp_path / "run"
-    cfg = RunConfig(methods=methods, dataset="toy", plugins=["helpers.fakeplugin"], workers=0,
+    cfg = RunSettings(methods=methods, dataset="toy", plugins=["helpers.fakeplugin"], workers=0,
                     method_options=options, out=str(out))
     with pytest.raises(UserError) as info:
         run_benchmark(cfg, progress=False, log=lambda msg: None)

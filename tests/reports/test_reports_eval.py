@@ -15,11 +15,11 @@ from helpers.stats import holm_brute_force
 from scipy import stats
 
 from mibench.cli import cli
-from mibench.config import RunConfig
 from mibench.records import RECORDS_DIR, iter_records
 from mibench.reports import build_reports
 from mibench.reports.page import fmt, fmt_p, fmt_pm
 from mibench.runner import run_benchmark
+from mibench.settings import RunSettings
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def _cli(*args):
 
 
 def _toy(tmp_path, name, methods, **kw):
-    cfg = RunConfig(methods=methods, dataset="toy", dataset_options={"pairs": 3, "size": 32},
+    cfg = RunSettings(methods=methods, dataset="toy", dataset_options={"pairs": 3, "size": 32},
                     workers=0, out=str(tmp_path / name), plugins=["helpers.fakeplugin"], **kw)
     return run_benchmark(cfg, progress=False)
 
@@ -199,7 +199,7 @@ def test_merge_runs_dedupes_and_refuses_other_datasets(tmp_path, monkeypatch):
     assert "Merged from" in (out / "report.html").read_text()
     # a rerun of the merged directory's report works like any run's
     assert build_reports(out).exists()
-    cfg = RunConfig(methods="identity", dataset="toy", dataset_options={"pairs": 4, "size": 32},
+    cfg = RunSettings(methods="identity", dataset="toy", dataset_options={"pairs": 4, "size": 32},
                     workers=0, out=str(tmp_path / "c"), plugins=["helpers.fakeplugin"])
     c = run_benchmark(cfg, progress=False)
     res = _cli("report", str(a.run_dir), str(c.run_dir), "--out", str(tmp_path / "bad"))
@@ -214,13 +214,13 @@ def test_fmt_p_prints_like_the_paper():
 
 
 def test_reference_is_recorded_but_changes_neither_run_dir_nor_tasks(tmp_path):
-    from mibench.config import plan_run
+    from mibench.plan import plan_run
     from mibench.registry import Registry
 
     registry = Registry(["helpers.fakeplugin"])
     base = dict(methods="identity,noisy", dataset="toy", plugins=["helpers.fakeplugin"])
-    plain = plan_run(registry, RunConfig(**base))
-    ref = plan_run(registry, RunConfig(**base, reference="Noisy"))
+    plain = plan_run(registry, RunSettings(**base))
+    ref = plan_run(registry, RunSettings(**base, reference="Noisy"))
     assert ref.config["reference"] == "noisy" and plain.config["reference"] is None
     assert ref.run_dir == plain.run_dir
     assert [t.key for t in ref.tasks] == [t.key for t in plain.tasks]

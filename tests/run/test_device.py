@@ -9,14 +9,15 @@ import torch
 from click.testing import CliRunner
 from helpers import fakeplugin
 
-import mibench.reports
 from mibench import runner, tensors
 from mibench.cli import cli
-from mibench.config import RunConfig
 from mibench.errors import UserError
 from mibench.executors import LocalExecutor, WorkerFacts, plan_placement
 from mibench.records import iter_records
-from mibench.runner import WorkerContext, oom_message, run_benchmark
+from mibench.registration import oom_message
+from mibench.runner import run_benchmark
+from mibench.settings import RunSettings
+from mibench.tasks import WorkerContext
 from mibench.tensors import parse_device, resolve_device, worker_devices
 
 NO_CUDA = not torch.cuda.is_available()
@@ -125,14 +126,8 @@ def test_oom_message_is_one_clear_line():
         "CUDA out of memory on cuda:1; try a smaller size or --workers 1")
 
 
-@pytest.fixture
-def no_reports(monkeypatch):
-    """The report is not what these tests check, and drawing it costs seconds."""
-    monkeypatch.setattr(mibench.reports, "build_reports", lambda run_dir, **kw: None)
-
-
 def _toy(tmp_path, methods, **kw):
-    return RunConfig(methods=methods, dataset="toy", out=str(tmp_path / "run"),
+    return RunSettings(methods=methods, dataset="toy", out=str(tmp_path / "run"),
                      plugins=["helpers.fakeplugin"], device="cpu", **kw)
 
 

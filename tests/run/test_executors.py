@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-import mibench.reports
-from mibench.config import RunConfig, plan_run
+from mibench.plan import plan_run
 from mibench.records import iter_records
 from mibench.registry import Registry
 from mibench.runner import run_benchmark
+from mibench.settings import RunSettings
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
@@ -25,11 +25,6 @@ def cluster():
                                       dashboard_address=None)
     yield cl
     cl.close()
-
-
-@pytest.fixture
-def no_reports(monkeypatch):
-    monkeypatch.setattr(mibench.reports, "build_reports", lambda run_dir, **kw: None)
 
 
 def by_task(run_dir):
@@ -55,12 +50,12 @@ def test_dask_local_cluster_gives_the_records_of_the_local_executor(tmp_path, no
                   device="cpu",
                   workers=2, dataset_options={"pairs": 3}, method_options={"*": {
                       "iterations": "10"}})
-    local = RunConfig(out=str(tmp_path / "local"), **common)
-    on_dask = RunConfig(out=str(tmp_path / "dask"), executor="dask", **common)
+    local = RunSettings(out=str(tmp_path / "local"), **common)
+    on_dask = RunSettings(out=str(tmp_path / "dask"), executor="dask", **common)
     # Neither the executor nor the scheduler is part of the run's identity.
     reg = Registry(["helpers.fakeplugin"])
-    p_local = plan_run(reg, RunConfig(**common))
-    p_dask = plan_run(reg, RunConfig(executor="dask", scheduler="tcp://x:1", **common))
+    p_local = plan_run(reg, RunSettings(**common))
+    p_dask = plan_run(reg, RunSettings(executor="dask", scheduler="tcp://x:1", **common))
     assert p_local.run_dir == p_dask.run_dir
     assert [t.key for t in p_local.tasks] == [t.key for t in p_dask.tasks]
 
@@ -84,7 +79,7 @@ def test_dask_local_cluster_gives_the_records_of_the_local_executor(tmp_path, no
 
 
 def test_dask_by_address_resumes_a_local_run(tmp_path, cluster, no_reports):
-    cfg = RunConfig(methods="noisy,identity", dataset="toy", plugins=["helpers.fakeplugin"],
+    cfg = RunSettings(methods="noisy,identity", dataset="toy", plugins=["helpers.fakeplugin"],
                     device="cpu", seeds=[0, 1], out=str(tmp_path / "run"))
     first = run_benchmark(cfg, progress=False)
     assert first.completed == 12
@@ -97,7 +92,7 @@ def test_dask_by_address_resumes_a_local_run(tmp_path, cluster, no_reports):
     stale = records / "identity" / ".tmp-killed.part"  # a write cut short by a kill
     stale.write_text('{"key": "trunc')
 
-    again = run_benchmark(RunConfig(**{**cfg.__dict__, "executor": "dask",
+    again = run_benchmark(RunSettings(**{**cfg.__dict__, "executor": "dask",
                                        "scheduler": cluster.scheduler_address}),
                           progress=False)
     assert again.run_dir == first.run_dir
@@ -122,7 +117,7 @@ def test_dask_by_address_resumes_a_local_run(tmp_path, cluster, no_reports):
 def test_dask_enforces_time_outs_and_survives_crashes(tmp_path, cluster, no_reports):
     """The failures that need the task's own process (time-out, hard crash), as local runs
     record them (``test_runner.py``): failed, scored with the initial error, the run goes on."""
-    cfg = RunConfig(methods="sleeps,crashes,identity", dataset="toy",
+    cfg = RunSettings(methods="sleeps,crashes,identity", dataset="toy",
                     plugins=["helpers.fakeplugin"],
                     device="cpu", timeout=2.0, dataset_options={"pairs": 1}, executor="dask",
                     method_options={"sleeps": {"seconds": "30"}},
@@ -146,5 +141,5 @@ def test_unknown_executor_and_unreachable_scheduler_are_user_errors(tmp_path):
     from mibench.errors import UserError
 
     with pytest.raises(UserError, match="unknown executor 'ray'"):
-        run_benchmark(RunConfig(methods="identity", executor="ray", out=str(tmp_path)),
+        run_benchmark(RunSettings(methods="identity", executor="ray", out=str(tmp_path)),
                       progress=False)

@@ -6,27 +6,24 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import fakeplugin
+from helpers import TESTS, fakeplugin
 
 import mibench.reports
 from mibench.cli import cli
-from mibench.config import RunConfig
 from mibench.errors import UserError
 from mibench.records import iter_records
 from mibench.runner import run_benchmark
-
-TESTS = Path(__file__).resolve().parents[1]
+from mibench.settings import RunSettings, settings_from
 
 
 def toy_config(tmp_path, methods, **kw):
     kw.setdefault("workers", 1)
-    return RunConfig(methods=methods, dataset="toy", out=str(tmp_path / "run"),
+    return RunSettings(methods=methods, dataset="toy", out=str(tmp_path / "run"),
                      plugins=["helpers.fakeplugin"], **kw)
 
 
@@ -122,7 +119,7 @@ def test_resume_runs_only_missing_tasks(tmp_path, monkeypatch):
             (dict(method_options={"noisy": {"delay": 0.01}}), r"method 'noisy' .*delay=0\.0 "
                                                                r"there, 0\.01 now"),
             (dict(dataset_options={"pairs": 4}), r"dataset options pairs=3 there, 4 now"),
-            (dict(normalisation="max-side"), r"--naed-norm diagonal, this run asks for max-side")):
+            (dict(naed_norm="max-side"), r"--naed-norm diagonal, this run asks for max-side")):
         other = toy_config(tmp_path, "noisy,identity", seeds=[0, 1], **changed)
         with pytest.raises(UserError, match=what):
             run_benchmark(other, progress=False)
@@ -294,16 +291,15 @@ def test_option_errors_from_a_config_file_name_the_file(tmp_path):
 
 
 def test_config_file_shared_method_options_and_single_seed(tmp_path):
-    from mibench.config import load_config_file
-
     config = tmp_path / "bench.json"
     config.write_text(json.dumps({"seeds": 3, "method_options": {
         "iterations": 5, "ncc": {"lr": 0.1}, "*": {"levels": 2}}}))
-    assert load_config_file(config) == {"seeds": [3], "method_options": {
-        "ncc": {"lr": 0.1}, "*": {"levels": 2, "iterations": 5}}}
+    settings = settings_from(config)
+    assert settings.seeds == (3,)
+    assert settings.method_options == {"ncc": {"lr": 0.1}, "*": {"levels": 2, "iterations": 5}}
     config.write_text("[1, 2]")
     with pytest.raises(UserError, match="expected a table of settings"):
-        load_config_file(config)
+        settings_from(config)
 
 
 def test_files_and_folders_in_the_wrong_place_are_one_line(tmp_path):
@@ -413,3 +409,40 @@ def test_a_methods_warm_up_runs_before_the_clock_starts(tmp_path, monkeypatch):
     assert len(recs) == 3 and all(r.status == "ok" for r in recs)
     # The 1 s warm-up (in the first task's process) is not in any registration time.
     assert max(r.wall_s for r in recs) < 0.5
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e300])
+def test_an_infinite_or_huge_timeout_means_no_limit(tmp_path, no_reports, timeout):
+    """`--timeout inf` (or `timeout = inf` in a TOML file, or just a very large number) must not
+    crash the worker pool's wait with an OverflowError."""
+    cfg = RunSettings(methods="identity", dataset="toy", out=str(tmp_path / "run"),
+                      plugins=["helpers.fakeplugin"], workers=1, timeout=timeout,
+                      dataset_options={"pairs": 1})
+    result = run_benchmark(cfg, progress=False)
+    assert result.completed == 1 and result.failed == 0
+
+
+def test_ctrl_c_stops_a_run_with_workers_in_one_message(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C sends it: the driver says it was
+    interrupted and exits with 130; the workers print no traceback of their own."""
+    cmd = [sys.executable, "-m", "mibench.cli", "run", "--dataset", "toy", "-o", "pairs=2",
+           "--methods", "sleeps", "-O", "seconds=60", "--plugin", "helpers.fakeplugin",
+           "--out", str(tmp_path / "run"), "--workers", "2", "--quiet"]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "FAKEPLUGIN_MARK": str(marks)}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # until both workers are inside their tasks
+        assert len(list(marks.iterdir())) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted" in err

@@ -1,0 +1,172 @@
+"""From settings to tasks: resolve a :class:`~mibench.settings.RunSettings` against the registry.
+
+:func:`plan_run` checks every name and option, fills in defaults, opens the dataset, lists its
+pairs and makes one :class:`~mibench.registration.RegistrationTask` per method x pair x seed. Its
+:class:`RunPlan` holds the resolved configuration that ``run.json`` records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mibench.callables import OpenDataset, open_dataset
+from mibench.errors import UserError
+from mibench.jsonio import canonical_json
+from mibench.pairs import PairInfo
+from mibench.paths import default_run_dir
+from mibench.registration import RegistrationTask
+from mibench.registry import Registry
+from mibench.settings import ALL_METHODS, RunSettings
+from mibench.specs import MethodSpec
+
+#: Pair ids become file names of records: nothing that could escape the run directory.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass
+class RunPlan:
+    """A resolved run: the settings, the configuration ``run.json`` records (names and options
+    resolved), the run directory, every task, the methods ``default``/``all`` left out (with
+    why) and the open dataset."""
+
+    settings: RunSettings
+    config: dict[str, Any]
+    run_dir: Path
+    tasks: list[RegistrationTask]
+    skipped_methods: dict[str, str]
+    dataset: OpenDataset
+
+
+def select_methods(registry: Registry, methods: tuple[str, ...]
+                   ) -> tuple[list[MethodSpec], dict[str, str]]:
+    """The specs of ``methods`` (names, or ``("all",)`` / ``("default",)``) and, for ``all`` and
+    ``default``, the methods left out because they cannot run here (name -> why)."""
+    specs = registry.specs("method")
+    skipped: dict[str, str] = {}
+    if methods in (("all",), ("default",)):
+        chosen = []
+        for spec in specs.values():
+            if methods == ("default",) and not spec.default:
+                continue
+            why = spec.unavailable_reason()
+            if why:
+                skipped[spec.name] = why
+            else:
+                chosen.append(spec)
+        if not chosen:
+            raise UserError(f"no {methods[0]} method is available here")
+        return chosen, skipped
+    chosen = []
+    for name in dict.fromkeys(methods):
+        spec = registry.get("method", name)
+        why = spec.unavailable_reason()
+        if why:
+            raise UserError(f"method {spec.name!r} is unavailable: {why}")
+        chosen.append(spec)
+    if not chosen:
+        raise UserError("no method selected")
+    return chosen, skipped
+
+
+def _method_params(spec: MethodSpec, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    own = dict(options.get(spec.name, {}))
+    shared = {k: v for k, v in options.get(ALL_METHODS, {}).items()
+              if k in {p.name for p in spec.params} and k not in own}
+    return spec.resolve({**shared, **own}, from_text=True)
+
+
+def _resolve_methods(registry: Registry, settings: RunSettings
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    specs, skipped = select_methods(registry, settings.methods)
+    options = settings.method_options
+    unknown = set(options) - {s.name for s in specs} - {ALL_METHODS}
+    if unknown:
+        raise UserError(f"options given for methods not selected: {', '.join(sorted(unknown))}")
+    for key in options.get(ALL_METHODS, {}):
+        if not any(key in {p.name for p in s.params} for s in specs):
+            raise UserError(f"no selected method has an option {key!r}")
+    return {s.name: _method_params(s, options) for s in specs}, skipped
+
+
+def _pairs(opened: OpenDataset, limit: int | None) -> list[PairInfo]:
+    name = opened.name
+    try:
+        pairs = list(opened.dataset.pairs())
+    except ValueError as exc:  # the dataset's own check of its files
+        raise UserError(f"dataset {name!r}: {exc}") from None
+    odd = next((p for p in pairs if not isinstance(p, PairInfo)), None)
+    if odd is not None:
+        raise UserError(f"dataset {name!r}: pairs() must give PairInfo objects, got a "
+                        f"{type(odd).__name__} ({odd!r:.60})")
+    pairs = pairs[:limit] if limit is not None else pairs
+    if not pairs:
+        where = f" in {opened.data_dir}" if opened.data_dir else ""
+        raise UserError(f"dataset {name!r} has no pairs{where}")
+    for p in pairs:
+        if not _SAFE_ID.fullmatch(p.id):
+            raise UserError(f"dataset {name!r} gave the pair id {p.id!r}; ids may only "
+                            "contain letters, digits, '.', '_' and '-', and must start with a "
+                            "letter or digit")
+    duplicates = [pid for pid, n in Counter(p.id for p in pairs).items() if n > 1]
+    if duplicates:
+        raise UserError(f"dataset {name!r} has duplicate pair ids: "
+                        f"{', '.join(sorted(duplicates))}")
+    return pairs
+
+
+def run_digest(config: dict[str, Any]) -> str:
+    """8 hex digits naming a configuration's default run directory: what the tasks and their
+    scores depend on (not the device, executor or workers)."""
+    identity = {k: config[k] for k in
+                ("dataset", "dataset_params", "data_dir", "methods", "seeds", "limit")}
+    # Hashed under its first name, so that a rerun of an older run's command finds its directory.
+    identity["normalisation"] = config["naed_norm"]
+    return hashlib.sha1(canonical_json(identity).encode()).hexdigest()[:8]
+
+
+def plan_run(registry: Registry, settings: RunSettings) -> RunPlan:
+    """Resolve ``settings``: check names and options, open the dataset, make the tasks."""
+    dspec = registry.get("dataset", settings.dataset)
+    try:
+        method_params, skipped = _resolve_methods(registry, settings)
+        opened = open_dataset(dspec, settings.data_dir, settings.dataset_options,
+                              from_text=True)
+    except UserError as exc:
+        raise settings.blame_file(exc) from None
+    pairs = _pairs(opened, settings.limit)
+    if settings.reference and settings.reference not in method_params:
+        raise UserError(f"--reference {settings.reference!r} is not one of the selected methods "
+                        f"({', '.join(method_params)})")
+    config = {
+        "dataset": dspec.name,
+        "dataset_params": opened.params,
+        "data_dir": str(opened.data_dir) if opened.data_dir else None,
+        "methods": method_params,
+        "seeds": list(settings.seeds),
+        "limit": settings.limit,
+        "naed_norm": settings.naed_norm,
+        "device": settings.device,
+        "workers": settings.workers,
+        "timeout": settings.timeout,
+        "executor": settings.executor,
+        "scheduler": settings.scheduler,
+        "reference": settings.reference,
+        "plugins": list(settings.plugins),
+        "skipped_methods": skipped,
+    }
+    run_dir = Path(settings.out) if settings.out else default_run_dir(dspec.name,
+                                                                      run_digest(config))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: is a file; the run directory (--out) must be a directory")
+    tasks = [
+        RegistrationTask(name, params, dspec.name, opened.params, p.id, seed)
+        for name, params in method_params.items()
+        for p in pairs
+        for seed in settings.seeds
+    ]
+    return RunPlan(settings, config, run_dir, tasks, skipped, opened)
