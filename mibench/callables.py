@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mibench.errors import UserError
+from mibench.errors import UserError, as_user_error, contract_error
 from mibench.seeds import MAX_SEED, is_seed
 from mibench.specs import DatasetSpec, EstimatorSpec, MethodSpec
 from mibench.transform import RegistrationOutput, Transform
@@ -44,8 +44,8 @@ class Estimator:
         if isinstance(fixed, np.ndarray) or isinstance(moving, np.ndarray):
             f, m = image_to_tensor(fixed), image_to_tensor(moving)
             if f.shape != m.shape:
-                raise UserError(
-                    f"fixed and moving images differ in shape: {tuple(fixed.shape)} vs "
+                raise ValueError(
+                    f"fixed and moving images differ in shape: {tuple(np.shape(fixed))} vs "
                     f"{tuple(np.shape(moving))}"
                 )
             _check_inputs(f, m)
@@ -60,10 +60,11 @@ class Estimator:
 
     def _checked(self, value: Any, fixed: Any, moving: Any = None) -> Any:
         """The estimator's value if it keeps the contract (a tensor ``(B,)`` on the inputs'
-        device, ``B`` the larger batch: a batch of 1 is broadcast against the other), else a
-        :class:`UserError` naming the estimator and its plugin: a scalar, a per-pixel map or a
-        Python float would otherwise be reduced, indexed or crash far from the plugin's code.
-        Shape and device are metadata, so this never synchronises a GPU."""
+        device, ``B`` the larger batch: a batch of 1 is broadcast against the other), else
+        :func:`~mibench.errors.contract_error`'s :class:`UserError` naming the estimator and its
+        plugin: a scalar, a per-pixel map or a Python float would otherwise be reduced, indexed
+        or crash far from the plugin's code. Shape and device are metadata, so this never
+        synchronises a GPU."""
         import torch
 
         batch = fixed.shape[0] if getattr(fixed, "ndim", 0) == 4 else None
@@ -80,10 +81,8 @@ class Estimator:
         else:
             return value
         want = f"({batch},)" if batch is not None else "(B,)"
-        raise UserError(
-            f"estimator {self.name!r} (plugin {self.spec.plugin!r}) {problem}; expected a tensor "
-            f"of shape (B,) = {want}, one value per batch item, on the inputs' device"
-        )
+        raise contract_error(self.spec, problem, f"a tensor of shape (B,) = {want}, one value "
+                             "per batch item, on the inputs' device")
 
 
 def _check_inputs(fixed: Any, moving: Any) -> None:
@@ -94,15 +93,11 @@ def _check_inputs(fixed: Any, moving: Any) -> None:
     the methods call the estimator functions directly."""
     import torch
 
-    shapes = f"{tuple(fixed.shape)} and {tuple(moving.shape)}"
-    if fixed.ndim != 4 or moving.ndim != 4:
-        raise ValueError(f"expected (B, C, H, W) tensors, got {shapes}")
-    if fixed.shape[0] != moving.shape[0] and 1 not in (fixed.shape[0], moving.shape[0]):
-        raise ValueError(f"batch sizes {fixed.shape[0]} and {moving.shape[0]} do not broadcast")
-    if fixed.shape[-2:] != moving.shape[-2:]:
-        raise ValueError(f"fixed and moving differ in size: {shapes}")
+    from mibench.estimators.inputs import check_pair_shapes
+
+    check_pair_shapes(fixed, moving)
     if fixed.numel() == 0 or moving.numel() == 0:
-        raise ValueError(f"empty images: {shapes}")
+        raise ValueError(f"empty images: {tuple(fixed.shape)} and {tuple(moving.shape)}")
     for name, x in (("fixed", fixed), ("moving", moving)):
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"the {name} image has NaN or infinite pixels")
@@ -179,19 +174,24 @@ class Method:
             seed=seed,
             **self.params,
         )
+        return self._checked(out)
+
+    def _checked(self, out: Any) -> RegistrationOutput:
+        """The method's result as a :class:`RegistrationOutput` if it keeps the contract (a
+        ``Transform``, or a ``RegistrationOutput`` holding one), else
+        :func:`~mibench.errors.contract_error`'s :class:`UserError` naming the method and its
+        plugin (a bare matrix would otherwise fail in the scoring, far from the plugin)."""
         if isinstance(out, RegistrationOutput):
-            if not isinstance(out.transform, Transform):
-                raise TypeError(
-                    f"method {self.name!r} returned a RegistrationOutput whose transform is of "
-                    f"type {type(out.transform).__name__}; expected a Transform (e.g. "
-                    "mibench.transform.MatrixTransform(matrix))")
-            return out
-        if isinstance(out, Transform):
+            if isinstance(out.transform, Transform):
+                return out
+            problem = ("returned a RegistrationOutput whose transform is of type "
+                       f"{type(out.transform).__name__}")
+        elif isinstance(out, Transform):
             return RegistrationOutput(out)
-        raise TypeError(
-            f"method {self.name!r} returned {type(out).__name__}; expected a Transform or "
-            "RegistrationOutput"
-        )
+        else:
+            problem = f"returned {type(out).__name__}"
+        raise contract_error(self.spec, problem, "a Transform (e.g. "
+                             "mibench.transform.MatrixTransform(matrix)) or a RegistrationOutput")
 
 
 def resolve_data_dir(spec: DatasetSpec, data_dir: str | Path | None) -> Path | None:
@@ -236,14 +236,12 @@ def open_dataset(spec: DatasetSpec, data_dir: str | Path | None = None,
     opens a dataset: the API, a run's plan, its workers, the report's overlays).
 
     ``from_text``: options may be command-line strings, parsed to each option's type. A missing
-    requirement, data directory or bad option, or a ``ValueError`` of the factory's own checks,
-    is a one-line :class:`UserError` naming the dataset.
+    requirement, data directory or bad option, or a ``ValueError`` of the factory's own checks
+    (:func:`mibench.errors.as_user_error`), is a one-line :class:`UserError` naming the dataset.
     """
     factory = spec.load()
     path = resolve_data_dir(spec, data_dir)
     params = spec.resolve(options, from_text=from_text)
-    try:
+    with as_user_error(spec):
         dataset = factory(path, **params)
-    except ValueError as exc:  # the factory's own check of its options (docs/plugins.md)
-        raise UserError(f"dataset {spec.name!r}: {exc}") from None
     return OpenDataset(spec, path, params, dataset)

@@ -54,7 +54,9 @@ class PluginError(Exception):
     """A problem in one plugin (internal: becomes a :class:`UserError` or a broken entry)."""
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def _first_line(text: str, limit: int = 200) -> str:
+    """The first non-blank line of ``text``, cut to ``limit`` characters (an import error's
+    message can run over many lines of source)."""
     line = next((s.strip() for s in str(text).splitlines() if s.strip()), "")
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -121,7 +123,7 @@ class Registry:
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break mibench
-                self.broken[ep.name] = _one_line(f"failed to import {ep.value}: {exc}")
+                self.broken[ep.name] = _first_line(f"failed to import {ep.value}: {exc}")
                 continue
             # Each package chooses its entry-point name: a second package with a name already
             # taken is registered under its module path rather than dropped without a word.
@@ -134,8 +136,8 @@ class Registry:
             module = importlib.import_module(module_name)
         except Exception as exc:  # SyntaxError, or an error raised by the module at import
             why = exc if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
-            self._refuse(module_name, _one_line(f"cannot import plugin module {module_name!r}: "
-                                                f"{why}"), self.strict, prefix=False)
+            why = _first_line(f"cannot import plugin module {module_name!r}: {why}")
+            self._refuse(module_name, why, self.strict, prefix=False)
             return
         if self.pm.get_plugin(module_name) is None and not self.pm.is_registered(module):
             self._add(module, module_name, strict=self.strict)
@@ -228,8 +230,8 @@ class Registry:
                 try:
                     result = impl.function()
                 except Exception as exc:
-                    raise PluginError(_one_line(f"{hook_name}() raised {type(exc).__name__}: "
-                                                f"{exc}")) from None
+                    raise PluginError(_first_line(f"{hook_name}() raised "
+                                                  f"{type(exc).__name__}: {exc}")) from None
                 if not isinstance(result, (list, tuple)):
                     hint = " (return [] to provide none)" if result is None else (
                         " (return [spec])" if isinstance(result, PluginSpec) else "")
@@ -324,7 +326,3 @@ class Registry:
         """The specs of one kind that can run here (requirements met)."""
         return {n: s for n, s in self.specs(kind).items() if s.unavailable_reason() is None}
 
-
-def default_registry(plugins: Iterable[str] = ()) -> Registry:
-    """A registry with built-ins, entry-point plugins and the given extra plugin modules."""
-    return Registry(plugins)

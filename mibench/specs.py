@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mibench.errors import UserError
+from mibench.errors import UserError, plugin_label
 
 
 def _article(word: str) -> str:
@@ -258,10 +258,9 @@ class PluginSpec:
         try:
             return load_object(self.factory)
         except Exception as exc:  # a missing module or attribute, an error in the module
-            who = f" (plugin {self.plugin!r})" if self.plugin else ""
             why = next(iter(str(exc).splitlines()), "")
-            raise UserError(f"{self.kind} {self.name!r}{who}: cannot load its factory "
-                            f"{self.factory!r}: {type(exc).__name__}: {why}") from exc
+            raise UserError(f"{plugin_label(self)}: cannot load its factory {self.factory!r}: "
+                            f"{type(exc).__name__}: {why}") from exc
 
 
 @dataclass(frozen=True)

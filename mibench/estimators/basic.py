@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from mibench.estimators.inputs import check_pair_shapes, compute_dtype
+
 #: Added to each (per-image) variance in NCC, so a constant image gives 0 instead of 0/0.
 #: For images in [0, 1] it only matters for a standard deviation below ~1e-5 (an image with
 #: values beyond NCC_HUGE is first divided by its largest |value|, so there it is relative).
@@ -34,13 +36,8 @@ def _unhuge(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def _prepare(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None):
     """Common dtype (at least float32), broadcast channels, and float weights ``(B, 1, H, W)``."""
-    if fixed.ndim != 4 or moving.ndim != 4:
-        raise ValueError(
-            f"expected (B, C, H, W) tensors, got {tuple(fixed.shape)} and {tuple(moving.shape)}"
-        )
-    dtype = torch.promote_types(fixed.dtype, moving.dtype)
-    if not dtype.is_floating_point or torch.finfo(dtype).bits < 32:
-        dtype = torch.float32
+    check_pair_shapes(fixed, moving)
+    dtype = compute_dtype(fixed, moving)
     fixed, moving = torch.broadcast_tensors(fixed.to(dtype), moving.to(dtype))
     if mask is None:
         weights = torch.ones_like(fixed[:, :1])

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mibench.estimators.inputs import check_pair_shapes, compute_dtype
+
 #: Intensity-range policies understood by :func:`intensity_range`.
 RANGE_POLICIES = ("minmax", "fixed", "percentile")
 
@@ -88,17 +90,8 @@ def prepare_pair(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor |
         Sample weights, 1.0 for the selected pixels and 0.0 elsewhere (no gradient); None when
         there is no mask (all samples count 1).
     """
-    if fixed.ndim != 4 or moving.ndim != 4:
-        raise ValueError(
-            f"expected (B, C, H, W) tensors, got {tuple(fixed.shape)} and {tuple(moving.shape)}"
-        )
-    if fixed.shape[-2:] != moving.shape[-2:]:
-        raise ValueError(
-            f"fixed and moving differ in size: {tuple(fixed.shape)} vs {tuple(moving.shape)}"
-        )
-    dtype = torch.promote_types(fixed.dtype, moving.dtype)
-    if not dtype.is_floating_point or torch.finfo(dtype).bits < 32:
-        dtype = torch.float32
+    check_pair_shapes(fixed, moving)
+    dtype = compute_dtype(fixed, moving)
     x = fixed.to(dtype).mean(dim=1)
     y = moving.to(dtype).mean(dim=1)
     x, y = torch.broadcast_tensors(x, y)

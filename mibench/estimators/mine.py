@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mibench.estimators.inputs import check_pair_shapes
+
 #: Smallest number of usable pixels for which :func:`mine` trains a network; fewer give 0.
 MIN_PIXELS = 8
 
@@ -307,13 +309,7 @@ def mine(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = 
     :data:`MIN_PIXELS` usable pixels (e.g. an empty mask) give 0; a constant image gives ~0.
     Not differentiable with respect to the images (the values are detached).
     """
-    if fixed.ndim != 4 or moving.ndim != 4:
-        raise ValueError(
-            f"expected (B, C, H, W) tensors, got {tuple(fixed.shape)} and {tuple(moving.shape)}"
-        )
-    if fixed.shape[0] != moving.shape[0] or fixed.shape[-2:] != moving.shape[-2:]:
-        raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} differ "
-                         "in batch or spatial size")
+    check_pair_shapes(fixed, moving, same_batch=True)
     if iterations < 0 or batch < 1 or sample < 2 * MIN_PIXELS or hidden < 1 or lr <= 0:
         raise ValueError("mine: need iterations >= 0, batch >= 1, hidden >= 1, lr > 0 and "
                          f"sample >= {2 * MIN_PIXELS}")

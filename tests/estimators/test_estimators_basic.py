@@ -159,6 +159,11 @@ def test_the_api_refuses_inputs_no_estimator_can_score_and_broadcasts_batches():
                 (torch.rand(2, 1, 16, 16), torch.rand(3, 1, 16, 16), "do not broadcast")):
             with pytest.raises(ValueError, match=message):
                 est(fixed, moving)
+        # numpy arrays: the same error type as tensors.
+        with pytest.raises(ValueError, match=r"differ in shape: \(16, 16\) vs \(8, 16\)"):
+            est(a[0, 0].numpy(), a[0, 0, :8].numpy())
+        with pytest.raises(ValueError, match="moving image has NaN"):
+            est(a[0, 0].numpy(), nan[0, 0].numpy())
 
 
 def test_methods_refuse_nan_pixels():

@@ -290,7 +290,11 @@ def test_docs_state_defaults_guard_and_user_error():
                            ("differentiable", "True"), ("default", "False")):
         assert f"| `{field}` | {default} |" in doc, field
     assert 'if __name__ == "__main__":' in doc
-    assert "raise `ValueError`" not in doc and "`UserError`" in doc
+    # The error policy (mibench/errors.py): plugins raise ValueError, mibench turns it into a
+    # UserError naming the plugin; contract breaches are UserErrors too.
+    assert "## Errors" in doc and "**Raise `ValueError` for bad input or options**" in doc
+    assert "raise `mibench.UserError`" not in doc and "as_user_error(spec)`" in doc
+    assert "`UserError` naming it and its plugin" in doc
     readme = (ROOT / "README.md").read_text()
     api = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
     assert 'if __name__ == "__main__":' in api and "workers=0" in api
@@ -312,3 +316,43 @@ def test_dataset_factory_user_error_is_one_line(write_plugin, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "mibench: error: dataset 'ds-cond': option lo must be < hi, got lo=0.0, hi=1.0"]
+
+
+# --------------------------------------------------------------------------- the error policy
+# (mibench/errors.py): a plugin's ValueError becomes one UserError line at one boundary
+
+def test_a_plugins_value_error_becomes_one_user_error_line_at_the_boundary():
+    from mibench import DatasetSpec
+    from mibench.errors import as_user_error, plugin_error
+
+    spec = DatasetSpec("ds", "d", "x:y", plugin="mypkg")
+    with pytest.raises(UserError, match=r"^dataset 'ds': size must be even; got 3$") as info:
+        with as_user_error(spec):
+            raise ValueError("size must be even\n   got 3\n")
+    assert isinstance(info.value.__cause__, ValueError)  # kept for a debugger
+    assert str(plugin_error(spec, ValueError("bad"))) == "dataset 'ds': bad"
+    own = UserError("dataset 'ds': data/x.csv: no such file")
+    with pytest.raises(UserError) as info:
+        with as_user_error(spec):
+            raise own
+    assert info.value is own  # a plugin's own UserError passes unchanged
+    with pytest.raises(KeyError):  # anything else is the plugin's bug: not relabelled
+        with as_user_error(spec):
+            raise KeyError("x")
+
+
+def test_open_dataset_reports_the_factorys_value_error_in_one_line(write_plugin):
+    from mibench.callables import open_dataset
+
+    name = write_plugin("ds_value_error", """
+        def load(data_dir, lo=0.0, hi=1.0):
+            raise ValueError(f"lo must be < hi, got lo={lo}, hi={hi}")
+
+        @hookimpl
+        def mibench_datasets():
+            return [DatasetSpec("ds-value", "d", f"{__name__}:load", needs_data_dir=False)]
+        """)
+    spec = Registry([name], entry_points=False).get("dataset", "ds-value")
+    with pytest.raises(UserError, match=r"^dataset 'ds-value': lo must be < hi, got lo=0.0, "
+                                        r"hi=1.0$"):
+        open_dataset(spec)

@@ -133,10 +133,19 @@ def test_a_method_output_that_is_not_a_transform_is_named():
         return RegistrationOutput(np.eye(3))
 
     spec = MethodSpec("bare", "returns a matrix", bare_matrix)
-    with pytest.raises(TypeError, match=r"method 'bare' returned a RegistrationOutput whose "
+    img = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    with pytest.raises(UserError, match=r"^method 'bare' returned a RegistrationOutput whose "
                                         r"transform is of type ndarray; expected a Transform"):
-        img = np.random.default_rng(0).random((8, 8)).astype(np.float32)
         Method(spec)(img, img)
+    # Registered, the method's plugin is named too, as for an estimator's value.
+    reg = Registry(entry_points=False)
+    reg.register(type("Bare", (), {"mibench_methods": hookimpl(lambda self: [spec])})(),
+                 name="bare-plugin")
+    with pytest.raises(UserError, match=r"^method 'bare' \(plugin 'bare-plugin'\) returned "
+                                        r"a RegistrationOutput"):
+        Method(reg.get("method", "bare"))(img, img)
+    with pytest.raises(UserError, match=r"returned NoneType; expected a Transform"):
+        Method(MethodSpec("none", "returns None", lambda *a, **k: None))(img, img)
 
 
 def test_constant_images_fail_methods_that_read_them_but_not_the_identity():
