@@ -272,9 +272,16 @@ class Registry:
 
     @staticmethod
     def _check_fields(kind: str, spec: PluginSpec) -> None:
-        """``params``, ``requires`` and ``factory`` of the right types (a mistake there would
-        otherwise be a traceback from ``mibench list`` or from the first run)."""
+        """``params``, ``requires``, ``factory`` and the flags (every ``bool`` field: ``default``,
+        ``baseline``, ``needs_data_dir``, ...) of the right types (a mistake there would
+        otherwise be a traceback from ``mibench list`` or from the first run, or a string
+        ``"False"`` read as true)."""
         where = f"{kind} {spec.name!r}"
+        for flag in dataclasses.fields(spec):
+            value = getattr(spec, flag.name)
+            if flag.type in (bool, "bool") and not isinstance(value, bool):
+                raise PluginError(f"{where}: {flag.name} must be True or False, got "
+                                  f"{_describe(value)}")
         for attr, cls in (("params", Param), ("requires", Requirement)):
             value = getattr(spec, attr)
             if not isinstance(value, (list, tuple)):

@@ -43,6 +43,13 @@ BAD_SPECS = {
                  r"\"package.module:function\" or a callable"),
     "none-factory": ('MethodSpec("mine", "d", None)',
                      r"method 'mine': factory None is not valid"),
+    # Flags are bools: the string "False" would read as true.
+    "str-default": ('MethodSpec("mine", "d", "x:y", default="False")',
+                    r"method 'mine': default must be True or False, got a str \('False'\)"),
+    "int-baseline": ('MethodSpec("mine", "d", "x:y", baseline=1)',
+                     r"method 'mine': baseline must be True or False, got an int \(1\)"),
+    "none-reference": ('MethodSpec("mine", "d", "x:y", preferred_reference=None)',
+                       r"method 'mine': preferred_reference must be True or False, got None"),
 }
 
 

@@ -179,3 +179,30 @@ def test_method_call_refuses_seeds_outside_32_bits(seed):
     with pytest.raises(ValueError, match=r"seed must be an integer in 0 \.\. 4294967295"):
         identity(img, img, seed=seed)
     assert identity(img, img, seed=np.int64(2**32 - 1)).transform.is_valid
+
+
+@pytest.mark.parametrize("spec, message", [
+    ('EstimatorSpec("e", "d", "x:y", higher_is_better="no")',
+     r"estimator 'e': higher_is_better must be True or False, got a str \('no'\)"),
+    ('EstimatorSpec("e", "d", "x:y", differentiable=0)',
+     r"estimator 'e': differentiable must be True or False, got an int \(0\)"),
+    ('DatasetSpec("d", "d", "x:y", needs_data_dir="False")',
+     r"dataset 'd': needs_data_dir must be True or False"),
+    ('MethodSpec("m", "d", "x:y", needs_content=None)',
+     r"method 'm': needs_content must be True or False, got None"),
+])
+def test_flags_of_every_kind_must_be_bools(write_plugin, spec, message):
+    hook = {"E": "mibench_estimators", "D": "mibench_datasets", "M": "mibench_methods"}[spec[0]]
+    name = write_plugin(f"bad_flag_{abs(hash(spec))}", f"""
+        @hookimpl
+        def {hook}():
+            return [{spec}]
+        """)
+    with pytest.raises(UserError, match=rf"^plugin '{name}': {message}"):
+        Registry([name], entry_points=False)
+
+
+def test_builtin_method_roles():
+    methods = Registry(entry_points=False).specs("method")
+    assert [n for n, s in methods.items() if s.preferred_reference] == ["drmime"]
+    assert [n for n, s in methods.items() if s.baseline] == ["identity"]
