@@ -194,27 +194,16 @@ def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) ->
         click.echo(f"report: {path}")
 
 
-def read_image(path: str) -> Any:
-    """Read an image file as float32 in [0, 1], ``(H, W)`` or ``(H, W, C)`` (alpha dropped)."""
-    import numpy as np
+def read_image(path: str, channels: str = "grey") -> Any:
+    """Read an image file as a run's datasets do (:func:`mibench.io.read_image`): float32 in
+    [0, 1], ``(H, W)`` (``channels="grey"``: ITU-R 601 luma) or ``(H, W, 3)`` (``"rgb"``).
+    A file that cannot be read is a one-line :class:`UserError` naming it."""
+    from mibench.io import read_image as read
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{path}: " + ("is a directory, not an image file" if p.is_dir()
-                                       else "image file not found"))
     try:
-        from skimage import io
-
-        img = io.imread(p)
-    except Exception as exc:
-        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
-    if img.ndim == 3 and img.shape[-1] == 4:
-        img = img[..., :3]
-    if img.ndim not in (2, 3):
-        raise UserError(f"{path}: expected a 2-D grey or colour image, got shape {img.shape}")
-    if np.issubdtype(img.dtype, np.integer):
-        img = img.astype(np.float32) / np.iinfo(img.dtype).max
-    return np.clip(img.astype(np.float32), 0.0, 1.0)
+        return read(Path(path), channels)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 @cli.command()
@@ -222,23 +211,26 @@ def read_image(path: str) -> Any:
 @click.option("-o", "opts", multiple=True, metavar="KEY=VALUE", help="Estimator option.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Import MODULE as an extra plugin (repeatable, or a comma list: a,b).")
+@click.option("--channels", type=click.Choice(["grey", "rgb"]), default="grey",
+              show_default=True,
+              help="What the estimator sees of colour images: luma, as a run's datasets by "
+                   "default, or the three channels.")
 @click.argument("fixed_image", type=click.Path())
 @click.argument("moving_image", type=click.Path())
-def estimate(name, opts, plugins, fixed_image, moving_image) -> None:
-    """Print the similarity of two image files of the same size."""
+def estimate(name, opts, plugins, channels, fixed_image, moving_image) -> None:
+    """Print the similarity of two image files of the same size, read as a run reads them."""
     from mibench.callables import Estimator
+    from mibench.io import same_channels
     from mibench.registry import Registry
 
     spec = Registry(plugins).get("estimator", name)
     est = Estimator(spec, spec.resolve(_parse_options(opts, "-o"), from_text=True))
-    fixed, moving = read_image(fixed_image), read_image(moving_image)
+    fixed, moving = read_image(fixed_image, channels), read_image(moving_image, channels)
     if fixed.shape[:2] != moving.shape[:2]:
         raise UserError(f"{moving_image}: size {moving.shape[:2]} differs from "
                         f"{fixed_image}: {fixed.shape[:2]}")
-    if fixed.ndim != moving.ndim or fixed.shape != moving.shape:
-        # One colour and one grey image: compare in grey.
-        fixed = fixed.mean(axis=-1) if fixed.ndim == 3 else fixed
-        moving = moving.mean(axis=-1) if moving.ndim == 3 else moving
+    # With --channels rgb, a colour and a grey image are compared in grey, as a run does.
+    fixed, moving = same_channels(fixed, moving)
     try:
         value = est(fixed, moving)
     except ValueError as exc:  # the estimator's own check of its options (e.g. lo < hi)

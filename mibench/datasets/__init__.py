@@ -1,7 +1,10 @@
 """Built-in datasets, registered through the ``mibench_datasets`` hook.
 
 Only specs live here; the code that reads or generates images sits in the module each factory
-string names, so that listing datasets imports neither scikit-image nor torch.
+string names, so that listing datasets imports neither scikit-image nor torch. Each option
+declares its bounds and choices here, and the factories leave checking them to
+:meth:`mibench.specs.PluginSpec.resolve`; a factory raises :class:`ValueError` for bad data
+(a missing file, a malformed table), which the harness reports as ``dataset 'NAME': ...``.
 """
 
 from mibench.hookspecs import hookimpl
@@ -16,9 +19,9 @@ SYNTHETIC = DatasetSpec(
     ),
     factory="mibench.datasets.synthetic:load_dataset",
     params=(
-        Param("seed", 0, "random seed; pair k depends only on (seed, k)"),
-        Param("pairs", 8, "number of pairs"),
-        Param("size", 256, "side of the square fixed and moving images, in pixels"),
+        Param("seed", 0, "random seed; pair k depends only on (seed, k)", ge=0),
+        Param("pairs", 8, "number of pairs", ge=1),
+        Param("size", 256, "side of the square fixed and moving images, in pixels", ge=32),
         Param("families", "fundus,histology",
               "comma-separated families (fundus, histology); pairs cycle through them"),
         Param("transform", "affine", "true transform model; rigid = rotation and translation "
@@ -27,7 +30,7 @@ SYNTHETIC = DatasetSpec(
         Param("difficulty", "medium",
               "size of the true transform (max rotation 5/10/20 deg, translation 3/6/10 %, "
               "scale 5/10/15 %, shear 0.03/0.06/0.1)", choices=("easy", "medium", "hard")),
-        Param("landmarks", 12, "landmarks per pair"),
+        Param("landmarks", 12, "landmarks per pair", ge=1),
         Param("modality", "multimodal",
               "'none' keeps the fixed image's intensities in the moving image (a monomodal "
               "control)", choices=("multimodal", "none")),
@@ -41,9 +44,9 @@ _CHANNELS = Param("channels", "grey", "what methods see of colour images: luma o
                   choices=("grey", "rgb"))
 _WORKING_SCALE = Param("working_scale", 1.0,
                        "resize images and landmarks by this factor in (0, 1] before "
-                       "registration; errors stay in the table's pixels")
+                       "registration; errors stay in the table's pixels", gt=0, le=1)
 _BIRL_SCALE = Param("scale", 0, "read the images from the scale-<P>pc folders instead of those "
-                    "the table names (0: as in the table); landmarks are rescaled")
+                    "the table names (0: as in the table); landmarks are rescaled", ge=0)
 
 FIRE = DatasetSpec(
     name="fire",
@@ -56,7 +59,8 @@ FIRE = DatasetSpec(
         Param("categories", "S,P,A", "comma list of the categories to use (S, P, A)"),
         Param("include_p37", False, "keep pair P37, whose ground truth is known to be wrong"),
         Param("scale", 0.25, "working scale in (0, 1]: methods see images and landmarks "
-              "resized by it (0.25: 728 px); errors are reported in native 2912-px pixels"),
+              "resized by it (0.25: 728 px); errors are reported in native 2912-px pixels",
+              gt=0, le=1),
         Param("channels", "green", "what methods see of the colour photographs",
               choices=("green", "grey", "rgb")),
         Param("mask", "fov", "mask given to the methods: Masks/mask.png (fov), "
@@ -128,8 +132,9 @@ NIFTI = DatasetSpec(
         Param("manifest", "manifest.csv", "the CSV manifest (absolute, from the current "
               "directory, or inside --data-dir)"),
         Param("axis", 2, "voxel axis the slice is taken across", choices=(0, 1, 2)),
-        Param("index", -1, "slice index along the axis; -1 for the middle slice"),
-        Param("slab", 0.5, "3-D landmarks within this many voxels of the fixed slice are used"),
+        Param("index", -1, "slice index along the axis; -1 for the middle slice", ge=-1),
+        Param("slab", 0.5, "3-D landmarks within this many voxels of the fixed slice are used",
+              ge=0),
         _WORKING_SCALE,
     ),
     layout=(

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from mibench.datasets.cover import CoverDataset, _scale_of
-from mibench.errors import UserError
 
 STATUSES = ("training", "evaluation")
 
@@ -47,8 +46,8 @@ class AnhirDataset(CoverDataset):
     def keep(self, values: dict[str, str]) -> bool:
         status = values.get("status", "").strip().lower()
         if "status" in values and status not in STATUSES:
-            raise UserError(f"{self.table.name}: status {values['status']!r} is neither "
-                            "'training' nor 'evaluation'")
+            raise ValueError(f"{self.table.name}: status {values['status']!r} is neither "
+                             "'training' nor 'evaluation'")
         return self.status == "all" or status == self.status
 
     def target_landmarks_optional(self, values: dict[str, str]) -> bool:
@@ -80,4 +79,8 @@ class AnhirDataset(CoverDataset):
 
 
 def load_dataset(data_dir: Path | None, **params: Any) -> AnhirDataset:
-    return AnhirDataset(data_dir, **params)
+    """Factory of the ``anhir`` dataset: options checked against the spec's bounds and
+    choices, missing ones defaulted (also when called directly from Python)."""
+    from mibench.datasets import ANHIR
+
+    return AnhirDataset(data_dir, **ANHIR.resolve(params))

@@ -8,7 +8,7 @@ column (pandas' index) gives the pair ids, otherwise the row number does: ids ar
 three digits, ``000``, ``001``, ...
 
 Landmark files are ``.csv`` (header ``,X,Y``), ``.pts`` or plain ``x y`` text (see
-:func:`mibench.datasets.io.read_points`), in pixels of the image they belong to. An empty
+:func:`mibench.io.read_points`), in pixels of the image they belong to. An empty
 ``Target landmarks`` cell makes the pair registered but not scored; an empty ``Source landmarks``
 cell leaves it without landmarks. Unequal counts use the common prefix, with a warning.
 
@@ -28,18 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from mibench.datasets.io import (
+from mibench.datasets.layout import (
     check_data_dir,
-    check_scale,
     common_prefix,
-    downscale,
     find_table,
-    image_size,
-    read_image,
-    read_points,
+    read_csv_table,
     resolve_inside,
+    scaled,
 )
-from mibench.errors import UserError
+from mibench.datasets.pixels import downscale
+from mibench.io import image_size, read_image, read_points, same_channels
 from mibench.pairs import Pair, PairInfo
 
 PATH_COLUMNS = ("Target image", "Source image", "Target landmarks", "Source landmarks")
@@ -68,19 +66,7 @@ def read_table(path: Path):
     Returns ``(frame, index)``: the named columns, and the integer ids from the first unnamed
     column or None.
     """
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the cover table as CSV "
-                        f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in PATH_COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{path}: not a cover table: missing column(s) "
-                        f"{', '.join(repr(c) for c in missing)} (expected "
-                        f"{', '.join(PATH_COLUMNS)})")
+    frame = read_csv_table(path, "cover table", PATH_COLUMNS, ", ".join(PATH_COLUMNS))
     unnamed = [c for c in frame.columns if c.startswith("Unnamed:") or c == ""]
     index = None
     if unnamed and frame.columns[0] in unnamed:
@@ -127,10 +113,8 @@ class CoverDataset:
                  working_scale: float = 1.0, channels: str = "grey"):
         self.data_dir = check_data_dir(data_dir, self.name)
         self.table = find_table(self.data_dir, table)
-        if scale < 0:
-            raise UserError(f"option 'scale' is a percentage (0 = as in the table); got {scale}")
         self.scale = int(scale)
-        self.working_scale = check_scale(working_scale, "working_scale")
+        self.working_scale = float(working_scale)
         self.channels = channels
         self.notes: list[str] = []
         frame, index = read_table(self.table)
@@ -178,8 +162,8 @@ class CoverDataset:
             return table_path, 1.0, table_path
         found = _scale_of(rel)
         if found is None:
-            raise UserError(f"{where}: {what} path {rel!r} has no scale-<P>pc folder, so option "
-                            "'scale' cannot choose another scale")
+            raise ValueError(f"{where}: {what} path {rel!r} has no scale-<P>pc folder, so option "
+                             "'scale' cannot choose another scale")
         position, table_scale = found
         parts = list(Path(rel).parts)
         parts[position] = f"scale-{self.scale}pc"
@@ -222,19 +206,12 @@ class CoverDataset:
         try:
             r = self._rows[pair_id]
         except KeyError:
-            raise UserError(f"{self.table}: no pair {pair_id!r} (with these options)") from None
+            raise ValueError(f"{self.table}: no pair {pair_id!r} (with these options)") from None
         fixed = read_image(r.target, self.channels, "target image")
         moving = read_image(r.source, self.channels, "source image")
-        if (fixed.ndim == 3) != (moving.ndim == 3):
-            # A grey and a colour image: the methods need equal channel counts.
-            fixed = fixed if fixed.ndim == 2 else fixed.mean(axis=-1, dtype=np.float32)
-            moving = moving if moving.ndim == 2 else moving.mean(axis=-1, dtype=np.float32)
+        fixed, moving = same_channels(fixed, moving)
         s = self.working_scale
         fixed_factor, moving_factor = r.target_ratio * s, r.source_ratio * s
-
-        def scaled(points: np.ndarray | None, factor: float) -> np.ndarray | None:
-            return None if points is None else points * factor
-
         return Pair(
             id=r.id,
             fixed=downscale(fixed, s),
@@ -248,4 +225,8 @@ class CoverDataset:
 
 
 def load_dataset(data_dir: Path | None, **params: Any) -> CoverDataset:
-    return CoverDataset(data_dir, **params)
+    """Factory of the ``cover`` dataset: options checked against the spec's bounds and
+    choices, missing ones defaulted (also when called directly from Python)."""
+    from mibench.datasets import COVER
+
+    return CoverDataset(data_dir, **COVER.resolve(params))

@@ -30,17 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mibench.datasets.io import (
-    check_data_dir,
-    check_scale,
-    downscale,
-    image_size,
-    read_image,
-    read_mask,
-    read_points,
-    working_shape,
-)
-from mibench.errors import UserError
+from mibench.datasets.layout import check_data_dir, comma_list
+from mibench.datasets.pixels import downscale, working_shape
+from mibench.io import image_size, read_image, read_mask, read_points
 from mibench.pairs import Pair, PairInfo
 
 CATEGORIES = ("S", "P", "A")
@@ -68,16 +60,8 @@ def find_root(data_dir: Path) -> Path:
         if (root / "Images").is_dir() and (root / "Ground Truth").is_dir():
             return root
     found = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in data_dir.iterdir()))
-    raise UserError(f"{data_dir}: not a FIRE directory: expected the folders 'Images/' and "
-                    f"'Ground Truth/' (found: {found or 'nothing'})")
-
-
-def _parse_categories(text: str) -> tuple[str, ...]:
-    chosen = tuple(dict.fromkeys(c.strip().upper() for c in text.split(",") if c.strip()))
-    bad = [c for c in chosen if c not in CATEGORIES]
-    if bad or not chosen:
-        raise UserError(f"option 'categories' takes a comma list of S, P, A; got {text!r}")
-    return chosen
+    raise ValueError(f"{data_dir}: not a FIRE directory: expected the folders 'Images/' and "
+                     f"'Ground Truth/' (found: {found or 'nothing'})")
 
 
 class FireDataset:
@@ -95,7 +79,7 @@ class FireDataset:
         Working scale in (0, 1]: methods see images and landmarks resized by this factor
         (0.25: 728 x 728); errors are still reported in native (2912 px) pixels.
     channels : {"green", "grey", "rgb"}
-        What the methods see of the colour photographs (see :func:`io.read_image`).
+        What the methods see of the colour photographs (see :func:`mibench.io.read_image`).
     mask : {"fov", "feature", "none"}
         The mask given to the methods as ``fixed_mask`` and ``moving_mask``: ``Masks/mask.png``,
         ``Masks/feature_mask.png`` or none.
@@ -104,7 +88,7 @@ class FireDataset:
     def __init__(self, data_dir: Path, *, categories: str = "S,P,A", include_p37: bool = False,
                  scale: float = 0.25, channels: str = "green", mask: str = "fov"):
         self.root = find_root(data_dir)
-        self.scale = check_scale(scale)
+        self.scale = float(scale)
         self.channels = channels
         self.mask_path = None if mask == "none" else self.root / "Masks" / _MASK_FILES[mask]
         mask_shape = None
@@ -112,14 +96,14 @@ class FireDataset:
             mask_shape = image_size(self.mask_path, f"FIRE {mask} mask")
         self._mask_cache: tuple[np.ndarray, tuple[int, int]] | None = None
         self.notes: list[str] = []
-        wanted = _parse_categories(categories)
+        wanted = comma_list(categories, CATEGORIES, "categories")
         truth = self.root / "Ground Truth"
         found = sorted(((m, p) for p in truth.iterdir() if (m := _GT_NAME.fullmatch(p.name))),
                        key=lambda item: (CATEGORIES.index(item[0].group(1)),
                                          int(item[0].group(2))))
         if not found:
-            raise UserError(f"{truth}: no ground-truth files named "
-                            "control_points_<C><NN>_1_2.txt (C one of S, P, A)")
+            raise ValueError(f"{truth}: no ground-truth files named "
+                             "control_points_<C><NN>_1_2.txt (C one of S, P, A)")
         self._check_ground_truth(truth, {m.group(1) + m.group(2) for m, _ in found}, wanted,
                                  include_p37)
         self._pairs: dict[str, _FirePair] = {}
@@ -138,9 +122,8 @@ class FireDataset:
             self._pairs[pair_id] = self._read_pair(pair_id, category, path)
             # One mask serves every image: a size mismatch would fail every task at load time.
             if mask_shape is not None and mask_shape != self._pairs[pair_id].native_shape:
-                (h, w), (mh, mw) = self._pairs[pair_id].native_shape, mask_shape
-                raise UserError(f"{self.mask_path}: mask is {mw} x {mh} px, the images "
-                                f"({pair_id}_1.jpg) {w} x {h} px")
+                raise ValueError(f"{self.mask_path}: mask is {_size(mask_shape)}, the images "
+                                 f"({pair_id}_1.jpg) {_size(self._pairs[pair_id].native_shape)}")
         if self.scale != 1 and self._pairs:
             h, w = next(iter(self._pairs.values())).native_shape
             wh, ww = working_shape((h, w), self.scale)
@@ -162,9 +145,9 @@ class FireDataset:
             more = ""
             if len(missing) > 1:
                 more = f" (and {len(missing) - 1} more: {', '.join(missing[1:])})"
-            raise UserError(f"{truth / f'control_points_{missing[0]}_1_2.txt'}: FIRE ground-truth "
-                            f"file not found, though Images/ has pair {missing[0]}{more}; the "
-                            "download looks incomplete: unpack FIRE.zip again")
+            raise ValueError(f"{truth / f'control_points_{missing[0]}_1_2.txt'}: FIRE ground-truth "
+                             f"file not found, though Images/ has pair {missing[0]}{more}; the "
+                             "download looks incomplete: unpack FIRE.zip again")
 
     def _read_pair(self, pair_id: str, category: str, truth: Path) -> _FirePair:
         fixed_path = self.root / "Images" / f"{pair_id}_1.jpg"
@@ -174,9 +157,9 @@ class FireDataset:
         if moving_shape != native_shape:
             # Found here from the headers, not when the pair is loaded: there it would fail
             # every task of the pair while the run still succeeds.
-            (h, w), (mh, mw) = native_shape, moving_shape
-            raise UserError(f"{moving_path}: FIRE test image is {mw} x {mh} px, its reference "
-                            f"image {fixed_path.name} {w} x {h} px (FIRE pairs have equal sizes)")
+            raise ValueError(f"{moving_path}: FIRE test image is {_size(moving_shape)}, its "
+                             f"reference image {fixed_path.name} {_size(native_shape)} (FIRE "
+                             "pairs have equal sizes)")
         points = read_points(truth, 4, "x_ref y_ref x_test y_test")
         fixed_points, moving_points = points[:, :2], points[:, 2:]
         return _FirePair(pair_id, category, fixed_path, moving_path, fixed_points,
@@ -194,20 +177,20 @@ class FireDataset:
             self._mask_cache = downscale(mask, self.scale, order=0), mask.shape
         mask, native = self._mask_cache
         if native != shape:
-            raise UserError(f"{self.mask_path}: mask is {native[1]} x {native[0]} px, "
-                            f"the images {shape[1]} x {shape[0]} px")
+            raise ValueError(f"{self.mask_path}: mask is {_size(native)}, the images "
+                             f"{_size(shape)}")
         return mask
 
     def load(self, pair_id: str) -> Pair:
         try:
             p = self._pairs[pair_id]
         except KeyError:
-            raise UserError(f"FIRE has no pair {pair_id!r} (with these options)") from None
+            raise ValueError(f"FIRE has no pair {pair_id!r} (with these options)") from None
         fixed = read_image(p.fixed_path, self.channels, "FIRE reference image")
         moving = read_image(p.moving_path, self.channels, "FIRE test image")
         if fixed.shape[:2] != moving.shape[:2]:
-            raise UserError(f"{p.moving_path}: size {moving.shape[:2]} differs from the "
-                            f"reference image's {fixed.shape[:2]}")
+            raise ValueError(f"{p.moving_path}: size {moving.shape[:2]} differs from the "
+                             f"reference image's {fixed.shape[:2]}")
         mask = self._mask(fixed.shape[:2])
         return Pair(
             id=p.id,
@@ -223,5 +206,14 @@ class FireDataset:
         )
 
 
+def _size(shape: tuple[int, int]) -> str:
+    """``(H, W)`` in words, width first as image sizes are usually written: ``"96 x 80 px"``."""
+    return f"{shape[1]} x {shape[0]} px"
+
+
 def load_dataset(data_dir: Path | None, **params) -> FireDataset:
-    return FireDataset(data_dir, **params)
+    """Factory of the ``fire`` dataset: options checked against the spec's bounds and
+    choices, missing ones defaulted (also when called directly from Python)."""
+    from mibench.datasets import FIRE
+
+    return FireDataset(data_dir, **FIRE.resolve(params))

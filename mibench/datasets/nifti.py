@@ -3,7 +3,7 @@
 The manifest (``-o manifest=PATH``, default ``manifest.csv`` in the data directory) has a header
 and the columns ``fixed`` and ``moving`` (``.nii`` or ``.nii.gz`` paths relative to the data
 directory) and optionally ``fixed_landmarks``, ``moving_landmarks`` (landmark files, see
-:func:`mibench.datasets.io.read_points`), ``fixed_mask``, ``moving_mask`` (NIfTI volumes, True
+:func:`mibench.io.read_points`), ``fixed_mask``, ``moving_mask`` (NIfTI volumes, True
 where non-zero) and ``id`` (empty: the row number; ids must be unique). Volumes are read with
 nibabel; only the chosen slice is read.
 
@@ -34,17 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from mibench.datasets.io import (
+from mibench.datasets.layout import (
     check_data_dir,
-    check_file,
-    check_scale,
     common_prefix,
-    downscale,
     find_table,
-    read_points,
+    read_csv_table,
     resolve_inside,
+    scaled,
 )
-from mibench.errors import UserError
+from mibench.datasets.pixels import downscale, rescale_percentiles
+from mibench.io import check_file, read_points
 from mibench.pairs import Pair, PairInfo
 
 REQUIRED = ("fixed", "moving")
@@ -97,11 +96,11 @@ def _check_complete(path: Path, img) -> None:
             fh.seek(-4, 2)
             stored = struct.unpack("<I", fh.read(4))[0]
         if stored != expected % 2**32:
-            raise UserError(f"{path}: truncated or corrupt NIfTI file (gzip size field says "
-                            f"{stored} bytes, the header needs {expected})")
+            raise ValueError(f"{path}: truncated or corrupt NIfTI file (gzip size field says "
+                             f"{stored} bytes, the header needs {expected})")
     elif path.stat().st_size < expected:
-        raise UserError(f"{path}: truncated NIfTI file ({path.stat().st_size} bytes, the header "
-                        f"needs {expected})")
+        raise ValueError(f"{path}: truncated NIfTI file ({path.stat().st_size} bytes, the header "
+                         f"needs {expected})")
 
 
 def _open(path: Path, what: str):
@@ -111,8 +110,8 @@ def _open(path: Path, what: str):
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several unrelated types for a bad file
-        raise UserError(f"{path}: cannot read {what} as NIfTI "
-                        f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        raise ValueError(f"{path}: cannot read {what} as NIfTI "
+                         f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
     _check_complete(path, img)
     return img
 
@@ -122,7 +121,7 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
     while len(spatial) > 2 and spatial[-1] == 1:
         spatial = spatial[:-1]
     if len(spatial) not in (2, 3):
-        raise UserError(f"{path}: expected a 2-D image or a 3-D volume, got shape {shape}")
+        raise ValueError(f"{path}: expected a 2-D image or a 3-D volume, got shape {shape}")
     return spatial
 
 
@@ -153,34 +152,16 @@ class NiftiDataset:
 
     def __init__(self, data_dir: Path, *, manifest: str = "manifest.csv", axis: int = 2,
                  index: int = -1, slab: float = 0.5, working_scale: float = 1.0):
-        import pandas as pd
-
         self.data_dir = check_data_dir(data_dir, "nifti")
         self.manifest = find_table(self.data_dir, manifest, "NIfTI manifest", "manifest")
-        if axis not in (0, 1, 2):
-            raise UserError(f"option 'axis' must be 0, 1 or 2 (a voxel axis); got {axis}")
-        if index < -1:
-            raise UserError(f"option 'index' must be a slice index, or -1 for the middle; got "
-                            f"{index}")
-        if not slab >= 0:  # also refuses NaN, which would keep no landmark
-            raise UserError(f"option 'slab' must be >= 0 (half-thickness in voxels around the "
-                            f"fixed slice); got {slab}")
         self.axis, self.index, self.slab = axis, index, float(slab)
-        self.working_scale = check_scale(working_scale, "working_scale")
+        self.working_scale = float(working_scale)
         self.notes: list[str] = []
-        try:
-            # Blank lines are kept as rows (and skipped below) so that row i is line i + 2 of
-            # the file, for the messages.
-            frame = pd.read_csv(self.manifest, dtype=str, keep_default_na=False,
-                                skipinitialspace=True, skip_blank_lines=False)
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{self.manifest}: cannot read the manifest as CSV "
-                            f"({type(exc).__name__})") from None
-        frame.columns = [str(c).strip() for c in frame.columns]
-        missing = [c for c in REQUIRED if c not in frame.columns]
-        if missing:
-            raise UserError(f"{self.manifest}: missing column(s) {', '.join(missing)} (expected "
-                            f"fixed, moving and optionally {', '.join(OPTIONAL)})")
+        # Blank lines are kept as rows (and skipped below) so that row i is line i + 2 of the
+        # file, for the messages.
+        frame = read_csv_table(self.manifest, "NIfTI manifest", REQUIRED,
+                               f"fixed, moving and optionally {', '.join(OPTIONAL)}",
+                               keep_blank_lines=True)
         rows = [(line, values) for line, values in
                 enumerate(frame.to_dict("records"), start=2)
                 if any(str(v).strip() for v in values.values())]
@@ -203,8 +184,8 @@ class NiftiDataset:
         if repeated:
             listed = "; ".join(f"{pair_id!r} on lines {', '.join(map(str, found))}"
                                for pair_id, found in repeated)
-            raise UserError(f"{self.manifest}: duplicate pair id(s): {listed}; each row needs "
-                            "its own id")
+            raise ValueError(f"{self.manifest}: duplicate pair id(s): {listed}; each row needs "
+                             "its own id")
 
     def _volume(self, rel: str, where: str, what: str) -> _Volume:
         path = resolve_inside(self.data_dir, rel, where)
@@ -216,8 +197,8 @@ class NiftiDataset:
         depth = shape[self.axis]
         index = depth // 2 if self.index == -1 else self.index
         if index >= depth:
-            raise UserError(f"{path}: slice index {index} is out of range: the volume has "
-                            f"{depth} slices along axis {self.axis}")
+            raise ValueError(f"{path}: slice index {index} is out of range: the volume has "
+                             f"{depth} slices along axis {self.axis}")
         rows, cols = _remaining(self.axis)
         return _Volume(path, shape, index, (zooms[cols], zooms[rows]))
 
@@ -228,27 +209,32 @@ class NiftiDataset:
         points = read_points(path)
         if points.shape[1] == 2 or len(volume.shape) == 2:
             if points.shape[1] != 2:
-                raise UserError(f"{path}: expected 2 columns (x y) for a 2-D image, got "
-                                f"{points.shape[1]}")
+                raise ValueError(f"{path}: expected 2 columns (x y) for a 2-D image, got "
+                                 f"{points.shape[1]}")
             return points
         if points.shape[1] != 3:
-            raise UserError(f"{path}: expected 2 columns (x y pixels) or 3 (i j k voxels), got "
-                            f"{points.shape[1]}")
+            raise ValueError(f"{path}: expected 2 columns (x y pixels) or 3 (i j k voxels), got "
+                             f"{points.shape[1]}")
         return points
+
+    def _pixels(self, voxels: np.ndarray) -> np.ndarray:
+        """Voxel ``(i, j, k)`` rows -> pixel ``(x, y)`` of the slice: the slice axis dropped,
+        ``x`` along the slice's columns, ``y`` along its rows."""
+        rows, cols = _remaining(self.axis)
+        return voxels[:, [cols, rows]]
 
     def _project(self, fixed: np.ndarray, moving: np.ndarray, volume: _Volume,
                  where: str) -> tuple[np.ndarray, np.ndarray]:
         """Keep the landmarks on the fixed slice; voxel ``(i, j, k)`` -> pixel ``(x, y)``."""
-        rows, cols = _remaining(self.axis)
         if fixed.shape[1] == 3:
             on_slice = np.abs(fixed[:, self.axis] - volume.index) <= self.slab
             fixed, moving = fixed[on_slice], moving[on_slice]
             if not len(fixed):
-                raise UserError(f"{where}: no fixed landmark lies within {self.slab:g} voxels "
-                                f"of slice {volume.index} (axis {self.axis})")
-            fixed = fixed[:, [cols, rows]]
+                raise ValueError(f"{where}: no fixed landmark lies within {self.slab:g} voxels "
+                                 f"of slice {volume.index} (axis {self.axis})")
+            fixed = self._pixels(fixed)
         if moving.shape[1] == 3:
-            moving = moving[:, [cols, rows]]
+            moving = self._pixels(moving)
         return fixed, moving
 
     def _read_row(self, pair_id: str, values: dict[str, str], where: str) -> _NiftiPair:
@@ -258,8 +244,8 @@ class NiftiDataset:
                  if values.get(c, "").strip() else None for c in ("fixed_mask", "moving_mask")]
         for vol, mask in ((fixed, masks[0]), (moving, masks[1])):
             if mask is not None and mask.shape != vol.shape:
-                raise UserError(f"{mask.path}: mask shape {mask.shape} differs from the volume's "
-                                f"{vol.shape} ({vol.path.name})")
+                raise ValueError(f"{mask.path}: mask shape {mask.shape} differs from the volume's "
+                                 f"{vol.shape} ({vol.path.name})")
             if mask is not None:
                 mask.index = vol.index
         f = self._landmarks(values.get("fixed_landmarks", ""), where, fixed)
@@ -268,8 +254,7 @@ class NiftiDataset:
             f, m = common_prefix(f, m, f"{self.manifest.name}, pair {pair_id}", self.notes)
             f, m = self._project(f, m, fixed, where)
         elif m is not None and m.shape[1] == 3:
-            rows, cols = _remaining(self.axis)
-            m = m[:, [cols, rows]]
+            m = self._pixels(m)
         elif f is not None and f.shape[1] == 3:
             f, _ = self._project(f, f, fixed, where)
         meta = {"spacing_x": fixed.spacing[0], "spacing_y": fixed.spacing[1]}
@@ -291,16 +276,12 @@ class NiftiDataset:
                     slicer[extra] = 0
                 data = np.asarray(img.dataobj[tuple(slicer)])
         except Exception as exc:
-            raise UserError(f"{volume.path}: cannot read the NIfTI data "
-                            f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
+            raise ValueError(f"{volume.path}: cannot read the NIfTI data "
+                             f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
         return np.nan_to_num(data.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
     def _intensity(self, volume: _Volume) -> np.ndarray:
-        data = self._slice(volume)
-        lo, hi = np.percentile(data, (0.5, 99.5))
-        if hi <= lo:
-            return np.zeros(data.shape, np.float32)
-        return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        return rescale_percentiles(self._slice(volume), (0.5, 99.5))
 
     def pairs(self) -> list[PairInfo]:
         return [PairInfo(p.id, dict(p.meta)) for p in self._pairs.values()]
@@ -309,7 +290,7 @@ class NiftiDataset:
         try:
             p = self._pairs[pair_id]
         except KeyError:
-            raise UserError(f"{self.manifest}: no pair {pair_id!r}") from None
+            raise ValueError(f"{self.manifest}: no pair {pair_id!r}") from None
         s = self.working_scale
         masks = [None if v is None else downscale(self._slice(v) != 0, s, order=0)
                  for v in (p.fixed_mask, p.moving_mask)]
@@ -318,8 +299,8 @@ class NiftiDataset:
             id=p.id,
             fixed=downscale(fixed, s),
             moving=downscale(self._intensity(p.moving), s),
-            fixed_landmarks=None if p.fixed_landmarks is None else p.fixed_landmarks * s,
-            moving_landmarks=None if p.moving_landmarks is None else p.moving_landmarks * s,
+            fixed_landmarks=scaled(p.fixed_landmarks, s),
+            moving_landmarks=scaled(p.moving_landmarks, s),
             fixed_mask=masks[0],
             moving_mask=masks[1],
             native_scale=1.0 / s,
@@ -329,5 +310,9 @@ class NiftiDataset:
 
 
 def load_dataset(data_dir: Path | None, **params: Any) -> NiftiDataset:
-    return NiftiDataset(data_dir, **params)
+    """Factory of the ``nifti`` dataset: options checked against the spec's bounds and
+    choices, missing ones defaulted (also when called directly from Python)."""
+    from mibench.datasets import NIFTI
+
+    return NiftiDataset(data_dir, **NIFTI.resolve(params))
 

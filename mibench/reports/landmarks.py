@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from mibench.datasets.io import write_points_csv
+from mibench.io import write_points_csv
 from mibench.records import Record
 
 WARPED_DIR = "warped-landmarks"
