@@ -1,23 +1,19 @@
 """The ``synthetic`` dataset: multimodal pairs with an exactly known transform.
 
-Each pair is generated from an image that ships with scikit-image, so it needs no download:
+Each pair is generated from a scene that ships with scikit-image, so it needs no download (the
+scenes and their sampling: :mod:`mibench.datasets.scenes`):
 
 ``fundus``
-    ``skimage.data.retina()`` (1411 x 1411 RGB). The fixed image is the green channel (where the
-    vessels have most contrast), normalised to [0, 1] inside the circular field of view (FOV) and
-    0 outside. The moving image maps that intensity through a non-monotonic curve
-    ``0.5 + 0.45 sin(pi (a v + b))`` (so the intensity relation is a function, but neither
-    increasing nor decreasing: NCC cannot follow it, mutual information can), times a smooth
-    multiplicative bias field, plus Gaussian noise; 0 outside its FOV.
+    ``skimage.data.retina()``. The fixed image is its green channel (where the vessels have most
+    contrast), in [0, 1] inside the circular field of view (FOV) and 0 outside. The moving image
+    maps that intensity through a non-monotonic curve ``0.5 + 0.45 sin(pi (a v + b))`` (so the
+    intensity relation is a function, but neither increasing nor decreasing: NCC cannot follow
+    it, mutual information can), times a smooth multiplicative bias field, plus Gaussian noise;
+    0 outside its FOV.
 ``histology``
-    ``skimage.data.immunohistochemistry()`` (512 x 512 RGB), separated with
-    ``skimage.color.rgb2hed``. The fixed image is the haematoxylin (nuclei) channel, as a
-    haematoxylin-only stain would show it; the moving image is a DAB stain with a haematoxylin
-    counterstain, ``DAB + 0.4 * haematoxylin`` optical density (what an IHC slide shows), plus
-    mild noise; each rescaled to [0, 1] by its 0.5 and 99.5 percentiles. (The eosin channel of
-    this image is empty. DAB alone shares too little with haematoxylin to localise anything: its
-    MI with the fixed image falls only from 0.075 to 0.048 nats over a 16 px shift, against 0.15
-    to 0.10 over 2 px for the counterstained rendering.)
+    ``skimage.data.immunohistochemistry()``. The fixed image is its haematoxylin (nuclei)
+    channel; the moving image a DAB stain with a haematoxylin counterstain (``DAB + 0.4 *
+    haematoxylin`` optical density, what an IHC slide shows), plus mild noise.
 
 Geometry. For pair ``k`` a square crop window (random centre, side 60-100 % of the source) defines
 the fixed frame, ``C`` maps fixed pixels to source pixels. A random transform ``T`` (3 x 3, *fixed
@@ -48,17 +44,15 @@ and 0, so the matrix is a rotation about the image centre plus a translation.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mibench.errors import UserError
+from mibench.datasets.layout import comma_list
+from mibench.datasets.scenes import FAMILIES, in_fov, level, sample, source_shape
 from mibench.pairs import Pair, PairInfo
-
-FAMILIES = ("fundus", "histology")
 
 
 @dataclass(frozen=True)
@@ -90,88 +84,6 @@ _CROP_RANGE = (0.6, 1.0)  # crop side as a fraction of the source side
 _FUNDUS_NOISE = 0.02  # std of the additive noise, intensity units
 _HISTOLOGY_NOISE = 0.01
 _BIAS_STRENGTH = 0.3  # largest coefficient of the log bias polynomial
-_MIN_SIZE = 32
-
-
-# --------------------------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class _Source:
-    """A source scene: the fixed and moving channels, both float32 ``(H, W)`` in [0, 1].
-
-    ``fov`` is the circular field of view ``(cx, cy, r)`` in source pixels, or None when the
-    whole image is valid. ``fixed_background`` / ``moving_background`` fill pixels that map
-    outside the source.
-    """
-
-    fixed: np.ndarray
-    moving: np.ndarray
-    fov: tuple[float, float, float] | None
-    fixed_background: float
-    moving_background: float
-
-
-def _rescale(channel: np.ndarray, where: np.ndarray | None = None,
-             percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
-    """Map the given percentiles of ``channel`` (over ``where``) to 0 and 1, clipping."""
-    values = channel if where is None else channel[where]
-    lo, hi = np.percentile(values, percentiles)
-    return np.clip((channel - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
-
-
-def _border_median(channel: np.ndarray) -> float:
-    return float(np.median(np.concatenate(
-        [channel[0], channel[-1], channel[1:-1, 0], channel[1:-1, -1]])))
-
-
-@functools.cache
-def _source(family: str) -> _Source:
-    """Decode and prepare a family's source image (cached: the retina JPEG takes ~0.6 s)."""
-    from skimage import color, data
-
-    if family == "fundus":
-        rgb = data.retina()
-        # The FOV is a disc on a black background; its bounding box gives centre and radius.
-        # Shrinking the radius by 1.5 % drops the dark vignetted rim (and the small notch).
-        rows, cols = np.nonzero(rgb[..., 0] > 20)
-        cx, cy = (cols.min() + cols.max()) / 2, (rows.min() + rows.max()) / 2
-        radius = 0.985 * min(cols.max() - cols.min(), rows.max() - rows.min()) / 2
-        ys, xs = np.mgrid[: rgb.shape[0], : rgb.shape[1]]
-        inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2
-        green = _rescale(rgb[..., 1].astype(np.float32), inside, (1.0, 99.5))
-        green[~inside] = 0.0
-        return _Source(green, green, (float(cx), float(cy), float(radius)), 0.0, 0.0)
-    if family == "histology":
-        hed = color.rgb2hed(data.immunohistochemistry())
-        haematoxylin = _rescale(hed[..., 0])
-        ihc = _rescale(hed[..., 2] + 0.4 * hed[..., 0])
-        return _Source(haematoxylin, ihc, None,
-                       _border_median(haematoxylin), _border_median(ihc))
-    raise ValueError(f"unknown family {family!r}")
-
-
-@functools.cache
-def _level(family: str, level: int) -> _Source:
-    """The source reduced ``level`` times by 2 (Gaussian sigma 1, keep every other pixel).
-
-    Pixel ``(x, y)`` of level ``l`` is pixel ``(2^l x, 2^l y)`` of the source, so coordinates
-    scale exactly by ``2^-l``. Sampling a small output from the 1411-pixel retina is then cheap
-    (the anti-aliasing blur is applied where it is small) with the same result for both images.
-    """
-    from scipy import ndimage
-
-    if level == 0:
-        return _source(family)
-    up = _level(family, level - 1)
-
-    def reduce(channel: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(ndimage.gaussian_filter(channel, 1.0)[::2, ::2])
-
-    fixed = reduce(up.fixed)
-    moving = fixed if up.moving is up.fixed else reduce(up.moving)
-    fov = None if up.fov is None else tuple(v / 2 for v in up.fov)
-    return _Source(fixed, moving, fov, up.fixed_background, up.moving_background)
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -247,18 +159,13 @@ def _plan(index: int, family: str, options: dict[str, Any]) -> _Plan:
 
     limits = (RIGID if options["transform"] == "rigid" else DIFFICULTY)[options["difficulty"]]
     matrix = true_transform(unit, options["size"], limits, options["transform"] == "perspective")
-    side_px = min(_source_shape(family))
+    side_px = min(source_shape(family))
     lo, hi = _CROP_RANGE
     side = (lo + (hi - lo) * crop_unit[0]) * side_px
-    height, width = _source_shape(family)
+    height, width = source_shape(family)
     crop = (float(crop_unit[1] * (width - side)), float(crop_unit[2] * (height - side)),
             float(side))
     return _Plan(family, matrix, crop, curve, bias)
-
-
-def _source_shape(family: str) -> tuple[int, int]:
-    # Known without decoding, so that planning (and pairs()) stays cheap.
-    return {"fundus": (1411, 1411), "histology": (512, 512)}[family]
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -294,52 +201,6 @@ def _crop_matrix(crop: tuple[float, float, float], size: int) -> np.ndarray:
     return np.array([[k, 0.0, x0 + 0.5 * k - 0.5], [0.0, k, y0 + 0.5 * k - 0.5], [0, 0, 1.0]])
 
 
-def _sample(channel: np.ndarray, xy: np.ndarray, sigma: float, background: float
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Sample the smoothed ``channel`` at source points ``xy`` ``(N, 2)`` (x, y), bilinearly.
-
-    Only the bounding box of the points (plus the Gaussian's reach) is smoothed, which equals
-    smoothing the whole source there but costs far less for small crops.
-
-    Returns
-    -------
-    values : ndarray (N,), float32
-        ``background`` where a point lies outside the source.
-    inside : ndarray (N,), bool
-        Whether the point lies inside the source (between the outer pixel centres).
-    """
-    from scipy import ndimage
-
-    height, width = channel.shape
-    finite = np.isfinite(xy[:, 0])  # _apply makes both coordinates NaN together
-    inside = finite.copy()
-    inside[finite] = ((xy[finite, 0] >= 0) & (xy[finite, 0] <= width - 1)
-                      & (xy[finite, 1] >= 0) & (xy[finite, 1] <= height - 1))
-    values = np.full(len(xy), background, dtype=np.float32)
-    if not inside.any():
-        return values, inside
-    pts = xy[inside]
-    reach = int(4.0 * sigma + 0.5) + 2
-    c0 = max(int(np.floor(pts[:, 0].min())) - reach, 0)
-    c1 = min(int(np.ceil(pts[:, 0].max())) + reach + 1, width)
-    r0 = max(int(np.floor(pts[:, 1].min())) - reach, 0)
-    r1 = min(int(np.ceil(pts[:, 1].max())) + reach + 1, height)
-    window = channel[r0:r1, c0:c1]
-    if sigma > 0:
-        window = ndimage.gaussian_filter(window, sigma, mode="reflect", truncate=4.0)
-    values[inside] = ndimage.map_coordinates(
-        window, [pts[:, 1] - r0, pts[:, 0] - c0], order=1, mode="nearest")
-    return values, inside
-
-
-def _in_fov(xy: np.ndarray, fov: tuple[float, float, float] | None) -> np.ndarray:
-    if fov is None:
-        return np.isfinite(xy[:, 0])
-    cx, cy, r = fov
-    with np.errstate(invalid="ignore"):
-        return (xy[:, 0] - cx) ** 2 + (xy[:, 1] - cy) ** 2 <= r**2
-
-
 def _bias_field(coefficients: tuple[float, ...], size: int) -> np.ndarray:
     """A smooth multiplicative field in (0, 1], max 1: ``exp`` of a quadratic in [-1, 1]^2."""
     u = np.linspace(-1.0, 1.0, size)
@@ -358,22 +219,22 @@ def _render(plan: _Plan, size: int, modality: str, rng: np.random.Generator):
     fixed_mask, moving_mask : ndarray (size, size) bool
     """
     factor = plan.crop[2] / size  # source pixels per output pixel
-    level = max(0, math.floor(math.log2(factor)))
-    src = _level(plan.family, level)
-    crop = np.diag([2.0**-level, 2.0**-level, 1.0]) @ _crop_matrix(plan.crop, size)
+    times = max(0, math.floor(math.log2(factor)))
+    src = level(plan.family, times)
+    crop = np.diag([2.0**-times, 2.0**-times, 1.0]) @ _crop_matrix(plan.crop, size)
     grid = _pixel_grid(size)
     fixed_xy = _apply(crop, grid)
     moving_xy = _apply(crop @ np.linalg.inv(plan.matrix), grid)
     # Anti-aliasing for what remains of the downsampling, as in skimage.transform.resize.
-    sigma = max(0.0, (factor / 2**level - 1) / 2)
+    sigma = max(0.0, (factor / 2**times - 1) / 2)
     multimodal = modality != "none"
     moving_channel = src.moving if multimodal else src.fixed
     moving_background = src.moving_background if multimodal else src.fixed_background
 
-    fixed, fixed_in = _sample(src.fixed, fixed_xy, sigma, src.fixed_background)
-    moving, moving_in = _sample(moving_channel, moving_xy, sigma, moving_background)
-    fixed_mask = fixed_in & _in_fov(fixed_xy, src.fov)
-    moving_mask = moving_in & _in_fov(moving_xy, src.fov)
+    fixed, fixed_in = sample(src.fixed, fixed_xy, sigma, src.fixed_background)
+    moving, moving_in = sample(moving_channel, moving_xy, sigma, moving_background)
+    fixed_mask = fixed_in & in_fov(fixed_xy, src.fov)
+    moving_mask = moving_in & in_fov(moving_xy, src.fov)
 
     shape = (size, size)
     fixed, moving = fixed.reshape(shape), moving.reshape(shape)
@@ -488,28 +349,12 @@ def find_landmarks(fixed: np.ndarray, fixed_mask: np.ndarray, moving_mask: np.nd
 # ----------------------------------------------------------------------------- dataset
 
 
-def _parse_families(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in FAMILIES]
-    if unknown or not names:
-        raise UserError(f"synthetic: families must be a comma list of {', '.join(FAMILIES)}; "
-                        f"got {text!r}")
-    return names
-
-
-def _check(options: dict[str, Any]) -> None:
-    for name, lowest in (("seed", 0), ("pairs", 0), ("size", _MIN_SIZE), ("landmarks", 1)):
-        if options[name] < lowest:
-            raise UserError(f"synthetic: option {name!r} must be >= {lowest}; "
-                            f"got {options[name]!r}")
-
-
 class SyntheticDataset:
     """The ``synthetic`` dataset (see the module docstring); built by :func:`load_dataset`."""
 
     def __init__(self, options: dict[str, Any]):
         self.options = dict(options)
-        self.families = _parse_families(options["families"])
+        self.families = comma_list(options["families"], FAMILIES, "families")
         self._index = {self._pair_id(i): i for i in range(options["pairs"])}
 
     def _family(self, index: int) -> str:
@@ -533,8 +378,8 @@ class SyntheticDataset:
     def load(self, pair_id: str) -> Pair:
         """Generate one pair (about 0.1 s at 256 x 256)."""
         if pair_id not in self._index:
-            raise UserError(f"synthetic: no pair {pair_id!r} (pairs: "
-                            f"{', '.join(self._index) or 'none'})")
+            raise ValueError(f"synthetic: no pair {pair_id!r} (pairs: "
+                             f"{', '.join(self._index) or 'none'})")
         index = self._index[pair_id]
         opts = self.options
         plan = _plan(index, self._family(index), opts)
@@ -562,10 +407,11 @@ def load_dataset(data_dir: Any = None, **params: Any) -> SyntheticDataset:
     Raises
     ------
     UserError
-        For an unknown option or an invalid value.
+        For an unknown option or a value outside the spec's bounds or choices (checked by
+        :meth:`~mibench.specs.PluginSpec.resolve`).
+    ValueError
+        For a ``families`` list naming an unknown family.
     """
     from mibench.datasets import SYNTHETIC
 
-    options = SYNTHETIC.resolve(params)
-    _check(options)
-    return SyntheticDataset(options)
+    return SyntheticDataset(SYNTHETIC.resolve(params))
