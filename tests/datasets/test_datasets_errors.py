@@ -1,5 +1,6 @@
-"""Bad dataset files: each gives one line naming the file and the problem, exit status 2, and
-no traceback, from ``mibench run``."""
+"""Bad dataset files and options: each gives one line naming the file (or option) and the
+problem, exit status 2, and no traceback, from ``mibench run``; the datasets themselves raise
+``ValueError``, which the harness reports as ``dataset 'NAME': ...``."""
 
 import shutil
 
@@ -39,7 +40,8 @@ def test_fire_truncated_and_unreadable_images(pristine, tmp_path):
     data = copy(pristine, tmp_path, "fire")
     image = data / "Images" / "S01_1.jpg"
     image.write_bytes(image.read_bytes()[:-100])
-    expect_error("fire", data, match=r"Images/S01_1\.jpg: truncated JPEG image")
+    expect_error("fire", data, match=r"^mibench: error: dataset 'fire': \S*Images/S01_1\.jpg: "
+                                     r"truncated JPEG image")
     shutil.copy(pristine / "fire" / "Images" / "S01_1.jpg", image)
     (data / "Images" / "P02_2.jpg").write_bytes(b"\x00" * 500)
     expect_error("fire", data, match=r"Images/P02_2\.jpg: cannot read FIRE test image")
@@ -165,6 +167,27 @@ def test_data_dir_that_is_a_file(pristine, tmp_path, dataset):
     expect_error(dataset, tmp_path / "data.zip",
                  match=r"data\.zip: data directory is a file, not a directory$")
     factory = importlib.import_module(f"mibench.datasets.{dataset}").load_dataset
-    with pytest.raises(mibench.UserError,
-                       match=r"data\.zip: data directory is a file, not a directory$"):
+    with pytest.raises(ValueError, match=r"data\.zip: data directory is a file, not a directory$"):
         factory(tmp_path / "data.zip")
+
+
+@pytest.mark.parametrize("dataset, option, message", [
+    ("fire", "scale=0", r"option 'scale' must be in \(0, 1\], got 0\.0"),
+    ("fire", "scale=1.5", r"option 'scale' must be in \(0, 1\], got 1\.5"),
+    ("fire", "channels=red", r"option 'channels' must be one of green, grey, rgb; got 'red'"),
+    ("fire", "categories=S,X", r"option 'categories' takes a comma list of S, P, A; got 'S,X'"),
+    ("cover", "working_scale=0", r"option 'working_scale' must be in \(0, 1\], got 0\.0"),
+    ("cover", "scale=-5", r"option 'scale' must be >= 0, got -5"),
+    ("anhir", "working_scale=nan", r"option 'working_scale' must be in \(0, 1\], got nan"),
+    ("anhir", "status=test", r"option 'status' must be one of all, training, evaluation"),
+    ("nifti", "axis=3", r"option 'axis' must be one of 0, 1, 2; got 3"),
+    ("nifti", "index=-2", r"option 'index' must be >= -1, got -2"),
+])
+def test_options_out_of_their_bounds(pristine, tmp_path, dataset, option, message):
+    """Bounds and choices are declared in the specs and checked before the dataset reads a
+    file; a comma list (FIRE's categories) is checked by the dataset. Each is one line naming
+    the dataset."""
+    data = copy(pristine, tmp_path, dataset)
+    table = ["table=my_cover.csv"] if dataset == "cover" else []
+    expect_error(dataset, data, *table, option, match=rf"^mibench: error: dataset '{dataset}': "
+                                                      rf"{message}")

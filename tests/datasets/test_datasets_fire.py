@@ -8,7 +8,6 @@ import pytest
 from helpers.datasets import FIRE_SIZE, blob_image, expect_error, make_fire, run_identity, save
 
 import mibench
-from mibench.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +120,21 @@ def test_data_dir_that_is_a_file_or_missing(tmp_path):
     from mibench.datasets.fire import load_dataset
 
     (tmp_path / "FIRE.zip").write_bytes(b"PK")
-    with pytest.raises(UserError, match=r"FIRE\.zip: data directory is a file, not a "
-                                        r"directory"):
+    with pytest.raises(ValueError, match=r"FIRE\.zip: data directory is a file, not a "
+                                         r"directory"):
         load_dataset(tmp_path / "FIRE.zip")
-    with pytest.raises(UserError, match=r"nowhere: data directory does not exist"):
+    with pytest.raises(ValueError, match=r"nowhere: data directory does not exist"):
         load_dataset(tmp_path / "nowhere")
-    with pytest.raises(UserError, match=r"dataset 'fire' needs a data directory"):
+    with pytest.raises(ValueError, match=r"dataset 'fire' needs a data directory"):
         load_dataset(None)
+
+
+def test_the_factory_checks_the_declared_bounds_when_called_directly(fire):
+    """The bounds live in the spec; the factory applies them (and the defaults) itself, so a
+    direct call from Python cannot slip past them."""
+    from mibench.datasets.fire import load_dataset
+
+    with pytest.raises(mibench.UserError, match=r"^dataset 'fire': option 'scale' must be in "
+                                                r"\(0, 1\], got 2\.0$"):
+        load_dataset(fire.root, scale=2.0)
+    assert load_dataset(fire.root).scale == 0.25

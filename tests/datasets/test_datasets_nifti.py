@@ -7,6 +7,7 @@ from helpers.datasets import expect_error, make_nifti, run_identity
 
 import mibench
 from mibench.errors import UserError
+from mibench.pairs import check_pair
 
 
 def test_run_projects_voxel_landmarks_onto_the_slice(tmp_path):
@@ -85,12 +86,11 @@ def test_blank_lines_keep_row_numbers_as_ids(tmp_path):
     assert [p.id for p in ds.pairs()] == ["000", "001"]
 
 
-@pytest.mark.parametrize("slab", ["-1", "-0.5", "nan"])
-def test_negative_or_nan_slab_is_refused(tmp_path, slab):
+@pytest.mark.parametrize("slab", ["-1", "-0.5", "nan", "inf"])
+def test_negative_nan_or_infinite_slab_is_refused(tmp_path, slab):
     make_nifti(tmp_path / "data")
     expect_error("nifti", tmp_path / "data", f"slab={slab}",
-                 match=rf"option 'slab' must be >= 0 \(half-thickness in voxels around the "
-                       rf"fixed slice\); got {slab}")
+                 match=rf"dataset 'nifti': option 'slab' must be >= 0, got {float(slab)!r}$")
 
 
 def test_slab_zero_keeps_the_landmarks_exactly_on_the_slice(tmp_path):
@@ -107,7 +107,35 @@ def test_folders_where_files_are_expected(tmp_path):
     expect_error("nifti", tmp_path / "data",
                  match=r"data/t2\.nii\.gz: moving volume path is a folder, not a file")
     (tmp_path / "data" / "sub").mkdir()
-    with pytest.raises(UserError, match=r"sub: NIfTI manifest path is a folder, not a file "
-                                        r"\(-o manifest=PATH\)"):
+    with pytest.raises(UserError, match=r"^dataset 'nifti': \S*sub: NIfTI manifest path is a "
+                                        r"folder, not a file \(-o manifest=PATH\)"):
         mibench.dataset("nifti", str(tmp_path / "data"), manifest="sub")
+    from mibench.datasets.nifti import load_dataset  # the plugin itself: a ValueError
+
+    with pytest.raises(ValueError, match=r"sub: NIfTI manifest path is a folder"):
+        load_dataset(tmp_path / "data", manifest="sub")
+
+
+def test_manifest_without_its_columns(tmp_path):
+    make_nifti(tmp_path / "data")
+    (tmp_path / "data" / "manifest.csv").write_text("id,fixed,moving_image\n"
+                                                    "s1,t1.nii.gz,t2.nii.gz\n")
+    expect_error("nifti", tmp_path / "data",
+                 match=r"data/manifest\.csv: not a NIfTI manifest: missing column\(s\) 'moving' "
+                       r"\(expected fixed, moving and optionally fixed_landmarks, ")
+
+
+def test_fixed_only_voxel_landmarks_are_projected_onto_the_slice(tmp_path):
+    """A manifest with fixed voxel landmarks (i j k) and no moving ones: the pair is registered,
+    not scored, and its fixed landmarks follow the documented projection, worked out by hand:
+    rows with |k - 2| <= 0.5 kept, pixel (x, y) = (j, i). They used to stay (K, 3), so every
+    task of the pair failed the pair contract."""
+    make_nifti(tmp_path)  # fixed_voxels: (3, 4, 2), (10, 15, 2.2), (12, 6, 4), (16, 20, 1.8)
+    (tmp_path / "fixed_only.csv").write_text("fixed,moving,fixed_landmarks\n"
+                                             "t1.nii.gz,t2.nii.gz,t1_points.txt\n")
+    ds = mibench.dataset("nifti", str(tmp_path), manifest="fixed_only.csv", index=2)
+    pair = check_pair(ds.load("000"), "000")
+    expected = [[4.0, 3.0], [15.0, 10.0], [20.0, 16.0]]  # rows 0, 1, 3 of fixed_voxels as (j, i)
+    np.testing.assert_allclose(pair.fixed_landmarks, expected)
+    assert pair.moving_landmarks is None
 

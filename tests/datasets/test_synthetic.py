@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import normalized_mutual_information
 
+import mibench
 from mibench.datasets import SYNTHETIC, mibench_datasets
 from mibench.datasets.synthetic import load_dataset
 from mibench.errors import UserError
@@ -112,9 +113,9 @@ def test_pairs_is_cheap_and_agrees_with_load():
     assert pair.info == infos[1]
 
 
-def test_unknown_pair_id_is_a_user_error():
+def test_unknown_pair_id_is_a_value_error():
     ds = load_dataset(None, pairs=2)
-    with pytest.raises(UserError, match="fundus-002"):
+    with pytest.raises(ValueError, match="fundus-002"):
         ds.load("fundus-002")
 
 
@@ -265,10 +266,27 @@ def test_harder_difficulty_moves_further_from_identity():
     assert hard > 2 * easy
 
 
-@pytest.mark.parametrize("params", [
-    {"families": "fundus,mri"}, {"families": " , "}, {"seed": -1}, {"size": 8},
-    {"landmarks": 0}, {"transform": "bspline"}, {"difficulty": "extreme"}, {"colour": True},
+@pytest.mark.parametrize("params, message", [
+    ({"seed": -1}, r"option 'seed' must be >= 0, got -1"),
+    ({"pairs": 0}, r"option 'pairs' must be >= 1, got 0"),
+    ({"size": 8}, r"option 'size' must be >= 32, got 8"),
+    ({"landmarks": 0}, r"option 'landmarks' must be >= 1, got 0"),
+    ({"transform": "bspline"}, r"option 'transform' must be one of affine, perspective, rigid"),
+    ({"difficulty": "extreme"}, r"option 'difficulty' must be one of easy, medium, hard"),
+    ({"colour": True}, r"has no option 'colour'"),
 ])
-def test_invalid_options_are_user_errors(params):
-    with pytest.raises(UserError):
+def test_invalid_options_are_user_errors(params, message):
+    """Bounds and choices are the spec's, checked by the factory too when called directly."""
+    with pytest.raises(UserError, match=rf"^dataset 'synthetic'(: | ){message}"):
         load_dataset(None, **params)
+
+
+@pytest.mark.parametrize("families", ["fundus,mri", " , "])
+def test_unknown_families_are_value_errors(families):
+    """The dataset's own check of its comma list: a ValueError, which ``mibench.dataset`` and
+    ``mibench run`` report as ``dataset 'synthetic': ...``."""
+    message = rf"option 'families' takes a comma list of fundus, histology; got '{families}'"
+    with pytest.raises(ValueError, match=rf"^{message}$"):
+        load_dataset(None, families=families)
+    with pytest.raises(UserError, match=rf"^dataset 'synthetic': {message}$"):
+        mibench.dataset("synthetic", families=families)

@@ -182,6 +182,14 @@ def make_cover(root: Path) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray
     return table, truth
 
 
+def write_table(path: Path, rows) -> Path:
+    """A cover table of ``(target image, source image)`` rows (paths relative to the table's
+    folder) without landmarks: pairs that are registered, not scored."""
+    lines = [",".join(COVER_COLUMNS)] + [f"{target},{source},," for target, source in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # ----------------------------------------------------------------------------------- NIfTI
 
 
