@@ -3,13 +3,23 @@
 Kept light: the factories are ``"module:function"`` strings, so listing imports no torch.
 """
 
+from mibench.estimators.options import (
+    BSPLINE_KERNELS,
+    CMIF_NORMALISATIONS,
+    MINE_MIN_PIXELS,
+    NMI_NORMALISATIONS,
+    PRECISIONS,
+    QUANTISERS,
+    RANGE_POLICIES,
+)
 from mibench.hookspecs import hookimpl
+from mibench.seeds import MAX_SEED
 from mibench.specs import EstimatorSpec, Param
 
 _RANGE = (
     Param("range", "minmax", "intensity range per image: minmax (over the mask), fixed (lo, hi) "
           "or percentile (p_lo, p_hi); values outside are clamped; detached from the gradient",
-          choices=("minmax", "fixed", "percentile")),
+          choices=RANGE_POLICIES),
     # lo < hi and p_lo < p_hi involve two options: the estimators check them.
     Param("lo", 0.0, "lower end of the fixed range"),
     Param("hi", 1.0, "upper end of the fixed range"),
@@ -28,7 +38,7 @@ def _bins(default: int, least: int = 1) -> tuple[Param, ...]:
 
 
 _KERNEL = Param("kernel", "box", "Parzen window: box (hard counts, no gradient), linear or cubic "
-                "B-spline (differentiable in both images)", choices=("box", "linear", "cubic"))
+                "B-spline (differentiable in both images)", choices=BSPLINE_KERNELS)
 
 
 @hookimpl
@@ -71,10 +81,10 @@ def mibench_estimators():
             factory="mibench.estimators.histogram:nmi",
             params=_bins(100) + (
                 _KERNEL,
-                Param("normalisation", "studholme", "studholme (H(X)+H(Y))/H(X,Y) in [1, 2]; "
-                      "arithmetic 2I/(H(X)+H(Y)), joint I/H(X,Y), geometric "
-                      "I/sqrt(H(X)H(Y)), in [0, 1]; 0 where undefined",
-                      choices=("studholme", "arithmetic", "joint", "geometric")),
+                Param("normalisation", "studholme", "NMI variant: studholme "
+                      "(H(X)+H(Y))/H(X,Y) in [1, 2]; arithmetic 2I/(H(X)+H(Y)), joint "
+                      "I/H(X,Y), geometric I/sqrt(H(X)H(Y)), in [0, 1]; 0 where undefined",
+                      choices=NMI_NORMALISATIONS),
             ) + _RANGE,
             higher_is_better=True,
             differentiable=False,
@@ -132,12 +142,11 @@ def mibench_estimators():
                 Param("lr", 1e-3, "Adam learning rate", gt=0),
                 Param("hidden", 100, "width of the two hidden layers", ge=1),
                 Param("batch", 2048, "pixel pairs per training step", ge=1),
-                # 2 * mibench.estimators.mine.MIN_PIXELS (not imported: it needs torch).
                 Param("sample", 65536, "most pixels used (half to train, half to evaluate)",
-                      ge=16),
+                      ge=2 * MINE_MIN_PIXELS),
                 Param("ema", 0.0, "decay of MINE's moving-average gradient correction "
                       "(0 = none)", ge=0, lt=1),
-                Param("seed", 0, "seed of the local random generator", ge=0, le=2**32 - 1),
+                Param("seed", 0, "seed of the local random generator", ge=0, le=MAX_SEED),
             ),
             higher_is_better=True,
             differentiable=False,
@@ -155,13 +164,13 @@ def mibench_estimators():
                       ge=0),
                 Param("quantisation", "kmeans", "k-means on the pixel vectors (seeded), "
                       "equal-width cells over min..max, or equal-population quantiles",
-                      choices=("kmeans", "equal", "quantile")),
-                Param("normalisation", "none", "none = MI in nats; or the normalised MI of nmi",
-                      choices=("none", "studholme", "arithmetic", "joint", "geometric")),
+                      choices=QUANTISERS),
+                Param("normalisation", "none", "none = MI in nats; or the NMI variant of nmi",
+                      choices=CMIF_NORMALISATIONS),
                 Param("precision", "auto", "FFT precision: auto = float32 while the counts "
                       "stay exact (<= 2^18 pixels of overlap), else float64",
-                      choices=("auto", "float32", "float64")),
-                Param("seed", 0, "seed of the k-means quantiser", ge=0, le=2**32 - 1),
+                      choices=PRECISIONS),
+                Param("seed", 0, "seed of the k-means quantiser", ge=0, le=MAX_SEED),
             ),
             higher_is_better=True,
             differentiable=False,

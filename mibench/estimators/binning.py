@@ -37,10 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
+from mibench.errors import check_choice
 from mibench.estimators.inputs import check_pair_shapes, compute_dtype
-
-#: Intensity-range policies understood by :func:`intensity_range`.
-RANGE_POLICIES = ("minmax", "fixed", "percentile")
+from mibench.estimators.options import BSPLINE_KERNELS, RANGE_POLICIES
 
 #: Truncated kernels (Gaussian, difference of sigmoids) drop about this much weight per sample on
 #: each side (relative to a peak of 1). The MI then differs from the untruncated kernel's by
@@ -147,6 +146,7 @@ def intensity_range(x: torch.Tensor, w: torch.Tensor | None, policy: str = "minm
         The range per image, no gradient. An image with no selected pixel gets ``[0, 0]``; a
         constant image gets ``lo == hi`` (:meth:`Layout.coords` maps it to one bin).
     """
+    check_choice("range", policy, RANGE_POLICIES)
     with torch.no_grad():
         if policy == "fixed":
             if not hi > lo:
@@ -159,13 +159,11 @@ def intensity_range(x: torch.Tensor, w: torch.Tensor | None, policy: str = "minm
         if policy == "minmax":
             vlo = torch.where(sel, x, torch.full_like(x, math.inf)).amin(dim=1)
             vhi = torch.where(sel, x, torch.full_like(x, -math.inf)).amax(dim=1)
-        elif policy == "percentile":
+        else:  # percentile
             if not 0.0 <= p_lo < p_hi <= 100.0:
                 raise ValueError(f"percentiles need 0 <= p_lo < p_hi <= 100, got {p_lo}, {p_hi}")
             vlo = _masked_quantile(x, sel, p_lo / 100.0)
             vhi = _masked_quantile(x, sel, p_hi / 100.0)
-        else:
-            raise ValueError(f"unknown range policy {policy!r}; use one of {RANGE_POLICIES}")
         empty = ~sel.any(dim=1)
         zero = torch.zeros_like(vlo)
         return torch.where(empty, zero, vlo), torch.where(empty, zero, vhi)
@@ -463,7 +461,8 @@ class SigmoidKernel(Kernel):
         return base_f.long(), w, dw
 
 
-KERNELS = {"box": BoxKernel, "linear": LinearKernel, "cubic": CubicBSplineKernel}
+#: The B-spline Parzen windows by name (orders 0, 1 and 3), as the estimators' ``kernel`` option.
+KERNELS = dict(zip(BSPLINE_KERNELS, (BoxKernel, LinearKernel, CubicBSplineKernel), strict=True))
 
 
 # --------------------------------------------------------------------------------------------

@@ -81,15 +81,16 @@ from dataclasses import dataclass
 
 import torch
 
+from mibench.errors import check_choice
 from mibench.estimators.histogram import normalised_mi
-from mibench.estimators.quantise import QUANTISERS, quantise
+from mibench.estimators.options import CMIF_NORMALISATIONS, PRECISIONS, QUANTISERS
+from mibench.estimators.quantise import quantise
 
 #: Largest possible overlap (pixels) up to which ``precision="auto"`` computes in float32.
 FLOAT32_MAX_COUNT = 1 << 18
 
-NORMALISATIONS = ("none", "studholme", "arithmetic", "joint", "geometric")
+#: Which shifts a map covers (module docstring).
 SHIFTS = ("full", "centre", "zero")
-PRECISIONS = ("auto", "float32", "float64")
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,8 +150,7 @@ def shift_grid(fixed_shape: tuple[int, int], moving_shape: tuple[int, int], shif
         Keep only the shifts in these closed ranges as well (a local search: the FFT grid
         shrinks to about ``max(H, h) + |shift|``). An empty intersection is a ValueError.
     """
-    if shifts not in SHIFTS:
-        raise ValueError(f"unknown shifts {shifts!r}; use one of {SHIFTS}")
+    check_choice("shifts", shifts, SHIFTS)
     (hf, wf), (hm, wm) = fixed_shape, moving_shape
     # Overlap <= rows * min(W, w): a shift needs at least least / min(W, w) overlapping rows.
     rows = math.ceil(least_overlap / min(wf, wm) - 1e-9)
@@ -218,8 +218,7 @@ class CMIFMap:
 
 
 def _dtypes(precision: str, largest_count: float, like: torch.dtype) -> torch.dtype:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    check_choice("precision", precision, PRECISIONS)
     if precision == "float64" or like == torch.float64:
         return torch.float64
     if precision == "auto" and largest_count > FLOAT32_MAX_COUNT:
@@ -616,8 +615,8 @@ def _chunk_entropies(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int
 
 
 def _normalised(n, ha, hb, hab, normalisation: str) -> torch.Tensor:
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"unknown normalisation {normalisation!r}; use one of {NORMALISATIONS}")
+    """The map's value from its entropies: the MI in nats (``"none"``), or an NMI variant."""
+    check_choice("normalisation", normalisation, CMIF_NORMALISATIONS)
     if normalisation == "none":
         # Plug-in MI is >= 0; rounding of the entropy sums must not push it below.
         return (ha + hb - hab).clamp_min(0)
@@ -639,7 +638,8 @@ def cmif_from_labels(fixed: FixedSpectra, labels: torch.Tensor, levels: int, *,
     min_overlap : float
         Share of ``min(|M_A|, |M_B|)`` a shift's overlap must reach to be valid.
     normalisation : {"none", "studholme", "arithmetic", "joint", "geometric"}
-        ``none``: MI in nats; the others as :func:`mibench.estimators.histogram.normalised_mi`.
+        ``none``: MI in nats; the others are the NMI variants of
+        :func:`mibench.estimators.histogram.normalised_mi`.
 
     Returns
     -------
@@ -660,8 +660,7 @@ def _check_options(levels: int, levels_moving: int, quantisation: str, min_overl
     if levels < 1 or levels_moving < 0:
         raise ValueError(f"levels must be >= 1 (levels_moving >= 0), got {levels}, "
                          f"{levels_moving}")
-    if quantisation not in QUANTISERS:
-        raise ValueError(f"unknown quantisation {quantisation!r}; use one of {QUANTISERS}")
+    check_choice("quantisation", quantisation, QUANTISERS)
     if not 0.0 <= min_overlap <= 1.0:
         raise ValueError(f"min_overlap must lie in [0, 1], got {min_overlap}")
 
@@ -697,7 +696,7 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
     min_overlap : float
         Share of ``min(|M_A|, |M_B|)`` the overlap of a valid shift must reach.
     normalisation : {"none", "studholme", "arithmetic", "joint", "geometric"}
-        ``none``: MI in nats.
+        ``none``: MI in nats; else the NMI variant (as the ``nmi`` estimator).
     precision : {"auto", "float32", "float64"}
         FFT precision (module docstring); float64 input always computes in float64.
     seed : int

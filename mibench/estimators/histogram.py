@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import torch
 
+from mibench.errors import check_choice
 from mibench.estimators import binning as bn
 from mibench.estimators.binning import Kernel, Layout
-
-NORMALISATIONS = ("studholme", "arithmetic", "joint", "geometric")
+from mibench.estimators.options import BSPLINE_KERNELS, NMI_NORMALISATIONS
 
 #: Denominators of the normalised MIs below this count as zero (no information: the value is 0).
 _DEN_EPS = 1e-12
@@ -54,8 +54,7 @@ def _bspline(kernel: str, bins: int) -> tuple[Kernel, Layout]:
     (``linear``: centres at ``linspace(lo, hi, bins)``; ``cubic``: one more bin each side), so
     that every sample keeps weight 1 and a gradient, also at the ends of the range.
     """
-    if kernel not in bn.KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; use one of {tuple(bn.KERNELS)}")
+    check_choice("kernel", kernel, BSPLINE_KERNELS)
     k = bn.KERNELS[kernel]()
     if kernel == "box":
         return k, bn.edges_layout(bins)
@@ -111,7 +110,8 @@ def jhmi(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = 
 
 def normalised_mi(hx: torch.Tensor, hy: torch.Tensor, hxy: torch.Tensor,
                   normalisation: str = "studholme") -> torch.Tensor:
-    """Normalised MI from the entropies (nats).
+    """Normalised MI from the entropies (nats); ``normalisation`` is the NMI variant
+    (:data:`mibench.estimators.options.NMI_NORMALISATIONS`).
 
     ``studholme``: ``(H(X) + H(Y)) / H(X,Y)`` in [1, 2]; ``arithmetic``: ``2 I / (H(X) + H(Y))``
     (sklearn's default NMI, symmetric uncertainty) in [0, 1]; ``joint``: ``I / H(X,Y)`` in [0, 1];
@@ -119,6 +119,7 @@ def normalised_mi(hx: torch.Tensor, hy: torch.Tensor, hxy: torch.Tensor,
     Where the denominator vanishes (both images constant for ``studholme``/``joint``/
     ``arithmetic``, either image constant for ``geometric``, an empty mask) the value is 0.
     """
+    check_choice("normalisation", normalisation, NMI_NORMALISATIONS)
     mi = bn.clip_at_zero(hx + hy - hxy)
     if normalisation == "studholme":
         num, den = hx + hy, hxy
@@ -126,10 +127,8 @@ def normalised_mi(hx: torch.Tensor, hy: torch.Tensor, hxy: torch.Tensor,
         num, den = 2 * mi, hx + hy
     elif normalisation == "joint":
         num, den = mi, hxy
-    elif normalisation == "geometric":
+    else:  # geometric
         num, den = mi, torch.sqrt((hx * hy).clamp_min(_DEN_EPS**2))
-    else:
-        raise ValueError(f"unknown normalisation {normalisation!r}; use one of {NORMALISATIONS}")
     ok = den > _DEN_EPS
     safe = torch.where(ok, den, torch.ones_like(den))
     if normalisation == "geometric":
@@ -151,7 +150,7 @@ def nmi(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = N
     bins, bins_moving, kernel, range, lo, hi, p_lo, p_hi
         As :func:`jhmi` (``kernel="linear"`` or ``"cubic"`` makes it differentiable).
     normalisation : {"studholme", "arithmetic", "joint", "geometric"}
-        See :func:`normalised_mi`.
+        The NMI variant (not the NAED normaliser of the scores), see :func:`normalised_mi`.
 
     Returns
     -------

@@ -28,9 +28,7 @@ import torch
 from torch import nn
 
 from mibench.estimators.inputs import check_pair_shapes
-
-#: Smallest number of usable pixels for which :func:`mine` trains a network; fewer give 0.
-MIN_PIXELS = 8
+from mibench.estimators.options import MINE_MIN_PIXELS as MIN_PIXELS
 
 
 def make_generator(device: Any, seed: int) -> torch.Generator:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-QUANTISERS = ("equal", "quantile", "kmeans")
+from mibench.errors import check_choice
+from mibench.estimators.options import QUANTISERS
 
 #: Lloyd's iterations stop when no centroid moves by more than this share of the data's spread.
 _KMEANS_TOL = 1e-5
@@ -44,7 +45,7 @@ def quantise(image: torch.Tensor, levels: int, mask: torch.Tensor | None = None,
         Number of levels ``K >= 1``.
     mask : Tensor ``(B, 1, H, W)`` or ``(B, H, W)`` bool, optional
         True for the pixels to quantise; None for all.
-    method : {"equal", "quantile", "kmeans"}
+    method : {"kmeans", "equal", "quantile"}
         See the module docstring.
     seed : int
         Seed of the k-means sample and start (unused by the others).
@@ -59,8 +60,7 @@ def quantise(image: torch.Tensor, levels: int, mask: torch.Tensor | None = None,
         Labels ``0 .. levels-1`` inside the mask, ``-1`` outside. An image with an empty mask is
         all ``-1``; a constant image is all ``0``.
     """
-    if method not in QUANTISERS:
-        raise ValueError(f"unknown quantisation {method!r}; use one of {QUANTISERS}")
+    check_choice("quantisation", method, QUANTISERS)
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
     if image.ndim != 4:

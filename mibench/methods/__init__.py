@@ -3,12 +3,41 @@
 Factories are given as ``"module:function"`` strings so that listing imports nothing heavy.
 """
 
+from mibench.estimators.options import (
+    CMIF_NORMALISATIONS,
+    NMI_NORMALISATIONS,
+    PRECISIONS,
+    QUANTISERS,
+    SMOOTH_KERNELS,
+)
 from mibench.hookspecs import hookimpl
+from mibench.methods.options import (
+    DRMIME_EXPS,
+    DRMIME_PRESETS,
+    DRMIME_SAMPLINGS,
+    ELASTIX_METRICS,
+    INITS,
+    MULTIRES,
+    SCHEDULES,
+    SITK_BINNED_METRICS,
+    SITK_METRICS,
+    TOOLBOX_PRESETS,
+    TRANSFORMS,
+    drmime_presets_text,
+)
 from mibench.specs import MethodSpec, Param, Requirement
 
 _INIT = Param("init", "identity", "starting transform: the pixel identity, or CMIF's global rigid "
-               "search (every rotation and translation) refined by this method",
-               choices=("identity", "cmif"))
+               "search (every rotation and translation) refined by this method", choices=INITS)
+_TRANSFORM = Param("transform", "affine", "transform model", choices=TRANSFORMS)
+_MIN_SIZE = Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level",
+                  ge=1)
+
+
+def _levels(default: int) -> Param:
+    """``levels`` of a method with a Gaussian pyramid (:mod:`mibench.methods.pyramid`)."""
+    return Param("levels", default, "Gaussian pyramid levels (fewer if the coarsest would go "
+                 "below min_size)", ge=1)
 
 
 def _gradient_params() -> tuple[Param, ...]:
@@ -16,18 +45,15 @@ def _gradient_params() -> tuple[Param, ...]:
     return (
         Param("iterations", 200, "Adam steps (in total for simultaneous, per level for "
               "coarse-to-fine; 0 = the starting transform)", ge=0),
-        Param("levels", 4, "Gaussian pyramid levels (fewer if the coarsest would go below "
-              "min_size)", ge=1),
+        _levels(4),
         Param("lr", 0.02, "Adam learning rate on the matrix-exponential parameters "
               "(normalised coordinates)", gt=0),
-        Param("transform", "affine", "transform model", choices=("affine", "perspective")),
+        _TRANSFORM,
         Param("multires", "simultaneous", "all levels every step with one shared transform "
-              "(DRMIME), or one level at a time",
-              choices=("simultaneous", "coarse-to-fine")),
-        Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level",
-              ge=1),
+              "(DRMIME), or one level at a time", choices=MULTIRES),
+        _MIN_SIZE,
         Param("schedule", "cosine", "learning-rate schedule (cosine decay to 2% of lr, or "
-              "constant)", choices=("cosine", "constant")),
+              "constant)", choices=SCHEDULES),
         _INIT,
     )
 
@@ -49,17 +75,15 @@ def _mi_method(name: str, what: str, *estimator_params: Param, default: bool = F
 #: the estimator, as it depends on ``kernel``); kde-mi's centres need 2 too.
 _BINS32 = Param("bins", 32, "histogram bins", ge=2)
 _SMOOTH_KERNEL = Param("kernel", "cubic", "Parzen window (box gives no gradient, so only the "
-                       "differentiable ones)", choices=("linear", "cubic"))
+                       "differentiable ones)", choices=SMOOTH_KERNELS)
 
 
 def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
     """Options of ``mibench.methods.drmime`` (``transform`` only for the affine ``drmime``)."""
-    transform = (Param("transform", "affine", "transform model",
-                       choices=("affine", "perspective")),) if with_transform else ()
+    transform = (_TRANSFORM,) if with_transform else ()
     return (
         Param("preset", "fire", "defaults of iterations, the three learning rates and "
-              "canny_high: fire (500, 1e-2, 1e-3, 1e-5, 10), anhir (500, 1e-3, 5e-3, 1e-4, 30)",
-              choices=("fire", "anhir")),
+              f"canny_high: {drmime_presets_text()}", choices=tuple(DRMIME_PRESETS)),
         *transform,
         Param("iterations", None, "Adam steps (default: from the preset)", type=int, ge=0),
         Param("lr_net", None, "learning rate of the statistics network (default: preset)",
@@ -68,14 +92,12 @@ def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
               "all levels (default: preset)", type=float, gt=0),
         Param("lr_offset", None, "learning rate of the full-resolution offset v1 (default: "
               "preset; 0 = no offset)", type=float, ge=0),
-        Param("levels", 6, "Gaussian pyramid levels (fewer if the coarsest would go below "
-              "min_size)", ge=1),
-        Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level",
-              ge=1),
+        _levels(6),
+        _MIN_SIZE,
         Param("blur", 1.0, "Gaussian pre-blur sigma (px) before the pyramid; 0 = none", ge=0),
         Param("sampling", "random", "fixed pixel samples per level: a uniform random "
               "sample_fraction of the (masked) pixels, or the dilated Canny edges",
-              choices=("random", "edges")),
+              choices=DRMIME_SAMPLINGS),
         Param("sample_fraction", 0.1, "share of each level's pixels sampled (random sampling)",
               gt=0, le=1),
         Param("canny_low", 0.0, "Canny low threshold, 0-255 grey levels (edge sampling)", ge=0),
@@ -87,7 +109,7 @@ def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
         Param("stable_lme", True, "numerically stable log-mean-exp (same value and gradient as "
               "the paper's plain formula, without overflow)"),
         Param("exp", "taylor", "matrix exponential: the paper's truncated series (10 terms) or "
-              "torch.linalg.matrix_exp", choices=("taylor", "matrix_exp")),
+              "torch.linalg.matrix_exp", choices=DRMIME_EXPS),
         _INIT,
     )
 
@@ -96,7 +118,7 @@ _SITK = Requirement(module="SimpleITK", hint='pip install "mibench[sitk]"')
 _ELASTIX = Requirement(module="itk", hint='pip install "mibench[elastix]"')
 _TOOLBOX_PRESET = Param("preset", "practical", "defaults of the other options: practical (fast, "
                         "tuned on the synthetic pairs) or paper (DRMIME's baseline settings, "
-                        "research/drmime.md section 6)", choices=("practical", "paper"))
+                        "research/drmime.md section 6)", choices=TOOLBOX_PRESETS)
 
 
 def _toolbox_methods() -> list[MethodSpec]:
@@ -115,18 +137,16 @@ def _toolbox_methods() -> list[MethodSpec]:
     # ITK's Mattes and joint-histogram metrics silently raise fewer bins to 5.
     bins = Param("bins", None, "histogram bins (paper 100, practical 32; >= 5)", type=int,
                  ge=5)
-    sitk_metrics = {"mmi": ("Mattes MI", (bins,)), "jhmi": ("joint-histogram MI", (bins,)),
-                    "ncc": ("correlation", ()), "mse": ("mean squares", ())}
     specs = [
         MethodSpec(
             name=f"sitk-{metric}",
             description=f"SimpleITK affine registration, {what} metric (ImageRegistrationMethod, "
             "multi-resolution, seeded random sampling, one thread)",
             factory=f"mibench.methods.sitk:{metric}",
-            params=sitk_params + extra,
+            params=sitk_params + ((bins,) if metric in SITK_BINNED_METRICS else ()),
             requires=(_SITK,),
         )
-        for metric, (what, extra) in sitk_metrics.items()
+        for metric, what in SITK_METRICS.items()
     ]
     elastix_params = (
         _TOOLBOX_PRESET,
@@ -136,8 +156,7 @@ def _toolbox_methods() -> list[MethodSpec]:
               type=int, ge=1),
         Param("samples", None, "random samples per iteration (2048)", type=int, ge=1),
     )
-    for metric, what in (("ami", "AdvancedMattesMutualInformation"),
-                         ("nmi", "NormalizedMutualInformation")):
+    for metric, what in ELASTIX_METRICS.items():
         specs.append(MethodSpec(
             name=f"elastix-{metric}",
             description=f"elastix affine registration with {what} (default affine parameter "
@@ -178,14 +197,14 @@ def mibench_methods():
         ),
         _mi_method("nmi", "Studholme's normalised MI (cubic B-spline Parzen histogram)",
                    _BINS32, _SMOOTH_KERNEL,
-                   Param("normalisation", "studholme", "NMI normalisation",
-                         choices=("studholme", "arithmetic", "joint", "geometric")),
+                   Param("normalisation", "studholme", "NMI variant (as the nmi estimator)",
+                         choices=NMI_NORMALISATIONS),
                    default=True),
         _mi_method("mmi", "Mattes MI (ITK formulation)",
                    Param("bins", 50, "histogram bins, 2 of them padding at each end", ge=5)),
         _mi_method("jhmi", "joint-histogram MI (linear Parzen histogram, Gaussian-smoothed "
                    "joint histogram as ITK)", _BINS32,
-                   Param("kernel", "linear", "Parzen window", choices=("linear", "cubic")),
+                   Param("kernel", "linear", "Parzen window", choices=SMOOTH_KERNELS),
                    Param("smoothing_variance", 1.5, "variance (bins^2) of the joint "
                          "histogram's Gaussian smoothing; 0 = none", ge=0)),
         _mi_method("kde-mi", "Gaussian-kernel MI", _BINS32,
@@ -221,7 +240,7 @@ def mibench_methods():
                       ge=0),
                 Param("quantisation", "quantile", "equal-population quantiles, k-means on the "
                       "pixel vectors (the authors' choice) or equal-width cells",
-                      choices=("quantile", "kmeans", "equal")),
+                      choices=QUANTISERS),
                 Param("max_angle", 180.0, "sweep over [-max_angle, max_angle] degrees "
                       "(180 = the full circle)", ge=0),
                 Param("angle_step", 3.0, "spacing of the sweep (degrees)", gt=0),
@@ -234,14 +253,14 @@ def mibench_methods():
                 Param("min_overlap", 0.5, "smallest overlap of a valid shift, as a share of "
                       "the smaller mask", ge=0, le=1),
                 Param("normalisation", "none", "maximise MI (none) or a normalised MI",
-                      choices=("none", "studholme", "arithmetic", "joint", "geometric")),
+                      choices=CMIF_NORMALISATIONS),
                 Param("subpixel", True, "parabolic peak refinement in x, y and the angle"),
                 Param("angle_batch", 8, "angles computed together (memory grows with it)",
                       ge=1),
                 Param("highpass_sigma", 2.0, "subtract a Gaussian blur of this sigma (px, "
                       "within the mask) before quantising; 0 = off (the paper)", ge=0),
                 Param("precision", "auto", "FFT precision (auto: float32 while the counts "
-                      "stay exact)", choices=("auto", "float32", "float64")),
+                      "stay exact)", choices=PRECISIONS),
             ),
         ),
     ]

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mibench.errors import check_choice
 from mibench.estimators.mine import (
     MovingAverage,
     StatisticsNetwork,
@@ -73,6 +74,7 @@ from mibench.estimators.mine import (
 from mibench.methods import pyramid as pyr
 from mibench.methods.gradient import VALID_THRESHOLD, prepare_images
 from mibench.methods.initial import initial_matrix
+from mibench.methods.options import DRMIME_EXPS, DRMIME_PRESETS, DRMIME_SAMPLINGS
 from mibench.methods.transform_models import (
     matrix_exp_transform,
     n_params,
@@ -84,17 +86,10 @@ from mibench.methods.transform_models import (
 from mibench.tensors import FiniteWatch
 from mibench.transform import MatrixTransform, RegistrationOutput
 
-#: Learning rates and iterations of the released notebooks (affine; drmime.md section 1), and the
-#: Canny high threshold each dataset's edge sampling used (0-255 grey levels).
-PRESETS: dict[str, dict[str, Any]] = {
-    "fire": {"iterations": 500, "lr_net": 1e-2, "lr_transform": 1e-3, "lr_offset": 1e-5,
-             "canny_high": 10.0},
-    "anhir": {"iterations": 500, "lr_net": 1e-3, "lr_transform": 5e-3, "lr_offset": 1e-4,
-              "canny_high": 30.0},
-}
-SAMPLINGS = ("random", "edges")
+#: Learning rates, iterations and Canny threshold by preset (:data:`.options.DRMIME_PRESETS`).
+PRESETS = DRMIME_PRESETS
 #: The two matrix exponentials: DRMIME's truncated series, or the exact one.
-EXPS = {"taylor": taylor_exp_transform, "matrix_exp": matrix_exp_transform}
+EXPS = dict(zip(DRMIME_EXPS, (taylor_exp_transform, matrix_exp_transform), strict=True))
 #: Edge sampling: Gaussian blur of the grey level before Canny (sigma of OpenCV's 21x21 kernel),
 #: and the side of the square dilation.
 EDGE_BLUR_SIGMA = 3.5
@@ -116,8 +111,7 @@ class _Level:
 
 def resolve_options(preset: str, **overrides: Any) -> dict[str, Any]:
     """The preset's settings with every non-None override applied."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    check_choice("preset", preset, PRESETS)
     out = dict(PRESETS[preset])
     out.update({k: v for k, v in overrides.items() if v is not None})
     return out
@@ -350,8 +344,7 @@ def register_drmime(
     opts = resolve_options(preset, iterations=iterations, lr_net=lr_net,
                            lr_transform=lr_transform, lr_offset=lr_offset,
                            canny_high=canny_high)
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    check_choice("sampling", sampling, DRMIME_SAMPLINGS)
     if not 0.0 < sample_fraction <= 1.0:
         raise ValueError(f"sample_fraction must be in (0, 1], got {sample_fraction!r}")
     if opts["iterations"] < 0:
@@ -387,8 +380,7 @@ def register_drmime(
                             dtype=torch.float64, device=device)
     h0 = h0_64.float()
 
-    if exp not in EXPS:
-        raise ValueError(f"exp must be one of {tuple(EXPS)}, got {exp!r}")
+    check_choice("exp", exp, EXPS)
     expm = EXPS[exp]
 
     def matrices() -> list[torch.Tensor]:

@@ -32,16 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from mibench.errors import check_choice
 from mibench.methods.itk_convert import (
     ImageGeometry,
     elastix_affine_to_pixel,
     grey_arrays,
     mask_array,
 )
+from mibench.methods.options import ELASTIX_METRICS, TOOLBOX_PRESETS
 from mibench.transform import MatrixTransform, RegistrationOutput
-
-METRICS = {"ami": "AdvancedMattesMutualInformation", "nmi": "NormalizedMutualInformation"}
-PRESETS = ("practical", "paper")
 
 
 @dataclass(frozen=True)
@@ -59,14 +58,12 @@ def settings(metric: str, preset: str = "practical", *, resolutions: int | None 
              bins: int | None = None, iterations: int | None = None,
              samples: int | None = None) -> ElastixSettings:
     """Resolve a preset and its overrides (None = the preset's value)."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {tuple(METRICS)}, got {metric!r}")
+    check_choice("metric", metric, ELASTIX_METRICS)
+    check_choice("preset", preset, TOOLBOX_PRESETS)
     if preset == "paper":
         base = ElastixSettings(metric, 4, 64, 5000, 2048)
-    elif preset == "practical":
+    else:  # practical
         base = ElastixSettings(metric, 3, 32, 250, 2048)
-    else:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     over = {"resolutions": resolutions, "bins": bins, "iterations": iterations,
             "samples": samples}
     out = ElastixSettings(**{**base.__dict__,
@@ -80,7 +77,7 @@ def parameter_map(s: ElastixSettings, seed: int) -> dict[str, list[str]]:
     """The elastix parameter map for ``s`` (strings, as elastix wants them): the values that
     differ from elastix's default affine map."""
     return {
-        "Metric": [METRICS[s.metric]],
+        "Metric": [ELASTIX_METRICS[s.metric]],
         "NumberOfResolutions": [str(s.resolutions)],
         "NumberOfHistogramBins": [str(s.bins)],
         "MaximumNumberOfIterations": [str(s.iterations)],
@@ -190,7 +187,7 @@ def _method(metric: str):
 
     register.__name__ = register.__qualname__ = metric
     register.warm_up = warm_up
-    register.__doc__ = f"elastix affine registration with {METRICS[metric]}; options as " \
+    register.__doc__ = f"elastix affine registration with {ELASTIX_METRICS[metric]}; options as " \
         ":func:`register_elastix`."
     return register
 

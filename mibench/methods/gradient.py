@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mibench.errors import check_choice
 from mibench.methods import pyramid as pyr
 from mibench.methods.initial import initial_matrix
+from mibench.methods.options import MULTIRES, SCHEDULES
 from mibench.methods.transform_models import (
     matrix_exp_transform,
     n_params,
@@ -37,9 +39,6 @@ from mibench.transform import MatrixTransform, RegistrationOutput
 #: A warped pixel counts as inside the moving image (or its mask) when the bilinearly warped
 #: validity image is at least this: only pixels whose four neighbours are all valid.
 VALID_THRESHOLD = 0.999
-
-MULTIRES = ("simultaneous", "coarse-to-fine")
-SCHEDULES = ("cosine", "constant")
 
 
 def prepare_images(fixed: torch.Tensor, moving: torch.Tensor):
@@ -128,10 +127,8 @@ def register_with_estimator(
     RuntimeError
         If the loss becomes NaN or infinite.
     """
-    if multires not in MULTIRES:
-        raise ValueError(f"multires must be one of {MULTIRES}, got {multires!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_choice("multires", multires, MULTIRES)
+    check_choice("schedule", schedule, SCHEDULES)
     n = n_params(transform)
     device = fixed.device
     fixed, moving = prepare_images(fixed, moving)

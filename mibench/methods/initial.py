@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-INITS = ("identity", "cmif")
+from mibench.errors import check_choice
+from mibench.methods.options import INITS
 
 
 def initial_matrix(init: str, fixed: torch.Tensor, moving: torch.Tensor,
@@ -32,8 +33,7 @@ def initial_matrix(init: str, fixed: torch.Tensor, moving: torch.Tensor,
     seed : int
         Seed of CMIF's quantiser (only k-means uses it).
     """
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    check_choice("init", init, INITS)
     if init == "identity":
         return np.eye(3)
     from mibench.methods.cmif import rigid_align

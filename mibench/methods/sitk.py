@@ -43,11 +43,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from mibench.errors import check_choice
 from mibench.methods.itk_convert import ImageGeometry, grey_arrays, itk_affine_to_pixel, mask_array
+from mibench.methods.options import SITK_METRICS, TOOLBOX_PRESETS
 from mibench.transform import MatrixTransform, RegistrationOutput
-
-METRICS = ("mmi", "jhmi", "ncc", "mse")
-PRESETS = ("practical", "paper")
 
 #: The paper preset's learning rates ([3P], unverified).
 PAPER_LEARNING_RATE = {"mmi": 1e-5, "jhmi": 1e-1, "ncc": 1e-1, "mse": 1e-6}
@@ -73,15 +72,13 @@ def settings(metric: str, preset: str = "practical", *, iterations: int | None =
              learning_rate: float | None = None, bins: int | None = None,
              sampling: float | None = None, levels: int | None = None) -> SitkSettings:
     """Resolve a preset and its overrides into :class:`SitkSettings` (None = the preset's)."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    check_choice("metric", metric, SITK_METRICS)
+    check_choice("preset", preset, TOOLBOX_PRESETS)
     if preset == "paper":
         base = SitkSettings(metric, 5000, PAPER_LEARNING_RATE[metric], 100, 0.5, 1,
                             "gradient-descent", 0.0, 1e-9, 200)
-    elif preset == "practical":
+    else:  # practical
         base = SitkSettings(metric, 200, 1.0, 32, 0.5, 3, "regular-step", 1e-3, 0.0, 0)
-    else:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     over = {"iterations": iterations, "learning_rate": learning_rate, "bins": bins,
             "sampling": sampling, "levels": levels}
     values = {**base.__dict__, **{k: v for k, v in over.items() if v is not None}}

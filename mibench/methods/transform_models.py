@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: Number of parameters of each transform kind.
-N_PARAMS = {"affine": 6, "perspective": 8}
+from mibench.errors import check_choice
+from mibench.methods.options import TRANSFORM_PARAMS, TRANSFORMS
 
 
 def _basis_numpy() -> np.ndarray:
@@ -46,10 +46,8 @@ _BASIS = _basis_numpy()
 
 def n_params(kind: str) -> int:
     """6 for ``"affine"``, 8 for ``"perspective"``."""
-    try:
-        return N_PARAMS[kind]
-    except KeyError:
-        raise ValueError(f"unknown transform kind {kind!r} (affine or perspective)") from None
+    check_choice("transform", kind, TRANSFORMS)
+    return TRANSFORM_PARAMS[kind]
 
 
 def basis_matrices(kind: str = "affine", *, dtype: torch.dtype = torch.float32,
@@ -90,7 +88,7 @@ def taylor_exp_transform(v: torch.Tensor, kind: str = "affine", terms: int = 10)
     return out
 
 
-def normalisation_matrix(shape: tuple[int, int]) -> np.ndarray:
+def pixel_to_normalised_matrix(shape: tuple[int, int]) -> np.ndarray:
     """``N`` mapping pixel ``(x, y, 1)`` of an ``(H, W)`` image to normalised ``(u, v, 1)``."""
     h, w = int(shape[0]), int(shape[1])
     return np.array(
@@ -115,7 +113,9 @@ def normalised_to_pixel(h_norm: Any, fixed_shape: tuple[int, int],
     scaled so that ``P[2, 2] = 1`` when that entry is not ~0.
     """
     h = _as_numpy_matrix(h_norm)
-    p = np.linalg.inv(normalisation_matrix(moving_shape)) @ h @ normalisation_matrix(fixed_shape)
+    n_fixed = pixel_to_normalised_matrix(fixed_shape)
+    n_moving = pixel_to_normalised_matrix(moving_shape)
+    p = np.linalg.inv(n_moving) @ h @ n_fixed
     if abs(p[2, 2]) > 1e-12:
         p = p / p[2, 2]
     return p
@@ -125,7 +125,9 @@ def pixel_to_normalised(pixel: Any, fixed_shape: tuple[int, int],
                         moving_shape: tuple[int, int]) -> np.ndarray:
     """Inverse of :func:`normalised_to_pixel`: ``H = N_m @ P @ N_f^-1`` (float64)."""
     p = _as_numpy_matrix(pixel)
-    return normalisation_matrix(moving_shape) @ p @ np.linalg.inv(normalisation_matrix(fixed_shape))
+    n_fixed = pixel_to_normalised_matrix(fixed_shape)
+    n_moving = pixel_to_normalised_matrix(moving_shape)
+    return n_moving @ p @ np.linalg.inv(n_fixed)
 
 
 def normalised_grid(shape: tuple[int, int], *, dtype: torch.dtype = torch.float32,

@@ -191,6 +191,25 @@ def test_nmi_normalisations_against_numpy():
     assert abs(H.jhmi(t4(f), t4(m), bins=25).item() - mi) < 1e-9
 
 
+def test_nmi_variants_are_declared_once():
+    """The NMI variants offered by the nmi and cmif estimators and methods are one constant,
+    and every one of them is computed."""
+    from mibench.estimators.options import CMIF_NORMALISATIONS, NMI_NORMALISATIONS
+    from mibench.methods import mibench_methods
+
+    assert set(NMI_NORMALISATIONS) == {"studholme", "arithmetic", "joint", "geometric"}
+    assert CMIF_NORMALISATIONS == ("none", *NMI_NORMALISATIONS)
+    for specs in (mibench_estimators(), mibench_methods()):
+        named = {s.name: s for s in specs}
+        assert named["nmi"].param("normalisation").choices is NMI_NORMALISATIONS
+        assert named["cmif"].param("normalisation").choices is CMIF_NORMALISATIONS
+    h = torch.tensor([0.5, 0.0])
+    for name in NMI_NORMALISATIONS:
+        assert torch.isfinite(H.normalised_mi(h, h, h, name)).all()
+    with pytest.raises(ValueError, match="normalisation must be one of studholme, arithmetic"):
+        H.normalised_mi(h, h, h, "diagonal")  # a NAED normaliser is not an NMI variant
+
+
 @pytest.mark.parametrize("shape,bins", [((40, 50), 50), ((17, 23), 10), ((64, 48), 32),
                                         ((33, 33), 6)])
 def test_mmi_matches_simpleitk(shape, bins):

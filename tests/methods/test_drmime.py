@@ -131,6 +131,10 @@ def test_method_specs():
                                    from_text=True)
     assert opts["lr_net"] == 0.02 and opts["iterations"] == 10 and opts["lr_offset"] is None
     assert "transform" not in specs["drmime-perspective"].defaults()
+    # The preset table is written once: the help text shows the values the method uses.
+    assert specs["drmime"].param("preset").choices == tuple(PRESETS)
+    assert ("fire (500, 1e-2, 1e-3, 1e-5, 10), anhir (500, 1e-3, 5e-3, 1e-4, 30)"
+            in specs["drmime"].param("preset").help)
     # The mine building blocks are the ones the method uses.
     assert drmime_module.StatisticsNetwork is mine_module.StatisticsNetwork
 

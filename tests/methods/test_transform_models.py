@@ -12,9 +12,9 @@ from mibench.methods import pyramid as pyr
 from mibench.methods.transform_models import (
     basis_matrices,
     matrix_exp_transform,
-    normalisation_matrix,
     normalised_to_pixel,
     pixel_to_normalised,
+    pixel_to_normalised_matrix,
     taylor_exp_transform,
     warp_normalised,
 )
@@ -110,8 +110,8 @@ def test_conversion_roundtrip_and_points(pixel):
     np.testing.assert_allclose(MatrixTransform(back).moving_to_fixed(moving_px), pts, atol=1e-9)
 
 
-def test_normalisation_matrix_corners():
-    n = normalisation_matrix((30, 40))
+def test_pixel_to_normalised_matrix_corners():
+    n = pixel_to_normalised_matrix((30, 40))
     corners = np.array([[0, 0, 1], [39, 29, 1]], dtype=float) @ n.T
     np.testing.assert_allclose(corners[:, :2], [[-1, -1], [1, 1]])
 

@@ -206,3 +206,12 @@ def test_builtin_method_roles():
     methods = Registry(entry_points=False).specs("method")
     assert [n for n, s in methods.items() if s.preferred_reference] == ["drmime"]
     assert [n for n, s in methods.items() if s.baseline] == ["identity"]
+
+
+def test_builtin_seed_options_take_every_32_bit_seed():
+    from mibench.seeds import MAX_SEED
+
+    reg = Registry(entry_points=False)
+    seeds = [s.param("seed") for kind in ("estimator", "method")
+             for s in reg.specs(kind).values() if "seed" in s.defaults()]
+    assert seeds and all((p.ge, p.le) == (0, MAX_SEED) for p in seeds)
