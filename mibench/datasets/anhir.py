@@ -65,9 +65,7 @@ class AnhirDataset(CoverDataset):
         return meta
 
     def describe(self) -> None:
-        rows = list(self._rows.values())
-        unscored = [r for r in rows if r.target_landmarks is None
-                    and r.source_landmarks is not None]
+        unscored = self.unscored()
         evaluation = sum(r.meta.get("status") == "evaluation" for r in unscored)
         if evaluation:
             self.notes.append(f"{evaluation} evaluation pair(s) have no target landmarks: "

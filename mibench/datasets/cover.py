@@ -147,11 +147,15 @@ class CoverDataset:
 
     def describe(self) -> None:
         """Append what the report should say about this dataset to :attr:`notes`."""
-        unscored = sum(r.target_landmarks is None and r.source_landmarks is not None
-                       for r in self._rows.values())
+        unscored = len(self.unscored())
         if unscored:
             self.notes.append(f"{unscored} pair(s) have no target landmarks: registered, warped "
                               "source landmarks written out, not scored")
+
+    def unscored(self) -> list[CoverRow]:
+        """Rows registered but not scored: source landmarks to warp, no target ones."""
+        return [r for r in self._rows.values()
+                if r.target_landmarks is None and r.source_landmarks is not None]
 
     # --------------------------------------------------------------------------------------
 
