@@ -69,7 +69,7 @@ class _Header:
     height: int
     width: int
     fmt: str | None
-    tifffile: bool  # decode with tifffile: Pillow would clip or could not read the pixels
+    tifffile: bool  # decode with tifffile: Pillow would lose values or could not read them
 
 
 def _is_tiff(path: Path) -> bool:
@@ -77,9 +77,14 @@ def _is_tiff(path: Path) -> bool:
         return fh.read(4) in _TIFF_MAGIC
 
 
-def _tiff_header(path: Path, what: str) -> _Header:
-    """Header of a TIFF's first page, read with tifffile (Pillow cannot open float colour or
-    float64 TIFFs at all, and reads 16-bit colour ones as 8-bit)."""
+def _tiff_header(path: Path, what: str) -> _Header | None:
+    """Header of a TIFF's first page, read with tifffile; None if tifffile cannot parse it.
+
+    Pillow cannot open float colour or float64 TIFFs at all, and reads 16-bit colour ones as
+    8-bit: those are decoded with tifffile. The others (8-bit, 16-bit grey, float32 grey) stay
+    with Pillow, which reads them exactly and decodes more compressions without the optional
+    ``imagecodecs`` package (LZW, JPEG, ...).
+    """
     import tifffile
 
     try:
@@ -87,14 +92,14 @@ def _tiff_header(path: Path, what: str) -> _Header:
             page = tif.pages[0]
             axes, shape, dtype = page.axes, page.shape, np.dtype(page.dtype)
             samples = int(page.samplesperpixel)
-    except Exception as exc:  # tifffile raises several unrelated types for a bad file
-        raise ValueError(f"{path}: cannot read {what}: not a readable image file "
-                         f"({type(exc).__name__})") from None
+    except Exception:  # tifffile raises several unrelated types for a file it cannot parse
+        return None
     if "Y" not in axes or "X" not in axes:
         raise ValueError(f"{path}: expected a 2-D grey or colour {what}, got a TIFF page of "
                          f"axes {axes} and shape {shape}")
-    exact = dtype.kind == "f" or (dtype.itemsize > 1 and samples > 1)
-    return _Header(int(shape[axes.index("Y")]), int(shape[axes.index("X")]), "TIFF", exact)
+    pillow_exact = samples == 1 and (dtype.itemsize <= 2 or dtype == np.float32)
+    return _Header(int(shape[axes.index("Y")]), int(shape[axes.index("X")]), "TIFF",
+                   not pillow_exact)
 
 
 def _pil_header(path: Path, what: str) -> _Header:
@@ -125,7 +130,9 @@ def _header(path: Path, what: str) -> _Header:
     is readable, is not over :func:`pixel_limit` and, for JPEG and PNG, is not cut short."""
     path = Path(path)
     check_file(path, what)
-    header = _tiff_header(path, what) if _is_tiff(path) else _pil_header(path, what)
+    header = _tiff_header(path, what) if _is_tiff(path) else None
+    if header is None:  # not a TIFF, or one only Pillow may read
+        header = _pil_header(path, what)
     limit = pixel_limit()
     if limit is not None and header.height * header.width > limit:
         raise _too_large(path, what, header.height * header.width, limit)
@@ -200,6 +207,7 @@ def _tiff_pixels(path: Path, what: str) -> np.ndarray:
             page = tif.pages[0]
             arr, axes = page.asarray(), page.axes
     except Exception as exc:  # tifffile raises several unrelated types for a bad file
+        # A compression tifffile needs the optional imagecodecs package for (LZW, say) says so.
         raise ValueError(f"{path}: cannot decode {what} ({type(exc).__name__}: {exc})"
                          .splitlines()[0]) from None
     if axes == "SYX":  # planar configuration "separate": one plane per channel
@@ -231,8 +239,8 @@ def read_image(path: Path, channels: str = "grey", what: str = "image") -> np.nd
     path : Path
         A file Pillow can decode (JPEG, PNG, BMP, TIFF, ...), 8- or 16-bit, grey or colour, or
         a TIFF of any bit depth and channel count, floats included (read with tifffile where
-        Pillow would clip it or cannot read it: float, and 16-bit colour, TIFFs). Only the first
-        page of a multi-page TIFF is read.
+        Pillow would lose values or cannot read it: 16-bit colour, float colour and float64
+        TIFFs). Only the first page of a multi-page TIFF is read.
     channels : {"grey", "green", "rgb"}
         ``grey``: ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B``, ``(H, W)``; ``green``: the
         green channel (most vessel contrast in fundus photographs), ``(H, W)``; ``rgb``: all
@@ -258,6 +266,10 @@ def read_image(path: Path, channels: str = "grey", what: str = "image") -> np.nd
     path = Path(path)
     header = _header(path, what)  # existence, size and truncation, with their own messages
     arr = _tiff_pixels(path, what) if header.tifffile else _pil_pixels(path, what)
+    if not arr.dtype.isnative:
+        # Big-endian files (Pillow's "I;16B") give ">u2": native order lets the 16-bit rule
+        # below recognise them (a dark one would otherwise be scaled as 8-bit).
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim == 3:
         arr = arr[..., :3]  # drop alpha
         if arr.shape[-1] in (1, 2):  # grey, or grey + alpha

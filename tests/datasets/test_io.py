@@ -33,6 +33,7 @@ def test_images_grey_green_rgb_and_16_bit(tmp_path):
         read_image(path, "red")
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow on the broken TIFF below
 def test_truncated_and_unreadable_images(tmp_path):
     for suffix in (".jpg", ".png"):
         noise = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
@@ -118,6 +119,24 @@ def test_float_tiffs_keep_their_values(tmp_path, dtype):
     f = rgb.astype(np.float32)
     luma = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
     np.testing.assert_allclose(read_image(tmp_path / "rgb.tif", "grey"), luma, rtol=1e-6)
+
+
+def test_big_endian_and_compressed_tiffs(tmp_path):
+    """A big-endian 16-bit TIFF keeps the 16-bit range (Pillow gives ">u2", which the 16-bit rule
+    missed: a dark one was scaled as 8-bit); an LZW float TIFF (a compression tifffile needs the
+    optional imagecodecs for) is read exactly through Pillow."""
+    from PIL import Image
+
+    dark = (np.arange(120, dtype=np.uint16).reshape(10, 12) % 200)
+    tifffile.imwrite(tmp_path / "be16.tif", dark, byteorder=">")
+    np.testing.assert_array_equal(read_image(tmp_path / "be16.tif"),
+                                  dark.astype(np.float32) / np.float32(65535))
+    grey = np.random.default_rng(7).uniform(0, 1, (10, 12)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "bef.tif", grey, byteorder=">")
+    np.testing.assert_array_equal(read_image(tmp_path / "bef.tif"), grey)
+    Image.fromarray(grey, "F").save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    assert tifffile.TiffFile(tmp_path / "lzw.tif").pages[0].compression == 5  # LZW
+    np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif"), grey)
 
 
 def test_float_images_outside_the_unit_range_are_refused(tmp_path):
