@@ -7,7 +7,7 @@ import importlib
 
 import numpy as np
 import pytest
-from helpers.plugins import PLUGIN_DIR, SPEC, fake_entry_points, method_plugin, plugin_cli
+from helpers.plugins import SPEC, fake_entry_points, method_plugin, plugin_cli
 
 import mibench
 from mibench import Param, Requirement
@@ -149,29 +149,6 @@ def test_factory_that_cannot_be_loaded_is_a_user_error(write_plugin, tmp_path):
         f"mibench: error: dataset 'bf-ds' (plugin '{name}'): cannot load its factory "
         "'no_such_module_xyz.data:load': ModuleNotFoundError: No module named "
         "'no_such_module_xyz'"]
-
-
-# --------------------------------------------------------------------------- the example plugin
-
-@pytest.fixture
-def example_registry(monkeypatch):
-    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
-    return Registry(["mibench_example.plugin"], entry_points=False)
-
-
-@pytest.mark.parametrize("kind, name, options, message", [
-    ("dataset", "example-shapes", {"seed": -1}, r"option 'seed' must be >= 0, got -1"),
-    ("dataset", "example-shapes", {"max_shift": float("nan")}, r"option 'max_shift' must be"),
-    ("dataset", "example-shapes", {"pairs": 0}, r"option 'pairs' must be >= 1, got 0"),
-    ("dataset", "example-shapes", {"size": 8}, r"option 'size' must be >= 16, got 8"),
-    ("estimator", "example-cr", {"bins": 0}, r"option 'bins' must be >= 1, got 0"),
-])
-def test_example_plugin_declares_the_bounds_its_code_needs(example_registry, kind, name,
-                                                           options, message):
-    """A negative seed failed every task with numpy's "expected non-negative integer"; the
-    guide says to declare bounds so that a bad value is refused before any work is done."""
-    with pytest.raises(UserError, match=rf"^{kind} '{name}': {message}"):
-        example_registry.get(kind, name).resolve(options)
 
 
 # --------------------------------------------------------------------------- entry points

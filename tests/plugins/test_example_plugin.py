@@ -1,6 +1,7 @@
 """The example third-party plugin (``examples/plugin``): its estimator against a brute-force
-reference, and the installed package found through its entry point by ``mibench list`` and
-``mibench run`` (installed into a temporary directory, so the shared environment is untouched)."""
+reference, its options declared once (bounds refused before any work), and the installed package
+found through its entry point by ``mibench list`` and ``mibench run`` (installed into a temporary
+directory, so the shared environment is untouched)."""
 
 import json
 import shutil
@@ -13,6 +14,10 @@ import pytest
 import torch
 from helpers.plugins import PLUGIN_DIR, cli  # noqa: E402
 
+from mibench.callables import open_dataset
+from mibench.errors import UserError
+from mibench.registry import Registry
+
 NAMES = {("estimator", "example-cr"), ("method", "example-shift"), ("dataset", "example-shapes")}
 
 
@@ -24,6 +29,18 @@ def example(monkeypatch):
     import mibench_example.method
 
     return mibench_example
+
+
+@pytest.fixture
+def example_registry(monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    return Registry(["mibench_example.plugin"], entry_points=False)
+
+
+def options(kind, name, **given):
+    """What mibench passes the example's factory: its spec's defaults with ``given``, checked
+    (the factories declare no defaults of their own)."""
+    return Registry(["mibench_example.plugin"], entry_points=False).get(kind, name).resolve(given)
 
 
 def brute_force_cr(f, m, mask, bins):
@@ -40,23 +57,59 @@ def test_correlation_ratio_against_brute_force(example):
     m = np.sin(4 * f) + 0.3 * rng.standard_normal(f.shape)
     mask = rng.random((2, 1, 20, 24)) > 0.2
     got = example.estimator.correlation_ratio(torch.tensor(f), torch.tensor(m),
-                                              torch.tensor(mask), bins=8)
+                                              torch.tensor(mask), **options(
+                                                  "estimator", "example-cr", bins=8))
     want = [brute_force_cr(f[i, 0], m[i, 0], mask[i, 0], 8) for i in range(2)]
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4)
-    const = example.estimator.correlation_ratio(torch.tensor(f), torch.zeros_like(torch.tensor(f)))
+    const = example.estimator.correlation_ratio(torch.tensor(f), torch.zeros_like(torch.tensor(f)),
+                                                **options("estimator", "example-cr"))
     assert torch.equal(const, torch.zeros(2, dtype=const.dtype))
 
 
 def test_shift_recovers_the_dataset_translation(example):
-    ds = example.dataset.load(None, pairs=2, size=64)
+    ds = example.dataset.load(None, **options("dataset", "example-shapes", pairs=2, size=64))
     for info in ds.pairs():
         pair = ds.load(info.id)
         out = example.method.register(torch.from_numpy(pair.fixed)[None, None],
-                                      torch.from_numpy(pair.moving)[None, None])
+                                      torch.from_numpy(pair.moving)[None, None],
+                                      **options("method", "example-shift"))
         np.testing.assert_allclose(out.transform.matrix, pair.meta["true_transform"], atol=0.3)
         # The landmarks are consistent with the stated truth.
         t = np.array(pair.meta["true_transform"])
         np.testing.assert_allclose(pair.moving_landmarks, pair.fixed_landmarks + t[:2, 2])
+
+
+@pytest.mark.parametrize("kind, name, options, message", [
+    ("dataset", "example-shapes", {"seed": -1}, r"option 'seed' must be >= 0, got -1"),
+    ("dataset", "example-shapes", {"max_shift": float("nan")}, r"option 'max_shift' must be"),
+    ("dataset", "example-shapes", {"pairs": 0}, r"option 'pairs' must be >= 1, got 0"),
+    ("dataset", "example-shapes", {"size": 8}, r"option 'size' must be >= 16, got 8"),
+    ("estimator", "example-cr", {"bins": 0}, r"option 'bins' must be >= 1, got 0"),
+])
+def test_example_plugin_declares_the_bounds_its_code_needs(example_registry, kind, name,
+                                                           options, message):
+    """A negative seed failed every task with numpy's "expected non-negative integer"; the
+    guide says to declare bounds so that a bad value is refused before any work is done."""
+    with pytest.raises(UserError, match=rf"^{kind} '{name}': {message}"):
+        example_registry.get(kind, name).resolve(options)
+
+
+def test_example_plugin_declares_each_option_once(example_registry):
+    """The factories take their options without defaults (the spec's are the only ones) and
+    check only a condition between two options, with a ValueError that mibench reports in one
+    line naming the dataset."""
+    import inspect
+
+    for kind, name in NAMES:
+        spec = example_registry.get(kind, name)
+        signature = inspect.signature(spec.load()).parameters
+        for option in spec.params:
+            assert signature[option.name].default is inspect.Parameter.empty, (name, option)
+    shapes = example_registry.get("dataset", "example-shapes")
+    with pytest.raises(UserError, match=r"^dataset 'example-shapes': max_shift must be < 21.9 "
+                                        r"for size 64 .*got 30.0$"):
+        open_dataset(shapes, options={"size": 64, "max_shift": 30.0})
+    assert len(open_dataset(shapes, options={"size": 64, "max_shift": 21.8}).dataset.pairs()) == 4
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,21 @@ import numpy as np
 
 from mibench import MatrixTransform, Pair, PairInfo
 
+#: Share of the image side kept clear of shape centres at each border (besides the shift).
+BORDER = 0.15
+
 
 class ShapesDataset:
-    """See the module docstring; options as the ``example-shapes`` spec."""
+    """See the module docstring; options as the ``example-shapes`` spec (which declares their
+    bounds: mibench has checked each value before this runs)."""
 
     def __init__(self, pairs: int, size: int, shapes: int, max_shift: float, invert: bool,
                  seed: int):
-        if pairs < 1 or size < 16 or shapes < 1 or max_shift < 0:
-            raise ValueError("example-shapes needs pairs >= 1, size >= 16, shapes >= 1 and "
-                             "max_shift >= 0")
+        # A condition between two options is not a bound: checked here, a ValueError.
+        if 2 * (max_shift + BORDER * size) >= size - 1:
+            raise ValueError(f"max_shift must be < {(1 - 2 * BORDER) * size / 2 - 0.5:g} for "
+                             f"size {size} (the shifted shapes must stay inside the image), got "
+                             f"{max_shift}")
         self.n, self.size, self.shapes = pairs, size, shapes
         self.max_shift, self.invert, self.seed = max_shift, invert, seed
 
@@ -31,7 +37,7 @@ class ShapesDataset:
 
     def _scene(self, rng: np.random.Generator):
         s = self.size
-        margin = self.max_shift + 0.15 * s
+        margin = self.max_shift + BORDER * s
         return [(rng.uniform(margin, s - 1 - margin, size=2), rng.uniform(0.05, 0.15, size=2) * s,
                  rng.uniform(0, np.pi), rng.uniform(0.3, 1.0)) for _ in range(self.shapes)]
 
@@ -63,6 +69,7 @@ class ShapesDataset:
                     meta={"invert": self.invert, "true_transform": truth.matrix.tolist()})
 
 
-def load(data_dir, *, pairs=4, size=96, shapes=6, max_shift=8.0, invert=True, seed=0):
-    """Factory of the ``example-shapes`` dataset (``data_dir`` is unused)."""
+def load(data_dir, *, pairs, size, shapes, max_shift, invert, seed):
+    """Factory of the ``example-shapes`` dataset (``data_dir`` is unused); the options as the
+    spec in :mod:`mibench_example.plugin` declares them."""
     return ShapesDataset(pairs, size, shapes, max_shift, invert, seed)

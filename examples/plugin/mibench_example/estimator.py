@@ -13,7 +13,7 @@ import torch
 
 
 def correlation_ratio(fixed: torch.Tensor, moving: torch.Tensor,
-                      mask: torch.Tensor | None = None, bins: int = 32) -> torch.Tensor:
+                      mask: torch.Tensor | None = None, *, bins: int) -> torch.Tensor:
     """Correlation ratio ``eta^2(moving | fixed)``, one value per batch item.
 
     Parameters
@@ -23,15 +23,13 @@ def correlation_ratio(fixed: torch.Tensor, moving: torch.Tensor,
     mask : bool Tensor ``(B, 1, H, W)`` or None
         Pixels to use (all when None).
     bins : int
-        Equal-width bins of the fixed intensities.
+        Equal-width bins of the fixed intensities (``>= 1``, as the spec declares).
 
     Returns
     -------
     Tensor ``(B,)``
         In [0, 1]; 0 when the moving image is constant or the mask is empty.
     """
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
     f = fixed.float().mean(dim=1).flatten(1)
     m = moving.float().mean(dim=1).flatten(1)
     w = (torch.ones_like(f) if mask is None

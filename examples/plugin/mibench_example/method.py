@@ -29,7 +29,7 @@ def _subpixel(profile: torch.Tensor, i: int) -> float:
     return 0.0 if abs(denom) < 1e-12 else 0.5 * float(left - right) / denom
 
 
-def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, use_gradient=True):
+def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, use_gradient):
     """Estimate the translation ``d`` with ``moving(p + d) = fixed(p)``.
 
     Parameters
@@ -49,8 +49,9 @@ def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, use_gr
         ``MatrixTransform`` ``[[1, 0, dx], [0, 1, dy], [0, 0, 1]]`` (fixed px -> moving px) and
         ``info["peak"]``, the height of the correlation peak (1 = perfect match).
     """
-    if fixed.shape[-2:] != moving.shape[-2:]:
-        raise ValueError("example-shift needs fixed and moving images of the same size")
+    if fixed.shape[-2:] != moving.shape[-2:]:  # bad input: a ValueError (docs/plugins.md)
+        raise ValueError("example-shift needs fixed and moving images of the same size, got "
+                         f"{tuple(fixed.shape[-2:])} and {tuple(moving.shape[-2:])}")
     f = fixed.float().mean(dim=1, keepdim=True)
     m = moving.float().mean(dim=1, keepdim=True)
     if use_gradient:

@@ -2,6 +2,12 @@
 
 Each factory is a ``"module:function"`` string, imported only when the plugin is used, so that
 ``mibench list`` stays fast.
+
+Each option is declared once, here: its default, its type and the bounds or choices the code
+needs. mibench checks a value against them before any work is done and passes every declared
+option to the factory, so the factories take them as keyword arguments without defaults and do
+not check them again; they check only what a ``Param`` cannot say (a condition between two
+options, the input images) and raise ``ValueError`` for it.
 """
 
 from mibench import DatasetSpec, EstimatorSpec, MethodSpec, Param, hookimpl
