@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = ROOT / "examples" / "plugin"
-HEADER = "from mibench import DatasetSpec, EstimatorSpec, MethodSpec, hookimpl\n"
+HEADER = ("from mibench import DatasetSpec, EstimatorSpec, MethodSpec, Param, Requirement, "
+          "hookimpl\n")
 SPEC = 'MethodSpec("mine", "d", "x:y")'
 
 

@@ -1,11 +1,15 @@
 """A plugin author's mistakes are one line naming the plugin, never a traceback, and one broken
 plugin does not break ``mibench list``: hooks returning the wrong thing, raising or taking
-arguments; misspelt or unmarked hooks; invalid or clashing names; estimators breaking their
-return contract; plugins that failed to load behind an unknown name. Test plugins are modules
-written to ``tmp_path``."""
+arguments; misspelt or unmarked hooks; mistakes in a spec's fields or a ``Param`` declaration;
+invalid or clashing names; factories that cannot be loaded; estimators breaking their return
+contract; plugins that failed to load behind an unknown name; and the error policy's boundary
+(a plugin's ``ValueError`` becomes one ``UserError`` line). Test plugins are modules written to
+``tmp_path``."""
 
+import importlib
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers.plugins import ROOT, SPEC, fake_entry_points, method_plugin, plugin_cli
@@ -81,6 +85,64 @@ def test_unmarked_helpers_and_optional_hooks_are_fine(write_plugin):
     assert Registry([name], entry_points=False).get("method", "mine").plugin == name
 
 
+# --------------------------------------------------------------------------- spec fields and
+# Param declarations
+
+BAD_SPECS = {
+    # The classic: a missing trailing comma makes params one Param, not a tuple of them.
+    "one-param": ('MethodSpec("mine", "d", "x:y", params=(Param("n", 1)))',
+                  r"method 'mine': params must be a tuple of Param, got a Param "
+                  r"\(write params=\(Param\(\.\.\.\),\)\)"),
+    "param-str": ('MethodSpec("mine", "d", "x:y", params=("n",))',
+                  r"method 'mine': params must be a tuple of Param, got a str \('n'\) in it"),
+    "dup-param": ('MethodSpec("mine", "d", "x:y", params=(Param("n", 1), Param("n", 2)))',
+                  r"method 'mine': option 'n' is declared twice"),
+    "one-req": ('MethodSpec("mine", "d", "x:y", requires=Requirement(module="numpy"))',
+                r"method 'mine': requires must be a tuple of Requirement, got a Requirement"),
+    "no-colon": ('MethodSpec("mine", "d", "mymodule")',
+                 r"method 'mine': factory 'mymodule' is not valid: give "
+                 r"\"package.module:function\" or a callable"),
+    "none-factory": ('MethodSpec("mine", "d", None)',
+                     r"method 'mine': factory None is not valid"),
+    # Flags are bools: the string "False" would read as true.
+    "str-default": ('MethodSpec("mine", "d", "x:y", default="False")',
+                    r"method 'mine': default must be True or False, got a str \('False'\)"),
+    "int-baseline": ('MethodSpec("mine", "d", "x:y", baseline=1)',
+                     r"method 'mine': baseline must be True or False, got an int \(1\)"),
+    "none-reference": ('MethodSpec("mine", "d", "x:y", preferred_reference=None)',
+                       r"method 'mine': preferred_reference must be True or False, got None"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_spec_field_mistakes_refused_at_registration(case, write_plugin):
+    spec, message = BAD_SPECS[case]
+    name = write_plugin(f"bad_spec_{case.replace('-', '_')}", method_plugin(f"[{spec}]"))
+    with pytest.raises(UserError, match=rf"^plugin '{name}': {message}") as err:
+        Registry([name], entry_points=False)
+    assert "\n" not in str(err.value)
+    # Listing shows it as a broken plugin next to everything else (it used to be a traceback).
+    rows = mibench.list_plugins([name])
+    assert rows[-1]["kind"] == "plugin" and rows[-1]["name"] == name
+    assert not any(r.get("plugin") == name for r in rows)
+
+
+def test_good_spec_fields_still_accepted(write_plugin):
+    name = write_plugin("good_spec_fields", method_plugin(
+        '[MethodSpec("mine", "d", "x.y:z.w", params=[Param("n", 1), Param("m", 2.0)], '
+        'requires=[Requirement(module="numpy")])]'))
+    spec = Registry([name], entry_points=False).get("method", "mine")
+    assert spec.defaults() == {"n": 1, "m": 2.0} and spec.unavailable_reason() is None
+
+
+def test_bad_param_in_a_plugin_is_one_line(write_plugin):
+    name = write_plugin("bad_param_choices", method_plugin(
+        '[MethodSpec("mine", "d", "x:y", params=(Param("n", 1, choices=3),))]'))
+    with pytest.raises(UserError, match=rf"^plugin '{name}': mibench_methods\(\) raised "
+                                        r"TypeError: option 'n': choices must be"):
+        Registry([name], entry_points=False)
+
+
 # --------------------------------------------------------------------------- names (item 2)
 
 @pytest.mark.parametrize("spec_name, message", [
@@ -125,6 +187,14 @@ def test_clash_between_two_plugins_names_both(write_plugin):
     with pytest.raises(UserError, match=f"plugin '{second}': method 'Mine' is also provided by "
                                         f"plugin '{first}'"):
         Registry([first, second], entry_points=False)
+
+
+def test_a_plugin_name_already_taken_is_one_line(write_plugin):
+    name = write_plugin("taken_name", method_plugin(f"[{SPEC}]"))
+    reg = Registry(entry_points=False)
+    with pytest.raises(UserError, match=r"^plugin 'mibench.methods': the name is already taken "
+                                        r"by another plugin$"):
+        reg.register(importlib.import_module(name), name="mibench.methods")
 
 
 # --------------------------------------------------------------------------- broken plugins in
@@ -198,6 +268,41 @@ def test_plugin_list_split_on_commas(write_plugin):
         assert reg.extra_plugins == (a, b)
         assert {"from-a", "from-b"} <= set(reg.specs("method"))
     assert Registry(a, entry_points=False).extra_plugins == (a,)  # not its characters
+
+
+# --------------------------------------------------------------------------- factories
+
+def test_factory_that_cannot_be_loaded_is_a_user_error(write_plugin, tmp_path):
+    name = write_plugin("bad_factories", """
+        @hookimpl
+        def mibench_estimators():
+            return [EstimatorSpec("bf-est", "d", f"{__name__}:not_here")]
+
+        @hookimpl
+        def mibench_methods():
+            return [MethodSpec("bf-method", "d", "no_such_module_xyz.core:register")]
+
+        @hookimpl
+        def mibench_datasets():
+            return [DatasetSpec("bf-ds", "d", "no_such_module_xyz.data:load",
+                                needs_data_dir=False)]
+        """)
+    a = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    with pytest.raises(UserError, match=rf"^estimator 'bf-est' \(plugin '{name}'\): cannot "
+                                        rf"load its factory '{name}:not_here': AttributeError"):
+        mibench.estimator("bf-est", plugins=[name])(a, a)
+    with pytest.raises(UserError, match=r"^method 'bf-method' \(plugin .*\): cannot load its "
+                                        r"factory .*ModuleNotFoundError: No module named"):
+        mibench.method("bf-method", plugins=[name])
+    with pytest.raises(UserError, match=r"^dataset 'bf-ds' \(plugin .*\): cannot load"):
+        mibench.dataset("bf-ds", plugins=[name])
+    out = plugin_cli("run", "--plugin", name, "-d", "bf-ds", "-m", "identity", "--workers", "0",
+              "--out", str(tmp_path / "run"), pythonpath=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"mibench: error: dataset 'bf-ds' (plugin '{name}'): cannot load its factory "
+        "'no_such_module_xyz.data:load': ModuleNotFoundError: No module named "
+        "'no_such_module_xyz'"]
 
 
 # --------------------------------------------------------------------------- estimator results

@@ -1,11 +1,12 @@
 """The plugin registry: built-ins, plugins registered at test time, entry points, availability."""
 
-import importlib.metadata
+import importlib
 import json
 import subprocess
 import sys
 
 import pytest
+from helpers.plugins import fake_entry_points
 
 import mibench
 from mibench import MethodSpec, Param, Requirement, hookimpl
@@ -86,21 +87,54 @@ def test_cuda_requirement():
     assert (req.missing() is None) == torch.cuda.is_available()
 
 
+def test_requirement_on_a_submodule_of_a_missing_package():
+    """``find_spec("pkg.sub")`` imports ``pkg``; without it the requirement is missing (it was a
+    ModuleNotFoundError from ``mibench list``)."""
+    assert Requirement(module="no_such_pkg_xyz.sub").missing() == \
+        "needs the Python package 'no_such_pkg_xyz.sub'"
+    assert Requirement(module="numpy.linalg").missing() is None
+
+
 def test_entry_point_discovery(monkeypatch):
-    good = importlib.metadata.EntryPoint(name="fake", value="helpers.fakeplugin", group="mibench")
-    bad = importlib.metadata.EntryPoint(name="broken", value="no_such_module_xyz",
-                                        group="mibench")
-    real = importlib.metadata.entry_points
-
-    def fake_entry_points(**kw):
-        if kw.get("group") == "mibench":
-            return [good, bad]
-        return real(**kw)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    fake_entry_points(monkeypatch, ("fake", "helpers.fakeplugin"),
+                      ("broken", "no_such_module_xyz"))
     reg = Registry()
     assert reg.get("method", "oracle").plugin == "fake"
     assert "broken" in reg.broken and "no_such_module_xyz" in reg.broken["broken"]
+
+
+def test_two_entry_points_of_one_module_do_not_break_mibench(write_plugin, monkeypatch):
+    """Two entry points naming one module (one package declaring it twice, or pointing at a
+    module that is already registered) made pluggy raise from every mibench command."""
+    name = write_plugin("ep_twice", """
+        @hookimpl
+        def mibench_methods():
+            return [MethodSpec("meth-twice", "d", "x:y")]
+        """)
+    fake_entry_points(monkeypatch, ("one", name), ("two", name), ("three", "mibench.methods"))
+    reg = Registry([name])
+    assert reg.get("method", "meth-twice").plugin == "one" and not reg.broken
+    assert reg.register(importlib.import_module(name)) == name
+
+
+def test_two_packages_with_the_same_entry_point_name_both_load(write_plugin, monkeypatch):
+    """Each package picks its entry-point name; the second one of a name was dropped without a
+    word (not listed, not broken)."""
+    first = write_plugin("ep_same_a", """
+        @hookimpl
+        def mibench_methods():
+            return [MethodSpec("meth-a", "d", "x:y")]
+        """)
+    second = write_plugin("ep_same_b", """
+        @hookimpl
+        def mibench_methods():
+            return [MethodSpec("meth-b", "d", "x:y")]
+        """)
+    fake_entry_points(monkeypatch, ("plugin", first), ("plugin", second))
+    reg = Registry()
+    assert reg.get("method", "meth-a").plugin == "plugin"
+    assert reg.get("method", "meth-b").plugin == second
+    assert not reg.broken
 
 
 def test_listing_imports_nothing_heavy():

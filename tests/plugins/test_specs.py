@@ -103,6 +103,28 @@ def test_bad_declarations_rejected():
         Param("a", 0, ge=1)
 
 
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(default=None, type="int"), TypeError, r"option 'n': type must be a type .*, got 'int'"),
+    (dict(default=1, choices=3), TypeError, r"option 'n': choices must be a tuple of values"),
+    (dict(default="ab", choices="abc"), TypeError, r"option 'n': choices must be a tuple"),
+    (dict(default="a", choices=("b", "c")), ValueError,
+     r"option 'n': the default 'a' is not one of its choices \(b, c\)"),
+    (dict(default="abc", type=int), TypeError,
+     r"option 'n': the default 'abc' is not an int"),
+])
+def test_bad_param_declarations_rejected(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Param("n", **kwargs)
+
+
+def test_good_param_declarations_still_accepted():
+    assert Param("n", None, type=int).check(3) == 3
+    assert Param("x", 1, type=float).check(2) == 2.0
+    assert Param("mode", "a", choices=("a", "b")).check("b") == "b"
+    assert Param("mode", None, choices=("a", "b"), type=str).check("a") == "a"
+    assert Param("k", 2, choices=[1, 2, 3]).check(3) == 3
+
+
 def test_bounds_text():
     assert Param("a", 1).bounds_text == ""
     assert Param("a", 1, ge=1).bounds_text == ">= 1"
