@@ -1,41 +1,22 @@
-"""The report's figures: each a function ``ReportContext -> Figure | None`` in ``FIGURES``.
+"""The report's figures: each a function ``RunAnalysis -> Figure | None`` in ``FIGURES``.
 
-matplotlib is used through ``matplotlib.figure.Figure`` with the Agg canvas, imported inside the
-drawing functions: no pyplot, no global backend switch, safe in threads and headless machines.
-A function returns None when it has nothing to draw (the figure is then left out).
+A function returns None when it has nothing to draw (the figure is then left out). Figures are
+drawn on detached Agg figures (:mod:`mibench.reports.plotting`).
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from mibench.reports.page import ReportContext
-
-
-def new_figure(width: float = 7.5, height: float = 4.0, nrows: int = 1, ncols: int = 1):
-    """A detached Agg ``Figure`` and its axes: one ``Axes``, or a flat list of them in row-major
-    order when there are several."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    return fig, (axes[0] if len(axes) == 1 else axes)
-
-
-def png_bytes(fig) -> bytes:
-    """The figure as PNG bytes (no timestamp metadata, so reruns give the same file)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+from mibench.metrics import NAED_NORMS
+from mibench.paths import figure_name
+from mibench.reports.analysis import RunAnalysis
+from mibench.reports.plotting import new_figure, png_bytes
 
 
 def _no_data(ax, text: str = "no data") -> None:
@@ -43,40 +24,21 @@ def _no_data(ax, text: str = "no data") -> None:
     ax.set_axis_off()
 
 
-#: What the NAED axis shows under each ``--naed-norm`` (``mibench.metrics.norm_length``): with
-#: ``none`` D = 1 and the "NAED" is the mean landmark error in pixels.
-NAED_LABELS = {
-    "diagonal": "NAED per task (D = image diagonal)",
-    "max-side": "NAED per task (D = longest image side)",
-    "none": "mean TRE per task [px] (NAED with D = 1)",
-}
+def naed_label(ctx: RunAnalysis) -> str:
+    """The axis label (or table heading) of per-task NAED for this run's normaliser
+    (``NaedNorm.label``).
 
-
-def naed_normalisations(ctx: ReportContext) -> list[str]:
-    """The NAED normalisations of the run: those its records were scored with (the results'
-    ``normalisation`` column), else the configured one; empty when neither says."""
-    df = ctx.results
-    if len(df) and "normalisation" in df:
-        found = sorted({str(v) for v in df["normalisation"].dropna()})
-        if found:
-            return found
-    norm = ctx.config.get("normalisation")
-    return [str(norm)] if norm else []
-
-
-def naed_label(ctx: ReportContext) -> str:
-    """The axis label (or table heading) of per-task NAED for this run's normalisation.
-
-    Several normalisations in one run (a merge) make the values incomparable: the label says so.
+    Several normalisers in one run (a merge) make the values incomparable: the label says so.
     An unknown or unrecorded one gives the plain "NAED per task".
     """
-    norms = naed_normalisations(ctx)
+    norms = ctx.plotted_naed_norms
     if len(norms) > 1:
         return f"NAED per task (mixed D: {', '.join(norms)}; not comparable)"
-    return NAED_LABELS.get(norms[0], "NAED per task") if norms else "NAED per task"
+    known = NAED_NORMS.get(norms[0]) if norms else None
+    return known.label if known else "NAED per task"
 
 
-def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None,
+def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
                labels: dict[str, str] | None = None):
     """Horizontal box plot per method (summary order, best at the top) with the points on it;
     failed tasks as red crosses.
@@ -142,11 +104,11 @@ def _strip_box(ctx: ReportContext, column: str, xlabel: str, log: bool | None,
     return fig
 
 
-def fig_naed(ctx: ReportContext):
+def fig_naed(ctx: RunAnalysis):
     return _strip_box(ctx, "naed", naed_label(ctx), log=None)
 
 
-def _device_labels(ctx: ReportContext) -> dict[str, str]:
+def _device_labels(ctx: RunAnalysis) -> dict[str, str]:
     """Method -> ``"method (device)"`` when the tasks ran on more than one kind of device (a
     merge of a GPU run and a CPU run): their times are not comparable, and the timing figures
     say which is which. Empty when there is one kind (``cuda:0`` and ``cuda:1`` are one)."""
@@ -161,12 +123,12 @@ def _device_labels(ctx: ReportContext) -> dict[str, str]:
     return {m: f"{m} ({d})" for m, d in per_method.items()}
 
 
-def fig_time(ctx: ReportContext):
+def fig_time(ctx: RunAnalysis):
     return _strip_box(ctx, "wall_s", "registration time per task [s] (log)", log=True,
                       labels=_device_labels(ctx))
 
 
-def fig_time_naed(ctx: ReportContext):
+def fig_time_naed(ctx: RunAnalysis):
     """Registration time (log x) against NAED per task; a large marker at each method's
     medians, so that the accuracy-speed trade-off reads at a glance. Tasks without a time > 0
     cannot be drawn on the log axis: the title counts them."""
@@ -214,7 +176,7 @@ def _colours(methods: list[str]) -> dict[str, Any]:
     return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 
 
-def fig_success(ctx: ReportContext):
+def fig_success(ctx: RunAnalysis):
     """Success rate against threshold (FIRE protocol), one panel per FIRE category when the
     pairs have them, otherwise one panel over all pairs."""
     ev = ctx.evaluation
@@ -253,26 +215,27 @@ class FigureSpec:
 
     name: str
     caption: str
-    draw: Callable[[ReportContext], Any]
+    draw: Callable[[RunAnalysis], Any]
     section: str
 
 
 #: Every figure, in page order.
 FIGURES: list[FigureSpec] = [
-    FigureSpec("fig_naed.png", "NAED per task and method (box: quartiles; red crosses: failed "
-               "tasks, scored with their initial error).", fig_naed, "naed"),
-    FigureSpec("fig_success.png", "Success rate: share of tasks whose mean landmark error "
+    FigureSpec(figure_name("naed"), "NAED per task and method (box: quartiles; red crosses: "
+               "failed tasks, scored with their initial error).", fig_naed, "naed"),
+    FigureSpec(figure_name("success"), "Success rate: share of tasks whose mean landmark error "
                "(native pixels) is below the threshold, for thresholds 1 to 25 px (FIRE "
                "protocol); AUC = mean success rate.", fig_success, "success"),
-    FigureSpec("fig_time.png", "Registration time per task and method (wall clock, "
+    FigureSpec(figure_name("time"), "Registration time per task and method (wall clock, "
                "registration alone; log axis).", fig_time, "timing"),
-    FigureSpec("fig_time_naed.png", "Registration time against NAED per task; diamonds mark "
-               "each method's median time and median NAED.", fig_time_naed, "timing"),
+    FigureSpec(figure_name("time_naed"), "Registration time against NAED per task; diamonds "
+               "mark each method's median time and median NAED.", fig_time_naed, "timing"),
 ]
 
 
-def draw_figures(ctx: ReportContext) -> dict[str, bytes]:
-    """Draw every figure of ``FIGURES``, write it as PNG into the run dir, return the bytes."""
+def draw_figures(ctx: RunAnalysis) -> dict[str, bytes]:
+    """Draw every figure of ``FIGURES``, write it as PNG into the run directory (removing the
+    file of a figure with nothing to draw), and return ``{file name: PNG bytes}``."""
     out = {}
     for spec in FIGURES:
         fig = spec.draw(ctx)
@@ -284,5 +247,4 @@ def draw_figures(ctx: ReportContext) -> dict[str, bytes]:
     return out
 
 
-__all__ = ["FIGURES", "NAED_LABELS", "FigureSpec", "draw_figures", "naed_label",
-           "naed_normalisations", "new_figure", "png_bytes"]
+__all__ = ["FIGURES", "FigureSpec", "draw_figures", "naed_label"]

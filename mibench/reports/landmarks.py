@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mibench.io import write_points_csv
-from mibench.records import Record
-
-WARPED_DIR = "warped-landmarks"
+from mibench.paths import WARPED_DIR
+from mibench.registration import Record
 
 
 def write_warped_landmarks(run_dir: Path, records: Iterable[Record]) -> list[Path]:
@@ -29,7 +28,7 @@ def write_warped_landmarks(run_dir: Path, records: Iterable[Record]) -> list[Pat
     run_dir : Path
         The run directory.
     records : iterable of Record
-        All the records of the run, typically ``mibench.records.iter_records(run_dir)``. Failed
+        All the records of the run, typically ``RunAnalysis.records``. Failed
         records have no warped landmarks and get no file, which ANHIR's evaluation scores as
         the initial error.
 
@@ -45,14 +44,15 @@ def write_warped_landmarks(run_dir: Path, records: Iterable[Record]) -> list[Pat
         seeds) are removed, so the folder holds exactly the current submission.
     """
     records = list(records)
-    several = len({r.seed for r in records}) > 1
+    several = len({r.task.seed for r in records}) > 1
     root = Path(run_dir) / WARPED_DIR
     written = []
-    for r in sorted(records, key=lambda r: (r.method, r.pair_id, r.seed)):
+    for r in sorted(records, key=lambda r: (r.task.method, r.task.pair_id, r.task.seed)):
         if r.warped_moving_landmarks is None:
             continue
-        name = f"{r.pair_id}.s{r.seed}" if several else r.pair_id
-        path = root / r.method / f"{name}.csv"
+        task = r.task
+        name = f"{task.pair_id}.s{task.seed}" if several else task.pair_id
+        path = root / task.method / f"{name}.csv"
         write_points_csv(path, r.warped_moving_landmarks)
         written.append(path)
     _remove_stale(root, set(written))
@@ -73,3 +73,6 @@ def _remove_stale(root: Path, keep: set[Path]) -> None:
                 (here / name).unlink()
         if here != root and not any(here.iterdir()):
             here.rmdir()
+
+
+__all__ = ["write_warped_landmarks"]

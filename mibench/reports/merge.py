@@ -18,32 +18,32 @@ from pathlib import Path
 from typing import Any
 
 from mibench.errors import UserError
-from mibench.records import RECORDS_DIR, canonical_json, write_json_atomic
-from mibench.reports.results import load_manifest
-
-MANIFEST = "run.json"
+from mibench.jsonio import canonical_json, write_json_atomic
+from mibench.manifest import manifest_config, read_manifest
+from mibench.paths import RECORDS_DIR, manifest_path, record_files
+from mibench.records import read_record
+from mibench.registration import Record
 
 #: Settings that must be equal for runs to be merged.
-MUST_MATCH = ("dataset", "dataset_params", "normalisation")
+MUST_MATCH = ("dataset", "dataset_params", "naed_norm")
 
 
-def _record_files(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / RECORDS_DIR).glob("*/*.json"))
-
-
-def _identity(run_dir: Path, manifest: dict[str, Any], files: list[Path]) -> dict[str, Any]:
+def _identity(manifest: dict[str, Any], records: list[Record]) -> dict[str, Any]:
     """What must match across inputs: from run.json, else from the first record."""
-    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    config = manifest_config(manifest)
     found = {k: config.get(k) for k in MUST_MATCH if k in config}
-    if len(found) < len(MUST_MATCH) and files:
-        try:
-            rec = json.loads(files[0].read_text())
-        except (OSError, ValueError):
-            rec = {}
-        found.setdefault("dataset", rec.get("dataset"))
-        found.setdefault("dataset_params", rec.get("dataset_params"))
-        found.setdefault("normalisation", rec.get("normalisation"))
+    if len(found) < len(MUST_MATCH) and records:
+        rec = records[0]
+        found.setdefault("dataset", rec.task.dataset)
+        found.setdefault("dataset_params", rec.task.dataset_params)
+        found.setdefault("naed_norm", rec.naed_norm)
     return found
+
+
+def _read_records(files: list[Path]) -> list[Record]:
+    """The records of one input; an unreadable one is a :class:`UserError` naming it (a merge
+    would otherwise leave a task out without a word)."""
+    return [read_record(path) for path in files]
 
 
 def merge_runs(run_dirs: list[Path], out: Path) -> Path:
@@ -61,33 +61,30 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Path:
     if (out / RECORDS_DIR).is_dir() and out.resolve() not in inputs:
         raise UserError(f"{out}: already holds records of another run; choose a new directory "
                         "or name it as one of the runs to merge")
-    manifests = [load_manifest(d) for d in run_dirs]
-    files = [_record_files(d) for d in run_dirs]
-    first = _identity(run_dirs[0], manifests[0], files[0])
-    for d, man, fs in zip(run_dirs[1:], manifests[1:], files[1:], strict=True):
-        ident = _identity(d, man, fs)
+    manifests = [read_manifest(d) for d in run_dirs]
+    files = [record_files(d) for d in run_dirs]
+    records = [_read_records(fs) for fs in files]
+    first = _identity(manifests[0], records[0])
+    for d, man, recs in zip(run_dirs[1:], manifests[1:], records[1:], strict=True):
+        ident = _identity(man, recs)
         for key in MUST_MATCH:
             if canonical_json(ident.get(key)) != canonical_json(first.get(key)):
                 raise UserError(f"{d}: cannot merge with {run_dirs[0]}: {key} differs "
                                 f"({canonical_json(ident.get(key))} vs "
                                 f"{canonical_json(first.get(key))})")
 
-    chosen: dict[str, tuple[Path, dict[str, Any]]] = {}
+    chosen: dict[str, tuple[Path, Record]] = {}
     params: dict[str, tuple[str, Path]] = {}
-    for d, fs in zip(run_dirs, files, strict=True):
-        for path in fs:
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{path}: unreadable record ({exc})") from None
-            method, key = rec.get("method"), rec.get("key")
-            p = canonical_json(rec.get("method_params") or {})
+    for d, fs, recs in zip(run_dirs, files, records, strict=True):
+        for path, rec in zip(fs, recs, strict=True):
+            method, key = rec.task.method, rec.key
+            p = canonical_json(rec.task.method_params or {})
             if method in params and params[method][0] != p:
                 raise UserError(f"{d}: cannot merge: method {method!r} ran with other "
                                 f"parameters in {params[method][1]}")
             params.setdefault(method, (p, d))
             old = chosen.get(key)
-            if old is None or (old[1].get("status") != "ok" and rec.get("status") == "ok"):
+            if old is None or (old[1].status != "ok" and rec.status == "ok"):
                 chosen[key] = (path, rec)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +94,8 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Path:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
     method_params = {m: json.loads(p) for m, (p, _d) in params.items() if isinstance(m, str)}
-    write_json_atomic(out / MANIFEST, merged_manifest(run_dirs, manifests, first, method_params))
+    manifest = merged_manifest(run_dirs, manifests, first, method_params)
+    write_json_atomic(manifest_path(out), manifest)
     return out
 
 
@@ -109,7 +107,7 @@ def merged_manifest(run_dirs: list[Path], manifests: list[dict[str, Any]],
     ``method_params`` (method -> parameters, from the records) wins over the inputs'
     ``config.methods``, which only say what each input's last invocation selected.
     """
-    configs = [m.get("config") if isinstance(m.get("config"), dict) else {} for m in manifests]
+    configs = [manifest_config(m) for m in manifests]
     config = {**configs[0], **identity}
     # Only a reference every input asked for: anything else would depend on the input order.
     refs = {(c.get("reference") or None) if isinstance(c.get("reference"), str) else None

@@ -1,25 +1,25 @@
 """Before/after overlays of the reference method's best and worst pairs.
 
-The pair is loaded again through the dataset named in ``run.json`` (``Registry`` + the recorded
-dataset options and data directory) and the moving image is warped with the record's transform.
-A failed record has no transform: its "after" is the identity, as in its scores. When the dataset
-cannot be loaded any more (moved data, missing plugin), the report says so instead of failing.
+The pair is loaded again through the run's registry and dataset (:func:`open_dataset` with the
+recorded dataset options and data directory) and the moving image is warped with the record's
+transform. A failed record has no transform: its "after" is the identity, as in its scores.
+When the dataset cannot be loaded any more (moved data, missing plugin), the report says so
+instead of failing.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from mibench.records import RECORDS_DIR
-from mibench.reports.figures import new_figure, png_bytes
-
-if TYPE_CHECKING:
-    from mibench.reports.page import ReportContext
+from mibench.callables import open_dataset
+from mibench.paths import figure_name
+from mibench.registry import Registry
+from mibench.reports.analysis import RunAnalysis
+from mibench.reports.formatting import fmt
+from mibench.reports.plotting import new_figure, png_bytes
 
 
 @dataclass
@@ -60,23 +60,13 @@ def colour_overlay(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
     return np.stack([moving, fixed, moving], axis=-1)
 
 
-def _find_record(run_dir: Path, method: str, pair_id: str, seed: int, key: str
-                 ) -> dict[str, Any] | None:
-    path = Path(run_dir) / RECORDS_DIR / method / f"{pair_id}.s{seed}.{key}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def load_dataset(config: dict[str, Any], dataset_params: dict[str, Any]):
-    """The dataset object of a run, rebuilt from its resolved configuration."""
-    from mibench.registry import Registry
-
-    registry = Registry(config.get("plugins") or [])
+def load_dataset(registry: Registry | None, config: dict[str, Any],
+                 dataset_params: dict[str, Any]):
+    """The dataset object of a run, opened from its registry and resolved configuration."""
+    if registry is None:
+        raise RuntimeError("the run's plugins cannot be loaded")
     spec = registry.get("dataset", config["dataset"])
-    data_dir = config.get("data_dir")
-    return spec.load()(Path(data_dir) if data_dir else None, **dataset_params)
+    return open_dataset(spec, config.get("data_dir"), dataset_params).dataset
 
 
 #: Overlays are drawn at most this many pixels on a side (a stride of the fixed image).
@@ -137,13 +127,14 @@ def draw_overlay(pair, transform, title: str, max_side: int = DISPLAY_SIDE):
     return fig
 
 
-def make_overlays(ctx: ReportContext) -> tuple[list[Overlay], str]:
+def make_overlays(ctx: RunAnalysis) -> tuple[list[Overlay], str]:
     """Overlays of the reference method's best and worst pair (by per-pair NAED); within the
     pair, the seed with the lowest (best) or highest (worst) NAED. Returns the overlays and a
-    note (why there are none, or what they show). Writes ``fig_overlay_*.png``."""
+    note (why there are none, or what they show). Writes ``fig_overlay_<best|worst>.png`` and
+    removes those of an earlier build."""
     from mibench.transform import transform_from_dict
 
-    for old in ctx.run_dir.glob("fig_overlay_*.png"):
+    for old in ctx.run_dir.glob(figure_name("overlay_*")):
         old.unlink()
     ev = ctx.evaluation
     if ev is None or ev.reference is None:
@@ -158,33 +149,32 @@ def make_overlays(ctx: ReportContext) -> tuple[list[Overlay], str]:
     config = ctx.config
     if not config.get("dataset"):
         return [], "run.json does not name the dataset: overlays are not available."
+    records = {rec.key: rec for rec in ctx.records}
+    df = ctx.results
     out = []
     dataset = None
     for label, pair_id in picks:
-        tasks = ctx.results[(ctx.results["method"] == ref) & (ctx.results["pair_id"] == pair_id)
-                            & ctx.results["naed"].notna()]
+        tasks = df[(df["method"] == ref) & (df["pair_id"] == pair_id) & df["naed"].notna()]
         row = tasks.loc[tasks["naed"].idxmin() if label == "best" else tasks["naed"].idxmax()]
-        rec = _find_record(ctx.run_dir, ref, pair_id, int(row["seed"]), str(row["key"]))
-        if rec is None:
-            return out, f"The record of {ref} on pair {pair_id} is missing: no overlay."
+        rec = records[str(row["key"])]
         try:
-            transform = transform_from_dict(rec.get("transform"))
+            transform = transform_from_dict(rec.transform)
         except ValueError as exc:  # a plugin's own Transform type: stored, but not redrawable
             return out, (f"The transform of {ref} on pair {pair_id} cannot be rebuilt from its "
                          f"record ({exc}): overlays need a matrix transform.")
         try:
             if dataset is None:
-                dataset = load_dataset(config, rec.get("dataset_params") or {})
+                dataset = load_dataset(ctx.registry, config, rec.task.dataset_params or {})
             pair = dataset.load(pair_id)
-            title = (f"{label}: {ref} on {pair_id} (seed {int(row['seed'])}), "
-                     f"NAED {row['naed']:.4g}, {rec.get('status')}")
+            title = (f"{label}: {ref} on {pair_id} (seed {rec.task.seed}), "
+                     f"NAED {fmt(row['naed'])}, {rec.status}")
             png = png_bytes(draw_overlay(pair, transform, title))
         except Exception as exc:  # the data may be gone or moved: say so, keep the report
             return out, (f"The dataset {config.get('dataset')!r} cannot be loaded here "
                          f"({type(exc).__name__}: {exc}); overlays are not available.")
-        name = f"fig_overlay_{label}.png"
+        name = figure_name(f"overlay_{label}")
         (ctx.run_dir / name).write_bytes(png)
-        out.append(Overlay(name, png, label, ref, str(pair_id), int(row["seed"]),
+        out.append(Overlay(name, png, label, ref, str(pair_id), rec.task.seed,
                            float(row["naed"])))
     return out, ""
 

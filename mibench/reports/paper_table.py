@@ -6,9 +6,9 @@ Method, NAED mean ± std (ddof 1, over per-pair values that are means over seeds
 two-sided paired t-test against the reference), p (Holm-corrected across the comparisons) and
 the number of pairs. Secondary tables follow where the data call for them
 (:func:`metric_tables`): FIRE's success AUC per category and mAUC, ANHIR's rTRE metrics.
-Numbers are printed as in the HTML report (``fmt``, ``fmt_p``). What makes the comparison
-doubtful (``Evaluation.warnings``, undefined tests) is written beside the table: LaTeX
-comments in ``paper_table.tex``, notes under ``paper_table.md``.
+Numbers are printed as in the HTML report (:func:`printed_rows`). What makes the comparison
+doubtful (``Evaluation.notes``) is written beside the table: LaTeX comments in
+``paper_table.tex``, notes under ``paper_table.md``.
 
 ``paper_table.tex`` is a ``table`` float that needs ``\\usepackage{booktabs}``.
 """
@@ -21,22 +21,25 @@ from pathlib import Path
 
 import pandas as pd
 
+from mibench.paths import PAPER_MD, PAPER_TEX
+from mibench.reports.analysis import RunAnalysis
 from mibench.reports.evaluation import Evaluation
-from mibench.reports.page import fmt, fmt_p, fmt_std, missing
+from mibench.reports.formatting import (
+    DASH,
+    fmt,
+    fmt_p,
+    fmt_std,
+    missing,
+    naed_definition,
+    naed_header,
+)
 
-PAPER_TEX = "paper_table.tex"
-PAPER_MD = "paper_table.md"
-
-#: What D is, per NAED normalisation (plain text; the report's HTML has its own).
-NORM_PLAIN = {
-    "diagonal": "D is the fixed image's diagonal in native pixels",
-    "max-side": "D is the fixed image's longer side in native pixels",
-    "none": "D = 1: NAED is the mean landmark error in native pixels, not a normalised value",
-}
-
+# Beyond LaTeX's specials, the few non-ASCII characters our captions use (pdflatex's default
+# input encoding has none of them).
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}"}
+                "^": r"\textasciicircum{}", "±": r"$\pm$", "√": r"$\surd$",
+                "²": r"\textsuperscript{2}"}
 
 
 def tex_escape(text: str) -> str:
@@ -51,7 +54,7 @@ def _md_escape(text: str) -> str:
 
 def _tex_number(text: str) -> str:
     """A number as ``fmt`` prints it, in math mode (``1.3e-04`` -> ``1.3 \\times 10^{-4}``)."""
-    if text == "–":
+    if text == DASH:
         return "--"
     if "e" in text:
         mantissa, exponent = text.split("e")
@@ -59,32 +62,41 @@ def _tex_number(text: str) -> str:
     return f"${text}$"
 
 
-def _rows(ev: Evaluation) -> list[tuple[str, str, str, str, str, str, bool]]:
-    """``(method, mean, std, p, p_holm, pairs, is_reference)`` as printed, in table order."""
+@dataclass(frozen=True)
+class PrintedRow:
+    """A row of the paper-style table as every artefact prints it (``std`` empty when
+    undefined; the reference has no p-values)."""
+
+    method: str
+    mean: str
+    std: str
+    p: str
+    p_holm: str
+    pairs: str
+    is_reference: bool
+
+    @property
+    def value(self) -> str:
+        """``mean ± std``, or the mean alone."""
+        return f"{self.mean} ± {self.std}" if self.std else self.mean
+
+
+def printed_rows(ev: Evaluation) -> list[PrintedRow]:
+    """The paper-style table's rows as printed, in table order."""
     out = []
     for r in ev.paper:
-        std = fmt_std(r.std)
-        p, holm = ("–", "–") if r.is_reference else (fmt_p(r.p_ttest), fmt_p(r.p_ttest_holm))
-        out.append((r.method, fmt(r.mean), std, p, holm, fmt(r.n_pairs), r.is_reference))
+        p, holm = (DASH, DASH) if r.is_reference else (fmt_p(r.p_ttest), fmt_p(r.p_ttest_holm))
+        out.append(PrintedRow(r.method, fmt(r.mean), fmt_std(r.std), p, holm, fmt(r.n_pairs),
+                              r.is_reference))
     return out
 
 
-def _notes(ev: Evaluation) -> list[str]:
-    notes = list(ev.warnings)
-    notes += [f"{t.method}: {t.note}" for t in ev.noted_tests()]
-    unpaired = [f"{t.method}: {t.n_unpaired}" for t in ev.unpaired_tests()]
-    if unpaired:
-        notes.append("pairs left out of a paired test because only one of the two methods has "
-                     "them: " + ", ".join(unpaired))
-    return notes
-
-
-def _caption(ev: Evaluation, normalisation: str | None, dataset: str | None = None) -> str:
-    d = NORM_PLAIN.get(normalisation or "", f"normalisation {normalisation or 'not recorded'}")
+def _caption(ev: Evaluation, naed_norm: str | None, dataset: str | None = None) -> str:
     where = f"Dataset {dataset}. " if dataset else ""
-    return (f"{where}NAED = mean landmark error / D ({d}), mean ± std over the pairs. p-value: "
-            f"two-sided paired t-test against {ev.reference}; p (Holm): corrected across the "
-            "comparisons. Failed registrations count with their initial error.")
+    return (f"{where}NAED = mean landmark error / D ({naed_definition(naed_norm)}), mean ± std "
+            f"over the pairs. p-value: two-sided paired t-test against {ev.reference}; "
+            "p (Holm): corrected across the comparisons. Failed registrations count with their "
+            "initial error.")
 
 
 @dataclass(frozen=True)
@@ -124,7 +136,7 @@ def _best_rows(values: dict[str, list], higher: list[bool], sig: int = 3
     for k, up in enumerate(higher):
         col = [float(vals[k]) for vals in values.values() if not missing(vals[k])]
         best.append(fmt(max(col) if up else min(col), sig) if col else None)
-    return [(m, printed[m], [t != "–" and t == b for t, b in zip(printed[m], best, strict=True)])
+    return [(m, printed[m], [t != DASH and t == b for t, b in zip(printed[m], best, strict=True)])
             for m in values]
 
 
@@ -160,29 +172,33 @@ def _label_suffix(dataset: str | None) -> str:
     return f"-{slug}" if slug else ""
 
 
-def paper_table_latex(ev: Evaluation, normalisation: str | None = None,
+def paper_table_latex(ev: Evaluation, naed_norm: str | None = None,
                       dataset: str | None = None, summary: pd.DataFrame | None = None) -> str:
     """The paper-style table as a LaTeX ``table`` float (``booktabs``; label
-    ``tab:mibench-naed-<dataset>``). ``normalisation``: the run's NAED normalisation (for the
-    caption and the column header; default: the records', ``ev.normalisation``); ``dataset``:
-    the run's dataset (in the labels, and first in the caption); ``summary``: the
-    ``summary.csv`` frame, for the ANHIR table (:func:`metric_tables`)."""
-    norm = normalisation or ev.normalisation
-    naed = "NAED [px, $D = 1$]" if norm == "none" else "NAED"
+    ``tab:mibench-naed-<dataset>``).
+
+    ``naed_norm``: the run's NAED normaliser (for the caption and the column header; default:
+    the records', ``ev.naed_norm``); ``dataset``: the run's dataset (in the labels, and first in
+    the caption); ``summary``: the ``summary.csv`` frame, for the ANHIR table
+    (:func:`metric_tables`).
+    """
+    norm = naed_norm or ev.naed_norm
     lines = ["% mibench: the paper-style table (needs \\usepackage{booktabs})"]
-    lines += [f"% WARNING: {note}" for note in _notes(ev)]
-    caption = tex_escape(_caption(ev, norm, dataset)).replace("±", r"$\pm$")
+    lines += [f"% WARNING: {note}" for note in ev.notes()]
     suffix = _label_suffix(dataset)
-    lines += ["\\begin{table}[t]", "\\centering", f"\\caption{{{caption}}}",
+    lines += ["\\begin{table}[t]", "\\centering",
+              f"\\caption{{{tex_escape(_caption(ev, norm, dataset))}}}",
               f"\\label{{tab:mibench-naed{suffix}}}", "\\begin{tabular}{lcccr}", "\\toprule",
-              f"Method & {naed} mean $\\pm$ std & $p$-value & $p$ (Holm) & pairs \\\\",
+              f"Method & {naed_header(norm, tex=True)} mean $\\pm$ std & $p$-value & "
+              "$p$ (Holm) & pairs \\\\",
               "\\midrule"]
-    for method, mean, std, p, holm, pairs, is_ref in _rows(ev):
-        name = tex_escape(method)
-        value = f"${mean} \\pm {std}$" if std else _tex_number(mean)
-        if is_ref:
+    for r in printed_rows(ev):
+        name = tex_escape(r.method)
+        value = f"${r.mean} \\pm {r.std}$" if r.std else _tex_number(r.mean)
+        if r.is_reference:
             name, value = f"\\textbf{{{name}}}", f"{{\\boldmath {value}}}"
-        lines.append(f"{name} & {value} & {_tex_number(p)} & {_tex_number(holm)} & {pairs} \\\\")
+        lines.append(f"{name} & {value} & {_tex_number(r.p)} & {_tex_number(r.p_holm)} & "
+                     f"{r.pairs} \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     for extra in metric_tables(ev, summary):
         lines += ["", "\\begin{table}[t]", "\\centering",
@@ -191,29 +207,38 @@ def paper_table_latex(ev: Evaluation, normalisation: str | None = None,
                   f"\\begin{{tabular}}{{l{'c' * len(extra.header)}}}", "\\toprule",
                   "Method & " + " & ".join(extra.header) + " \\\\", "\\midrule"]
         for method, texts, best in extra.rows:
-            cells = [("--" if t == "–" else f"\\textbf{{{t}}}" if b else t)
+            cells = [("--" if t == DASH else f"\\textbf{{{t}}}" if b else t)
                      for t, b in zip(texts, best, strict=True)]
             lines.append(f"{tex_escape(method)} & " + " & ".join(cells) + " \\\\")
         lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def paper_table_markdown(ev: Evaluation, normalisation: str | None = None,
-                         dataset: str | None = None, summary: pd.DataFrame | None = None) -> str:
-    """The paper-style table as a GitHub-flavoured Markdown table, its caption and notes
-    below it (arguments as :func:`paper_table_latex`)."""
-    norm = normalisation or ev.normalisation
-    naed = "NAED [px, D = 1]" if norm == "none" else "NAED"
-    lines = [f"| Method | {naed} mean ± std | p-value | p (Holm) | pairs |",
+def _naed_markdown(ev: Evaluation, naed_norm: str | None) -> str:
+    lines = [f"| Method | {naed_header(naed_norm)} mean ± std | p-value | p (Holm) | pairs |",
              "|---|---|---|---|---|"]
-    for method, mean, std, p, holm, pairs, is_ref in _rows(ev):
-        name = _md_escape(method)
-        value = f"{mean} ± {std}" if std else mean
-        if is_ref:
+    for r in printed_rows(ev):
+        name, value = _md_escape(r.method), r.value
+        if r.is_reference:
             name, value = f"**{name}**", f"**{value}**"
-        lines.append(f"| {name} | {value} | {p} | {holm} | {pairs} |")
-    lines += ["", _md_escape(_caption(ev, norm, dataset))]
-    lines += [f"\n> Warning: {_md_escape(note)}" for note in _notes(ev)]
+        lines.append(f"| {name} | {value} | {r.p} | {r.p_holm} | {r.pairs} |")
+    return "\n".join(lines)
+
+
+def naed_table_markdown(ev: Evaluation, naed_norm: str | None = None) -> str | None:
+    """The paper-style NAED table alone, as Markdown (header, rule and rows; no trailing
+    newline): what ``mibench run`` and ``mibench report`` print. None when no pair is scored."""
+    return _naed_markdown(ev, naed_norm or ev.naed_norm) if ev.paper else None
+
+
+def paper_table_markdown(ev: Evaluation, naed_norm: str | None = None,
+                         dataset: str | None = None, summary: pd.DataFrame | None = None) -> str:
+    """The paper-style table as a GitHub-flavoured Markdown table (:func:`naed_table_markdown`),
+    its caption and notes below it, then the secondary tables (arguments as
+    :func:`paper_table_latex`)."""
+    norm = naed_norm or ev.naed_norm
+    lines = [_naed_markdown(ev, norm), "", _md_escape(_caption(ev, norm, dataset))]
+    lines += [f"\n> Warning: {_md_escape(note)}" for note in ev.notes()]
     for extra in metric_tables(ev, summary):
         lines += ["", "| Method | " + " | ".join(extra.header) + " |",
                   "|---" * (len(extra.header) + 1) + "|"]
@@ -224,22 +249,39 @@ def paper_table_markdown(ev: Evaluation, normalisation: str | None = None,
     return "\n".join(lines) + "\n"
 
 
-def write_paper_tables(run_dir: Path, ev: Evaluation, normalisation: str | None = None,
-                       dataset: str | None = None, summary: pd.DataFrame | None = None
-                       ) -> dict[str, Path]:
-    """Write ``paper_table.tex`` and ``paper_table.md`` into ``run_dir`` (nothing when no
-    pair was scored, and stale ones are removed); return the paths written."""
-    run_dir = Path(run_dir)
-    paths = {"paper_tex": run_dir / PAPER_TEX, "paper_md": run_dir / PAPER_MD}
-    if not ev.paper:
+@dataclass(frozen=True)
+class PaperTables:
+    """The paper tables of a run: ``paper_table.tex``, ``paper_table.md`` and the NAED table
+    alone (the first block of the Markdown)."""
+
+    latex: str
+    markdown: str
+    naed_markdown: str
+
+
+def paper_tables(analysis: RunAnalysis) -> PaperTables | None:
+    """The paper tables of ``analysis``; None when no pair was scored."""
+    ev = analysis.evaluation
+    if ev is None or not ev.paper:
+        return None
+    args = (ev, analysis.naed_norm, analysis.dataset, analysis.summary)
+    return PaperTables(paper_table_latex(*args), paper_table_markdown(*args),
+                       naed_table_markdown(ev, analysis.naed_norm) or "")
+
+
+def write_paper_tables(run_dir: Path, tables: PaperTables | None) -> dict[str, Path]:
+    """Write ``paper_table.tex`` and ``paper_table.md`` into ``run_dir`` (nothing when there
+    are no tables, and stale ones are removed); return the paths written."""
+    paths = {"paper_tex": Path(run_dir) / PAPER_TEX, "paper_md": Path(run_dir) / PAPER_MD}
+    if tables is None:
         for path in paths.values():
             path.unlink(missing_ok=True)
         return {}
-    args = (ev, normalisation, dataset, summary)
-    paths["paper_tex"].write_text(paper_table_latex(*args), encoding="utf-8")
-    paths["paper_md"].write_text(paper_table_markdown(*args), encoding="utf-8")
+    paths["paper_tex"].write_text(tables.latex, encoding="utf-8")
+    paths["paper_md"].write_text(tables.markdown, encoding="utf-8")
     return paths
 
 
-__all__ = ["PAPER_MD", "PAPER_TEX", "MetricTable", "metric_tables", "paper_table_latex",
-           "paper_table_markdown", "tex_escape", "write_paper_tables"]
+__all__ = ["MetricTable", "PaperTables", "PrintedRow", "metric_tables", "naed_table_markdown",
+           "paper_table_latex", "paper_table_markdown", "paper_tables", "printed_rows",
+           "tex_escape", "write_paper_tables"]

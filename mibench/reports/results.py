@@ -1,5 +1,5 @@
 """The results tables of a run: one row per record (``results.csv``) and one per method
-(``summary.csv``). Pure functions over records and data frames, plus one writer.
+(``summary.csv``). Pure functions over records and data frames.
 
 Failed pairs are already scored with their initial error in their records, so they enter every
 statistic like any other pair (the README's *Conventions*); only unscored pairs (no fixed landmarks)
@@ -8,23 +8,16 @@ have no metric values and are left out of the metric statistics (NaN).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mibench.jsonio import canonical_json
 from mibench.metrics import average_ranks, success_auc
-from mibench.records import Record, canonical_json, iter_records
+from mibench.registration import Record
 from mibench.stats import pair_table
-
-RESULTS_CSV = "results.csv"
-SUMMARY_CSV = "summary.csv"
-
-#: The baseline "no registration" method, always listed last.
-BASELINE = "identity"
 
 #: Metric columns of ``results.csv``, in order (the keys of ``mibench.metrics.pair_scores``).
 METRICS = ("naed", "tre_mean", "tre_median", "tre_max", "ire_mean", "ire_median", "ire_max",
@@ -34,7 +27,7 @@ METRICS = ("naed", "tre_mean", "tre_median", "tre_max", "ire_mean", "ire_median"
 #: pair-metadata key) follow at the end.
 RESULT_HEAD = ("method", "pair_id", "seed", "dataset", "status", "error", "scored", "wall_s",
                "device_s")
-RESULT_TAIL = ("n_landmarks", "normalisation", "norm_length", "device", "torch_threads", "key",
+RESULT_TAIL = ("n_landmarks", "naed_norm", "norm_length", "device", "torch_threads", "key",
                "method_params")
 RESULT_COLUMNS = RESULT_HEAD + METRICS + RESULT_TAIL
 
@@ -70,26 +63,28 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
     Columns: ``RESULT_COLUMNS`` (every metric of ``METRICS``, NaN when not scored; any further
     metric a record carries is appended after them), then ``meta_<key>`` for each pair-metadata
     key (non-scalar values as compact JSON). ``method_params`` is compact JSON;
-    ``torch_threads`` the torch threads the task ran with (empty when the record does not say).
+    ``torch_threads`` the torch threads the task ran with (empty when the record does not say);
+    ``naed_norm`` the NAED normaliser the record was scored with.
     """
     rows = []
     extra_metrics: set[str] = set()
     meta_keys: set[str] = set()
     for rec in records:
+        task = rec.task
         metrics = rec.metrics or {}
         extra_metrics.update(k for k in metrics if k not in METRICS)
         row: dict[str, Any] = {
-            "method": rec.method, "pair_id": rec.pair_id, "seed": rec.seed,
-            "dataset": rec.dataset, "status": rec.status, "error": rec.error,
+            "method": task.method, "pair_id": task.pair_id, "seed": task.seed,
+            "dataset": task.dataset, "status": rec.status, "error": rec.error,
             "scored": bool(rec.scored), "wall_s": _float(rec.wall_s),
             "device_s": _float(rec.device_s),
         }
         row.update({k: _float(v) for k, v in metrics.items()})
         row.update({
-            "n_landmarks": len(rec.landmark_errors or []), "normalisation": rec.normalisation,
+            "n_landmarks": len(rec.landmark_errors or []), "naed_norm": rec.naed_norm,
             "norm_length": _float(rec.norm_length), "device": rec.device,
             "torch_threads": _threads(rec.info), "key": rec.key,
-            "method_params": canonical_json(rec.method_params or {}),
+            "method_params": canonical_json(task.method_params or {}),
         })
         for k, v in (rec.meta or {}).items():
             meta_keys.add(str(k))
@@ -106,16 +101,28 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
     return frame.sort_values(["method", "pair_id", "seed"], kind="stable").reset_index(drop=True)
 
 
-def method_order(summary: pd.DataFrame) -> list[str]:
-    """Methods by ascending NAED mean (no value last), the ``identity`` baseline at the very end."""
+def task_counts(tasks: pd.DataFrame) -> dict[str, int]:
+    """How many rows of a ``results_frame`` (tasks) there are, and how many of them were scored,
+    not scored (no fixed landmarks) and failed: the one count behind every table."""
+    if tasks.empty:
+        return {"n_tasks": 0, "n_scored": 0, "n_unscored": 0, "n_failed": 0}
+    scored = tasks["scored"].astype(bool)
+    return {"n_tasks": int(len(tasks)), "n_scored": int(scored.sum()),
+            "n_unscored": int((~scored).sum()),
+            "n_failed": int((tasks["status"] == "failed").sum())}
+
+
+def method_order(summary: pd.DataFrame, baseline: Collection[str] = ()) -> list[str]:
+    """Methods by ascending NAED mean (no value last), the ``baseline`` methods (those that do
+    not register) at the very end."""
     if summary.empty:
         return []
-    s = summary.assign(_base=summary["method"] == BASELINE)
+    s = summary.assign(_base=summary["method"].isin(set(baseline)))
     s = s.sort_values(["_base", "naed_mean", "method"], na_position="last", kind="stable")
     return list(s["method"])
 
 
-def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
+def summary_frame(results: pd.DataFrame, baseline: Collection[str] = ()) -> pd.DataFrame:
     """Per-method statistics of a ``results_frame`` (see ``SUMMARY_COLUMNS``).
 
     ``n_pairs`` counts tasks (pairs x seeds); failed pairs count in every statistic; ``naed_std``
@@ -125,19 +132,20 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
     / max rTRE; ``rank_rtre_*`` ANHIR's average rank of them (per pair, means over seeds; a
     method missing a pair gets the worst rank); ``success_auc`` the mean success rate of the
     tasks' mean error over 1..25 native px (FIRE's AUC, over all pairs). ``n_unscored``: tasks
-    registered but not scored (no fixed landmarks). Rows: by ascending ``naed_mean``,
-    ``identity`` last.
+    registered but not scored (no fixed landmarks). Rows: by ascending ``naed_mean``, the
+    ``baseline`` methods last (:func:`method_order`).
     """
     if results.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     rows = []
     for method, g in results.groupby("method", sort=True):
+        counts = task_counts(g)
         rows.append({
             "method": method,
-            "n_pairs": int(len(g)),
-            "n_scored": int(g["scored"].astype(bool).sum()),
-            "n_unscored": int((~g["scored"].astype(bool)).sum()),
-            "n_failed": int((g["status"] == "failed").sum()),
+            "n_pairs": counts["n_tasks"],
+            "n_scored": counts["n_scored"],
+            "n_unscored": counts["n_unscored"],
+            "n_failed": counts["n_failed"],
             "naed_mean": g["naed"].mean(),
             "naed_std": g["naed"].std(ddof=1),
             "naed_median": g["naed"].median(),
@@ -158,34 +166,9 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
         if not table.empty:
             ranks = dict(zip(table.columns, average_ranks(table.to_numpy()), strict=True))
             summary[f"rank_{metric}"] = summary["method"].map(ranks).astype("float64")
-    rank = {m: i for i, m in enumerate(method_order(summary))}
+    rank = {m: i for i, m in enumerate(method_order(summary, baseline))}
     return summary.sort_values("method", key=lambda s: s.map(rank)).reset_index(drop=True)
 
 
-def load_results(run_dir: Path) -> pd.DataFrame:
-    """``results_frame`` of every record under ``run_dir``."""
-    return results_frame(iter_records(Path(run_dir)))
-
-
-def load_manifest(run_dir: Path) -> dict[str, Any]:
-    """``run_dir/run.json`` as a dict; ``{}`` when it is missing or unreadable."""
-    try:
-        data = json.loads((Path(run_dir) / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_results(run_dir: Path, results: pd.DataFrame | None = None) -> dict[str, Path]:
-    """Write ``results.csv`` and ``summary.csv`` into ``run_dir`` (headers only for an empty run).
-
-    Returns ``{"results": path, "summary": path}``. Missing values are written as empty cells.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if results is None:
-        results = load_results(run_dir)
-    paths = {"results": run_dir / RESULTS_CSV, "summary": run_dir / SUMMARY_CSV}
-    results.to_csv(paths["results"], index=False)
-    summary_frame(results).to_csv(paths["summary"], index=False)
-    return paths
+__all__ = ["METRICS", "RESULT_COLUMNS", "SUMMARY_COLUMNS", "method_order", "results_frame",
+           "summary_frame", "task_counts"]

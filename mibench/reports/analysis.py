@@ -1,0 +1,135 @@
+"""Everything a run's artefacts are made from, computed once: :class:`RunAnalysis`.
+
+:func:`analyse_run` reads the records and ``run.json`` once and computes the results and summary
+tables and the cross-method :class:`~mibench.reports.evaluation.Evaluation`; each writer
+(:mod:`~mibench.reports.tables`, :mod:`~mibench.reports.paper_table`,
+:mod:`~mibench.reports.figures`, :mod:`~mibench.reports.overlays`,
+:mod:`~mibench.reports.landmarks`, :mod:`~mibench.reports.html`) then writes its artefact from
+this one object, so that no two artefacts can disagree about a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mibench.errors import UserError
+from mibench.manifest import manifest_config, read_manifest
+from mibench.records import iter_records
+from mibench.registration import Record
+from mibench.registry import Registry
+from mibench.reports.evaluation import Evaluation, evaluate
+from mibench.reports.reference import MethodRoles, method_roles, run_registry
+from mibench.reports.results import method_order, results_frame, summary_frame
+
+
+@dataclass
+class RunAnalysis:
+    """A run directory's records and everything computed from them.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run directory.
+    manifest : dict
+        ``run.json`` (:func:`mibench.manifest.read_manifest`; ``{}`` when missing).
+    records : list of Record
+        Every record, as read once.
+    results, summary : DataFrame
+        ``results.csv`` and ``summary.csv`` (:mod:`mibench.reports.results`).
+    evaluation : Evaluation or None
+        The cross-method evaluation (None only where a caller builds a partial analysis, e.g.
+        to draw one figure).
+    roles : MethodRoles
+        The methods' ``preferred_reference`` and ``baseline`` flags.
+    registry : Registry or None
+        The run's plugins (for the overlays, which load pairs again); None when it cannot be
+        built.
+    """
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    records: list[Record]
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    evaluation: Evaluation | None = None
+    roles: MethodRoles = field(default_factory=MethodRoles)
+    registry: Registry | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """``run.json``'s ``config`` (``{}`` without one)."""
+        return manifest_config(self.manifest)
+
+    @property
+    def order(self) -> list[str]:
+        """Methods in table order: by NAED mean, baseline methods last."""
+        return method_order(self.summary, self.roles.baseline)
+
+    @property
+    def dataset(self) -> str | None:
+        """The dataset named by ``run.json``."""
+        name = self.config.get("dataset")
+        return name if isinstance(name, str) and name else None
+
+    @property
+    def record_naed_norms(self) -> list[str]:
+        """The NAED normalisers the records were scored with (the results' ``naed_norm``
+        column), sorted; several in a merge of differently scored runs."""
+        df = self.results
+        if len(df) and "naed_norm" in df:
+            return sorted({str(v) for v in df["naed_norm"].dropna()})
+        return []
+
+    @property
+    def naed_norm(self) -> str | None:
+        """The run's NAED normaliser: ``run.json``'s, else the records' (joined by ", ")."""
+        norm = self.config.get("naed_norm")
+        if isinstance(norm, str) and norm:
+            return norm
+        return ", ".join(self.record_naed_norms) or None
+
+    @property
+    def plotted_naed_norms(self) -> list[str]:
+        """The normalisers the plotted values have: the records', else the configured one."""
+        norm = self.config.get("naed_norm")
+        return self.record_naed_norms or ([str(norm)] if norm else [])
+
+
+def analyse_run(run_dir: Path, *, reference: str | None = None) -> RunAnalysis:
+    """Read ``run_dir``'s records and ``run.json`` once and compute every table.
+
+    ``reference`` is the method the others are tested against; None takes the run's
+    ``reference`` setting from ``run.json`` (``mibench run --reference``; a merged directory
+    has one only when every merged run had the same), else the automatic choice of
+    :func:`mibench.reports.reference.choose_reference`. A ``reference`` with no records here is
+    a :class:`UserError`.
+    """
+    run_dir = Path(run_dir)
+    records = list(iter_records(run_dir))
+    manifest = read_manifest(run_dir)
+    config = manifest_config(manifest)
+    registry = run_registry(config)
+    roles = method_roles(registry)
+    results = results_frame(records)
+    summary = summary_frame(results, roles.baseline)
+    if reference is not None and len(results) and reference not in set(results["method"]):
+        methods = ", ".join(sorted(set(results["method"])))
+        raise UserError(f"{run_dir}: reference method {reference!r} has no records here "
+                        f"(methods: {methods})")
+    requested_by = "--reference"
+    if reference is None:
+        configured = config.get("reference")
+        reference = configured if isinstance(configured, str) and configured else None
+        # Say where it came from: this report was not asked for it, the run (or runs) were.
+        requested_by = ("--reference of every merged run" if manifest.get("merged_from")
+                        else "--reference of mibench run")
+    evaluation = evaluate(results, reference, roles=roles, requested_by=requested_by)
+    return RunAnalysis(run_dir=run_dir, manifest=manifest, records=records, results=results,
+                       summary=summary, evaluation=evaluation, roles=roles, registry=registry)
+
+
+__all__ = ["RunAnalysis", "analyse_run"]

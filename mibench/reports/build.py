@@ -1,0 +1,87 @@
+"""``build_reports``: every artefact of a run directory, computed once and then written.
+
+:func:`~mibench.reports.analysis.analyse_run` reads the records once and computes everything;
+then each writer writes its artefact from that one analysis: ``results.csv``, ``summary.csv``,
+the warped landmarks, ``stats.csv``, ``metrics.json``, the paper tables, the figures, the
+overlays and ``report.html``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mibench.reports.analysis import RunAnalysis, analyse_run
+from mibench.reports.figures import draw_figures
+from mibench.reports.html import write_report_html
+from mibench.reports.landmarks import write_warped_landmarks
+from mibench.reports.overlays import make_overlays
+from mibench.reports.paper_table import paper_tables, write_paper_tables
+from mibench.reports.tables import write_evaluation, write_results
+
+
+@dataclass
+class Reports:
+    """What :func:`build_reports` wrote.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run directory.
+    html : Path
+        ``report.html``.
+    naed_table_markdown : str or None
+        The paper-style NAED table as Markdown (the first block of ``paper_table.md``), for a
+        terminal; None when no pair is scored.
+    files : dict of str to Path
+        Every file written, by role (``results``, ``summary``, ``stats``, ``metrics``,
+        ``paper_tex``, ``paper_md``, ``report``; figures by file name; ``warped_landmarks``
+        not included, see ``landmarks``).
+    landmarks : list of Path
+        The warped-landmark files (ANHIR's submission format).
+    analysis : RunAnalysis
+        Everything the artefacts were written from.
+    """
+
+    run_dir: Path
+    html: Path
+    naed_table_markdown: str | None
+    files: dict[str, Path] = field(default_factory=dict)
+    landmarks: list[Path] = field(default_factory=list)
+    analysis: RunAnalysis | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        """The page's path, so that a printed ``Reports`` points at the report."""
+        return str(self.html)
+
+
+def build_reports(run_dir: Path, *, reference: str | None = None) -> Reports:
+    """Write ``results.csv``, ``summary.csv``, ``stats.csv``, ``metrics.json``, the paper
+    tables (``paper_table.tex``, ``.md``), the figures (``fig_*.png``),
+    ``warped-landmarks/<method>/<pair>.csv`` (ANHIR's submission format) and ``report.html``
+    from the records of ``run_dir``.
+
+    ``reference`` is the method the others are tested against (see
+    :func:`~mibench.reports.analysis.analyse_run`; one with no records here is a
+    :class:`~mibench.errors.UserError`, raised before anything is written).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    analysis = analyse_run(run_dir, reference=reference)
+    files: dict[str, Path] = {}
+    files.update(write_results(analysis))
+    landmarks = write_warped_landmarks(run_dir, analysis.records)
+    files.update(write_evaluation(analysis))
+    tables = paper_tables(analysis)
+    files.update(write_paper_tables(run_dir, tables))
+    figures = draw_figures(analysis)
+    files.update({name: run_dir / name for name in figures})
+    overlays, overlay_note = make_overlays(analysis)
+    files.update({o.name: run_dir / o.name for o in overlays})
+    files["report"] = write_report_html(analysis, figures, overlays, overlay_note)
+    return Reports(run_dir=run_dir, html=files["report"],
+                   naed_table_markdown=tables.naed_markdown if tables else None, files=files,
+                   landmarks=landmarks, analysis=analysis)
+
+
+__all__ = ["Reports", "build_reports"]
