@@ -122,14 +122,12 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
     click.echo(f"report: {result.report}")
 
 
-def _echo_paper_table(run_dir: Path) -> None:
-    """Print the paper-style NAED table (``paper_table.md``'s first block) to the terminal, so
-    that a run's outcome is visible without opening the report."""
-    from mibench.reports.paper_table import PAPER_MD
-
-    path = Path(run_dir) / PAPER_MD
-    if path.is_file():
-        click.echo("\n" + path.read_text(encoding="utf-8").split("\n\n", 1)[0] + "\n")
+def _echo_paper_table(report: Any) -> None:
+    """Print the paper-style NAED table of ``report``, a :class:`mibench.reports.Reports` (what
+    ``paper_table.md`` opens with) to the terminal, so that a run's outcome is visible without
+    opening the report; nothing when no pair is scored."""
+    if report.naed_table_markdown is not None:
+        click.echo("\n" + report.naed_table_markdown + "\n")
 
 
 @cli.command(name="list")
@@ -176,22 +174,22 @@ def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) ->
     """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the paper tables (.tex, .md),
     the figures and report.html of each run directory from its records, or of their merge with
     --out."""
-    from mibench.records import RECORDS_DIR
+    from mibench.paths import RECORDS_DIR, record_files, records_dir
     from mibench.reports import build_reports, merge_runs
 
     for run_dir in run_dirs:
-        if not (Path(run_dir) / RECORDS_DIR).is_dir():
+        if not records_dir(run_dir).is_dir():
             raise UserError(f"{run_dir}: not a run directory (no {RECORDS_DIR}/ folder)")
-        if not any((Path(run_dir) / RECORDS_DIR).glob("*/*.json")):
+        if not record_files(run_dir):
             raise UserError(f"{run_dir}: no records to report on (in {RECORDS_DIR}/)")
     if out and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"{out}: is a file; --out must be a directory")
     reference = reference.strip().lower() if reference else None
     targets = [merge_runs([Path(d) for d in run_dirs], Path(out))] if out else run_dirs
     for run_dir in targets:
-        path = build_reports(Path(run_dir), reference=reference)
-        _echo_paper_table(Path(run_dir))
-        click.echo(f"report: {path}")
+        built = build_reports(Path(run_dir), reference=reference)
+        _echo_paper_table(built)
+        click.echo(f"report: {built.html}")
 
 
 def read_image(path: str, channels: str = "grey") -> Any:
