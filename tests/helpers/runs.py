@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from mibench.metrics import pair_scores
+from mibench.paths import manifest_path
 from mibench.records import write_record
 from mibench.registration import Record, RegistrationTask
 
@@ -15,7 +16,9 @@ PAIRS = ("A01", "P02", "S03")
 
 
 def make_record(method, pair, seed=0, *, status="ok", error=None, scored=True, scale=1.0,
-            wall=0.5, params=None, **extra):
+                wall=0.5, params=None, **extra):
+    """A task and its record with random landmark errors: ``scale`` times the initial ones
+    (failed: the initial ones); ``extra`` sets further record fields."""
     task = RegistrationTask(method=method,
                             method_params={"lr": 0.01} if params is None else params,
                             dataset="fake", dataset_params={"size": 64}, pair_id=pair, seed=seed)
@@ -37,9 +40,9 @@ def make_fake_run(tmp_path, reference=None):
     for i, pair in enumerate(PAIRS):
         recs.append(make_record("identity", pair, scale=1.0 / 0.7, wall=1e-3))
         recs.append(make_record("drmime", pair, scale=0.1, wall=2.0 + i,
-                            params={"lr": [0.01, 0.001], "iters": 500}))
+                                params={"lr": [0.01, 0.001], "iters": 500}))
         recs.append(make_record("drmime", pair, seed=1, scale=0.1, wall=3.0 + i,
-                            params={"lr": [0.01, 0.001], "iters": 500}))
+                                params={"lr": [0.01, 0.001], "iters": 500}))
         status, error = ("failed", f"RuntimeError: {XSS} & co") if i == 1 else ("ok", None)
         recs.append(make_record("mmi", pair, scale=0.3, status=status, error=error,
                                   wall=0.2 * (i + 1)))
@@ -50,11 +53,11 @@ def make_fake_run(tmp_path, reference=None):
     manifest = {"config": {"dataset": "fake", "dataset_params": {"size": 64},
                            "methods": {"identity": {}, "mmi": {"bins": 32}, XSS: {}},
                            "seeds": [0, 1], "device": "cpu", "workers": 2, "timeout": 60.0,
-                           "normalisation": "diagonal", "reference": reference},
+                           "naed_norm": "diagonal", "reference": reference},
                 "versions": {"mibench": "0.1.0", "python": "3.11"},
                 "device": {"name": "cpu", "type": "cpu"},
                 "machine": {"hostname": "box", "platform": "linux", "cpus": 8},
                 "created": "2024-01-01T00:00:00", "concurrent_tasks": 2,
                 "threads_per_task": 4, "dataset_notes": ["pair P37 excluded", XSS]}
-    (tmp_path / "run.json").write_text(json.dumps(manifest))
+    manifest_path(tmp_path).write_text(json.dumps(manifest))
     return tmp_path

@@ -9,7 +9,9 @@ import shutil
 import pytest
 from helpers.runs import make_fake_run
 
-from mibench.records import RECORDS_DIR, Record, write_json_atomic
+from mibench.jsonio import write_json_atomic
+from mibench.paths import RECORDS_DIR
+from mibench.registration import Record, RegistrationTask
 from mibench.reports import build_reports
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
@@ -27,11 +29,12 @@ def test_report_in_headless_chromium(tmp_path):
     run_dir = make_fake_run(tmp_path / "run")
     # A record whose pair id (as a dataset could name it) holds markup; records are looked up
     # by content, so the file name can stay harmless.
-    rec = Record(key="evil0000", method="mmi", method_params={"bins": 32}, dataset="fake",
-                 dataset_params={"size": 64}, pair_id=EVIL, seed=0, status="failed",
-                 error=f"ValueError: {EVIL}", meta={"category": "S"}, wall_s=0.1)
+    task = RegistrationTask(method="mmi", method_params={"bins": 32}, dataset="fake",
+                            dataset_params={"size": 64}, pair_id=EVIL, seed=0)
+    rec = Record(task, status="failed", error=f"ValueError: {EVIL}", meta={"category": "S"},
+                 wall_s=0.1)
     write_json_atomic(run_dir / RECORDS_DIR / "mmi" / "evil.s0.evil0000.json", rec.to_dict())
-    report = build_reports(run_dir)
+    report = build_reports(run_dir).html
 
     errors: list[str] = []
     with sync_playwright() as pw:

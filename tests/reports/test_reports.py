@@ -12,9 +12,11 @@ from helpers.runs import PAIRS, XSS, make_fake_run
 from helpers.runs import make_record as _record
 
 from mibench.metrics import pair_scores
-from mibench.records import Record, Task, iter_records, write_record
-from mibench.reports import build_reports, results_frame, summary_frame, write_results
-from mibench.reports.results import METRICS, RESULT_COLUMNS, SUMMARY_COLUMNS, load_results
+from mibench.paths import WARPED_DIR, manifest_path
+from mibench.records import iter_records, write_record
+from mibench.registration import Record, RegistrationTask
+from mibench.reports import analyse_run, build_reports, results_frame, write_results
+from mibench.reports.results import METRICS, RESULT_COLUMNS, SUMMARY_COLUMNS
 
 
 @pytest.fixture
@@ -23,7 +25,7 @@ def run_dir(tmp_path):
 
 
 def test_results_csv(run_dir):
-    paths = write_results(run_dir)
+    paths = write_results(analyse_run(run_dir))
     df = pd.read_csv(paths["results"])
     assert len(df) == 3 + 6 + 3 + 2
     assert list(df.columns[:len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
@@ -32,11 +34,11 @@ def test_results_csv(run_dir):
     keys = ["method", "pair_id", "seed"]
     assert df[keys].equals(df.sort_values(keys).reset_index(drop=True)[keys])
     # values round-trip from the records
-    recs = {(r.method, r.pair_id, r.seed): r for r in iter_records(run_dir)}
+    recs = {(r.task.method, r.task.pair_id, r.task.seed): r for r in iter_records(run_dir)}
     for row in df.itertuples(index=False):
         rec = recs[(row.method, row.pair_id, row.seed)]
         assert row.status == rec.status and row.wall_s == pytest.approx(rec.wall_s)
-        assert json.loads(row.method_params) == rec.method_params
+        assert json.loads(row.method_params) == rec.task.method_params
         assert row.meta_category == rec.meta["category"]
         assert json.loads(row.meta_tags) == ["a", "b"]
         if rec.scored:
@@ -49,7 +51,7 @@ def test_results_csv(run_dir):
 
 
 def test_summary_matches_recomputation(run_dir):
-    paths = write_results(run_dir)
+    paths = write_results(analyse_run(run_dir))
     df = pd.read_csv(paths["results"])
     summary = pd.read_csv(paths["summary"])
     assert list(summary.columns) == list(SUMMARY_COLUMNS)
@@ -80,13 +82,13 @@ def test_summary_matches_recomputation(run_dir):
 
 
 def test_failed_pairs_count(run_dir):
-    s = summary_frame(load_results(run_dir)).set_index("method")
+    s = analyse_run(run_dir).summary.set_index("method")
     assert s.loc["mmi", "n_failed"] == 1 and s.loc["mmi", "n_scored"] == 3
     assert s.loc["solo", "n_pairs"] == 2 and s.loc["solo", "n_scored"] == 1
 
 
 def test_report_html(run_dir):
-    path = build_reports(run_dir)
+    path = build_reports(run_dir).html
     assert path == run_dir / "report.html"
     text = path.read_text()
     assert XSS not in text
@@ -110,7 +112,7 @@ def test_report_html(run_dir):
 
 
 def test_empty_run(tmp_path):
-    path = build_reports(tmp_path)
+    path = build_reports(tmp_path).html
     assert path.exists() and (tmp_path / "fig_naed.png").exists()
     assert pd.read_csv(tmp_path / "results.csv").empty
     assert list(pd.read_csv(tmp_path / "summary.csv").columns) == list(SUMMARY_COLUMNS)
@@ -124,8 +126,8 @@ def test_partial_manifest(run_dir, manifest, monkeypatch):
     from mibench.reports import figures
 
     monkeypatch.setattr(figures, "FIGURES", [])  # figures do not read run.json; saves time
-    (run_dir / "run.json").write_text(manifest)
-    text = build_reports(run_dir).read_text()
+    manifest_path(run_dir).write_text(manifest)
+    text = build_reports(run_dir).html.read_text()
     assert "<h2>Summary per method</h2>" in text and "&lt;script&gt;" in text
 
 
@@ -139,10 +141,10 @@ def _run(tmp_path, recs, monkeypatch, *, config=None, **manifest):
     monkeypatch.setattr(figures, "FIGURES", [])
     for task, rec in recs:
         write_record(tmp_path, task, rec)
-    cfg = {"dataset": "fake", "dataset_params": {"size": 64}, "normalisation": "diagonal",
+    cfg = {"dataset": "fake", "dataset_params": {"size": 64}, "naed_norm": "diagonal",
            **(config or {})}
-    (tmp_path / "run.json").write_text(json.dumps({"config": cfg, **manifest}))
-    html = build_reports(tmp_path).read_text()
+    manifest_path(tmp_path).write_text(json.dumps({"config": cfg, **manifest}))
+    html = build_reports(tmp_path).html.read_text()
     return html, json.loads((tmp_path / "metrics.json").read_text())
 
 
@@ -184,7 +186,7 @@ def test_methods_table_lists_every_method_with_records(tmp_path, monkeypatch):
     html, _doc = _run(tmp_path, recs, monkeypatch,
                       config={"methods": {"identity": {}, "later": {"x": 1}}})
     methods = _between(html, "<h3>Methods</h3>", "</table>")
-    assert "<b>ncc</b>" in methods and "{&quot;iterations&quot;:5}" in methods
+    assert "<b>ncc</b>" in methods and "{&#34;iterations&#34;:5}" in methods
     assert "<b>identity</b></td><td>defaults" in methods
     assert "<b>later</b>" in methods and "no records" in methods
 
@@ -202,7 +204,7 @@ def test_different_seed_sets_are_said_and_warned_about(tmp_path, monkeypatch):
     for s in (1, 2):
         for p in PAIRS:
             write_record(tmp_path, *_record("identity", p, seed=s, scale=1.0 / 0.7))
-    html = build_reports(tmp_path).read_text()
+    html = build_reports(tmp_path).html.read_text()
     assert "are means over the 3 seeds" in html and "different seeds" not in html
 
 
@@ -219,12 +221,12 @@ def test_timing_note_uses_the_records_torch_threads(tmp_path, monkeypatch):
     # one thread count: said as before
     for p in PAIRS:
         write_record(tmp_path, *_record("drmime", p, scale=0.1, info={"torch_threads": 1}))
-    html = build_reports(tmp_path).read_text()
+    html = build_reports(tmp_path).html.read_text()
     assert "2 tasks ran concurrently, 1 thread(s) each" in html
 
 
 def test_warped_landmark_names_follow_the_runs_seeds_and_stale_files_go(tmp_path):
-    from mibench.reports.landmarks import WARPED_DIR, write_warped_landmarks
+    from mibench.reports.landmarks import write_warped_landmarks
 
     pts = [[1.0, 2.0], [3.0, 4.0]]
     recs = [_record("a", "p-0", seed=0, warped_moving_landmarks=pts)[1],
@@ -247,19 +249,19 @@ def test_warped_landmark_names_follow_the_runs_seeds_and_stale_files_go(tmp_path
 
 @pytest.mark.parametrize("norm", ["none", "diagonal"])
 def test_naed_normalisation_is_named_by_the_tables(tmp_path, monkeypatch, norm):
-    recs = [_record(m, p, scale=s, normalisation=norm) for p in PAIRS
+    recs = [_record(m, p, scale=s, naed_norm=norm) for p in PAIRS
             for m, s in (("identity", 1.0), ("drmime", 0.1))]
-    html, doc = _run(tmp_path, recs, monkeypatch, config={"normalisation": norm})
+    html, doc = _run(tmp_path, recs, monkeypatch, config={"naed_norm": norm})
     paper = _between(html, "<h2>NAED against the reference</h2>", "<h2>Summary")
     summary = _between(html, "<h2>Summary per method</h2>", "<h2>Statistics")
-    assert doc["normalisation"] == norm
+    assert doc["naed_norm"] == norm
     if norm == "none":
         assert "<th>NAED [px, D = 1] mean ± std</th>" in paper
         assert "NAED is the mean landmark error (TRE) in native pixels" in paper
         assert "<th>NAED [px, D = 1] mean ± std</th>" in summary
     else:
         assert "<th>NAED mean ± std</th>" in paper
-        assert "D = the fixed image's diagonal" in paper
+        assert "D = the fixed image&#39;s diagonal" in paper
 
 
 def test_one_scored_pair_says_tests_need_two(tmp_path, monkeypatch):
@@ -293,13 +295,11 @@ def test_constant_difference_is_undefined_in_every_output(tmp_path, monkeypatch)
 
 
 def _shifted(pair, ref, worse):
-    task = Task(method="shifted", method_params={}, dataset="fake",
-                dataset_params={"size": 64}, pair_id=pair, seed=0)
-    rec = Record.for_task(task, status="ok", scored=True, norm_length=90.5, wall_s=0.5,
-                          meta=ref.meta, landmark_errors=worse,
-                          initial_errors=ref.initial_errors,
-                          metrics=pair_scores(np.array(worse), np.array(ref.initial_errors),
-                                              90.5, 90.5))
+    task = RegistrationTask(method="shifted", method_params={}, dataset="fake",
+                            dataset_params={"size": 64}, pair_id=pair, seed=0)
+    rec = Record(task, status="ok", scored=True, norm_length=90.5, wall_s=0.5,
+                 meta=ref.meta, landmark_errors=worse, initial_errors=ref.initial_errors,
+                 metrics=pair_scores(np.array(worse), np.array(ref.initial_errors), 90.5, 90.5))
     return task, rec
 
 
@@ -321,14 +321,11 @@ def test_missing_fire_category_is_named_for_mauc(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("norm", ["none", "diagonal"])
 def test_naed_figure_captions_name_an_unnormalised_naed(norm):
-    from types import SimpleNamespace
+    from mibench.reports.views import section_figures
 
-    from mibench.reports.sections import _figures
-
-    ctx = SimpleNamespace(config={"normalisation": norm}, evaluation=None,
-                          figures={"fig_naed.png": b"\x89PNG", "fig_time.png": b"\x89PNG"})
-    naed = " ".join(_figures(ctx, "naed"))
-    timing = " ".join(_figures(ctx, "timing"))
+    pngs = {"fig_naed.png": b"\x89PNG", "fig_time.png": b"\x89PNG"}
+    naed = " ".join(f["caption"] for f in section_figures(pngs, "naed", norm))
+    timing = " ".join(f["caption"] for f in section_figures(pngs, "timing", norm))
     said = "mean landmark error in pixels (--naed-norm none: D = 1)"
     assert (said in naed) == (norm == "none")
     assert said not in timing  # the time figure's caption does not mention NAED
