@@ -1,4 +1,5 @@
-"""Paired tests, Holm's correction and the Friedman test against scipy and brute force."""
+"""Paired tests, Holm's correction and the Friedman test against scipy and brute force (and
+the exact sign test where every difference is the same)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,30 @@ def test_constant_difference_scipy_would_warn_or_give_noise():
         t = stats.ttest_rel(x, ref)
     assert caught or not np.isfinite(t.statistic) or abs(t.statistic) > 1e12
     assert math.isnan(_no_warnings(x, ref)["p_ttest"])
+
+
+@pytest.mark.parametrize("n", [14, 20, 33, 50])
+def test_constant_difference_wilcoxon_is_the_exact_sign_test_up_to_50_pairs(n):
+    """A method 0.01 worse on every pair: n tied ranks of one sign. The exact Wilcoxon p-value
+    (all 2^n sign patterns equally likely) is the exact sign test's 2^(1-n), as the module
+    promises up to 50 pairs; scipy's "auto" gives its normal approximation here (ties, n > 13),
+    several times too large."""
+    rng = np.random.default_rng(n)
+    ref = rng.uniform(0.01, 0.05, n)
+    res = paired_test(ref + 0.01, ref)
+    assert res["note"] == NOTE_CONSTANT
+    exact = stats.binomtest(n, n, 0.5).pvalue  # the sign test, exact
+    assert exact == pytest.approx(2.0 ** (1 - n))
+    # scipy's exact Wilcoxon distribution at the same (most extreme) statistic
+    assert stats.wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue == pytest.approx(exact)
+    assert res["p_wilcoxon"] == pytest.approx(exact, rel=1e-9)
+    assert res["w_statistic"] == 0.0 and res["effect_rank_biserial"] == 1.0
+
+
+def test_constant_difference_beyond_50_pairs_is_scipys_normal_approximation():
+    ref = np.linspace(0.01, 0.05, 60)
+    res = paired_test(ref - 0.01, ref)
+    assert res["p_wilcoxon"] == pytest.approx(stats.wilcoxon(-np.ones(60)).pvalue)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, 1e12])

@@ -4,7 +4,6 @@ overlays, merging and the report command on real (toy) runs."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -15,9 +14,10 @@ from helpers.stats import holm_brute_force
 from scipy import stats
 
 from mibench.cli import cli
-from mibench.records import RECORDS_DIR, iter_records
+from mibench.paths import RECORDS_DIR, manifest_path
+from mibench.records import iter_records
 from mibench.reports import build_reports
-from mibench.reports.page import fmt, fmt_p, fmt_pm
+from mibench.reports.formatting import fmt, fmt_p, fmt_pm
 from mibench.runner import run_benchmark
 from mibench.settings import RunSettings
 
@@ -151,31 +151,31 @@ def _toy(tmp_path, name, methods, **kw):
 
 def test_overlays_of_a_real_run_and_a_lost_dataset(tmp_path):
     res = _toy(tmp_path, "run", "identity,noisy", reference="noisy")
-    html = res.report.read_text()
+    html = res.report.html.read_text()
     assert (res.run_dir / "fig_overlay_best.png").read_bytes()[:4] == b"\x89PNG"
     assert (res.run_dir / "fig_overlay_worst.png").exists()
     best = json.loads((res.run_dir / "metrics.json").read_text())
-    values = {r.pair_id: r.metrics["naed"] for r in iter_records(res.run_dir)
-              if r.method == "noisy"}
+    values = {r.task.pair_id: r.metrics["naed"] for r in iter_records(res.run_dir)
+              if r.task.method == "noisy"}
     assert best["reference"] == "noisy"
     assert f"noisy: {min(values, key=values.get)} (seed 0" in html
     assert f"noisy: {max(values, key=values.get)} (seed 0" in html
     # the data is gone: the report still builds and says why there are no overlays
-    manifest = json.loads((res.run_dir / "run.json").read_text())
+    manifest = json.loads(manifest_path(res.run_dir).read_text())
     manifest["config"]["plugins"] = []
-    (res.run_dir / "run.json").write_text(json.dumps(manifest))
-    text = build_reports(res.run_dir).read_text()
+    manifest_path(res.run_dir).write_text(json.dumps(manifest))
+    text = build_reports(res.run_dir).html.read_text()
     assert "cannot be loaded here" in text and "fig_overlay" not in text
     assert not (res.run_dir / "fig_overlay_best.png").exists()
     # a plugin's own transform type: the report says that, not that the data is gone
     manifest["config"]["plugins"] = ["helpers.fakeplugin"]
-    (res.run_dir / "run.json").write_text(json.dumps(manifest))
+    manifest_path(res.run_dir).write_text(json.dumps(manifest))
     for path in (res.run_dir / "records" / "noisy").glob("*.json"):
         rec = json.loads(path.read_text())
         rec["transform"] = {"type": "shift", "dx": 1.0}
         path.write_text(json.dumps(rec))
-    text = build_reports(res.run_dir).read_text()
-    assert "cannot be rebuilt from its record (unknown transform type &#x27;shift&#x27;)" in text
+    text = build_reports(res.run_dir).html.read_text()
+    assert "cannot be rebuilt from its record (unknown transform type &#39;shift&#39;)" in text
     assert "cannot be loaded here" not in text
 
 
@@ -193,12 +193,12 @@ def test_merge_runs_dedupes_and_refuses_other_datasets(tmp_path, monkeypatch):
     assert len({r.key for r in recs}) == 9
     df = pd.read_csv(out / "results.csv")
     assert sorted(df.method.unique()) == ["identity", "noisy", "oracle"]
-    manifest = json.loads((out / "run.json").read_text())
+    manifest = json.loads(manifest_path(out).read_text())
     assert [s["run_dir"] for s in manifest["merged_from"]] == [str(a.run_dir), str(b.run_dir)]
     assert set(manifest["config"]["methods"]) == {"identity", "noisy", "oracle"}
     assert "Merged from" in (out / "report.html").read_text()
     # a rerun of the merged directory's report works like any run's
-    assert build_reports(out).exists()
+    assert build_reports(out).html.exists()
     cfg = RunSettings(methods="identity", dataset="toy", dataset_options={"pairs": 4, "size": 32},
                     workers=0, out=str(tmp_path / "c"), plugins=["helpers.fakeplugin"])
     c = run_benchmark(cfg, progress=False)
@@ -206,11 +206,6 @@ def test_merge_runs_dedupes_and_refuses_other_datasets(tmp_path, monkeypatch):
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "dataset_params differs" in res.stderr
     assert not (tmp_path / "bad" / RECORDS_DIR).exists()
-
-
-def test_fmt_p_prints_like_the_paper():
-    assert fmt_p(1.3e-4) == "1.3e-04" and fmt_p(float("nan")) == "–" and fmt_p(1.0) == "1"
-    assert fmt(math.nan) == "–" and fmt_pm(0.0048, 0.014) == "0.0048 ± 0.014"
 
 
 def test_reference_is_recorded_but_changes_neither_run_dir_nor_tasks(tmp_path):
@@ -258,7 +253,7 @@ def test_run_with_only_unscored_pairs(tmp_path):
     for method in ("identity", "drmime"):
         for pair in ("E01", "E02"):
             write_record(tmp_path, *_record(method, pair, scored=False))
-    text = build_reports(tmp_path).read_text()
+    text = build_reports(tmp_path).html.read_text()
     assert "Registered, not scored (no fixed landmarks): 4 task(s)" in text
     assert "No scored pairs" in text
     st = pd.read_csv(tmp_path / "stats.csv")
@@ -271,7 +266,7 @@ def test_run_with_only_unscored_pairs(tmp_path):
 
 def test_overlays_of_a_reference_that_failed_say_so(tmp_path):
     res = _toy(tmp_path, "run", "identity,raises", reference="raises")
-    html = res.report.read_text()
+    html = res.report.html.read_text()
     doc = json.loads((res.run_dir / "metrics.json").read_text())
     assert doc["reference"] == "raises" and doc["reference_failures"]["failed"] == 3
     overlays = html[html.index("<h2>Overlays</h2>"):html.index("<h2>Failures</h2>")]
@@ -289,7 +284,7 @@ def test_merged_reference_is_not_inherited_from_the_first_input(tmp_path, monkey
     for name, inputs in (("ab", (a, b)), ("ba", (b, a))):
         res = _cli("report", *(str(r.run_dir) for r in inputs), "--out", str(tmp_path / name))
         assert res.exit_code == 0, res.stderr
-        assert json.loads((tmp_path / name / "run.json").read_text())["config"]["reference"] \
+        assert json.loads(manifest_path(tmp_path / name).read_text())["config"]["reference"] \
             is None
         docs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
     assert docs[0]["reference"] == docs[1]["reference"] == "oracle"

@@ -1,4 +1,5 @@
-"""Audit of the statistics and their printing against independent references (scipy)."""
+"""How the artefacts print numbers: p-values as the paper prints them (never 0, never rounded
+across a significance level), in HTML, Markdown and LaTeX alike."""
 
 from __future__ import annotations
 
@@ -8,33 +9,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mibench.reports.page import fmt_p
-from mibench.reports.paper_table import _tex_number
-from mibench.stats import NOTE_CONSTANT, paired_test
+from mibench.metrics import pair_scores
+from mibench.registration import Record, RegistrationTask
+from mibench.reports import RunAnalysis, results_frame, summary_frame
+from mibench.reports.evaluation import evaluate
+from mibench.reports.formatting import fmt, fmt_p, fmt_pm
+from mibench.reports.html import render_section
+from mibench.reports.paper_table import _tex_number, paper_table_latex, paper_table_markdown
 
 
-@pytest.mark.parametrize("n", [14, 20, 33, 50])
-def test_constant_difference_wilcoxon_is_the_exact_sign_test_up_to_50_pairs(n):
-    """A method 0.01 worse on every pair: n tied ranks of one sign. The exact Wilcoxon p-value
-    (all 2^n sign patterns equally likely) is the exact sign test's 2^(1-n), as the module
-    promises up to 50 pairs; scipy's "auto" gives its normal approximation here (ties, n > 13),
-    several times too large."""
-    rng = np.random.default_rng(n)
-    ref = rng.uniform(0.01, 0.05, n)
-    res = paired_test(ref + 0.01, ref)
-    assert res["note"] == NOTE_CONSTANT
-    exact = stats.binomtest(n, n, 0.5).pvalue  # the sign test, exact
-    assert exact == pytest.approx(2.0 ** (1 - n))
-    # scipy's exact Wilcoxon distribution at the same (most extreme) statistic
-    assert stats.wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue == pytest.approx(exact)
-    assert res["p_wilcoxon"] == pytest.approx(exact, rel=1e-9)
-    assert res["w_statistic"] == 0.0 and res["effect_rank_biserial"] == 1.0
-
-
-def test_constant_difference_beyond_50_pairs_is_scipys_normal_approximation():
-    ref = np.linspace(0.01, 0.05, 60)
-    res = paired_test(ref - 0.01, ref)
-    assert res["p_wilcoxon"] == pytest.approx(stats.wilcoxon(-np.ones(60)).pvalue)
+def test_fmt_p_prints_like_the_paper():
+    assert fmt_p(1.3e-4) == "1.3e-04" and fmt_p(float("nan")) == "–" and fmt_p(1.0) == "1"
+    assert fmt(math.nan) == "–" and fmt_pm(0.0048, 0.014) == "0.0048 ± 0.014"
 
 
 def test_p_value_that_underflows_is_not_printed_as_zero():
@@ -54,33 +40,25 @@ def test_p_value_that_underflows_is_not_printed_as_zero():
 
 def test_underflowed_p_value_in_the_report_tables_is_escaped_not_zero(tmp_path):
     """The paper-style and statistics tables of a run whose t-test p-value underflows."""
-    from mibench.metrics import pair_scores
-    from mibench.records import Record, Task
-    from mibench.reports import results_frame, summary_frame
-    from mibench.reports.evaluation import evaluate
-    from mibench.reports.page import ReportContext
-    from mibench.reports.paper_table import paper_table_latex, paper_table_markdown
-    from mibench.reports.sections import section_paper, section_stats
-
     rng = np.random.default_rng(1)
     recs = []
     for i in range(200):
         init = rng.uniform(5, 20, 6)
         for method, errs in (("drmime", init * 0.1), ("worse", init * 0.1 + 10)):
             errs = errs + rng.normal(0, 1e-3, 6)
-            task = Task(method=method, method_params={}, dataset="fake", dataset_params={},
-                        pair_id=f"p{i:03d}", seed=0)
-            recs.append(Record.for_task(
+            task = RegistrationTask(method=method, method_params={}, dataset="fake",
+                                    dataset_params={}, pair_id=f"p{i:03d}", seed=0)
+            recs.append(Record(
                 task, status="ok", scored=True, wall_s=1.0, norm_length=90.5,
-                normalisation="diagonal", landmark_errors=list(errs),
+                naed_norm="diagonal", landmark_errors=list(errs),
                 initial_errors=list(init), metrics=pair_scores(errs, init, 90.5, 90.5)))
     results = results_frame(recs)
     ev = evaluate(results)
     (test,) = ev.tests
     assert test.p_ttest == 0.0 and test.p_ttest_holm == 0.0  # underflow in scipy
-    ctx = ReportContext(run_dir=tmp_path, manifest={}, results=results,
-                        summary=summary_frame(results), evaluation=ev)
-    for html in (section_paper(ctx), section_stats(ctx)):
+    analysis = RunAnalysis(run_dir=tmp_path, manifest={}, records=recs, results=results,
+                           summary=summary_frame(results), evaluation=ev)
+    for html in (render_section("paper", analysis), render_section("stats", analysis)):
         assert "<td>&lt;1e-300</td><td>&lt;1e-300</td>" in html  # p and p (Holm)
         assert "<td><1e-300" not in html
     assert "| <1e-300 | <1e-300 |" in paper_table_markdown(ev)
