@@ -187,3 +187,20 @@ def test_one_mask_serves_a_whole_batch():
         one = est(a, b, mask)
         each = torch.cat([est(a[i:i + 1], b[i:i + 1], mask) for i in range(3)])
         torch.testing.assert_close(one, each)
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e19), (torch.float32, 1e30),
+                                         (torch.float64, 1e160)])
+def test_ncc_is_scale_free_for_huge_intensities(dtype, scale):
+    """NCC is invariant to scaling each image (a > 0); the docstring promises no NaN or inf.
+    Intensities whose squares overflow (|x| > ~1.8e19 in float32) gave NaN for ncc(x, x) and
+    0 for correlated images. Reference: numpy's corrcoef of the unscaled images in float64."""
+    rng = np.random.default_rng(0)
+    f = rng.random((2, 1, 9, 8))
+    m = 0.6 * f + 0.4 * rng.random((2, 1, 9, 8))
+    mask = rng.random((2, 1, 9, 8)) > 0.3
+    ref = [np.corrcoef(f[i][mask[i]], m[i][mask[i]])[0, 1] for i in range(2)]
+    ft, mt = torch.tensor(f * scale, dtype=dtype), torch.tensor(m * scale, dtype=dtype)
+    got = basic.ncc(ft, mt, torch.tensor(mask))
+    np.testing.assert_allclose(got.double().numpy(), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(basic.ncc(ft, ft), torch.ones(2, dtype=dtype))
