@@ -329,3 +329,29 @@ def test_naed_figure_captions_name_an_unnormalised_naed(norm):
     said = "mean landmark error in pixels (--naed-norm none: D = 1)"
     assert (said in naed) == (norm == "none")
     assert said not in timing  # the time figure's caption does not mention NAED
+
+
+def test_a_run_written_before_the_rename_reports_and_merges_as_naed_norm(tmp_path):
+    """Records and run.json that still call the NAED normaliser ``normalisation`` are read as
+    ``naed_norm``: the tables say so, and such a run merges with a new one."""
+    from mibench.paths import record_files
+    from mibench.reports import merge_runs
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for run, pairs in ((old, PAIRS[:2]), (new, PAIRS[2:])):
+        for p in pairs:
+            for m, s in (("identity", 1.0), ("drmime", 0.1)):
+                write_record(run, *_record(m, p, scale=s, naed_norm="none"))
+    for path in record_files(old):
+        rec = json.loads(path.read_text())
+        rec["normalisation"] = rec.pop("naed_norm")
+        path.write_text(json.dumps(rec))
+    for run, key in ((old, "normalisation"), (new, "naed_norm")):
+        manifest_path(run).write_text(json.dumps({"config": {"dataset": "fake", key: "none"}}))
+    reports = build_reports(old)
+    assert set(pd.read_csv(old / "results.csv")["naed_norm"]) == {"none"}
+    assert json.loads((old / "metrics.json").read_text())["naed_norm"] == "none"
+    assert "<th>NAED [px, D = 1] mean ± std</th>" in reports.html.read_text()
+    merged = merge_runs([old, new], tmp_path / "merged")
+    assert json.loads(manifest_path(merged).read_text())["config"]["naed_norm"] == "none"
+    assert len(build_reports(merged).analysis.records) == 6  # 3 pairs x 2 methods
