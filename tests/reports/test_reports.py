@@ -355,3 +355,24 @@ def test_a_run_written_before_the_rename_reports_and_merges_as_naed_norm(tmp_pat
     merged = merge_runs([old, new], tmp_path / "merged")
     assert json.loads(manifest_path(merged).read_text())["config"]["naed_norm"] == "none"
     assert len(build_reports(merged).analysis.records) == 6  # 3 pairs x 2 methods
+
+
+def test_default_reference_follows_the_method_flags_of_the_runs_plugins():
+    """A method flagged preferred_reference is the reference whenever it ran; otherwise the
+    lowest mean other than the baseline methods. A plugin that no longer loads leaves the
+    built-ins' flags (drmime preferred, identity a baseline) and gives its methods none."""
+    from mibench.reports.reference import (
+        MethodRoles,
+        choose_reference,
+        method_roles,
+        run_registry,
+    )
+
+    table = pd.DataFrame({"a": [0.1, 0.2], "b": [0.3, 0.4], "base": [0.05, 0.05]})
+    assert choose_reference(table, None)[0] == "base"  # no flags: the lowest mean
+    roles = MethodRoles(preferred=frozenset({"b"}), baseline=frozenset({"base"}))
+    assert choose_reference(table, None, roles=roles) == ("b", "default: b ran")
+    assert choose_reference(table[["a", "base"]], None, roles=roles) == (
+        "a", "b did not run: lowest mean NAED, excluding the base baseline")
+    roles = method_roles(run_registry({"plugins": ["surely.not.a.plugin"]}))
+    assert "drmime" in roles.preferred and "identity" in roles.baseline
