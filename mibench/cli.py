@@ -167,9 +167,10 @@ def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
                    "and options; identical tasks once).")
 @click.option("--reference", default=None, metavar="METHOD",
               help="Method the others are tested against (default: the run's --reference (of a "
-                   "merge: only when every run set the same one), else drmime when it ran, else "
-                   "the lowest mean NAED, identity excluded; methods that failed on every "
-                   "scored task are skipped).")
+                   "merge: only when every run set the same one), else the method its plugin "
+                   "prefers as reference (drmime) when it ran, else the lowest mean NAED, "
+                   "baselines (identity) excluded; methods that failed on every scored task "
+                   "are skipped).")
 def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) -> None:
     """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the paper tables (.tex, .md),
     the figures and report.html of each run directory from its records, or of their merge with
