@@ -397,3 +397,31 @@ def test_kmeans_quantiser_finds_separated_colour_clusters():
         mutual_info_score(truth.ravel(), truth.ravel()))
     again = quantise(image, 3, method="kmeans", seed=1)[0]
     assert torch.equal(labels, again)
+
+
+def test_quantile_of_a_constant_image_is_all_zero():
+    # The documented result (quantise's Returns): a constant image is all 0, as for the others.
+    img = torch.full((1, 1, 8, 9), 0.3)
+    mask = torch.ones(1, 1, 8, 9, dtype=torch.bool)
+    mask[..., :2, :] = False
+    img2 = img.clone()
+    img2[~mask] = 0.9  # constant inside the mask only
+    for method in ("equal", "quantile", "kmeans"):
+        assert torch.equal(quantise(img, 4, method=method), torch.zeros(1, 8, 9, dtype=torch.long))
+        lab = quantise(img2, 4, mask, method=method)
+        assert (lab[mask[:, 0]] == 0).all() and (lab[~mask[:, 0]] == -1).all()
+
+
+def test_quantisers_with_few_values_and_ties():
+    vals = torch.tensor([0.0, 0.2, 0.2, 0.5, 1.0]).repeat(40)
+    img = vals[torch.randperm(200, generator=torch.Generator().manual_seed(0))]
+    img = img.reshape(1, 1, 10, 20)
+    for method in ("equal", "quantile", "kmeans"):
+        for k in (2, 3, 4, 8):
+            lab = quantise(img, k, method=method).flatten()
+            # Equal values share a label; labels are in range and grow with the value.
+            for v in vals.unique():
+                assert lab[img.flatten() == v].unique().numel() == 1
+            assert 0 <= int(lab.min()) and int(lab.max()) < k
+            order = torch.argsort(img.flatten())
+            assert (lab[order].diff() >= 0).all()

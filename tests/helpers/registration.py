@@ -1,4 +1,5 @@
-"""A known affine between two crops of one canvas: the pair the gradient-method tests register."""
+"""Known transforms for the tests: an affine between two crops of one canvas (the pair the
+gradient-method tests register), and matrices with a smooth image for the convention tests."""
 
 import numpy as np
 import torch
@@ -34,3 +35,16 @@ def errors(transform, true_t):
 
 
 TRUE_T = similarity(5.0, 4.0, -3.0, 1.05, ((SIZE - 1) / 2, (SIZE - 1) / 2))
+
+
+#: Fixed px -> moving px matrices of the convention tests (warping, normalised coordinates).
+AFFINE = np.array([[1.02, 0.05, 3.3], [-0.04, 0.97, -2.1], [0.0, 0.0, 1.0]])
+PERSPECTIVE = np.array([[1.02, 0.05, 3.3], [-0.04, 0.97, -2.1], [1e-3, -5e-4, 1.0]])
+
+
+def smooth_image(shape, seed=0):
+    """A random image blurred with sigma 2 px: float32, values about in [0.3, 0.7]."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return gaussian_filter(rng.random(shape), 2.0).astype(np.float32)

@@ -65,6 +65,17 @@ def test_pixel_to_itk_affine_round_trip():
         ic.pixel_to_itk_affine(np.array([[1, 0, 0], [0, 1, 0], [1e-3, 0, 1.0]]), centre)
 
 
+def test_itk_centred_affine_by_hand():
+    """ITK's centred affine ``p -> A (p - c) + c + t``, converted by hand."""
+    # A 90 degree rotation about c = (10, 5), then t = (1, 2): c itself goes to c + t.
+    a = np.array([[0.0, -1.0], [1.0, 0.0]])
+    m = ic.itk_affine_to_pixel(a.ravel(), (1.0, 2.0), (10.0, 5.0))
+    t = MatrixTransform(m)
+    np.testing.assert_allclose(t.fixed_to_moving([[10.0, 5.0]]), [[11.0, 7.0]], atol=1e-12)
+    # (11, 5) is c + (1, 0) -> c + A (1, 0) + t = (10, 6) + (1, 2).
+    np.testing.assert_allclose(t.fixed_to_moving([[11.0, 5.0]]), [[11.0, 8.0]], atol=1e-12)
+
+
 def test_elastix_parameter_map_to_pixel():
     # elastix's AffineTransform is ITK's: (a11, a12, a21, a22, t1, t2) about CenterOfRotationPoint.
     params = (0.95, 0.1, -0.05, 1.02, 2.25, -1.5)

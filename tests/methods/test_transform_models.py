@@ -7,6 +7,7 @@ import pytest
 import scipy.linalg
 import scipy.ndimage
 import torch
+from helpers.registration import AFFINE, PERSPECTIVE
 
 from mibench.methods import pyramid as pyr
 from mibench.methods.transform_models import (
@@ -110,6 +111,25 @@ def test_conversion_roundtrip_and_points(pixel):
     np.testing.assert_allclose(MatrixTransform(back).moving_to_fixed(moving_px), pts, atol=1e-9)
 
 
+@pytest.mark.parametrize("matrix", [AFFINE, PERSPECTIVE])
+def test_normalised_conversion_by_hand(matrix):
+    """Point by point with the align_corners=True formula ``u = 2x/(W-1) - 1`` written out by
+    hand, for non-square fixed and moving images of different sizes."""
+    fixed_shape, moving_shape = (41, 47), (37, 53)  # (H, W), non-square, different sizes
+    h_norm = pixel_to_normalised(matrix, fixed_shape, moving_shape)
+    pts = np.array([[0.0, 0.0], [46.0, 40.0], [10.0, 20.0], [33.5, 7.25]])
+    (hf, wf), (hm, wm) = fixed_shape, moving_shape
+    for x, y in pts:
+        u = np.array([2 * x / (wf - 1) - 1, 2 * y / (hf - 1) - 1, 1.0])
+        q = h_norm @ u
+        q = q[:2] / q[2]
+        by_hand = [(q[0] + 1) * (wm - 1) / 2, (q[1] + 1) * (hm - 1) / 2]
+        np.testing.assert_allclose(by_hand, MatrixTransform(matrix).fixed_to_moving([[x, y]])[0],
+                                   atol=1e-10)
+    back = normalised_to_pixel(h_norm, fixed_shape, moving_shape)
+    np.testing.assert_allclose(back, matrix / matrix[2, 2], atol=1e-12)
+
+
 def test_pixel_to_normalised_matrix_corners():
     n = pixel_to_normalised_matrix((30, 40))
     corners = np.array([[0, 0, 1], [39, 29, 1]], dtype=float) @ n.T
@@ -197,3 +217,44 @@ def test_mask_pyramid():
         assert cols.max() * 49 / (lw - 1) <= 29 + 1e-6
         assert m[..., :2].all()
     assert math.isclose(float(masks[1].float().mean()), 14 / 25, abs_tol=0.1)
+
+
+def _analytic(shape, matrix=None):
+    """A smooth image g(x, y); with ``matrix`` (fixed px -> moving px), g(T^-1 q) on the moving
+    grid, so that pulling it back with T gives g."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    if matrix is not None:
+        p = np.stack([xs, ys, np.ones_like(xs)], -1) @ np.linalg.inv(matrix).T
+        xs, ys = p[..., 0] / p[..., 2], p[..., 1] / p[..., 2]
+    g = 0.5 + 0.2 * np.sin(xs / 7.0 + 0.3) * np.cos(ys / 9.0) + 0.1 * np.sin((xs + 2 * ys) / 11)
+    return torch.from_numpy(g)[None, None]
+
+
+@pytest.mark.parametrize("fixed_shape,moving_shape", [
+    ((96, 96), (96, 96)), ((97, 81), (97, 81)), ((96, 70), (81, 99)),
+])
+def test_pyramid_levels_are_aligned_by_the_full_resolution_transform(fixed_shape, moving_shape):
+    """A pyramid level of a shifted image is aligned, at every level, by the full-resolution
+    transform converted to normalised coordinates (odd, even and mixed sizes)."""
+    truth = np.array([[1.0, 0.0, 3.7], [0.0, 1.0, -2.3], [0.0, 0.0, 1.0]])
+    levels = 3
+    fixed = pyr.gaussian_pyramid(_analytic(fixed_shape), levels, n=levels)
+    moving = pyr.gaussian_pyramid(_analytic(moving_shape, truth), levels, n=levels)
+    offsets = np.linspace(-1.0, 1.0, 21)  # full-resolution px added to the true shift
+    for s in range(levels):
+        out_shape = tuple(fixed[s].shape[-2:])
+        for axis in (0, 1):
+            errs = []
+            for d in offsets:
+                t = truth.copy()
+                t[axis, 2] += d
+                h = torch.from_numpy(pixel_to_normalised(t, fixed_shape, moving_shape))
+                warped = warp_normalised(moving[s], h, out_shape)
+                valid = warp_normalised(torch.ones_like(moving[s]), h, out_shape) > 0.999
+                valid = -torch.nn.functional.max_pool2d(-valid.double(), 7, 1, 3) > 0.5
+                valid[..., :4, :] = valid[..., -4:, :] = False
+                valid[..., :4] = valid[..., -4:] = False
+                errs.append(float(((warped - fixed[s]) ** 2)[valid].mean()))
+            best = offsets[int(np.argmin(errs))]
+            assert abs(best) <= 0.15, (s, axis, best)
