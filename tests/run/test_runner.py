@@ -312,7 +312,7 @@ def test_files_and_folders_in_the_wrong_place_are_one_line(tmp_path):
             (["run", "--data-dir", str(a_file)], "data directory is a file, not a directory"),
             (["report", str(tmp_path / "empty")], "no records to report on"),
             (["estimate", "-e", "ncc", str(tmp_path), str(a_file)],
-             "is a directory, not an image file")):
+             "image path is a folder, not a file")):
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 2, (args, res.output, res.exception)
         lines = res.stderr.strip().splitlines()
