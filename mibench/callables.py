@@ -88,17 +88,23 @@ class Estimator:
 def _check_inputs(fixed: Any, moving: Any) -> None:
     """One clear ``ValueError`` for inputs no estimator can score: not ``(B, C, H, W)``,
     batches that cannot broadcast, different sizes, empty images, NaN or infinite pixels (each
-    estimator would otherwise fail its own way, or silently return a number). The finiteness
-    check reads one flag back from the device per call of the API, not per optimisation step:
-    the methods call the estimator functions directly."""
-    import torch
-
+    estimator would otherwise fail its own way, or silently return a number)."""
     from mibench.estimators.inputs import check_pair_shapes
 
     check_pair_shapes(fixed, moving)
-    if fixed.numel() == 0 or moving.numel() == 0:
-        raise ValueError(f"empty images: {tuple(fixed.shape)} and {tuple(moving.shape)}")
+    _check_pixels(fixed, moving)
+
+
+def _check_pixels(fixed: Any, moving: Any) -> None:
+    """``ValueError`` for an empty image or NaN or infinite pixels, which would otherwise end as
+    a NaN value or loss, an index error or a silently degraded result, depending on the plugin.
+    One flag is read back from the device per image and per call of the API, not per
+    optimisation step (the methods call the estimator functions directly)."""
+    import torch
+
     for name, x in (("fixed", fixed), ("moving", moving)):
+        if x.numel() == 0:
+            raise ValueError(f"the {name} image is empty: shape {tuple(x.shape)}")
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"the {name} image has NaN or infinite pixels")
 
@@ -146,7 +152,6 @@ class Method:
 
     def __call__(self, fixed: Any, moving: Any, *, fixed_mask: Any = None,
                  moving_mask: Any = None, seed: int = 0) -> RegistrationOutput:
-        import torch
 
         from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
 
@@ -156,11 +161,7 @@ class Method:
         device = resolve_device(self.device)
         fn = self.spec.load()
         fixed, moving = image_to_tensor(fixed, device), image_to_tensor(moving, device)
-        for name, x in (("fixed", fixed), ("moving", moving)):
-            # One flag read back per registration: a NaN pixel would otherwise end as a NaN
-            # loss, an index error or a silently degraded result, depending on the method.
-            if x.numel() == 0 or not bool(torch.isfinite(x).all()):
-                raise ValueError(f"the {name} image is empty or has NaN or infinite pixels")
+        _check_pixels(fixed, moving)
         fixed_mask = mask_to_tensor(fixed_mask, device)
         moving_mask = mask_to_tensor(moving_mask, device)
         if self.spec.needs_content:

@@ -33,7 +33,15 @@ import pluggy
 
 from mibench import hookspecs
 from mibench.errors import UserError
-from mibench.specs import DatasetSpec, EstimatorSpec, MethodSpec, Param, PluginSpec, Requirement
+from mibench.specs import (
+    DatasetSpec,
+    EstimatorSpec,
+    MethodSpec,
+    Param,
+    PluginSpec,
+    Requirement,
+    _article,
+)
 
 ENTRY_POINT_GROUP = "mibench"
 BUILTIN_PLUGINS = ("mibench.estimators", "mibench.methods", "mibench.datasets")
@@ -66,9 +74,8 @@ def _describe(obj: Any) -> str:
     if obj is None:
         return "None"
     kind = type(obj).__name__
-    article = "an" if kind[:1].lower() in "aeiou" else "a"
     shown = f" ({obj!r:.40})" if isinstance(obj, (str, int, float)) else ""
-    return f"{article} {kind}{shown}"
+    return f"{_article(kind)} {kind}{shown}"
 
 
 def split_plugin_names(plugins: Iterable[str] | str) -> tuple[str, ...]:

@@ -45,6 +45,8 @@ import torch.nn.functional as F
 
 from mibench.estimators import cmif as cm
 from mibench.estimators.quantise import quantise
+from mibench.methods.gradient import prepare_images
+from mibench.tensors import image_to_tensor, mask_to_tensor
 from mibench.transform import MatrixTransform, RegistrationOutput
 
 #: A reduced pixel counts as inside the mask when this share of its source pixels is.
@@ -158,14 +160,6 @@ def highpass(image: torch.Tensor, mask: torch.Tensor | None, sigma: float) -> to
     num, den = both[:, :c], both[:, c:]
     smooth = num / den.clamp_min(1e-6)
     return torch.where(den > 1e-6, image - smooth, torch.zeros_like(image))
-
-
-def _to_grey_pair(fixed: torch.Tensor, moving: torch.Tensor):
-    fixed, moving = fixed.float(), moving.float()
-    if fixed.shape[1] != moving.shape[1]:
-        fixed = fixed.mean(dim=1, keepdim=True)
-        moving = moving.mean(dim=1, keepdim=True)
-    return fixed, moving
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +295,7 @@ def rigid_search(fixed: torch.Tensor, moving: torch.Tensor,
             or candidates < 1):
         raise ValueError("need angle_step > 0, max_angle >= 0, refine >= 0, angle_batch >= 1, "
                          "coarse_side >= 8, candidates >= 1")
-    fixed, moving = _to_grey_pair(fixed, moving)
+    fixed, moving = prepare_images(fixed, moving)
     if fixed.shape[0] != 1 or moving.shape[0] != 1:
         raise ValueError("rigid alignment takes one pair: (1, C, H, W) images")
     (hf, wf), (hm, wm) = fixed.shape[-2:], moving.shape[-2:]
@@ -395,18 +389,6 @@ def rigid_search(fixed: torch.Tensor, moving: torch.Tensor,
     return RigidResult(angle, (sdx, sdy), value, ((wm - 1) / 2, (hm - 1) / 2), info)
 
 
-def _as_batch(image: Any, device) -> torch.Tensor:
-    from mibench.tensors import image_to_tensor
-
-    return image_to_tensor(image, device)
-
-
-def _as_mask(mask: Any, device) -> torch.Tensor | None:
-    from mibench.tensors import mask_to_tensor
-
-    return mask_to_tensor(mask, device)
-
-
 def rigid_align(fixed: Any, moving: Any, fixed_mask: Any = None, moving_mask: Any = None, *,
                 device: Any = None, levels: int = 8, levels_moving: int = 0,
                 quantisation: str = "quantile", max_angle: float = 180.0,
@@ -478,8 +460,8 @@ def rigid_align(fixed: Any, moving: Any, fixed_mask: Any = None, moving_mask: An
 def _inputs(fixed, moving, fixed_mask, moving_mask, device):
     if device is None:
         device = fixed.device if isinstance(fixed, torch.Tensor) else "cpu"
-    return (_as_batch(fixed, device), _as_batch(moving, device), _as_mask(fixed_mask, device),
-            _as_mask(moving_mask, device))
+    return (image_to_tensor(fixed, device), image_to_tensor(moving, device),
+            mask_to_tensor(fixed_mask, device), mask_to_tensor(moving_mask, device))
 
 
 def register(fixed: torch.Tensor, moving: torch.Tensor, *, fixed_mask=None, moving_mask=None,

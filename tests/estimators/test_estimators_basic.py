@@ -172,7 +172,7 @@ def test_methods_refuse_nan_pixels():
     img = np.random.default_rng(0).random((24, 24)).astype(np.float32)
     bad = img.copy()
     bad[2, 2] = np.nan
-    with pytest.raises(ValueError, match="moving image is empty or has NaN"):
+    with pytest.raises(ValueError, match="the moving image has NaN or infinite pixels"):
         mibench.method("ncc", device="cpu", iterations=1)(img, bad)
 
 
