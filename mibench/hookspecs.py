@@ -19,9 +19,10 @@ Each hook takes no arguments and returns a *list* of specs of its kind (see :mod
 ``[]`` for none; spec names are lower-case letters, digits, ``-``, ``_`` and ``.``, starting with a
 letter or digit, and unique per kind. :class:`mibench.registry.Registry` calls the hooks once, when
 the plugin is registered, and refuses the plugin with one line naming it when a hook raises or
-returns anything else, when a name is invalid or taken, or when a function is marked
-``@hookimpl`` with a name that is not a hook below (a typo), or is named like a hook but not
-marked. Keep plugin modules light: put heavy imports in the module the ``factory`` string points
+returns anything else, when a name is invalid or taken, when a spec's field has the wrong type,
+or when a function is marked ``@hookimpl`` with a name that is not a hook below (a typo), or is
+named like a hook but not marked. Errors follow one policy (:mod:`mibench.errors`): a plugin
+raises ``ValueError`` for bad input or options. Keep plugin modules light: put heavy imports in the module the ``factory`` string points
 to, so that ``mibench list`` stays fast and works when an optional dependency is missing. The
 shared conventions (coordinates, the direction of a transform, images in [0, 1]) are in the
 README's "Conventions" section, :mod:`mibench.transform` and :mod:`mibench.pairs`; the guide
@@ -51,7 +52,12 @@ def mibench_estimators() -> list[EstimatorSpec]:
 
 @hookspec
 def mibench_methods() -> list[MethodSpec]:
-    """Return the registration methods this plugin provides."""
+    """Return the registration methods this plugin provides.
+
+    Each factory returns a :class:`mibench.transform.Transform` or a
+    :class:`mibench.transform.RegistrationOutput` holding one (checked when it is called
+    through :class:`mibench.callables.Method`).
+    """
 
 
 @hookspec
