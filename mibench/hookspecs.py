@@ -22,11 +22,11 @@ the plugin is registered, and refuses the plugin with one line naming it when a 
 returns anything else, when a name is invalid or taken, when a spec's field has the wrong type,
 or when a function is marked ``@hookimpl`` with a name that is not a hook below (a typo), or is
 named like a hook but not marked. Errors follow one policy (:mod:`mibench.errors`): a plugin
-raises ``ValueError`` for bad input or options. Keep plugin modules light: put heavy imports in the module the ``factory`` string points
-to, so that ``mibench list`` stays fast and works when an optional dependency is missing. The
-shared conventions (coordinates, the direction of a transform, images in [0, 1]) are in the
-README's "Conventions" section, :mod:`mibench.transform` and :mod:`mibench.pairs`; the guide
-is ``docs/plugins.md``.
+raises ``ValueError`` for bad input or options. Keep plugin modules light: put heavy imports in
+the module the ``factory`` string points to, so that ``mibench list`` stays fast and works when
+an optional dependency is missing. The shared conventions (coordinates, the direction of a
+transform, images in [0, 1]) are in the README's "Conventions" section, :mod:`mibench.transform`
+and :mod:`mibench.pairs`; the guide is ``docs/plugins.md``.
 """
 
 from __future__ import annotations
