@@ -32,10 +32,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # specs imports this module
-    from mibench.specs import PluginSpec
+
+class PluginSpec(Protocol):
+    """What the helpers below read of a :class:`mibench.specs.PluginSpec` (this module is the
+    bottom layer of the package: it imports no other mibench module)."""
+
+    kind: str
+    name: str
+    plugin: str
 
 
 class UserError(Exception):

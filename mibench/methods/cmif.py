@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from mibench.estimators import cmif as cm
 from mibench.estimators.quantise import quantise
-from mibench.methods.gradient import prepare_images
+from mibench.methods.inputs import prepare_images
 from mibench.tensors import image_to_tensor, mask_to_tensor
 from mibench.transform import MatrixTransform, RegistrationOutput
 

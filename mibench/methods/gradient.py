@@ -25,6 +25,7 @@ import torch
 from mibench.errors import check_choice
 from mibench.methods import pyramid as pyr
 from mibench.methods.initial import initial_matrix
+from mibench.methods.inputs import prepare_images
 from mibench.methods.options import MULTIRES, SCHEDULES
 from mibench.methods.transform_models import (
     matrix_exp_transform,
@@ -39,16 +40,6 @@ from mibench.transform import MatrixTransform, RegistrationOutput
 #: A warped pixel counts as inside the moving image (or its mask) when the bilinearly warped
 #: validity image is at least this: only pixels whose four neighbours are all valid.
 VALID_THRESHOLD = 0.999
-
-
-def prepare_images(fixed: torch.Tensor, moving: torch.Tensor):
-    """Both images as float32 on their device, grey (channel mean) when their channel counts
-    differ (else unchanged)."""
-    fixed, moving = fixed.float(), moving.float()
-    if fixed.shape[1] != moving.shape[1]:
-        fixed = fixed.mean(dim=1, keepdim=True)
-        moving = moving.mean(dim=1, keepdim=True)
-    return fixed, moving
 
 
 def _lr_factor(schedule: str, step: int, total: int, final_ratio: float = 0.02) -> float:

@@ -163,7 +163,7 @@ def grey_arrays(fixed: torch.Tensor, moving: torch.Tensor, *, scale: float = 255
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Two ``(1, C, H, W)`` tensors as 2-D float32 arrays for ITK, times ``scale``.
 
-    Colour images become grey by the channel mean (as :func:`mibench.methods.gradient.
+    Colour images become grey by the channel mean (as :func:`mibench.methods.inputs.
     prepare_images`, but always, since the toolboxes register scalar images). ``scale=255``
     gives the intensity range of the 8-bit images the toolbox settings were tuned on (it matters
     only to mean squares: the MI metrics bin the range, correlation is scale-free).
