@@ -152,7 +152,6 @@ class Method:
 
     def __call__(self, fixed: Any, moving: Any, *, fixed_mask: Any = None,
                  moving_mask: Any = None, seed: int = 0) -> RegistrationOutput:
-
         from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
 
         if not is_seed(seed):
