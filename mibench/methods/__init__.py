@@ -3,9 +3,13 @@
 Factories are given as ``"module:function"`` strings so that listing imports nothing heavy.
 """
 
+import dataclasses
+from typing import Any
+
+# The estimators' hook is called, not imported by name: this module's hooks are its names.
+from mibench import estimators as _estimators
 from mibench.estimators.options import (
     CMIF_NORMALISATIONS,
-    NMI_NORMALISATIONS,
     PRECISIONS,
     QUANTISERS,
     SMOOTH_KERNELS,
@@ -56,6 +60,13 @@ def _gradient_params() -> tuple[Param, ...]:
               "constant)", choices=SCHEDULES),
         _INIT,
     )
+
+
+def _estimator_option(estimator: str, name: str, **changes: Any) -> Param:
+    """Option ``name`` as the estimator ``estimator`` declares it (with ``changes``, e.g.
+    another default): a gradient method passes it on to the estimator unchanged."""
+    spec = next(s for s in _estimators.mibench_estimators() if s.name == estimator)
+    return dataclasses.replace(spec.param(name), **changes)
 
 
 def _mi_method(name: str, what: str, *estimator_params: Param, default: bool = False
@@ -196,21 +207,16 @@ def mibench_methods():
             default=True,
         ),
         _mi_method("nmi", "Studholme's normalised MI (cubic B-spline Parzen histogram)",
-                   _BINS32, _SMOOTH_KERNEL,
-                   Param("normalisation", "studholme", "NMI variant (as the nmi estimator)",
-                         choices=NMI_NORMALISATIONS),
+                   _BINS32, _SMOOTH_KERNEL, _estimator_option("nmi", "normalisation"),
                    default=True),
-        _mi_method("mmi", "Mattes MI (ITK formulation)",
-                   Param("bins", 50, "histogram bins, 2 of them padding at each end", ge=5)),
+        _mi_method("mmi", "Mattes MI (ITK formulation)", _estimator_option("mmi", "bins")),
         _mi_method("jhmi", "joint-histogram MI (linear Parzen histogram, Gaussian-smoothed "
                    "joint histogram as ITK)", _BINS32,
                    Param("kernel", "linear", "Parzen window", choices=SMOOTH_KERNELS),
-                   Param("smoothing_variance", 1.5, "variance (bins^2) of the joint "
-                         "histogram's Gaussian smoothing; 0 = none", ge=0)),
-        _mi_method("kde-mi", "Gaussian-kernel MI", _BINS32,
-                   Param("sigma", 0.5, "kernel standard deviation in bin spacings", gt=0)),
+                   _estimator_option("jhmi", "smoothing_variance", default=1.5)),
+        _mi_method("kde-mi", "Gaussian-kernel MI", _BINS32, _estimator_option("kde-mi", "sigma")),
         _mi_method("softhist-mi", "soft-histogram (difference of sigmoids) MI", _BINS32,
-                   Param("slope", 5.0, "sigmoid slope times the bin width", gt=0)),
+                   _estimator_option("softhist-mi", "slope")),
         MethodSpec(
             name="drmime",
             description="DRMIME (Nan et al. 2020): MINE statistics network shared by all "
