@@ -8,12 +8,7 @@ from typing import Any
 
 # The estimators' hook is called, not imported by name: this module's hooks are its names.
 from mibench import estimators as _estimators
-from mibench.estimators.options import (
-    CMIF_NORMALISATIONS,
-    PRECISIONS,
-    QUANTISERS,
-    SMOOTH_KERNELS,
-)
+from mibench.estimators.options import QUANTISERS, SMOOTH_KERNELS
 from mibench.hookspecs import hookimpl
 from mibench.methods.options import (
     DRMIME_EXPS,
@@ -241,9 +236,8 @@ def mibench_methods():
             "copy), refined around the best angle at full resolution, sub-pixel peak",
             factory="mibench.methods.cmif:register",
             params=(
-                Param("levels", 8, "quantisation levels of the fixed image", ge=1),
-                Param("levels_moving", 0, "levels of the moving image; 0 = same as levels",
-                      ge=0),
+                _estimator_option("cmif", "levels"),
+                _estimator_option("cmif", "levels_moving"),
                 Param("quantisation", "quantile", "equal-population quantiles, k-means on the "
                       "pixel vectors (the authors' choice) or equal-width cells",
                       choices=QUANTISERS),
@@ -258,15 +252,13 @@ def mibench_methods():
                       "factor to at most this side (px)", ge=8),
                 Param("min_overlap", 0.5, "smallest overlap of a valid shift, as a share of "
                       "the smaller mask", ge=0, le=1),
-                Param("normalisation", "none", "maximise MI (none) or a normalised MI",
-                      choices=CMIF_NORMALISATIONS),
+                _estimator_option("cmif", "normalisation"),
                 Param("subpixel", True, "parabolic peak refinement in x, y and the angle"),
                 Param("angle_batch", 8, "angles computed together (memory grows with it)",
                       ge=1),
                 Param("highpass_sigma", 2.0, "subtract a Gaussian blur of this sigma (px, "
                       "within the mask) before quantising; 0 = off (the paper)", ge=0),
-                Param("precision", "auto", "FFT precision (auto: float32 while the counts "
-                      "stay exact)", choices=PRECISIONS),
+                _estimator_option("cmif", "precision"),
             ),
         ),
     ]
