@@ -82,7 +82,7 @@ def run(methods: str | list[str] | None = None, dataset: str | None = None,
     result = run_benchmark(settings, progress=progress)
     df = pd.read_csv(result.run_dir / RESULTS_CSV)
     df.attrs["run_dir"] = str(result.run_dir)
-    df.attrs["report"] = str(getattr(result.report, "html", result.report))
+    df.attrs["report"] = str(result.report.html)
     return df
 
 

@@ -118,8 +118,8 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
         sys.exit(130)
     click.echo(f"{result.completed} task(s) run, {result.failed} failed, "
                f"{result.skipped_existing} already done; results in {result.run_dir}")
-    _echo_paper_table(result.run_dir)
-    click.echo(f"report: {result.report}")
+    _echo_paper_table(result.report)
+    click.echo(f"report: {result.report.html}")
 
 
 def _echo_paper_table(report: Any) -> None:

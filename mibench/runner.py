@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mibench import reports
 from mibench.errors import UserError
 from mibench.executors import make_executor
 from mibench.manifest import write_manifest
@@ -32,7 +33,7 @@ from mibench.records import (
     write_record,
 )
 from mibench.registry import Registry
-from mibench import reports
+from mibench.reports import Reports
 from mibench.resume import check_compatible, tasks_to_run
 from mibench.settings import RunSettings
 from mibench.tasks import Task, WorkerContext, Workspace
@@ -42,14 +43,14 @@ from mibench.tasks import Task, WorkerContext, Workspace
 class RunResult:
     """What a run did. ``tasks_s`` is the wall time of running the tasks (workers' start-up
     included; planning and reports excluded); ``report`` is what
-    :func:`mibench.reports.build_reports` returned."""
+    :func:`mibench.reports.build_reports` returned (the report's path, its NAED table)."""
 
     run_dir: Path
     planned: int
     skipped_existing: int
     completed: int
     failed: int
-    report: Any
+    report: Reports
     tasks_s: float = 0.0
 
 

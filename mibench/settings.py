@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,8 +63,11 @@ def _plugins(value: Any) -> str | None:
     return "must be a list of module names"
 
 
+_SEED_TEXT = re.compile(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*")
+
+
 def _seeds(value: Any) -> str | None:
-    if _is_int(value) or isinstance(value, str) or (
+    if _is_int(value) or (isinstance(value, str) and _SEED_TEXT.fullmatch(value)) or (
             isinstance(value, list | tuple | range) and all(_is_int(v) for v in value)):
         return None
     return "must be an integer, a list of integers or a text like 0,1,2 or 0-4"

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from helpers import fakeplugin
 
-from mibench import runner, tensors
+from mibench import registration, tensors
 from mibench.cli import cli
 from mibench.errors import UserError
 from mibench.executors import LocalExecutor, WorkerFacts, plan_placement
@@ -134,9 +134,9 @@ def _toy(tmp_path, methods, **kw):
 def test_oom_fails_the_task_frees_the_cache_and_the_run_goes_on(tmp_path, monkeypatch,
                                                                 no_reports):
     freed = []
-    monkeypatch.setattr(runner, "_free_cuda_cache", lambda: freed.append(1))
+    monkeypatch.setattr(registration, "_free_cuda_cache", lambda: freed.append(1))
     result = run_benchmark(_toy(tmp_path, "oom,identity", workers=0), progress=False)
-    recs = {(r.method, r.pair_id): r for r in iter_records(result.run_dir)}
+    recs = {(r.task.method, r.task.pair_id): r for r in iter_records(result.run_dir)}
     assert len(recs) == 6 and result.failed == 3 and len(freed) == 3
     for i in range(3):
         bad, good = recs[("oom", f"toy-{i}")], recs[("identity", f"toy-{i}")]
@@ -152,7 +152,7 @@ def test_oom_fails_the_task_frees_the_cache_and_the_run_goes_on(tmp_path, monkey
 def test_oom_in_a_worker_process_does_not_stop_it(tmp_path, no_reports):
     result = run_benchmark(_toy(tmp_path, "oom,identity", workers=1,
                                 dataset_options={"pairs": 2}), progress=False)
-    recs = {(r.method, r.pair_id): r for r in iter_records(result.run_dir)}
+    recs = {(r.task.method, r.task.pair_id): r for r in iter_records(result.run_dir)}
     assert [recs[("oom", f"toy-{i}")].status for i in range(2)] == ["failed"] * 2
     assert [recs[("identity", f"toy-{i}")].status for i in range(2)] == ["ok"] * 2
     assert all(r.error.startswith("CUDA out of memory") for (m, _), r in recs.items()

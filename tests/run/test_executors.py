@@ -28,7 +28,7 @@ def cluster():
 
 
 def by_task(run_dir):
-    return {(r.method, r.pair_id, r.seed): r for r in iter_records(run_dir)}
+    return {(r.task.method, r.task.pair_id, r.task.seed): r for r in iter_records(run_dir)}
 
 
 def assert_same_results(got, want):
@@ -64,7 +64,7 @@ def test_dask_local_cluster_gives_the_records_of_the_local_executor(tmp_path, no
     assert a.completed == b.completed == 6 and a.failed == b.failed == 0
     got, want = by_task(b.run_dir), by_task(a.run_dir)
     assert_same_results(got, want)
-    ncc = [r for r in want.values() if r.method == "ncc"]
+    ncc = [r for r in want.values() if r.task.method == "ncc"]
     assert any(r.transform["matrix"] != np.eye(3).tolist() for r in ncc)  # ncc did move
     assert all(r.device == "cpu" and r.wall_s > 0 for r in got.values())
     # same torch threads per task on both executors (CPU results may depend on it)
@@ -140,6 +140,5 @@ def test_dask_enforces_time_outs_and_survives_crashes(tmp_path, cluster, no_repo
 def test_unknown_executor_and_unreachable_scheduler_are_user_errors(tmp_path):
     from mibench.errors import UserError
 
-    with pytest.raises(UserError, match="unknown executor 'ray'"):
-        run_benchmark(RunSettings(methods="identity", executor="ray", out=str(tmp_path)),
-                      progress=False)
+    with pytest.raises(UserError, match=r"executor \(--executor\) must be one of local, dask"):
+        RunSettings(methods="identity", executor="ray", out=str(tmp_path))

@@ -28,7 +28,7 @@ def toy_config(tmp_path, methods, **kw):
 
 
 def records_by(run_dir):
-    return {(r.method, r.pair_id, r.seed): r for r in iter_records(run_dir)}
+    return {(r.task.method, r.task.pair_id, r.task.seed): r for r in iter_records(run_dir)}
 
 
 def test_scores_in_process_against_brute_force(tmp_path, monkeypatch):
@@ -253,14 +253,14 @@ def test_user_errors_are_one_line(args, message):
 
 @pytest.mark.parametrize("content, message", [
     ("methods = 5", "methods must be a string or a list of method names, got 5"),
-    ('seeds = "abc"', "seeds must be an integer or a list of integers"),
+    ('seeds = "abc"', "seeds must be an integer, a list of integers or a text like 0,1,2"),
     ("dataset_options = 5", "dataset_options must be a table"),
     ("method_options = { ncc = [1] }", "method_options must be a table"),
     ('timeout = "x"', "timeout must be a number of seconds"),
     ('limit = "x"', "limit must be an integer"),
     ('workers = "abc"', "workers must be an integer"),
     ("device = 3", "device must be a string"),
-    ("workers = -3", "workers (--workers) must be >= 0, got -3"),
+    ("workers = -3", "workers must be >= 0, got -3"),
     ("seed = 3", "unknown config keys: seed (did you mean seeds?)"),
     ("colour = 3", "unknown config keys: colour"),
 ])
