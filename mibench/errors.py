@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 
-class PluginSpec(Protocol):
+class SpecLike(Protocol):
     """What the helpers below read of a :class:`mibench.specs.PluginSpec` (this module is the
     bottom layer of the package: it imports no other mibench module)."""
 
@@ -61,21 +61,21 @@ def one_line(text: Any) -> str:
     return "; ".join(s.strip() for s in str(text).splitlines() if s.strip())
 
 
-def plugin_label(spec: PluginSpec) -> str:
+def plugin_label(spec: SpecLike) -> str:
     """``"estimator 'ncc' (plugin 'mibench.estimators')"``: the spec and the plugin (package)
     that provided it; without the plugin part for a spec made outside a registry."""
     who = f" (plugin {spec.plugin!r})" if spec.plugin else ""
     return f"{spec.kind} {spec.name!r}{who}"
 
 
-def plugin_error(spec: PluginSpec, exc: ValueError) -> UserError:
+def plugin_error(spec: SpecLike, exc: ValueError) -> UserError:
     """The one-line :class:`UserError` a user sees for a plugin's ``ValueError`` (rule 2 of the
     module docstring), e.g. ``dataset 'toy': size must be even``."""
     return UserError(f"{spec.kind} {spec.name!r}: {one_line(exc)}")
 
 
 @contextmanager
-def as_user_error(spec: PluginSpec) -> Iterator[None]:
+def as_user_error(spec: SpecLike) -> Iterator[None]:
     """Run a plugin's code (a factory, a dataset's ``pairs()``, an estimator call) and turn
     a ``ValueError`` it raises into :func:`plugin_error`'s :class:`UserError`.
 
@@ -88,7 +88,7 @@ def as_user_error(spec: PluginSpec) -> Iterator[None]:
         raise plugin_error(spec, exc) from exc
 
 
-def contract_error(spec: PluginSpec, problem: str, expected: str) -> UserError:
+def contract_error(spec: SpecLike, problem: str, expected: str) -> UserError:
     """The :class:`UserError` for a plugin that broke its contract (rule 5): ``problem`` says
     what it did (``"returned a float 0.5"``), ``expected`` what it should have done."""
     return UserError(f"{plugin_label(spec)} {problem}; expected {expected}")
