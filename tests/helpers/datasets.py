@@ -254,7 +254,7 @@ def run_identity(out: Path, dataset: str, data_dir: Path, *options: str):
         args += ["-o", option]
     result = invoke(*args)
     assert result.exit_code == 0, (result.output, result.exception)
-    return result, {r.pair_id: r for r in iter_records(out)}
+    return result, {r.task.pair_id: r for r in iter_records(out)}
 
 
 def expect_error(dataset, data_dir, *options, match):

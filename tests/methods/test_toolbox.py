@@ -9,8 +9,8 @@ import torch
 from helpers.registration import POINTS, make_pair
 
 import mibench
-from mibench.config import _select_methods
 from mibench.methods import itk_convert as ic
+from mibench.plan import select_methods
 from mibench.registry import Registry
 from mibench.transform import MatrixTransform
 
@@ -158,7 +158,7 @@ def test_specs_declare_extras_and_all_skips_when_missing(monkeypatch):
                         lambda m, *a: None if m in ("itk", "SimpleITK") else real(m, *a))
     why = registry.get("method", "elastix-ami").unavailable_reason()
     assert "mibench[elastix]" in why
-    chosen, skipped = _select_methods(registry, "all")
+    chosen, skipped = select_methods(registry, ("all",))
     assert {"sitk-mse", "elastix-ami"} <= set(skipped)
     assert not {s.name for s in chosen} & {"sitk-mse", "elastix-ami"}
 
