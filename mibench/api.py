@@ -109,7 +109,8 @@ def list_plugins(plugins: Iterable[str] = ()) -> list[dict[str, Any]]:
                             for p in spec.params},
             }
             if kind == "method":
-                row["default"] = spec.default
+                row.update(default=spec.default, preferred_reference=spec.preferred_reference,
+                           baseline=spec.baseline)
             if kind == "estimator":
                 row["higher_is_better"] = spec.higher_is_better
             if kind == "dataset":

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mibench.errors import UserError, one_line_warnings
+from mibench.errors import UserError, as_user_error, one_line_warnings
 from mibench.metrics import NAED_NORMS
 from mibench.settings import EXECUTORS
 
@@ -230,10 +230,8 @@ def estimate(name, opts, plugins, channels, fixed_image, moving_image) -> None:
                         f"{fixed_image}: {fixed.shape[:2]}")
     # With --channels rgb, a colour and a grey image are compared in grey, as a run does.
     fixed, moving = same_channels(fixed, moving)
-    try:
+    with as_user_error(spec):  # the estimator's own checks (e.g. of its options: lo < hi)
         value = est(fixed, moving)
-    except ValueError as exc:  # the estimator's own check of its options (e.g. lo < hi)
-        raise UserError(f"estimator {spec.name!r}: {exc}") from None
     click.echo(f"{value:.6g}")
 
 

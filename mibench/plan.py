@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mibench.callables import OpenDataset, open_dataset
-from mibench.errors import UserError
+from mibench.errors import UserError, as_user_error
 from mibench.jsonio import canonical_json
 from mibench.pairs import PairInfo
 from mibench.paths import default_run_dir
@@ -95,10 +95,8 @@ def _resolve_methods(registry: Registry, settings: RunSettings
 
 def _pairs(opened: OpenDataset, limit: int | None) -> list[PairInfo]:
     name = opened.name
-    try:
+    with as_user_error(opened.spec):  # the dataset's own checks of its files
         pairs = list(opened.dataset.pairs())
-    except ValueError as exc:  # the dataset's own check of its files
-        raise UserError(f"dataset {name!r}: {exc}") from None
     odd = next((p for p in pairs if not isinstance(p, PairInfo)), None)
     if odd is not None:
         raise UserError(f"dataset {name!r}: pairs() must give PairInfo objects, got a "

@@ -249,3 +249,13 @@ def test_builtin_seed_options_take_every_32_bit_seed():
     seeds = [s.param("seed") for kind in ("estimator", "method")
              for s in reg.specs(kind).values() if "seed" in s.defaults()]
     assert seeds and all((p.ge, p.le) == (0, MAX_SEED) for p in seeds)
+
+
+def test_list_shows_what_each_method_is_for_in_the_report():
+    """``mibench list --json`` says which method the report prefers as its reference and which
+    one is the no-registration baseline (the flags on MethodSpec), so a user can see why."""
+    rows = {r["name"]: r for r in mibench.list_plugins() if r["kind"] == "method"}
+    assert rows["drmime"]["preferred_reference"] and not rows["drmime"]["baseline"]
+    assert rows["identity"]["baseline"] and not rows["identity"]["preferred_reference"]
+    assert not any(r["preferred_reference"] or r["baseline"] for name, r in rows.items()
+                   if name not in ("drmime", "identity"))
