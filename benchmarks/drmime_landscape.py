@@ -24,7 +24,7 @@ from mibench.datasets.synthetic import load_dataset
 from mibench.estimators.histogram import mmi
 from mibench.estimators.mine import StatisticsNetwork, make_generator
 from mibench.methods import drmime as D
-from mibench.methods.gradient import prepare_images
+from mibench.methods.inputs import prepare_images
 from mibench.methods.transform_models import pixel_to_normalised, warp_normalised
 from mibench.tensors import image_to_tensor
 

@@ -29,7 +29,7 @@ for step in $steps; do
     case $step in
     tests)  # CUDA against CPU, and the device handling
         timeout 170 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
-            tests/test_cuda.py tests/test_device.py 2>&1 | tee "$OUT/tests.log" | tail -n 25 ;;
+            tests/test_cuda.py tests/run/test_device.py 2>&1 | tee "$OUT/tests.log" | tail -n 25 ;;
     cmif)  # the issue-5 cases on CUDA: (b) straightforward, (c) cmif, bare FFT count
         timeout 150 "$PY" benchmarks/cmif.py --device cuda --cases small,256,512 --repeats 7 \
             2>&1 | tee "$OUT/cmif.log" | grep -v "^  \(page_faults\|fft_per\|package_grid:\)" ;;

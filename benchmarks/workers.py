@@ -54,9 +54,9 @@ def measure(args: argparse.Namespace, workers: int, out: Path) -> dict:
     if args.size is not None:
         dataset_options["size"] = args.size
     cfg = RunSettings(methods=args.methods, dataset="synthetic", dataset_options=dataset_options,
-                    method_options=_options(args.O), seeds=[args.seed], device=args.device,
-                    workers=workers, timeout=args.timeout, executor=args.executor,
-                    scheduler=args.scheduler, out=str(out), plugins=list(args.plugin))
+                      method_options=_options(args.O), seeds=[args.seed], device=args.device,
+                      workers=workers, timeout=args.timeout, executor=args.executor,
+                      scheduler=args.scheduler, out=str(out), plugins=list(args.plugin))
     result = run_benchmark(cfg, progress=False, log=lambda msg: None)
     records = list(iter_records(result.run_dir))
     walls = [r.wall_s for r in records if r.wall_s is not None]
