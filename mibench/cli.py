@@ -16,6 +16,7 @@ import click
 from mibench.errors import UserError, as_user_error, one_line_warnings
 from mibench.metrics import NAED_NORMS
 from mibench.settings import EXECUTORS
+from mibench.variants import normalise as normalise_method
 
 
 def _fail(message: str) -> None:
@@ -185,7 +186,8 @@ def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) ->
             raise UserError(f"{run_dir}: no records to report on (in {RECORDS_DIR}/)")
     if out and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"{out}: is a file; --out must be a directory")
-    reference = reference.strip().lower() if reference else None
+    # A variant is named as the tables name it (nmi[bins=64]); the base name in lower case.
+    reference = normalise_method(reference) if reference else None
     targets = [merge_runs([Path(d) for d in run_dirs], Path(out))] if out else run_dirs
     for run_dir in targets:
         built = build_reports(Path(run_dir), reference=reference)

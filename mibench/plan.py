@@ -23,6 +23,7 @@ from mibench.registration import RegistrationTask
 from mibench.registry import Registry
 from mibench.settings import ALL_METHODS, RunSettings
 from mibench.specs import MethodSpec
+from mibench.variants import parse_variant, variant_name
 
 #: Pair ids become file names of records: nothing that could escape the run directory.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -44,53 +45,100 @@ class RunPlan:
 
 def select_methods(registry: Registry, methods: tuple[str, ...]
                    ) -> tuple[list[MethodSpec], dict[str, str]]:
-    """The specs of ``methods`` (names, or ``("all",)`` / ``("default",)``) and, for ``all`` and
-    ``default``, the methods left out because they cannot run here (name -> why)."""
-    specs = registry.specs("method")
+    """The specs of ``("all",)`` or ``("default",)``: every available method (or every default
+    one), and those left out because they cannot run here (name -> why)."""
     skipped: dict[str, str] = {}
-    if methods in (("all",), ("default",)):
-        chosen = []
-        for spec in specs.values():
-            if methods == ("default",) and not spec.default:
-                continue
-            why = spec.unavailable_reason()
-            if why:
-                skipped[spec.name] = why
-            else:
-                chosen.append(spec)
-        if not chosen:
-            raise UserError(f"no {methods[0]} method is available here")
-        return chosen, skipped
     chosen = []
-    for name in dict.fromkeys(methods):
-        spec = registry.get("method", name)
+    for spec in registry.specs("method").values():
+        if methods == ("default",) and not spec.default:
+            continue
         why = spec.unavailable_reason()
         if why:
-            raise UserError(f"method {spec.name!r} is unavailable: {why}")
-        chosen.append(spec)
+            skipped[spec.name] = why
+        else:
+            chosen.append(spec)
     if not chosen:
-        raise UserError("no method selected")
+        raise UserError(f"no {methods[0]} method is available here")
     return chosen, skipped
 
 
-def _method_params(spec: MethodSpec, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    own = dict(options.get(spec.name, {}))
-    shared = {k: v for k, v in options.get(ALL_METHODS, {}).items()
-              if k in {p.name for p in spec.params} and k not in own}
-    return spec.resolve({**shared, **own}, from_text=True)
+@dataclass(frozen=True)
+class _Entry:
+    """One method as the user named it: its spec, the options in its brackets, the text."""
+
+    spec: MethodSpec
+    options: dict[str, str]
+    text: str
+
+
+def _entries(registry: Registry, methods: tuple[str, ...]
+             ) -> tuple[list[_Entry], dict[str, str]]:
+    if methods in (("all",), ("default",)):
+        specs, skipped = select_methods(registry, methods)
+        return [_Entry(s, {}, s.name) for s in specs], skipped
+    entries = []
+    for text in dict.fromkeys(methods):
+        base, options = parse_variant(text)
+        spec = registry.get("method", base)
+        why = spec.unavailable_reason()
+        if why:
+            raise UserError(f"method {spec.name!r} is unavailable: {why}")
+        entries.append(_Entry(spec, options, text))
+    if not entries:
+        raise UserError("no method selected")
+    return entries, {}
+
+
+def _variant(entry: _Entry, params: dict[str, Any]) -> str:
+    """The canonical name of an entry whose resolved options are ``params``."""
+    return variant_name(entry.spec.name, {k: params[k] for k in entry.options},
+                        entry.spec.defaults())
 
 
 def _resolve_methods(registry: Registry, settings: RunSettings
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    specs, skipped = select_methods(registry, settings.methods)
+    """``{canonical method name: resolved options}`` and the methods left out. A method's
+    options are: ``-O option=...`` (every method that has it), then ``-O name.option=...``
+    (the plain method ``name`` only), then a variant's own brackets."""
+    entries, skipped = _entries(registry, settings.methods)
     options = settings.method_options
-    unknown = set(options) - {s.name for s in specs} - {ALL_METHODS}
+    unknown = set(options) - {e.spec.name for e in entries if not e.options} - {ALL_METHODS}
     if unknown:
-        raise UserError(f"options given for methods not selected: {', '.join(sorted(unknown))}")
+        hint = (" (a variant's options go in its brackets: nmi[bins=64])"
+                if any("[" in u for u in unknown) else "")
+        raise UserError(f"options given for methods not selected: {', '.join(sorted(unknown))}"
+                        f"{hint}")
     for key in options.get(ALL_METHODS, {}):
-        if not any(key in {p.name for p in s.params} for s in specs):
+        if not any(key in {p.name for p in e.spec.params} for e in entries):
             raise UserError(f"no selected method has an option {key!r}")
-    return {s.name: _method_params(s, options) for s in specs}, skipped
+    planned: dict[str, dict[str, Any]] = {}
+    given_as: dict[str, str] = {}
+    for entry in entries:
+        own = {} if entry.options else dict(options.get(entry.spec.name, {}))
+        shared = {k: v for k, v in options.get(ALL_METHODS, {}).items()
+                  if k in {p.name for p in entry.spec.params} and k not in own}
+        params = entry.spec.resolve({**shared, **own, **entry.options}, from_text=True)
+        name = _variant(entry, params)
+        if name in planned:
+            raise UserError(f"method {name!r} is given twice (as {given_as[name]!r} and "
+                            f"{entry.text!r})")
+        planned[name], given_as[name] = params, entry.text
+    return planned, skipped
+
+
+def _reference(registry: Registry, text: str | None, planned: dict[str, Any]) -> str | None:
+    """``--reference`` by its canonical name (a variant spelt any way names the same method)."""
+    if not text:
+        return None
+    base, options = parse_variant(text)
+    name = base
+    if options:
+        spec = registry.get("method", base)
+        name = _variant(_Entry(spec, options, text), spec.resolve(options, from_text=True))
+    if name not in planned:
+        raise UserError(f"--reference {text!r} is not one of the selected methods "
+                        f"({', '.join(planned)})")
+    return name
 
 
 def _pairs(opened: OpenDataset, limit: int | None) -> list[PairInfo]:
@@ -137,9 +185,7 @@ def plan_run(registry: Registry, settings: RunSettings) -> RunPlan:
     except UserError as exc:
         raise settings.blame_file(exc) from None
     pairs = _pairs(opened, settings.limit)
-    if settings.reference and settings.reference not in method_params:
-        raise UserError(f"--reference {settings.reference!r} is not one of the selected methods "
-                        f"({', '.join(method_params)})")
+    reference = _reference(registry, settings.reference, method_params)
     config = {
         "dataset": dspec.name,
         "dataset_params": opened.params,
@@ -153,7 +199,7 @@ def plan_run(registry: Registry, settings: RunSettings) -> RunPlan:
         "timeout": settings.timeout,
         "executor": settings.executor,
         "scheduler": settings.scheduler,
-        "reference": settings.reference,
+        "reference": reference,
         "plugins": list(settings.plugins),
         "skipped_methods": skipped,
     }

@@ -27,6 +27,7 @@ from mibench.pairs import Pair, check_pair
 from mibench.paths import record_path
 from mibench.tasks import Workspace, now
 from mibench.transform import MatrixTransform, Transform
+from mibench.variants import base_name
 
 #: Part of every task key: bump it only when the meaning of a record changes (it makes every
 #: existing record a record of another task, so nothing is resumed across the change).
@@ -36,7 +37,8 @@ SCHEMA_VERSION = 1
 @dataclass(frozen=True)
 class RegistrationTask:
     """Register pair ``pair_id`` of a dataset (name and resolved options) with a method (name
-    and resolved options) and a seed."""
+    and resolved options) and a seed. ``method`` may name a variant, ``nmi[bins=64]``
+    (:mod:`mibench.variants`)."""
 
     method: str
     method_params: dict[str, Any]
@@ -254,7 +256,8 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
     transform, info, error, device_s, oom = None, {}, None, None, False
     wall: float | None = None
     try:
-        method = Method(workspace.registry.get("method", task.method), task.method_params, device)
+        spec = workspace.registry.get("method", base_name(task.method))
+        method = Method(spec, task.method_params, device)
         method.warm_up()
         fixed = image_to_tensor(pair.fixed, device)
         moving = image_to_tensor(pair.moving, device)

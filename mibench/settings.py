@@ -22,6 +22,8 @@ from mibench.errors import UserError
 from mibench.metrics import DEFAULT_NAED_NORM, NAED_NORMS
 from mibench.registry import split_plugin_names
 from mibench.seeds import MAX_SEED, MAX_SEEDS
+from mibench.variants import normalise as normalise_method
+from mibench.variants import split_methods
 
 #: Where tasks can run (:mod:`mibench.executors`).
 EXECUTORS = ("local", "dask")
@@ -180,7 +182,8 @@ class RunSettings:
     ----------
     methods : str or tuple of str
         ``"default"`` (the methods marked default), ``"all"`` (every available method) or names
-        (a list, or one comma-separated string).
+        (a list, or one comma-separated string); a name may be a variant, ``nmi[bins=64]``
+        (:mod:`mibench.variants`).
     dataset : str
         Dataset name; ``dataset_options`` are its options (strings from the command line are
         parsed to the option's type by the planner).
@@ -255,16 +258,16 @@ class RunSettings:
             raise UserError("--workers 0 (in-process) cannot be combined with --executor dask")
         methods = self.methods
         if isinstance(methods, str):
-            methods = tuple(m for m in methods.split(",") if m.strip())
+            methods = split_methods(methods)
         normalised = {
-            "methods": tuple(m.strip().lower() for m in methods),
+            "methods": tuple(normalise_method(m) for m in methods if m.strip()),
             "seeds": tuple(sorted(set(seeds))),
             "device": parse_device(self.device),
             "timeout": None if not self.timeout else float(self.timeout),
             "data_dir": None if self.data_dir is None else str(self.data_dir),
             "out": None if self.out is None else str(self.out),
             "plugins": split_plugin_names(self.plugins),
-            "reference": self.reference.strip().lower() if self.reference else None,
+            "reference": normalise_method(self.reference) if self.reference else None,
             "dataset_options": dict(self.dataset_options),
             "method_options": _method_options_by_method(self.method_options),
         }
