@@ -136,3 +136,17 @@ def test_the_cli_prints_a_variants_error_in_one_line():
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [
         "mibench: error: method 'nmi' is given twice (as 'nmi' and 'nmi[bins=32]')"]
+
+
+def test_two_settings_of_nmi_in_one_run(tmp_path):
+    """The issue's example on real data (small and short): nmi and nmi[bins=64] are two
+    methods of results.csv, stats.csv and the paper table."""
+    import mibench
+
+    df = mibench.run(["nmi", "nmi[bins=64]"], limit=3, workers=0, out=str(tmp_path / "run"),
+                     dataset_options={"size": 64}, method_options={"iterations": 5})
+    assert df.groupby("method").size().to_dict() == {"nmi": 3, "nmi[bins=64]": 3}
+    params = {r.task.method: r.task.method_params["bins"] for r in iter_records(tmp_path / "run")}
+    assert params == {"nmi": 32, "nmi[bins=64]": 64}
+    stats = pd.read_csv(tmp_path / "run" / "stats.csv")
+    assert set(stats["method"]) == {"nmi", "nmi[bins=64]"}
