@@ -18,6 +18,10 @@ from mibench.paths import damaged_path, record_files, temporary_files
 from mibench.registration import Record
 
 
+class DamagedRecord(UserError):
+    """A record file that is not a complete record: cut short by a kill, or edited."""
+
+
 def write_record(run_dir: Path, task: Any, record: Any) -> Path:
     """Write ``record`` (``to_dict()``) at ``task.record_path(run_dir)``; return the path."""
     path = task.record_path(run_dir)
@@ -25,32 +29,40 @@ def write_record(run_dir: Path, task: Any, record: Any) -> Path:
     return path
 
 
-def read_record(path: Path) -> Record:
-    """One record file. A file that is not a complete record (cut short, edited, not a JSON
-    object) is a :class:`UserError` naming it."""
+def read_record(path: Path, record_type: Any = None) -> Any:
+    """One record file, as ``record_type`` (a class with ``kind`` and ``from_dict``; default the
+    registration :class:`~mibench.registration.Record`). A file that is not a complete record
+    (cut short, edited, not a JSON object) is a :class:`UserError` naming it, and so is a record
+    of another kind (a run directory of another command)."""
+    record_type = record_type or Record
     try:
-        return Record.from_dict(read_json_object(path))
+        data = read_json_object(path)
+        kind = data.get("kind", Record.kind)
+        if kind != record_type.kind:
+            raise UserError(f"{path}: a record of {kind}, not of {record_type.kind}: this "
+                            "directory holds another kind of run")
+        return record_type.from_dict(data)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"{path}: damaged record ({exc}); delete it and `mibench run` "
-                        "recomputes that task") from None
+        raise DamagedRecord(f"{path}: damaged record ({exc}); delete it and `mibench run` "
+                            "recomputes that task") from None
 
 
-def iter_records(run_dir: Path) -> Iterator[Record]:
+def iter_records(run_dir: Path, record_type: Any = None) -> Iterator[Any]:
     """All records of ``run_dir`` (:func:`read_record`: a damaged one raises)."""
     for path in record_files(run_dir):
-        yield read_record(path)
+        yield read_record(path, record_type)
 
 
-def load_records_setting_aside_damaged(run_dir: Path,
-                                       log: Callable[[str], None]) -> list[Record]:
+def load_records_setting_aside_damaged(run_dir: Path, log: Callable[[str], None],
+                                       record_type: Any = None) -> list[Any]:
     """All records of a run directory about to be resumed. A damaged one (see
     :func:`read_record`) is renamed to ``*.json.damaged``, so that its task runs again instead
     of counting as done and breaking every report; ``log`` says so."""
     records = []
     for path in record_files(run_dir):
         try:
-            records.append(read_record(path))
-        except UserError as exc:
+            records.append(read_record(path, record_type))
+        except DamagedRecord as exc:
             aside = damaged_path(path)
             os.replace(path, aside)
             log(f"warning: {exc} -- moved to {aside.name}; the task runs again")

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -46,6 +46,11 @@ class RegistrationTask:
     dataset_params: dict[str, Any]
     pair_id: str
     seed: int
+
+    @property
+    def group(self) -> str:
+        """The method: records are filed, and failures tallied, by method."""
+        return self.method
 
     @property
     def key(self) -> str:
@@ -91,8 +96,11 @@ class Record:
     registration alone; ``device_s`` the CUDA-synchronised time on GPU (None on CPU).
 
     On disk (:meth:`to_dict`) a record is one flat JSON object: the task's fields and ``key``
-    first, then the outcome.
+    first, then the outcome. Registration records carry no ``kind`` key (they came first);
+    records of other kinds of task do.
     """
+
+    kind: ClassVar[str] = "registration"
 
     task: RegistrationTask
     status: str

@@ -56,17 +56,17 @@ class RunResult:
 
 @dataclass
 class _Tally:
-    """Records as they arrive: counts, per method, and the progress bar."""
+    """Records as they arrive: counts, per group (method), and the progress bar."""
 
     bar: Any = None
     completed: int = 0
     failed: int = 0
-    per_method: dict[str, list[Any]] = field(default_factory=dict)  # [run, failed, 1st error]
+    per_group: dict[str, list[Any]] = field(default_factory=dict)  # [run, failed, 1st error]
 
-    def add(self, record: Any) -> None:
+    def add(self, task: Task, record: Any) -> None:
         self.completed += 1
         self.failed += record.status == "failed"
-        tally = self.per_method.setdefault(record.task.method, [0, 0, None])
+        tally = self.per_group.setdefault(task.group, [0, 0, None])
         tally[0] += 1
         if record.status == "failed":
             tally[1] += 1
@@ -75,45 +75,53 @@ class _Tally:
             self.bar.set_postfix(failed=self.failed, refresh=False)
             self.bar.update(1)
 
-    def warn_all_failed(self, log: Callable[[str], None]) -> None:
-        for method, (ran, failed, error) in self.per_method.items():
+    def warn_all_failed(self, log: Callable[[str], None], what: str) -> None:
+        for group, (ran, failed, error) in self.per_group.items():
             if ran and failed == ran:
-                # Most likely a bad option or a missing dependency rather than hard pairs.
-                log(f"warning: every task of method {method!r} failed ({ran}); the first "
+                # Most likely a bad option or a missing dependency rather than hard inputs.
+                log(f"warning: every task of {what} {group!r} failed ({ran}); the first "
                     f"error: {error}")
 
 
-def run_benchmark(settings: RunSettings, *, progress: bool = True,
-                  log: Callable[[str], None] | None = None) -> RunResult:
-    """Plan and run a benchmark; write records, the manifest and the reports.
-
-    Tasks whose record already exists in the run directory are skipped, so calling this again
-    with the same settings resumes an interrupted run (with either executor).
-    """
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    registry = Registry(settings.plugins)
-    plan = plan_run(registry, settings)
-    for name, why in plan.skipped_methods.items():
-        log(f"skipping method {name!r}: {why}")
+def open_run_dir(run_dir: Path, log: Callable[[str], None], record_type: Any = None
+                 ) -> list[Any]:
+    """Create ``run_dir`` (or resume in it): clear a killed run's half-written files and return
+    the records already there (a damaged one is set aside, its task runs again)."""
     try:
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"{plan.run_dir}: cannot create the run directory "
+        raise UserError(f"{run_dir}: cannot create the run directory "
                         f"({exc.strerror or exc})") from None
-    remove_stale_temporaries(plan.run_dir)
-    previous = load_records_setting_aside_damaged(plan.run_dir, log)
-    check_compatible(plan.run_dir, previous, plan.tasks, settings.naed_norm)
-    resume = tasks_to_run(plan.tasks, previous, retry_failed=settings.retry_failed)
+    remove_stale_temporaries(run_dir)
+    return load_records_setting_aside_damaged(run_dir, log, record_type)
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What :func:`execute` did: tasks planned, kept from earlier runs, run now, failed now,
+    and the wall time of running them (workers' start-up included)."""
+
+    planned: int
+    kept: int
+    completed: int
+    failed: int
+    tasks_s: float
+
+
+def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: RunSettings,
+            ctx: WorkerContext, workspace: Workspace, config: dict[str, Any],
+            dataset_notes: list[str], progress: bool, log: Callable[[str], None],
+            what: str = "method") -> Executed:
+    """Run the ``tasks`` that have no record among ``previous`` (resume), on the settings'
+    executor, writing each record the moment it arrives, and ``run.json``. Knows nothing of
+    what a task computes (:mod:`mibench.tasks`); ``what`` names a task group in messages."""
+    resume = tasks_to_run(tasks, previous, retry_failed=settings.retry_failed)
     todo = resume.todo
     if resume.kept:
         failed = (f" ({resume.failed_before} of them failed: --retry-failed runs those again)"
                   if resume.failed_before and not settings.retry_failed else "")
-        log(f"resuming in {plan.run_dir}: {resume.kept} of {len(plan.tasks)} tasks already "
-            f"have records{failed}")
-    ctx = WorkerContext(plan.dataset.name, plan.config["data_dir"], settings.device,
-                        settings.naed_norm, settings.plugins, 1)
-    # The driver builds the record of a task whose worker died, with the plan's open dataset.
-    workspace = Workspace(ctx, plan.dataset)
+        log(f"resuming in {run_dir}: {resume.kept} of {len(tasks)} tasks already have "
+            f"records{failed}")
     # With nothing to run no cluster is started: the manifest then describes a local executor.
     executor = make_executor(settings.executor if todo else "local", workers=settings.workers,
                              device=settings.device, scheduler=settings.scheduler, log=log)
@@ -121,10 +129,12 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
     by_key = {t.key: t for t in todo}
 
     def on_record(record: Any) -> None:
-        write_record(plan.run_dir, by_key[record.key], record)
-        tally.add(record)
+        task = by_key[record.key]
+        write_record(run_dir, task, record)
+        tally.add(task, record)
 
     def failure(task: Task, error: str) -> Any:
+        # The driver builds the record of a task whose worker died.
         return task.failure(workspace, error)
 
     with executor:
@@ -133,8 +143,7 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
         if not todo and settings.executor != executor.name:
             described["executor"] = {"name": settings.executor, "started": False,
                                      "scheduler": settings.scheduler}
-        write_manifest(plan.run_dir, plan.config, tasks_planned=len(plan.tasks),
-                       dataset_notes=list(getattr(plan.dataset.dataset, "notes", None) or []),
+        write_manifest(run_dir, config, tasks_planned=len(tasks), dataset_notes=dataset_notes,
                        executor=described, concurrent=executor.concurrent if todo else 0,
                        log=log)
         if progress and todo:
@@ -149,7 +158,29 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
             tasks_s = time.perf_counter() - t0
             if tally.bar is not None:
                 tally.bar.close()
-    tally.warn_all_failed(log)
+    tally.warn_all_failed(log, what)
+    return Executed(len(tasks), resume.kept, tally.completed, tally.failed, tasks_s)
+
+
+def run_benchmark(settings: RunSettings, *, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> RunResult:
+    """Plan and run a registration benchmark; write records, the manifest and the reports.
+
+    Tasks whose record already exists in the run directory are skipped, so calling this again
+    with the same settings resumes an interrupted run (with either executor).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    plan = plan_run(Registry(settings.plugins), settings)
+    for name, why in plan.skipped_methods.items():
+        log(f"skipping method {name!r}: {why}")
+    previous = open_run_dir(plan.run_dir, log)
+    check_compatible(plan.run_dir, previous, plan.tasks, settings.naed_norm)
+    ctx = WorkerContext(plan.dataset.name, plan.config["data_dir"], settings.device,
+                        settings.naed_norm, settings.plugins, 1)
+    done = execute(plan.run_dir, plan.tasks, previous, settings=settings, ctx=ctx,
+                   workspace=Workspace(ctx, plan.dataset), config=plan.config,
+                   dataset_notes=list(getattr(plan.dataset.dataset, "notes", None) or []),
+                   progress=progress, log=log)
     report = reports.build_reports(plan.run_dir)
-    return RunResult(plan.run_dir, len(plan.tasks), resume.kept, tally.completed, tally.failed,
-                     report, tasks_s)
+    return RunResult(plan.run_dir, done.planned, done.kept, done.completed, done.failed, report,
+                     done.tasks_s)

@@ -5,6 +5,7 @@ object with
 
 - ``key``: a short hash of exactly what the task computes (its plugin, options, input and seed),
   so that a rerun finds the record it already has (resume) and a changed option makes a new task;
+- ``group``: what its records are filed and its failures tallied by (a method, an estimator);
 - ``record_path(run_dir)``: where its record is stored (:mod:`mibench.paths`);
 - ``run(workspace, on_started)``: compute it in a worker and return its record; never raise for
   a failure of the plugin under test (the record says ``failed``). ``on_started`` receives a
@@ -14,9 +15,11 @@ object with
   report (built by the driver, which may load the inputs again to score it).
 
 A record is any object with ``key``, ``status`` (``"ok"`` or ``"failed"``), ``error``,
-``wall_s``, ``finished_at`` and ``to_dict()``. Registration is one kind of task
-(:mod:`mibench.registration`); another kind (an estimator assessed on data of known MI, say)
-implements the same four members and runs through the same pool, executors and resume.
+``wall_s``, ``finished_at`` and ``to_dict()``; its class has ``kind`` (stored in the record,
+so that a directory of one kind of run is never read as another) and ``from_dict``.
+Registration is one kind of task (:mod:`mibench.registration`); another kind (an estimator
+assessed on data of known MI, say) implements the same members and runs through the same pool,
+executors and resume.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class Task(Protocol):
 
     @property
     def key(self) -> str: ...
+
+    @property
+    def group(self) -> str: ...
 
     def record_path(self, run_dir: Path) -> Path: ...
 

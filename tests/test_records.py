@@ -79,3 +79,18 @@ def test_a_damaged_record_is_one_line_naming_it(tmp_path):
     path.write_text('{"key": "abc", "method": ')
     with pytest.raises(records.UserError, match=f"{path}: damaged record"):
         read_record(path)
+
+
+def test_a_record_of_another_kind_is_refused_not_set_aside(tmp_path):
+    """A run directory of another command (records with another ``kind``) is not a damaged
+    registration run: reading it says so, and resuming into it renames nothing."""
+    task = RegistrationTask("ncc", {}, "toy", {}, "toy-0", 0)
+    path = write_record(tmp_path, task, Record(task, status="ok"))
+    data = json.loads(path.read_text())
+    assert "kind" not in data  # registration records keep their original layout
+    path.write_text(json.dumps({**data, "kind": "accuracy"}))
+    with pytest.raises(records.UserError, match="a record of accuracy, not of registration"):
+        read_record(path)
+    with pytest.raises(records.UserError, match="another kind of run"):
+        records.load_records_setting_aside_damaged(tmp_path, print)
+    assert path.exists()
