@@ -175,70 +175,50 @@ def _method_options_by_method(options: dict[str, Any]) -> dict[str, dict[str, An
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """A benchmark request, checked.
+class ExecutionSettings:
+    """How tasks run, whatever they compute: the settings every command that runs tasks shares
+    (``mibench run``, ``mibench estimators ...``), checked.
 
     Attributes
     ----------
-    methods : str or tuple of str
-        ``"default"`` (the methods marked default), ``"all"`` (every available method) or names
-        (a list, or one comma-separated string); a name may be a variant, ``nmi[bins=64]``
-        (:mod:`mibench.variants`).
-    dataset : str
-        Dataset name; ``dataset_options`` are its options (strings from the command line are
-        parsed to the option's type by the planner).
-    method_options : dict
-        ``{method: {option: value}}``; the key ``"*"`` (:data:`ALL_METHODS`), or a plain
-        ``option: value`` entry, applies an option to every selected method that has it.
     seeds : tuple of int
-        Every (method, pair) runs once per seed; given as an int, a list or a text (``0-4``).
-    timeout : float or None
-        Seconds per task (loading the pair and registering it); None (given as 0 or None) for
-        no limit.
+        Every task runs once per seed; given as an int, a list or a text (``0-4``).
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     workers : int
         Worker processes; 0 runs tasks in this process (no time-out, no crash isolation). With
         the ``dask`` executor and no scheduler: the ``LocalCluster``'s worker count.
-    device : str
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    naed_norm : str
-        The NAED normaliser D (:data:`mibench.metrics.NAED_NORMS`).
+    timeout : float or None
+        Seconds per task (loading its inputs and computing it); None (given as 0 or None) for
+        no limit.
+    out : str or None
+        The run directory (None: the command's default).
+    plugins : tuple of str
+        Extra plugin modules (``--plugin``).
     executor, scheduler : str, str or None
         ``local`` (worker processes here) or ``dask`` (a Dask cluster at ``scheduler``, or a
         ``LocalCluster``). Neither changes the run directory.
-    reference : str or None
-        The method the report tests every other method against (None: the report's rule).
     retry_failed : bool
         On resume, run the tasks whose record says ``failed`` again.
-    config_file, file_options : str or None, tuple of str
-        Where settings came from: the config file, and the dataset and method option names whose
-        value it gave (an error about one of them names the file).
     """
 
-    methods: str | tuple[str, ...] = "default"
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     device: str = "auto"
     workers: int = 1
     timeout: float | None = DEFAULT_TIMEOUT
-    limit: int | None = None
     out: str | None = None
-    naed_norm: str = DEFAULT_NAED_NORM
     plugins: tuple[str, ...] = ()
     executor: str = "local"
     scheduler: str | None = None
-    reference: str | None = None
     retry_failed: bool = False
-    config_file: str | None = None
-    file_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Imported here: it imports torch, which `mibench list` and `--help` need not load.
         from mibench.tensors import parse_device
 
         for key, (flag, check) in FIELDS.items():
+            if not hasattr(self, key):
+                continue
             value = getattr(self, key)
             problem = check(value)
             if problem:
@@ -256,23 +236,64 @@ class RunSettings:
             raise UserError("--scheduler needs --executor dask")
         if self.executor == "dask" and self.workers == 0:
             raise UserError("--workers 0 (in-process) cannot be combined with --executor dask")
-        methods = self.methods
-        if isinstance(methods, str):
-            methods = split_methods(methods)
-        normalised = {
-            "methods": tuple(normalise_method(m) for m in methods if m.strip()),
-            "seeds": tuple(sorted(set(seeds))),
-            "device": parse_device(self.device),
-            "timeout": None if not self.timeout else float(self.timeout),
-            "data_dir": None if self.data_dir is None else str(self.data_dir),
-            "out": None if self.out is None else str(self.out),
-            "plugins": split_plugin_names(self.plugins),
-            "reference": normalise_method(self.reference) if self.reference else None,
-            "dataset_options": dict(self.dataset_options),
-            "method_options": _method_options_by_method(self.method_options),
-        }
-        for key, value in normalised.items():
+        self._set(seeds=tuple(sorted(set(seeds))), device=parse_device(self.device),
+                  timeout=None if not self.timeout else float(self.timeout),
+                  out=None if self.out is None else str(self.out),
+                  plugins=split_plugin_names(self.plugins))
+
+    def _set(self, **values: Any) -> None:
+        """Store normalised values (the dataclass is frozen once built)."""
+        for key, value in values.items():
             object.__setattr__(self, key, value)
+
+
+@dataclass(frozen=True)
+class RunSettings(ExecutionSettings):
+    """A registration benchmark request (``mibench run``), checked: the
+    :class:`ExecutionSettings` and what to register.
+
+    Attributes
+    ----------
+    methods : str or tuple of str
+        ``"default"`` (the methods marked default), ``"all"`` (every available method) or names
+        (a list, or one comma-separated string); a name may be a variant, ``nmi[bins=64]``
+        (:mod:`mibench.variants`).
+    dataset : str
+        Dataset name; ``dataset_options`` are its options (strings from the command line are
+        parsed to the option's type by the planner).
+    method_options : dict
+        ``{method: {option: value}}``; the key ``"*"`` (:data:`ALL_METHODS`), or a plain
+        ``option: value`` entry, applies an option to every selected method that has it.
+    limit : int or None
+        Only the first ``limit`` pairs.
+    naed_norm : str
+        The NAED normaliser D (:data:`mibench.metrics.NAED_NORMS`).
+    reference : str or None
+        The method the report tests every other method against (None: the report's rule).
+    config_file, file_options : str or None, tuple of str
+        Where settings came from: the config file, and the dataset and method option names whose
+        value it gave (an error about one of them names the file).
+    """
+
+    methods: str | tuple[str, ...] = "default"
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limit: int | None = None
+    naed_norm: str = DEFAULT_NAED_NORM
+    reference: str | None = None
+    config_file: str | None = None
+    file_options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        methods = split_methods(self.methods) if isinstance(self.methods, str) else self.methods
+        self._set(methods=tuple(normalise_method(m) for m in methods if m.strip()),
+                  data_dir=None if self.data_dir is None else str(self.data_dir),
+                  reference=normalise_method(self.reference) if self.reference else None,
+                  dataset_options=dict(self.dataset_options),
+                  method_options=_method_options_by_method(self.method_options))
 
     def blame_file(self, exc: UserError) -> UserError:
         """``exc`` with ``(set in FILE)`` appended when it is about an option whose value came
