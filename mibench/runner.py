@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from mibench import reports
+from mibench.accuracy import (
+    AccuracyRecord,
+    AccuracySettings,
+    check_accuracy_compatible,
+    plan_accuracy,
+)
 from mibench.errors import UserError
 from mibench.executors import make_executor
 from mibench.manifest import write_manifest
+from mibench.metrics import DEFAULT_NAED_NORM
 from mibench.plan import plan_run
 from mibench.records import (
     load_records_setting_aside_damaged,
@@ -34,8 +41,9 @@ from mibench.records import (
 )
 from mibench.registry import Registry
 from mibench.reports import Reports
+from mibench.reports.accuracy import AccuracyReport, build_accuracy_report
 from mibench.resume import check_compatible, tasks_to_run
-from mibench.settings import RunSettings
+from mibench.settings import ExecutionSettings, RunSettings
 from mibench.tasks import Task, WorkerContext, Workspace
 
 
@@ -108,7 +116,7 @@ class Executed:
     tasks_s: float
 
 
-def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: RunSettings,
+def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: ExecutionSettings,
             ctx: WorkerContext, workspace: Workspace, config: dict[str, Any],
             dataset_notes: list[str], progress: bool, log: Callable[[str], None],
             what: str = "method") -> Executed:
@@ -184,3 +192,18 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
     report = reports.build_reports(plan.run_dir)
     return RunResult(plan.run_dir, done.planned, done.kept, done.completed, done.failed, report,
                      done.tasks_s)
+
+
+def run_accuracy(settings: AccuracySettings, *, progress: bool = True,
+                 log: Callable[[str], None] | None = None) -> tuple[Executed, AccuracyReport]:
+    """``mibench estimators accuracy``: every estimator on every known-MI task, size and seed,
+    through the same execution as a registration run; then its report."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    plan = plan_accuracy(Registry(settings.plugins), settings)
+    previous = open_run_dir(plan.run_dir, log, AccuracyRecord)
+    check_accuracy_compatible(plan.run_dir, previous, plan.tasks)
+    ctx = WorkerContext("", None, settings.device, DEFAULT_NAED_NORM, settings.plugins, 1)
+    done = execute(plan.run_dir, plan.tasks, previous, settings=settings, ctx=ctx,
+                   workspace=Workspace(ctx), config=plan.config, dataset_notes=[],
+                   progress=progress, log=log, what="estimator")
+    return done, build_accuracy_report(plan.run_dir)
