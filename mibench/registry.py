@@ -10,7 +10,9 @@ hook names (a typo) and hook-like functions without ``@hookimpl``, hooks that ta
 raise, or return anything but a list of specs of their kind, spec names that are not valid
 names, and names another plugin already provides (case-insensitively). The hooks are called
 once, at registration: they return plain metadata, and a plugin is accepted or refused as a
-whole, so a half-working plugin never runs.
+whole, so a half-working plugin never runs. One hook, ``mibench_derived_methods``, is called
+later, with every estimator of every plugin: it gives each estimator a registration method
+(:meth:`Registry.derived_methods`); a method a plugin writes wins over a derived one of its name.
 
 A problem in an installed plugin (entry point) must not break mibench: the plugin is left out and
 recorded in :attr:`Registry.broken` (``mibench list`` shows it, an unknown name mentions it). A
@@ -56,6 +58,8 @@ NAME_RULE = ("lower-case letters, digits, '-', '_' and '.', starting with a lett
 FACTORY_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 #: Method names that ``--methods`` reads as a selection, not as a method.
 RESERVED = {"method": {"all", "default"}}
+#: The hook that derives methods from the estimators (called with them, not at registration).
+DERIVED_HOOK = "mibench_derived_methods"
 
 
 class PluginError(Exception):
@@ -112,6 +116,9 @@ class Registry:
         self.broken: dict[str, str] = {}
         #: plugin name -> kind -> its specs, in registration order (built-ins first)
         self._provided: dict[str, dict[str, list[PluginSpec]]] = {}
+        #: the methods derived from the estimators, each with the plugin it is listed after;
+        #: None until looked up after a change
+        self._derived: list[tuple[str, MethodSpec]] | None = None
         self.extra_plugins = split_plugin_names(plugins)
         for name in BUILTIN_PLUGINS:
             # Ours: a problem here is a bug in mibench, so it always raises.
@@ -162,6 +169,7 @@ class Registry:
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
         self._provided.pop(name, None)
+        self._derived = None
 
     def _add(self, plugin: object, name: str, *, strict: bool) -> None:
         """Register ``plugin`` under ``name`` and collect its specs, or refuse it whole."""
@@ -178,7 +186,8 @@ class Registry:
             lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
             why = "; ".join(lines[1:] or lines)
             if "Argument(s)" in why:
-                why += " (mibench hooks take no arguments)"
+                why += (" (mibench hooks take no arguments, but "
+                        f"{DERIVED_HOOK}(estimators))")
             if self.pm.get_plugin(name) is not None:  # older pluggy registers part of it
                 self.pm.unregister(name=name)
             self._refuse(name, f"invalid hook implementation: {why}", strict)
@@ -191,6 +200,7 @@ class Registry:
             self._refuse(name, str(exc), strict)
             return
         self._provided[name] = provided
+        self._derived = None  # derived again at the next look-up, with this plugin's estimators
 
     def _refuse(self, name: str, why: str, strict: bool, *, prefix: bool = True) -> None:
         if strict:
@@ -201,7 +211,7 @@ class Registry:
         """A misspelt hook or a hook without ``@hookimpl`` would otherwise register nothing
         and say nothing. pluggy's ``check_pending()`` finds the first (for all plugins at
         once); this is the same check for one plugin, plus the second."""
-        hooks = list(KINDS.values())
+        hooks = [*KINDS.values(), DERIVED_HOOK]
         for caller in self.pm.get_hookcallers(plugin) or ():
             if caller.has_spec():
                 continue
@@ -230,6 +240,7 @@ class Registry:
         for kind, hook_name in KINDS.items():
             spec_type = SPEC_TYPES[kind]
             own: dict[str, PluginSpec] = {}
+            # A method derived so far counts as taken: a later plugin cannot replace ncc.
             taken = {spec.name.lower(): spec for spec in self._all(kind)}
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != name:
@@ -310,9 +321,73 @@ class Registry:
 
     # ------------------------------------------------------------------ look-up
 
-    def _all(self, kind: str) -> Iterable[PluginSpec]:
+    def _written(self, kind: str) -> Iterable[PluginSpec]:
+        """The specs the plugins' hooks of ``kind`` returned (no derived method)."""
         for provided in self._provided.values():
             yield from provided.get(kind, ())
+
+    def _all(self, kind: str) -> Iterable[PluginSpec]:
+        """Every spec of ``kind`` in registration order; a derived method comes after the
+        methods of the later of its estimator's plugin and the plugin that derived it (so the
+        built-ins come first, and ``identity`` heads the methods)."""
+        if kind != "method":
+            yield from self._written(kind)
+            return
+        self.derived_methods()  # derives them if the plugins changed
+        derived = self._derived or []
+        for name, provided in self._provided.items():
+            yield from provided.get(kind, ())
+            yield from (spec for slot, spec in derived if slot == name)
+        yield from (spec for slot, spec in derived if slot not in self._provided)
+
+    def derived_methods(self) -> list[MethodSpec]:
+        """The methods derived from the estimators (:data:`DERIVED_HOOK`), computed once after
+        the plugins changed: each implementation is called with every estimator; a name a
+        written method has (or an earlier derived one) is left out, so written methods win. A
+        third-party implementation that raises or returns a wrong spec is recorded in
+        :attr:`broken` and its methods left out; a built-in one raises (a bug of mibench)."""
+        if self._derived is None:
+            estimators = list(self._written("estimator"))
+            taken = {spec.name.lower() for spec in self._written("method")}
+            order = list(self._provided)
+            derived: list[tuple[str, MethodSpec]] = []
+            for impl in getattr(self.pm.hook, DERIVED_HOOK).get_hookimpls():
+                try:
+                    specs = self._derive(impl, estimators)
+                except PluginError as exc:
+                    if impl.plugin_name in BUILTIN_PLUGINS:
+                        raise UserError(f"plugin {impl.plugin_name!r}: {exc}") from None
+                    self.broken[impl.plugin_name] = str(exc)
+                    continue
+                for spec in specs:
+                    if spec.name.lower() not in taken:
+                        taken.add(spec.name.lower())
+                        slots = [p for p in (spec.plugin, impl.plugin_name) if p in order]
+                        slot = max(slots, key=order.index) if slots else impl.plugin_name
+                        derived.append((slot, spec))
+            self._derived = derived
+        return [spec for _, spec in self._derived]
+
+    def _derive(self, impl: Any, estimators: list[PluginSpec]) -> list[MethodSpec]:
+        """Call one implementation of :data:`DERIVED_HOOK` and check what it returns."""
+        try:
+            result = impl.function(estimators=list(estimators))
+        except Exception as exc:
+            raise PluginError(_first_line(f"{DERIVED_HOOK}() raised {type(exc).__name__}: "
+                                          f"{exc}")) from None
+        if not isinstance(result, (list, tuple)):
+            raise PluginError(f"{DERIVED_HOOK}() returned {_describe(result)}; expected a list "
+                              "of MethodSpec")
+        checked = []
+        for spec in result:
+            if not isinstance(spec, MethodSpec):
+                raise PluginError(f"{DERIVED_HOOK}() returned {_describe(spec)} in its list; "
+                                  "expected MethodSpec")
+            self._check_name("method", spec, {}, {})
+            self._check_fields("method", spec)
+            checked.append(spec if spec.plugin else dataclasses.replace(spec,
+                                                                         plugin=impl.plugin_name))
+        return checked
 
     def specs(self, kind: str) -> dict[str, PluginSpec]:
         """All specs of one kind (``estimator``, ``method``, ``dataset``), by name, in

@@ -264,6 +264,40 @@ class PluginSpec:
 
 
 @dataclass(frozen=True)
+class Registration:
+    """How the registration method derived from an estimator uses it (issue 18).
+
+    Every estimator gives a method of its name (:mod:`mibench.methods.derived`) whose options
+    are the engine's plus the estimator's; this says which of the estimator's options the
+    method offers and with which registration defaults.
+
+    Attributes
+    ----------
+    options : tuple of str, or None
+        The estimator options the method offers, in the estimator's order; None = all. The
+        others keep the estimator's defaults.
+    defaults : tuple of Param
+        Estimator options redeclared for registration: another default (a differentiable
+        kernel), narrower bounds, other help. Each must name an offered option.
+    differentiable_when : tuple of (str, tuple) pairs
+        For an estimator with ``differentiable=False``: the option values under which it has a
+        gradient after all, e.g. ``(("kernel", ("linear", "cubic")),)``; the method then uses
+        the gradient engine, else the derivative-free one.
+    default : bool
+        The method is in the set ``mibench run`` uses without ``--methods`` (built-ins only).
+    """
+
+    options: tuple[str, ...] | None = None
+    defaults: tuple[Param, ...] = ()
+    differentiable_when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    default: bool = False
+
+    def offers(self, name: str) -> bool:
+        """Whether the derived method offers the estimator option ``name``."""
+        return self.options is None or name in self.options
+
+
+@dataclass(frozen=True)
 class EstimatorSpec(PluginSpec):
     """A similarity measure.
 
@@ -271,11 +305,30 @@ class EstimatorSpec(PluginSpec):
     float tensors (``mask``: ``(B, 1, H, W)`` bool) and returning one value per batch item,
     shape ``(B,)``. ``higher_is_better`` states the direction; ``differentiable`` whether
     gradients flow to ``moving``.
+
+    ``derive_method`` (default True): mibench derives a registration method of the same name
+    from the estimator (gradient engine when differentiable, derivative-free otherwise; see
+    :mod:`mibench.methods.derived`), unless a method of that name exists. ``registration``
+    tunes it (:class:`Registration`).
     """
 
     kind: ClassVar[str] = "estimator"
     higher_is_better: bool = True
     differentiable: bool = True
+    derive_method: bool = True
+    registration: Registration = field(default_factory=Registration)
+
+    def registration_params(self) -> tuple[Param, ...]:
+        """The estimator options the derived method offers, with its registration defaults."""
+        redeclared = {p.name: p for p in self.registration.defaults}
+        return tuple(redeclared.get(p.name, p) for p in self.params
+                     if self.registration.offers(p.name))
+
+    def differentiable_with(self, options: dict[str, Any]) -> bool:
+        """Whether gradients flow to ``moving`` with these (resolved) options."""
+        when = self.registration.differentiable_when
+        return self.differentiable or (bool(when) and all(options.get(name) in values
+                                                          for name, values in when))
 
 
 @dataclass(frozen=True)

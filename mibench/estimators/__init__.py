@@ -1,6 +1,9 @@
 """Built-in similarity measures, registered through the ``mibench_estimators`` hook.
 
-Kept light: the factories are ``"module:function"`` strings, so listing imports no torch.
+Kept light: the factories are ``"module:function"`` strings, so listing imports no torch. Each
+estimator also gives a registration method of its name (:mod:`mibench.methods.derived`); its
+``Registration`` says which options the method offers and with which defaults. ``mine`` and
+``cmif`` opt out (``cmif`` is a written method: CMIF's global search).
 """
 
 from mibench.estimators.options import (
@@ -14,7 +17,7 @@ from mibench.estimators.options import (
 )
 from mibench.hookspecs import hookimpl
 from mibench.seeds import MAX_SEED
-from mibench.specs import EstimatorSpec, Param
+from mibench.specs import EstimatorSpec, Param, Registration
 
 _RANGE = (
     Param("range", "minmax", "intensity range per image: minmax (over the mask), fixed (lo, hi) "
@@ -37,6 +40,18 @@ def _bins(default: int, least: int = 1) -> tuple[Param, ...]:
     )
 
 
+#: Registration defaults of the histogram MI methods (the derived methods, issue 18): 32 bins (a
+#: differentiable window needs 2, cubic 4: checked by the estimator, as it depends on kernel).
+_REGISTRATION_BINS = Param("bins", 32, "histogram bins", ge=2)
+#: With box (hard counts) jhmi and nmi have no gradient: their methods then use Powell.
+_HAS_GRADIENT = (("kernel", ("linear", "cubic")),)
+
+
+def _registration_kernel(default: str) -> Param:
+    return Param("kernel", default, "Parzen window: linear or cubic (Adam), or box (hard counts, "
+                 "no gradient: Powell)", choices=BSPLINE_KERNELS)
+
+
 _KERNEL = Param("kernel", "box", "Parzen window: box (hard counts, no gradient), linear or cubic "
                 "B-spline (differentiable in both images)", choices=BSPLINE_KERNELS)
 
@@ -49,6 +64,7 @@ def mibench_estimators():
             description="Mean squared intensity difference over the masked pixels and channels.",
             factory="mibench.estimators.basic:mse",
             higher_is_better=False,
+            registration=Registration(default=True),
         ),
         EstimatorSpec(
             name="ncc",
@@ -56,6 +72,7 @@ def mibench_estimators():
             "pooled); sign kept, constant image gives 0.",
             factory="mibench.estimators.basic:ncc",
             higher_is_better=True,
+            registration=Registration(default=True),
         ),
         EstimatorSpec(
             name="jhmi",
@@ -72,6 +89,14 @@ def mibench_estimators():
             ) + _RANGE,
             higher_is_better=True,
             differentiable=False,
+            # ITK's JointHistogramMutualInformation smooths with variance 1.5.
+            registration=Registration(
+                options=("bins", "kernel", "smoothing_variance"),
+                defaults=(_REGISTRATION_BINS, _registration_kernel("linear"),
+                          Param("smoothing_variance", 1.5, "variance (bins^2) of the Gaussian "
+                                "smoothing of the joint histogram (ITK's "
+                                "varianceForJointPDFSmoothing); 0 = none", ge=0)),
+                differentiable_when=_HAS_GRADIENT),
         ),
         EstimatorSpec(
             name="nmi",
@@ -88,6 +113,10 @@ def mibench_estimators():
             ) + _RANGE,
             higher_is_better=True,
             differentiable=False,
+            registration=Registration(
+                options=("bins", "kernel", "normalisation"),
+                defaults=(_REGISTRATION_BINS, _registration_kernel("cubic")),
+                differentiable_when=_HAS_GRADIENT, default=True),
         ),
         EstimatorSpec(
             name="mmi",
@@ -101,6 +130,7 @@ def mibench_estimators():
             + _RANGE,
             higher_is_better=True,
             differentiable=True,
+            registration=Registration(options=("bins",)),
         ),
         EstimatorSpec(
             name="kde-mi",
@@ -116,6 +146,7 @@ def mibench_estimators():
             ) + _RANGE,
             higher_is_better=True,
             differentiable=True,
+            registration=Registration(options=("bins", "sigma"), defaults=(_REGISTRATION_BINS,)),
         ),
         EstimatorSpec(
             name="softhist-mi",
@@ -129,6 +160,7 @@ def mibench_estimators():
             ) + _RANGE,
             higher_is_better=True,
             differentiable=True,
+            registration=Registration(options=("bins", "slope"), defaults=(_REGISTRATION_BINS,)),
         ),
         EstimatorSpec(
             name="mine",
@@ -150,6 +182,9 @@ def mibench_estimators():
             ),
             higher_is_better=True,
             differentiable=False,
+            # Trained per evaluation (seconds): Powell's thousands of evaluations would take
+            # hours per pair. DRMIME is the registration method built on MINE.
+            derive_method=False,
         ),
         EstimatorSpec(
             name="cmif",
@@ -174,5 +209,8 @@ def mibench_estimators():
             ),
             higher_is_better=True,
             differentiable=False,
+            # The cmif method is CMIF's global search over every shift: a local optimisation of
+            # the value at shift 0 would throw that away.
+            derive_method=False,
         ),
     ]

@@ -1,6 +1,8 @@
 """Built-in registration methods, registered through the ``mibench_methods`` hook like any plugin.
 
-Factories are given as ``"module:function"`` strings so that listing imports nothing heavy.
+Factories are given as ``"module:function"`` strings so that listing imports nothing heavy. The
+methods of the estimators (``ncc``, ``mse``, ``nmi``, ... and every third-party estimator) are
+not written here: ``mibench_derived_methods`` derives them by one rule (:mod:`.derived`).
 """
 
 import dataclasses
@@ -8,53 +10,21 @@ from typing import Any
 
 # The estimators' hook is called, not imported by name: this module's hooks are its names.
 from mibench import estimators as _estimators
-from mibench.estimators.options import QUANTISERS, SMOOTH_KERNELS
+from mibench.estimators.options import QUANTISERS
 from mibench.hookspecs import hookimpl
+from mibench.methods.derived import derive_methods
 from mibench.methods.options import (
     DRMIME_EXPS,
     DRMIME_PRESETS,
     DRMIME_SAMPLINGS,
     ELASTIX_METRICS,
-    INITS,
-    MULTIRES,
-    SCHEDULES,
     SITK_BINNED_METRICS,
     SITK_METRICS,
     TOOLBOX_PRESETS,
-    TRANSFORMS,
     drmime_presets_text,
 )
+from mibench.methods.params import INIT, TRANSFORM, levels, min_size
 from mibench.specs import MethodSpec, Param, Requirement
-
-_INIT = Param("init", "identity", "starting transform: the pixel identity, or CMIF's global rigid "
-               "search (every rotation and translation) refined by this method", choices=INITS)
-_TRANSFORM = Param("transform", "affine", "transform model", choices=TRANSFORMS)
-_MIN_SIZE = Param("min_size", 32, "smallest allowed side (px) of the coarsest pyramid level",
-                  ge=1)
-
-
-def _levels(default: int) -> Param:
-    """``levels`` of a method with a Gaussian pyramid (:mod:`mibench.methods.pyramid`)."""
-    return Param("levels", default, "Gaussian pyramid levels (fewer if the coarsest would go "
-                 "below min_size)", ge=1)
-
-
-def _gradient_params() -> tuple[Param, ...]:
-    """Options shared by the gradient methods (``mibench.methods.gradient``)."""
-    return (
-        Param("iterations", 200, "Adam steps (in total for simultaneous, per level for "
-              "coarse-to-fine; 0 = the starting transform)", ge=0),
-        _levels(4),
-        Param("lr", 0.02, "Adam learning rate on the matrix-exponential parameters "
-              "(normalised coordinates)", gt=0),
-        _TRANSFORM,
-        Param("multires", "simultaneous", "all levels every step with one shared transform "
-              "(DRMIME), or one level at a time", choices=MULTIRES),
-        _MIN_SIZE,
-        Param("schedule", "cosine", "learning-rate schedule (cosine decay to 2% of lr, or "
-              "constant)", choices=SCHEDULES),
-        _INIT,
-    )
 
 
 def _estimator_option(estimator: str, name: str, **changes: Any) -> Param:
@@ -64,29 +34,9 @@ def _estimator_option(estimator: str, name: str, **changes: Any) -> Param:
     return dataclasses.replace(spec.param(name), **changes)
 
 
-def _mi_method(name: str, what: str, *estimator_params: Param, default: bool = False
-               ) -> MethodSpec:
-    """A gradient method driven by one of the MI estimators (same engine as ``ncc``/``mse``)."""
-    return MethodSpec(
-        name=name,
-        description=f"Affine gradient registration maximising {what} (same transform model, "
-        "pyramid and optimiser as ncc/mse)",
-        factory=f"mibench.methods.gradient:{name.replace('-', '_')}",
-        params=_gradient_params() + estimator_params,
-        default=default,
-    )
-
-
-#: The differentiable windows of the MI methods need 2 bins (linear) or 4 (cubic: checked by
-#: the estimator, as it depends on ``kernel``); kde-mi's centres need 2 too.
-_BINS32 = Param("bins", 32, "histogram bins", ge=2)
-_SMOOTH_KERNEL = Param("kernel", "cubic", "Parzen window (box gives no gradient, so only the "
-                       "differentiable ones)", choices=SMOOTH_KERNELS)
-
-
 def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
     """Options of ``mibench.methods.drmime`` (``transform`` only for the affine ``drmime``)."""
-    transform = (_TRANSFORM,) if with_transform else ()
+    transform = (TRANSFORM,) if with_transform else ()
     return (
         Param("preset", "fire", "defaults of iterations, the three learning rates and "
               f"canny_high: {drmime_presets_text()}", choices=tuple(DRMIME_PRESETS)),
@@ -98,8 +48,8 @@ def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
               "all levels (default: preset)", type=float, gt=0),
         Param("lr_offset", None, "learning rate of the full-resolution offset v1 (default: "
               "preset; 0 = no offset)", type=float, ge=0),
-        _levels(6),
-        _MIN_SIZE,
+        levels(6),
+        min_size(),
         Param("blur", 1.0, "Gaussian pre-blur sigma (px) before the pyramid; 0 = none", ge=0),
         Param("sampling", "random", "fixed pixel samples per level: a uniform random "
               "sample_fraction of the (masked) pixels, or the dilated Canny edges",
@@ -116,7 +66,7 @@ def _drmime_params(with_transform: bool = True) -> tuple[Param, ...]:
               "the paper's plain formula, without overflow)"),
         Param("exp", "taylor", "matrix exponential: the paper's truncated series (10 terms) or "
               "torch.linalg.matrix_exp", choices=DRMIME_EXPS),
-        _INIT,
+        INIT,
     )
 
 
@@ -186,33 +136,6 @@ def mibench_methods():
             baseline=True,
         ),
         MethodSpec(
-            name="ncc",
-            description="Affine gradient registration maximising NCC (matrix-exponential "
-            "transform, Gaussian pyramid, Adam)",
-            factory="mibench.methods.gradient:ncc",
-            params=_gradient_params(),
-            default=True,
-        ),
-        MethodSpec(
-            name="mse",
-            description="Affine gradient registration minimising MSE (matrix-exponential "
-            "transform, Gaussian pyramid, Adam)",
-            factory="mibench.methods.gradient:mse",
-            params=_gradient_params(),
-            default=True,
-        ),
-        _mi_method("nmi", "Studholme's normalised MI (cubic B-spline Parzen histogram)",
-                   _BINS32, _SMOOTH_KERNEL, _estimator_option("nmi", "normalisation"),
-                   default=True),
-        _mi_method("mmi", "Mattes MI (ITK formulation)", _estimator_option("mmi", "bins")),
-        _mi_method("jhmi", "joint-histogram MI (linear Parzen histogram, Gaussian-smoothed "
-                   "joint histogram as ITK)", _BINS32,
-                   Param("kernel", "linear", "Parzen window", choices=SMOOTH_KERNELS),
-                   _estimator_option("jhmi", "smoothing_variance", default=1.5)),
-        _mi_method("kde-mi", "Gaussian-kernel MI", _BINS32, _estimator_option("kde-mi", "sigma")),
-        _mi_method("softhist-mi", "soft-histogram (difference of sigmoids) MI", _BINS32,
-                   _estimator_option("softhist-mi", "slope")),
-        MethodSpec(
             name="drmime",
             description="DRMIME (Nan et al. 2020): MINE statistics network shared by all "
             "levels, matrix-exponential affine transform, simultaneous multi-resolution, "
@@ -262,3 +185,8 @@ def mibench_methods():
             ),
         ),
     ]
+
+
+@hookimpl
+def mibench_derived_methods(estimators):
+    return derive_methods(estimators)

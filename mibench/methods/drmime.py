@@ -72,9 +72,9 @@ from mibench.estimators.mine import (
     marginal_pairs,
 )
 from mibench.methods import pyramid as pyr
-from mibench.methods.gradient import VALID_THRESHOLD
 from mibench.methods.initial import initial_matrix
 from mibench.methods.inputs import prepare_images
+from mibench.methods.objective import VALID_THRESHOLD
 from mibench.methods.options import DRMIME_EXPS, DRMIME_PRESETS, DRMIME_SAMPLINGS
 from mibench.methods.transform_models import (
     matrix_exp_transform,

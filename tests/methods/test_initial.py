@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from mibench.datasets.synthetic import load_dataset
-from mibench.methods import gradient
 from mibench.methods.cmif import rigid_align
 from mibench.methods.drmime import register_drmime
 from mibench.methods.initial import initial_matrix
 from mibench.metrics import landmark_errors
+from mibench.registry import Registry
 from mibench.tensors import image_to_tensor
 
 
@@ -34,7 +34,7 @@ def test_identity_start_is_the_pixel_identity(rigid_pair):
 
 
 @pytest.mark.parametrize("register", [
-    lambda f, m, **kw: gradient.ncc(f, m, **kw),
+    lambda f, m, **kw: Registry(entry_points=False).get("method", "ncc").load()(f, m, **kw),
     lambda f, m, **kw: register_drmime(f, m, **kw),
 ])
 def test_zero_iterations_return_the_cmif_start_exactly(rigid_pair, register):
@@ -51,7 +51,8 @@ def test_cmif_start_brings_a_large_rotation_within_reach(rigid_pair):
     errors = {}
     for init in ("identity", "cmif"):
         torch.manual_seed(0)
-        out = gradient.nmi(f, m, iterations=60, init=init)
+        out = Registry(entry_points=False).get("method", "nmi").load()(
+            f, m, iterations=60, init=init)
         errors[init] = np.median(landmark_errors(out.transform, pair.fixed_landmarks,
                                                  pair.moving_landmarks, 1.0))
     initial = np.median(landmark_errors(None, pair.fixed_landmarks, pair.moving_landmarks, 1.0))

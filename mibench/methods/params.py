@@ -1,0 +1,67 @@
+"""Options shared by several method specs, declared once (pure Python: listing imports it).
+
+The engine options of the methods derived from estimators (:mod:`.derived`) and the pyramid,
+transform and start options that DRMIME shares with them.
+"""
+
+from __future__ import annotations
+
+from mibench.methods.options import INITS, MULTIRES, SCHEDULES, TRANSFORMS
+from mibench.specs import Param
+
+INIT = Param("init", "identity", "starting transform: the pixel identity, or CMIF's global rigid "
+             "search (every rotation and translation) refined by this method", choices=INITS)
+TRANSFORM = Param("transform", "affine", "transform model", choices=TRANSFORMS)
+
+
+def min_size(default: int = 32) -> Param:
+    """``min_size`` of a method with a Gaussian pyramid."""
+    return Param("min_size", default, "smallest allowed side (px) of the coarsest pyramid level",
+                 ge=1)
+
+
+def levels(default: int) -> Param:
+    """``levels`` of a method with a Gaussian pyramid (:mod:`mibench.methods.pyramid`)."""
+    return Param("levels", default, "Gaussian pyramid levels (fewer if the coarsest would go "
+                 "below min_size)", ge=1)
+
+
+def gradient_params() -> tuple[Param, ...]:
+    """The engine options of a derived method whose estimator may have a gradient
+    (:func:`mibench.methods.gradient.register_with_estimator`; the derivative-free engine reads
+    the same options when the estimator's options leave it without one)."""
+    return (
+        Param("iterations", 200, "Adam steps (in total for simultaneous, per level for "
+              "coarse-to-fine; 0 = the starting transform); without a gradient: most Powell "
+              "iterations per stage", ge=0),
+        levels(4),
+        Param("lr", 0.02, "Adam learning rate on the matrix-exponential parameters "
+              "(normalised coordinates); without a gradient: Powell's initial step", gt=0),
+        TRANSFORM,
+        Param("multires", "simultaneous", "all levels every step with one shared transform "
+              "(DRMIME), or one level at a time", choices=MULTIRES),
+        min_size(32),
+        Param("schedule", "cosine", "learning-rate schedule (cosine decay to 2% of lr, or "
+              "constant); Adam only", choices=SCHEDULES),
+        INIT,
+    )
+
+
+def derivative_free_params() -> tuple[Param, ...]:
+    """The engine options of a derived method whose estimator has no gradient
+    (:func:`mibench.methods.derivative_free.register_derivative_free`): the gradient engine's
+    names, with Powell's defaults (coarse to fine from 64 px: hard-count measures are too
+    noisy on smaller levels)."""
+    return (
+        Param("iterations", 200, "most Powell iterations (a line search along each direction) "
+              "per stage; Powell stops earlier when converged; 0 = the starting transform",
+              ge=0),
+        levels(4),
+        Param("lr", 0.02, "Powell's initial step on the matrix-exponential parameters "
+              "(normalised coordinates)", gt=0),
+        TRANSFORM,
+        Param("multires", "coarse-to-fine", "one level at a time, coarsest first, or the mean "
+              "loss of all levels at once", choices=MULTIRES),
+        min_size(64),
+        INIT,
+    )
