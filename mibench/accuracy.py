@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mibench.errors import UserError
+from mibench.estimator_sets import resolve_estimators, run_dir_for
 from mibench.jsonio import canonical_json
-from mibench.paths import DEFAULT_RUNS_DIR, record_path
+from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
 from mibench.tasks import Workspace, now
-from mibench.variants import base_name, parse_variant, variant_name
+from mibench.variants import base_name
 
 #: Part of every accuracy task's key (see :data:`mibench.registration.SCHEMA_VERSION`).
 SCHEMA_VERSION = 1
@@ -176,27 +177,11 @@ class AccuracyPlan:
     tasks: list[AccuracyTask]
 
 
-def _estimators(registry: Registry, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    if names == ("all",):
-        return {s.name: s.resolve() for s in registry.specs("estimator").values()
-                if s.unavailable_reason() is None}
-    out: dict[str, dict[str, Any]] = {}
-    for text in names:
-        base, options = parse_variant(text)
-        spec = registry.get("estimator", base)
-        params = spec.resolve(options, from_text=True)
-        name = variant_name(spec.name, {k: params[k] for k in options}, spec.defaults())
-        if name in out:
-            raise UserError(f"estimator {name!r} is given twice")
-        out[name] = params
-    return out
-
-
 def plan_accuracy(registry: Registry, settings: AccuracySettings) -> AccuracyPlan:
     """One task per estimator x known-MI task (of the chosen families) x size x seed."""
     from mibench.assessment.known_mi import tasks
 
-    estimators = _estimators(registry, settings.estimators)
+    estimators = resolve_estimators(registry, settings.estimators)
     try:
         chosen = tasks(*settings.families)
     except ValueError as exc:
@@ -206,24 +191,9 @@ def plan_accuracy(registry: Registry, settings: AccuracySettings) -> AccuracyPla
               "seeds": list(settings.seeds), "device": settings.device,
               "workers": settings.workers, "timeout": settings.timeout,
               "executor": settings.executor, "plugins": list(settings.plugins)}
-    digest = hashlib.sha1(canonical_json({k: config[k] for k in (
-        "estimators", "families", "sizes", "seeds")}).encode()).hexdigest()[:8]
-    run_dir = Path(settings.out) if settings.out else Path(DEFAULT_RUNS_DIR) / f"accuracy-{digest}"
+    run_dir = run_dir_for(settings.out, "accuracy", {k: config[k] for k in (
+        "estimators", "families", "sizes", "seeds")})
     planned = [AccuracyTask(name, params, task, n, seed)
                for name, params in estimators.items() for task in chosen
                for n in settings.sizes for seed in settings.seeds]
     return AccuracyPlan(config, run_dir, planned)
-
-
-def check_accuracy_compatible(run_dir: Path, records: list[AccuracyRecord],
-                              tasks: list[AccuracyTask]) -> None:
-    """Refuse to add tasks to a run directory whose records hold an estimator of this plan with
-    other options: the tables would mix two configurations in one row."""
-    planned = {t.estimator: t.estimator_params for t in tasks}
-    for rec in records:
-        params = planned.get(rec.task.estimator)
-        if params is not None and canonical_json(rec.task.estimator_params) != canonical_json(
-                params):
-            raise UserError(f"{run_dir}: estimator {rec.task.estimator!r} already has records "
-                            "with other options; use another --out, or a variant name "
-                            "(estimator[option=value]) to keep both")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,52 +243,54 @@ def estimators() -> None:
     """Benchmark the estimators themselves (issue 19: accuracy on data of known MI)."""
 
 
-@estimators.command()
-@click.option("--estimators", "-e", "names", default="all",
-              help="'all' (every available estimator) or a comma list; variants as in run, "
-                   "e.g. jhmi,jhmi[bins=64].")
-@click.option("--families", default=None, metavar="A,B",
-              help="Known-MI task families (default: gaussian, gaussian-cdf, student, "
-                   "uniform-noise and the image tasks).")
-@click.option("--sizes", default=None, metavar="N,N",
-              help="Values per variable, perfect squares (default 4096,65536).")
-@click.option("--seed", "seed_text", default=None, help="Seed(s): 0, 0,1,2 or 0-4 (default 0).")
-@click.option("--out", type=click.Path(), default=None,
-              help="Run directory (default runs/accuracy-<config hash>; rerun to resume).")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto).")
-@click.option("--workers", type=int, default=None, help="Worker processes (default 1).")
-@click.option("--timeout", type=float, default=None,
-              help="Seconds per task (default 600, 0 for none).")
-@click.option("--executor", type=click.Choice(list(EXECUTORS)), default=None,
-              help="Local worker processes (default) or a Dask cluster.")
-@click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address.")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
-              help="Import MODULE as an extra plugin (repeatable, or a comma list: a,b).")
-@click.option("--retry-failed", is_flag=True, default=None,
-              help="On resume, run the tasks whose record says failed again.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def accuracy(names, families, sizes, seed_text, out, device, workers, timeout, executor,
-             scheduler, plugins, retry_failed, quiet) -> None:
-    """Score every estimator on samples of pairs with closed-form MI; write records, CSVs
-    (bias, SD, RMSE, rank agreement) and report.html."""
-    from mibench.accuracy import AccuracySettings
-    from mibench.runner import run_accuracy
+def _execution_options(command: Callable) -> Callable:
+    """The options of how tasks run, shared by the ``mibench estimators`` commands."""
+    options = [
+        click.option("--estimators", "-e", "names", default="all",
+                     help="'all' (every available estimator) or a comma list; variants as in "
+                          "run, e.g. jhmi,jhmi[bins=64]."),
+        click.option("--seed", "seed_text", default=None,
+                     help="Seed(s): 0, 0,1,2 or 0-4 (default 0)."),
+        click.option("--out", type=click.Path(), default=None,
+                     help="Run directory (default runs/<command>-<config hash>; rerun to "
+                          "resume)."),
+        click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)."),
+        click.option("--workers", type=int, default=None, help="Worker processes (default 1)."),
+        click.option("--timeout", type=float, default=None,
+                     help="Seconds per task (default 600, 0 for none)."),
+        click.option("--executor", type=click.Choice(list(EXECUTORS)), default=None,
+                     help="Local worker processes (default) or a Dask cluster."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Dask scheduler address."),
+        click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+                     help="Import MODULE as an extra plugin (repeatable, or a comma list)."),
+        click.option("--retry-failed", is_flag=True, default=None,
+                     help="On resume, run the tasks whose record says failed again."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise UserError(f"{flag} expects integers like 64,256; got {text!r}") from None
+
+
+def _run_estimators(run: Callable, settings_type: Any, quiet: bool, names: str,
+                    seed_text: str | None, **given: Any) -> None:
+    """Build the settings of a ``mibench estimators`` command, run it, say what it did."""
     from mibench.variants import split_methods
 
-    given = {"seeds": seed_text, "out": out, "device": device, "workers": workers,
-             "timeout": timeout, "executor": executor, "scheduler": scheduler,
-             "retry_failed": retry_failed, "plugins": plugins,
-             "estimators": split_methods(names)}
-    if families:
-        given["families"] = tuple(f.strip() for f in families.split(",") if f.strip())
-    if sizes:
-        try:
-            given["sizes"] = tuple(int(n) for n in sizes.split(","))
-        except ValueError:
-            raise UserError(f"--sizes expects integers like 4096,65536; got {sizes!r}") from None
-    settings = AccuracySettings(**{k: v for k, v in given.items() if v is not None})
+    given.update(seeds=seed_text, estimators=split_methods(names))
+    settings = settings_type(**{k: v for k, v in given.items() if v is not None})
     try:
-        done, report = run_accuracy(settings, progress=not quiet)
+        done, report = run(settings, progress=not quiet)
     except KeyboardInterrupt:
         click.echo("mibench: interrupted; the records written so far are kept: run the same "
                    "command again to resume", err=True)
@@ -295,6 +298,41 @@ def accuracy(names, families, sizes, seed_text, out, device, workers, timeout, e
     click.echo(f"{done.completed} task(s) run, {done.failed} failed, {done.kept} already "
                f"done; results in {report.run_dir}")
     click.echo(f"report: {report.html}")
+
+
+@estimators.command()
+@click.option("--families", default=None, metavar="A,B",
+              help="Known-MI task families (default: gaussian, gaussian-cdf, student, "
+                   "uniform-noise and the image tasks).")
+@click.option("--sizes", default=None, metavar="N,N",
+              help="Values per variable, perfect squares (default 4096,65536).")
+@_execution_options
+def accuracy(families, sizes, quiet, names, seed_text, **given) -> None:
+    """Score every estimator on samples of pairs with closed-form MI; write records, CSVs
+    (bias, SD, RMSE, rank agreement) and report.html."""
+    from mibench.accuracy import AccuracySettings
+    from mibench.runner import run_accuracy
+
+    if families:
+        given["families"] = tuple(f.strip() for f in families.split(",") if f.strip())
+    _run_estimators(run_accuracy, AccuracySettings, quiet, names, seed_text,
+                    sizes=_ints(sizes, "--sizes"), **given)
+
+
+@estimators.command()
+@click.option("--sides", default=None, metavar="N,N",
+              help="Image sides in pixels (default 64,128,256,512,1024,2048).")
+@click.option("--repeats", type=int, default=None,
+              help="Timed calls per measurement after a warm-up (default 5; the median).")
+@_execution_options
+def cost(sides, repeats, quiet, names, seed_text, **given) -> None:
+    """Time (forward, and forward + backward where differentiable) and peak memory of every
+    estimator against image size, with the fitted log-log slopes; CSVs and report.html."""
+    from mibench.cost import CostSettings
+    from mibench.runner import run_cost
+
+    _run_estimators(run_cost, CostSettings, quiet, names, seed_text,
+                    sides=_ints(sides, "--sides"), repeats=repeats, **given)
 
 
 def main() -> None:

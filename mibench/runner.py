@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mibench import reports
-from mibench.accuracy import (
-    AccuracyRecord,
-    AccuracySettings,
-    check_accuracy_compatible,
-    plan_accuracy,
-)
+from mibench.accuracy import AccuracyRecord, AccuracySettings, plan_accuracy
+from mibench.cost import CostRecord, CostSettings, plan_cost
 from mibench.errors import UserError
+from mibench.estimator_sets import check_estimator_options
 from mibench.executors import make_executor
 from mibench.manifest import write_manifest
 from mibench.metrics import DEFAULT_NAED_NORM
@@ -42,6 +39,7 @@ from mibench.records import (
 from mibench.registry import Registry
 from mibench.reports import Reports
 from mibench.reports.accuracy import AccuracyReport, build_accuracy_report
+from mibench.reports.cost import CostReport, build_cost_report
 from mibench.resume import check_compatible, tasks_to_run
 from mibench.settings import ExecutionSettings, RunSettings
 from mibench.tasks import Task, WorkerContext, Workspace
@@ -194,16 +192,31 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
                      done.tasks_s)
 
 
-def run_accuracy(settings: AccuracySettings, *, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> tuple[Executed, AccuracyReport]:
-    """``mibench estimators accuracy``: every estimator on every known-MI task, size and seed,
-    through the same execution as a registration run; then its report."""
+def _estimator_benchmark(plan: Any, record_type: Any, settings: ExecutionSettings,
+                         build_report: Callable[[Path], Any], progress: bool,
+                         log: Callable[[str], None] | None) -> tuple[Executed, Any]:
+    """The driver of every ``mibench estimators`` command: the plan's tasks through the same
+    execution as a registration run, then the command's report."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    plan = plan_accuracy(Registry(settings.plugins), settings)
-    previous = open_run_dir(plan.run_dir, log, AccuracyRecord)
-    check_accuracy_compatible(plan.run_dir, previous, plan.tasks)
+    previous = open_run_dir(plan.run_dir, log, record_type)
+    check_estimator_options(plan.run_dir, previous, plan.tasks)
     ctx = WorkerContext("", None, settings.device, DEFAULT_NAED_NORM, settings.plugins, 1)
     done = execute(plan.run_dir, plan.tasks, previous, settings=settings, ctx=ctx,
                    workspace=Workspace(ctx), config=plan.config, dataset_notes=[],
                    progress=progress, log=log, what="estimator")
-    return done, build_accuracy_report(plan.run_dir)
+    return done, build_report(plan.run_dir)
+
+
+def run_accuracy(settings: AccuracySettings, *, progress: bool = True,
+                 log: Callable[[str], None] | None = None) -> tuple[Executed, AccuracyReport]:
+    """``mibench estimators accuracy``: every estimator on every known-MI task, size and seed."""
+    plan = plan_accuracy(Registry(settings.plugins), settings)
+    return _estimator_benchmark(plan, AccuracyRecord, settings, build_accuracy_report, progress,
+                                log)
+
+
+def run_cost(settings: CostSettings, *, progress: bool = True,
+             log: Callable[[str], None] | None = None) -> tuple[Executed, CostReport]:
+    """``mibench estimators cost``: every estimator's time and memory at every image size."""
+    plan = plan_cost(Registry(settings.plugins), settings)
+    return _estimator_benchmark(plan, CostRecord, settings, build_cost_report, progress, log)
