@@ -3,8 +3,8 @@
 The pixels of a task are its population: the pair ``(X_i, Y_i)`` at a pixel ``i`` drawn
 uniformly. An image is resized to ``side x side`` (``n = side^2`` values) by nearest-neighbour
 sampling, which keeps its 8-bit grey levels (no new level is interpolated), so the truth is exact
-for the image the estimator sees. Values are ``level / 255`` (or ``label / (K - 1)``): levels
-stay aligned with 256 bins over [0, 1] (level ``k`` falls in bin ``k``).
+for the image the estimator sees. Values are ``level / (L - 1)`` for L levels (``label / (K -
+1)`` for labels): levels stay aligned with L bins over [0, 1] (level ``k`` falls in bin ``k``).
 
 ``skimage.data`` is imported lazily, only by :func:`grey_image`: scikit-image is a dependency
 of mibench and its images need no download (``camera``, ``retina``, ``immunohistochemistry``).
@@ -57,19 +57,28 @@ def resized_levels(name: str, n: int) -> np.ndarray:
     return img[np.ix_(rows, cols)].ravel()
 
 
-def level_entropy(name: str, n: int) -> float:
-    """``H(X)`` in nats of the grey levels of image ``name`` at n pixels: the MI of the image
-    and any one-to-one relabelling of its levels (:func:`draw_permutation`)."""
-    return entropy(np.bincount(resized_levels(name, n), minlength=256) / n)
+def quantised_levels(name: str, n: int, levels: int = 256) -> np.ndarray:
+    """:func:`resized_levels` merged into ``levels`` equal ranges of 0..255 (``k * levels //
+    256``): labels 0 .. levels-1, so fewer levels give a smaller entropy."""
+    if not 2 <= levels <= 256:
+        raise ValueError(f"levels must be in 2 .. 256, got {levels}")
+    return resized_levels(name, n).astype(np.intp) * levels // 256
 
 
-def draw_permutation(image: str, n: int, rng: np.random.Generator):
-    """The image and its grey levels passed through a random permutation of 0..255 (a
-    look-up table drawn from ``rng``): ``I = H(X)``, and the plug-in MI with bins aligned to the
-    levels equals it exactly (the joint histogram is a permuted diagonal)."""
-    levels = resized_levels(image, n)
-    lut = rng.permutation(256)
-    return levels / 255.0, lut[levels] / 255.0
+def level_entropy(name: str, levels: int, n: int) -> float:
+    """``H(X)`` in nats of the ``levels`` grey levels of image ``name`` at n pixels: the MI of
+    the image and any one-to-one relabelling of its levels (:func:`draw_permutation`)."""
+    return entropy(np.bincount(quantised_levels(name, n, levels), minlength=levels) / n)
+
+
+def draw_permutation(image: str, levels: int, n: int, rng: np.random.Generator):
+    """The image in ``levels`` grey levels and the same image with its levels passed through a
+    random permutation (a look-up table drawn from ``rng``); values ``level / (levels - 1)``.
+    ``I = H(X)``, and the plug-in MI with bins aligned to the levels equals it exactly (the
+    joint histogram is a permuted diagonal)."""
+    q = quantised_levels(image, n, levels)
+    lut = rng.permutation(levels)
+    return q / (levels - 1), lut[q] / (levels - 1)
 
 
 def draw_independent(fixed: str, moving: str, n: int, rng: np.random.Generator):

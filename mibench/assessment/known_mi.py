@@ -9,8 +9,10 @@ estimator can score (:meth:`KnownMITask.as_images`). Everything random comes fro
 
 Task names follow the project's variant syntax, ``family[option=value,...]`` with the options
 sorted: ``gaussian[rho=0.75]``, ``student-asinh[nu=1,rho=0]``, ``image-channel[error=0.1,
-image=camera,labels=4]``. :func:`tasks` lists the default set; :data:`SAMPLE_SIZES` and
-:data:`IMAGE_SIZES` the sample sizes of issue 19.
+image=camera,labels=4]``. A family is one sweep of a parameter (``student`` sweeps nu and rho
+together): the tasks that :func:`~mibench.assessment.scoring.rank_agreement` compares.
+:func:`tasks` lists the default set; :data:`SAMPLE_SIZES` and :data:`IMAGE_SIZES` the sample
+sizes of issue 19.
 
 Continuous families (i.i.d. pairs; as images, the pairs fill the pixels in sample order):
 
@@ -31,7 +33,8 @@ rescaling (:meth:`KnownMITask.with_rescale`), whose values stay distinct.
 Image families (:mod:`mibench.assessment.images`; the truth is that of the image at n pixels,
 :meth:`KnownMITask.true_mi`):
 
-- ``image-permutation``: an image and a random permutation of its grey levels; ``I = H(X)``.
+- ``image-permutation``: an image in L grey levels and a random permutation of its levels;
+  ``I = H(X)`` (a sweep over L).
 - ``image-independent``: an image and the shuffled pixels of another; ``I = 0``.
 - ``image-channel``: a label image and its relabelling through a symmetric channel;
   ``I`` from the joint table.
@@ -64,6 +67,8 @@ GAUSSIAN_RHOS = (0.5, 0.75, 0.9, 0.99)
 STUDENT_PARAMS = ((1, 0.0), (1, 0.5), (1, 0.9), (3, 0.0), (3, 0.5), (3, 0.9))
 #: Noise half-widths of ``uniform-noise`` (bmi's are 0.1 and 0.75).
 NOISE_EPS = (0.1, 0.25, 0.5, 0.75, 1.5)
+#: Grey levels of ``image-permutation`` (camera): I = H(X) grows with them, up to ~5 nats.
+PERMUTATION_LEVELS = (4, 16, 64, 256)
 #: Channel errors of ``image-channel`` (4 labels: I falls from ln 4 to 0 at error 3/4).
 CHANNEL_ERRORS = (0.0, 0.1, 0.25, 0.5, 0.75)
 
@@ -217,11 +222,13 @@ def uniform_noise_task(eps: float) -> KnownMITask:
                        uniform_noise_mi(eps), partial(draw_uniform_noise, eps))
 
 
-def permutation_task(image: str = "camera") -> KnownMITask:
-    """``image-permutation[image=...]``: the image and a grey-level permutation of it."""
-    return KnownMITask(task_name("image-permutation", image=image), "image-permutation", 0.0,
-                       None, partial(im.draw_permutation, image), rescale="none",
-                       sizes=IMAGE_SIZES, truth_at=partial(im.level_entropy, image))
+def permutation_task(levels: int = 256, image: str = "camera") -> KnownMITask:
+    """``image-permutation[image=...,levels=...]``: the image in ``levels`` grey levels and a
+    permutation of its levels; the parameter is ``levels`` (more levels, more entropy)."""
+    return KnownMITask(task_name("image-permutation", image=image, levels=levels),
+                       "image-permutation", levels, None,
+                       partial(im.draw_permutation, image, levels), rescale="none",
+                       sizes=IMAGE_SIZES, truth_at=partial(im.level_entropy, image, levels))
 
 
 def independent_task(fixed: str = "camera", moving: str = "retina") -> KnownMITask:
@@ -246,7 +253,7 @@ def _default_tasks() -> list[KnownMITask]:
     out += [student_task(nu, r, m) for m in (None, "asinh", "halfcube")
             for nu, r in STUDENT_PARAMS]
     out += [uniform_noise_task(e) for e in NOISE_EPS]
-    out += [permutation_task(name) for name in im.IMAGES]
+    out += [permutation_task(levels) for levels in PERMUTATION_LEVELS]
     out += [independent_task("camera", "retina"), independent_task("camera",
                                                                     "immunohistochemistry")]
     out += [channel_task(e) for e in CHANNEL_ERRORS]

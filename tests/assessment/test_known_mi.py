@@ -130,16 +130,34 @@ def test_permutation_task_plugin_equals_level_entropy(name):
     """An independent plug-in (sklearn on the grey levels) gives H(X) exactly, and so does
     mibench's jhmi with 256 bins aligned to the levels."""
     n = 128 * 128
-    task = permutation_task(name)
+    task = permutation_task(256, name)
     x, y = task.sample(n, seed=2)
     lx, ly = np.rint(x * 255).astype(int), np.rint(y * 255).astype(int)
     np.testing.assert_array_equal(lx, resized_levels(name, n))
     truth = task.true_mi(n)
-    assert truth == level_entropy(name, n)
+    assert truth == level_entropy(name, 256, n)
     assert mutual_info_score(lx, ly) == pytest.approx(truth, rel=1e-12)
     assert mutual_info_score(lx, lx) == pytest.approx(truth, rel=1e-12)
     jhmi = mibench.estimator("jhmi", bins=256, range="fixed", lo=0.0, hi=1.0)
     assert float(jhmi(*task.as_images(n, seed=2))[0]) == pytest.approx(truth, abs=1e-4)
+
+
+def test_permutation_sweep_over_levels():
+    """Fewer levels, less entropy; with as many bins as levels (min-max range), the plug-in
+    of jhmi is exact at every level count."""
+    n = 64 * 64
+    sweep = [t for t in tasks("image-permutation").values()]
+    truths = [t.true_mi(n) for t in sweep]
+    assert [t.parameter for t in sweep] == [4, 16, 64, 256]
+    assert truths == sorted(truths) and truths[0] < math.log(4) + 1e-12
+    for task, truth in zip(sweep, truths, strict=True):
+        x, y = task.sample(n, seed=1)
+        levels = int(task.parameter)
+        lx = np.rint(x * (levels - 1)).astype(int)
+        assert mutual_info_score(lx, np.rint(y * (levels - 1)).astype(int)) == pytest.approx(
+            truth, rel=1e-12)
+        jhmi = mibench.estimator("jhmi", bins=levels, range="fixed", lo=0.0, hi=1.0)
+        assert float(jhmi(*task.as_images(n, seed=1))[0]) == pytest.approx(truth, abs=1e-4)
 
 
 def _equal_width_labels(v, bins):
@@ -201,6 +219,8 @@ def test_sample_and_images_contract():
             task.sample(10, bad)
     with pytest.raises(ValueError):
         permutation_task().true_mi()
+    with pytest.raises(ValueError):
+        permutation_task(1).sample(16, 0)
 
 
 def test_default_task_set():
