@@ -162,8 +162,8 @@ class Bound:
         return self.func(*self.args, *more)
 
 
-def partial(func: Callable, *args) -> Bound:
-    """:class:`Bound` ``func`` with ``args``."""
+def bind(func: Callable, *args) -> Bound:
+    """``func`` with its first arguments ``args`` bound (a :class:`Bound`)."""
     return Bound(func, args)
 
 
@@ -206,35 +206,35 @@ def gaussian_task(rho: float, map_name: str | None = None) -> KnownMITask:
     ``gaussian-<map>[rho=...]``."""
     family = "gaussian" if map_name is None else f"gaussian-{map_name}"
     return KnownMITask(task_name(family, rho=float(rho)), family, rho, gaussian_mi(rho),
-                       partial(draw_gaussian, rho, map_name))
+                       bind(draw_gaussian, rho, map_name))
 
 
 def student_task(nu: float, rho: float, map_name: str | None = None) -> KnownMITask:
     """``student[nu=...,rho=...]`` or ``student-<map>[...]``; the parameter is rho."""
     family = "student" if map_name is None else f"student-{map_name}"
     return KnownMITask(task_name(family, nu=nu, rho=float(rho)), family, rho,
-                       student_t_mi(nu, rho), partial(draw_student, nu, rho, map_name))
+                       student_t_mi(nu, rho), bind(draw_student, nu, rho, map_name))
 
 
 def uniform_noise_task(eps: float) -> KnownMITask:
     """``uniform-noise[eps=...]``."""
     return KnownMITask(task_name("uniform-noise", eps=float(eps)), "uniform-noise", eps,
-                       uniform_noise_mi(eps), partial(draw_uniform_noise, eps))
+                       uniform_noise_mi(eps), bind(draw_uniform_noise, eps))
 
 
 def permutation_task(levels: int = 256, image: str = "camera") -> KnownMITask:
     """``image-permutation[image=...,levels=...]``: the image in ``levels`` grey levels and a
     permutation of its levels; the parameter is ``levels`` (more levels, more entropy)."""
     return KnownMITask(task_name("image-permutation", image=image, levels=levels),
-                       "image-permutation", levels, None,
-                       partial(im.draw_permutation, image, levels), rescale="none",
-                       sizes=IMAGE_SIZES, truth_at=partial(im.level_entropy, image, levels))
+                       "image-permutation", float(levels), None,
+                       bind(im.draw_permutation, image, levels), rescale="none",
+                       sizes=IMAGE_SIZES, truth_at=bind(im.level_entropy, image, levels))
 
 
 def independent_task(fixed: str = "camera", moving: str = "retina") -> KnownMITask:
     """``image-independent[fixed=...,moving=...]``: I = 0."""
     return KnownMITask(task_name("image-independent", fixed=fixed, moving=moving),
-                       "image-independent", 0.0, 0.0, partial(im.draw_independent, fixed, moving),
+                       "image-independent", 0.0, 0.0, bind(im.draw_independent, fixed, moving),
                        rescale="none", sizes=IMAGE_SIZES)
 
 
@@ -243,8 +243,8 @@ def channel_task(error: float, labels: int = 4, image: str = "camera") -> KnownM
     channel; the truth is exact at every n (the label frequencies are those at n pixels)."""
     return KnownMITask(task_name("image-channel", error=float(error), image=image, labels=labels),
                        "image-channel", error, None,
-                       partial(im.draw_channel, image, labels, error), rescale="none",
-                       sizes=IMAGE_SIZES, truth_at=partial(im.channel_mi, labels, error))
+                       bind(im.draw_channel, image, labels, error), rescale="none",
+                       sizes=IMAGE_SIZES, truth_at=bind(im.channel_mi, labels, error))
 
 
 def _default_tasks() -> list[KnownMITask]:
