@@ -349,6 +349,9 @@ class MethodSpec(PluginSpec):
     ``--reference`` was given (the method a benchmark is about: ``drmime``); ``baseline`` marks a
     method that does not register (``identity``: the initial error), listed apart and never
     chosen as the reference automatically.
+
+    ``derived_from`` names the estimator a method was derived from (:mod:`mibench.methods.derived`
+    fills it in; ``""`` for a written method).
     """
 
     kind: ClassVar[str] = "method"
@@ -356,6 +359,7 @@ class MethodSpec(PluginSpec):
     needs_content: bool = True
     preferred_reference: bool = False
     baseline: bool = False
+    derived_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ def derived_method(spec: EstimatorSpec) -> MethodSpec:
         requires=spec.requires,
         default=spec.registration.default,
         plugin=spec.plugin,
+        derived_from=spec.name,
     )
 
 

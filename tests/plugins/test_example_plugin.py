@@ -138,6 +138,23 @@ def test_plugins_listed_only_once_installed(installed):
     assert all(rows[k]["available"] and rows[k]["plugin"] == "example" for k in NAMES)
 
 
+def test_the_installed_estimator_is_also_a_method(installed, tmp_path):
+    """Issue 18: the example's estimator registers images with no code of its own."""
+    rows = listed(pythonpath=installed)
+    method = rows[("method", "example-cr")]
+    assert method["plugin"] == "example" and method["available"]
+    assert method["description"].startswith("Derived from the estimator 'example-cr'")
+    assert "Adam" in method["description"] and "bins" in method["options"]
+    out_dir = tmp_path / "run"
+    out = cli("run", "--methods", "example-cr", "--limit", "2", "-O", "iterations=60",
+              "--workers", "0", "--out", str(out_dir), "--quiet", pythonpath=installed)
+    assert out.returncode == 0, out.stderr
+    assert (out_dir / "report.html").is_file()
+    results = pd.read_csv(out_dir / "results.csv")
+    assert list(results["method"]) == ["example-cr"] * 2
+    assert (results["status"] == "ok").all(), results["error"]
+
+
 def test_run_with_the_installed_plugin(installed, tmp_path):
     out_dir = tmp_path / "run"
     out = cli("run", "--dataset", "example-shapes", "--methods", "identity,example-shift",

@@ -8,6 +8,10 @@ needs. mibench checks a value against them before any work is done and passes ev
 option to the factory, so the factories take them as keyword arguments without defaults and do
 not check them again; they check only what a ``Param`` cannot say (a condition between two
 options, the input images) and raise ``ValueError`` for it.
+
+The estimator is also a registration method, ``example-cr``, with no code here: mibench derives
+one from every estimator (gradient engine here, as it is differentiable; see "Every estimator
+registers images" in mibench's docs/plugins.md). ``derive_method=False`` would opt out.
 """
 
 from mibench import DatasetSpec, EstimatorSpec, MethodSpec, Param, hookimpl
