@@ -126,6 +126,11 @@ def accuracy(values, positions, *, higher_is_better: bool = True) -> float:
 
     ``ACC = sqrt(1/N sum_n x_{n,opt}^2)`` with ``x_{n,opt}`` the position (normalised px) of
     line ``n``'s best value (:func:`optimum_indices`). Resolution is the sampling step.
+
+    Notes
+    -----
+    Recalled with confidence (RMS over lines of the optimum's distance from the gold standard).
+    Whether the paper refines the optimum between samples is not recalled; here it does not.
     """
     v, x = _prepare(values, positions, higher_is_better)
     opt = optimum_indices(v, x)
@@ -149,6 +154,12 @@ def distinctiveness(values, positions, r, *, higher_is_better: bool = True):
     Returns
     -------
     float or ndarray shaped like ``r`` (NaN where no line has a point at distance ``r``)
+
+    Notes
+    -----
+    Recalled as "the mean change of the SM per unit distance at distance ``r`` around the
+    optimum". Uncertain: whether it is centred on each line's optimum (here) or on the gold
+    standard, and whether the two sides are averaged (here) or summed (a factor 2).
     """
     v, x = _prepare(values, positions, higher_is_better)
     step = _step(x)
@@ -197,6 +208,14 @@ def capture_range(values, positions, *, higher_is_better: bool = True, to: str =
     Returns
     -------
     float (normalised px), or ndarray ``(N,)`` when ``reduce`` is None
+
+    Notes
+    -----
+    Recalled as "the distance from the global optimum to the closest local optimum" per line,
+    aggregated conservatively. Uncertain: the aggregate (the minimum over lines here; a
+    percentile is possible), and whether the paper's boundary is the false optimum itself
+    (``"optimum"``) or the edge of the basin (``"basin"``). The censoring at the line's end is
+    this module's choice.
     """
     if to not in ("optimum", "basin"):
         raise ValueError(f"to must be 'optimum' or 'basin', got {to!r}")
@@ -235,6 +254,13 @@ def number_of_maxima(values, positions, r=None, *, higher_is_better: bool = True
     Returns
     -------
     float or ndarray shaped like ``r``
+
+    Notes
+    -----
+    Recalled as the number of local minima of the cost along the lines, averaged over lines,
+    possibly as a function of ``r``. Uncertain: whether ``r`` is measured from the gold
+    standard or from each line's optimum (here), and whether the paper averages or sums over
+    lines (here: averages).
     """
     v, x = _prepare(values, positions, higher_is_better)
     opt = optimum_indices(v, x)
@@ -260,6 +286,14 @@ def risk_of_nonconvergence(values, positions, r=None, *, higher_is_better: bool 
     Returns
     -------
     float or ndarray shaped like ``r``
+
+    Notes
+    -----
+    Recalled as "the average of the positive (wrong-way) gradients" within ``r`` of the optimum,
+    normalised by ``2 r``. Uncertain: whether the paper sums gradients or SM increments (the
+    same here: a rise over a step is the gradient times the step) and whether the
+    normalisation is ``2 r`` for every line (here: the length actually sampled, which differs
+    only for lines whose optimum lies within ``r`` of an end).
     """
     v, x = _prepare(values, positions, higher_is_better)
     opt = optimum_indices(v, x)
