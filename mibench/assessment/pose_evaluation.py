@@ -87,8 +87,9 @@ def warp_batch(moving: torch.Tensor, matrices, fixed_shape: tuple[int, int], *,
     """
     if moving.ndim != 4 or moving.shape[0] != 1:
         raise ValueError(f"moving must be a (1, C, H, W) tensor, got {tuple(moving.shape)}")
-    mats = torch.as_tensor(np.asarray(matrices, dtype=np.float64) if not isinstance(
-        matrices, torch.Tensor) else matrices, dtype=torch.float64, device=moving.device)
+    if not isinstance(matrices, torch.Tensor):
+        matrices = np.asarray(matrices, dtype=np.float64)
+    mats = torch.as_tensor(matrices, dtype=torch.float64, device=moving.device)
     if mats.ndim != 3 or mats.shape[1:] != (3, 3):
         raise ValueError(f"matrices must have shape (B, 3, 3), got {tuple(mats.shape)}")
     grid, inside = sampling_grids(mats, tuple(fixed_shape), tuple(moving.shape[-2:]))
@@ -123,7 +124,8 @@ def evaluate(measure: Measure, fixed: torch.Tensor, moving: torch.Tensor, gold, 
         Normalised parameter vectors (e.g. :attr:`Lines.points`, :func:`axis_points`).
     fixed_mask : Tensor, shape (1, 1, H, W), bool, optional
     batch_size : int
-        Poses per call (memory: about ``batch_size * (2C + 3) * H * W`` floats).
+        Poses per call. Peak memory is about ``batch_size * H * W * (C + 16) * 4`` bytes
+        (the warped batch plus the float64 sampling grid and its intermediates).
     mode : {"bilinear", "nearest"}
 
     Returns
