@@ -41,6 +41,7 @@ from mibench.specs import (
     MethodSpec,
     Param,
     PluginSpec,
+    Registration,
     Requirement,
     _article,
 )
@@ -318,6 +319,39 @@ class Registry:
                                           and FACTORY_RE.fullmatch(factory)):
             raise PluginError(f"{where}: factory {factory!r} is not valid: give "
                               "\"package.module:function\" or a callable")
+        if isinstance(spec, EstimatorSpec):
+            Registry._check_registration(where, spec)
+
+    @staticmethod
+    def _check_registration(where: str, spec: EstimatorSpec) -> None:
+        """``registration`` of an estimator: a :class:`Registration` whose names are options of
+        the estimator (a mistake would otherwise surface when the method is derived)."""
+        reg = spec.registration
+        if not isinstance(reg, Registration):
+            raise PluginError(f"{where}: registration must be a Registration, got "
+                              f"{_describe(reg)}")
+        own = {p.name for p in spec.params}
+        if reg.options is not None and (isinstance(reg.options, str)
+                                        or not isinstance(reg.options, (list, tuple))):
+            raise PluginError(f"{where}: registration options must be a tuple of option "
+                              f"names, got {_describe(reg.options)}")
+        redeclared = list(reg.defaults) if isinstance(reg.defaults, (list, tuple)) else None
+        if redeclared is None or any(not isinstance(p, Param) for p in redeclared):
+            raise PluginError(f"{where}: registration defaults must be a tuple of Param")
+        when = reg.differentiable_when
+        if not isinstance(when, (list, tuple)) or any(
+                not (isinstance(w, (list, tuple)) and len(w) == 2) for w in when):
+            raise PluginError(f"{where}: registration differentiable_when must be a tuple of "
+                              "(option, values) pairs")
+        names = [*(reg.options or ()), *(p.name for p in redeclared), *(w[0] for w in when)]
+        unknown = next((n for n in names if n not in own), None)
+        if unknown is not None:
+            raise PluginError(f"{where}: registration names {unknown!r}, which is not one of "
+                              f"its options ({', '.join(sorted(own)) or 'none'})")
+        hidden = next((p.name for p in redeclared if not reg.offers(p.name)), None)
+        if hidden is not None:
+            raise PluginError(f"{where}: registration redeclares {hidden!r}, which its "
+                              "options do not offer")
 
     # ------------------------------------------------------------------ look-up
 
