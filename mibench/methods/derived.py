@@ -29,6 +29,8 @@ from typing import Any
 from mibench.methods.params import derivative_free_params, gradient_params
 from mibench.specs import EstimatorSpec, MethodSpec, Param
 
+#: What every method factory takes besides its options (and ``estimator``, bound here).
+METHOD_ARGUMENTS = frozenset({"fixed_mask", "moving_mask", "seed", "estimator"})
 #: The optimisers in words, for the descriptions.
 GRADIENT_TEXT = "Adam on its gradient"
 POWELL_TEXT = "Powell's derivative-free method (scipy)"
@@ -48,10 +50,11 @@ def engine_params(spec: EstimatorSpec) -> tuple[Param, ...]:
 def offered_params(spec: EstimatorSpec) -> tuple[Param, ...]:
     """The estimator options the derived method offers, with their registration defaults.
 
-    An estimator option named like an engine option (``iterations`` of a trained estimator)
-    could not be told apart from it: the engine's is offered, the estimator keeps its default.
+    An estimator option named like an engine option (``iterations`` of a trained estimator) or
+    like an argument every method takes (``seed``) could not be told apart from it: it is not
+    offered, and the estimator keeps its default.
     """
-    taken = {p.name for p in engine_params(spec)}
+    taken = {p.name for p in engine_params(spec)} | METHOD_ARGUMENTS
     return tuple(p for p in spec.registration_params() if p.name not in taken)
 
 

@@ -49,8 +49,9 @@ def mibench_estimators():
         EstimatorSpec("tp-out", "d", neg_sq, derive_method=False),
         EstimatorSpec("tp-written", "d", neg_sq),
         EstimatorSpec("tp-narrow", "d", neg_sq,
-                      params=(Param("a", 1), Param("b", 2), Param("iterations", 7)),
-                      registration=Registration(options=("a", "iterations"),
+                      params=(Param("a", 1), Param("b", 2), Param("iterations", 7),
+                              Param("seed", 3)),
+                      registration=Registration(options=("a", "iterations", "seed"),
                                                 defaults=(Param("a", 5, "for registration"),))),
     ]
 
@@ -94,7 +95,7 @@ def test_opt_out_name_clash_and_offered_options(third_party):
     # an engine option is not offered (the engine's is).
     narrow = methods["tp-narrow"]
     assert narrow.defaults()["a"] == 5 and "b" not in narrow.defaults()
-    assert narrow.defaults()["iterations"] == 200
+    assert narrow.defaults()["iterations"] == 200 and "seed" not in narrow.defaults()
     # The built-ins: mine and cmif opt out, cmif's method is the written global search.
     assert "mine" not in methods and methods["cmif"].plugin == "mibench.methods"
 
