@@ -335,6 +335,34 @@ def cost(sides, repeats, quiet, names, seed_text, **given) -> None:
                     sides=_ints(sides, "--sides"), repeats=repeats, **given)
 
 
+@estimators.command()
+@click.option("--dataset", "-d", default=None,
+              help="Dataset with a gold standard: a true transform or landmarks (default "
+                   "synthetic).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset lies.")
+@click.option("-o", "dataset_opts", multiple=True, metavar="KEY=VALUE",
+              help="Dataset option, e.g. -o size=128 (repeatable).")
+@click.option("--limit", type=int, default=None, help="The first N pairs (default 4).")
+@click.option("--space", type=click.Choice(["rigid", "affine"]), default=None,
+              help="Parameters of the lines: rigid (default) or affine.")
+@click.option("--lines", type=int, default=None, help="Random lines (default 10).")
+@click.option("--points", type=int, default=None, help="Points on each side (default 10).")
+@click.option("--radius", type=float, default=None,
+              help="Half-length of a line, normalised px (default 10).")
+@_execution_options
+def landscape(dataset, data_dir, dataset_opts, limit, space, lines, points, radius, quiet,
+              names, seed_text, **given) -> None:
+    """The similarity landscape of every estimator around each pair's gold standard: the five
+    properties of Skerl et al. (2006) and the 1-D profiles; CSVs and report.html."""
+    from mibench.landscape import LandscapeSettings
+    from mibench.runner import run_landscape
+
+    options = _parse_options(dataset_opts, "-o")
+    _run_estimators(run_landscape, LandscapeSettings, quiet, names, seed_text, dataset=dataset,
+                    data_dir=data_dir, dataset_options=options or None, limit=limit,
+                    space=space, lines=lines, points=points, radius=radius, **given)
+
+
 def main() -> None:
     """The ``mibench`` command: Click's usage errors (a bad flag value, a missing argument) are
     printed as one line too, like every other user error."""

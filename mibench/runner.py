@@ -28,6 +28,7 @@ from mibench.cost import CostRecord, CostSettings, plan_cost
 from mibench.errors import UserError
 from mibench.estimator_sets import check_estimator_options
 from mibench.executors import make_executor
+from mibench.landscape import LandscapeRecord, LandscapeSettings, plan_landscape
 from mibench.manifest import write_manifest
 from mibench.metrics import DEFAULT_NAED_NORM
 from mibench.plan import plan_run
@@ -40,6 +41,7 @@ from mibench.registry import Registry
 from mibench.reports import Reports
 from mibench.reports.accuracy import AccuracyReport, build_accuracy_report
 from mibench.reports.cost import CostReport, build_cost_report
+from mibench.reports.landscape import LandscapeReport, build_landscape_report
 from mibench.resume import check_compatible, tasks_to_run
 from mibench.settings import ExecutionSettings, RunSettings
 from mibench.tasks import Task, WorkerContext, Workspace
@@ -200,9 +202,11 @@ def _estimator_benchmark(plan: Any, record_type: Any, settings: ExecutionSetting
     log = log or (lambda msg: print(msg, file=sys.stderr))
     previous = open_run_dir(plan.run_dir, log, record_type)
     check_estimator_options(plan.run_dir, previous, plan.tasks)
-    ctx = WorkerContext("", None, settings.device, DEFAULT_NAED_NORM, settings.plugins, 1)
+    opened = getattr(plan, "dataset", None)  # the landscape's dataset; the others have none
+    ctx = WorkerContext(opened.name if opened else "", plan.config.get("data_dir"),
+                        settings.device, DEFAULT_NAED_NORM, settings.plugins, 1)
     done = execute(plan.run_dir, plan.tasks, previous, settings=settings, ctx=ctx,
-                   workspace=Workspace(ctx), config=plan.config, dataset_notes=[],
+                   workspace=Workspace(ctx, opened), config=plan.config, dataset_notes=[],
                    progress=progress, log=log, what="estimator")
     return done, build_report(plan.run_dir)
 
@@ -220,3 +224,12 @@ def run_cost(settings: CostSettings, *, progress: bool = True,
     """``mibench estimators cost``: every estimator's time and memory at every image size."""
     plan = plan_cost(Registry(settings.plugins), settings)
     return _estimator_benchmark(plan, CostRecord, settings, build_cost_report, progress, log)
+
+
+def run_landscape(settings: LandscapeSettings, *, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> tuple[Executed, LandscapeReport]:
+    """``mibench estimators landscape``: every estimator's landscape around every pair's gold
+    standard."""
+    plan = plan_landscape(Registry(settings.plugins), settings)
+    return _estimator_benchmark(plan, LandscapeRecord, settings, build_landscape_report,
+                                progress, log)
