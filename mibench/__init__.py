@@ -12,13 +12,20 @@ from mibench.api import dataset, estimator, list_plugins, method, run
 from mibench.errors import UserError
 from mibench.hookspecs import hookimpl
 from mibench.pairs import Pair, PairInfo
-from mibench.specs import DatasetSpec, EstimatorSpec, MethodSpec, Param, Requirement
+from mibench.specs import (
+    DatasetSpec,
+    EstimatorSpec,
+    MethodSpec,
+    Param,
+    Registration,
+    Requirement,
+)
 from mibench.transform import MatrixTransform, RegistrationOutput, Transform
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DatasetSpec", "EstimatorSpec", "MatrixTransform", "MethodSpec", "Pair", "PairInfo", "Param",
-    "RegistrationOutput", "Requirement", "Transform", "UserError", "dataset", "estimator",
-    "hookimpl", "list_plugins", "method", "run",
+    "Registration", "RegistrationOutput", "Requirement", "Transform", "UserError", "dataset",
+    "estimator", "hookimpl", "list_plugins", "method", "run",
 ]

@@ -110,7 +110,7 @@ def list_plugins(plugins: Iterable[str] = ()) -> list[dict[str, Any]]:
             }
             if kind == "method":
                 row.update(default=spec.default, preferred_reference=spec.preferred_reference,
-                           baseline=spec.baseline)
+                           baseline=spec.baseline, derived_from=spec.derived_from)
             if kind == "estimator":
                 row["higher_is_better"] = spec.higher_is_better
             if kind == "dataset":
