@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mibench.errors import UserError
 from mibench.metrics import FIRE_CATEGORIES
 from mibench.reports.analysis import RunAnalysis
 from mibench.reports.figures import FIGURES
@@ -24,6 +25,7 @@ from mibench.reports.formatting import (
 )
 from mibench.reports.overlays import Overlay
 from mibench.reports.paper_table import printed_rows
+from mibench.variants import base_name
 
 #: Said under a NAED figure when NAED is not normalised, where the figure is, not only in a table.
 UNNORMALISED_FIGURE = " NAED here is the mean landmark error in pixels (--naed-norm none: D = 1)."
@@ -89,6 +91,14 @@ def _method_rows(a: RunAnalysis) -> list[dict[str, Any]]:
         text = p if isinstance(p, str) else to_json(p)
         return text if text not in ("", "{}", None) else None
 
+    def how(name: str) -> str:
+        """What a derived method is (its spec's description: the estimator and optimiser)."""
+        try:
+            spec = a.registry.get("method", base_name(name)) if a.registry else None
+        except UserError:  # a plugin that no longer loads: nothing to say
+            spec = None
+        return spec.description if spec is not None and spec.derived_from else ""
+
     rows = []
     df = a.results
     ran = set(df["method"]) if len(df) else set()
@@ -96,11 +106,12 @@ def _method_rows(a: RunAnalysis) -> list[dict[str, Any]]:
     for m in with_records:
         sets = sorted(set(df.loc[df["method"] == m, "method_params"].dropna()))
         rows.append({"name": m, "params": [params(p) for p in sets] or [None],
-                     "differ": len(sets) > 1, "records": True})
+                     "differ": len(sets) > 1, "records": True, "how": how(m)})
     configured = a.config.get("methods")
     for m, p in (configured.items() if isinstance(configured, dict) else []):
         if m not in with_records:
-            rows.append({"name": m, "params": [params(p)], "differ": False, "records": False})
+            rows.append({"name": m, "params": [params(p)], "differ": False, "records": False,
+                         "how": how(m)})
     return rows
 
 

@@ -150,3 +150,6 @@ def test_two_settings_of_nmi_in_one_run(tmp_path):
     assert params == {"nmi": 32, "nmi[bins=64]": 64}
     stats = pd.read_csv(tmp_path / "run" / "stats.csv")
     assert set(stats["method"]) == {"nmi", "nmi[bins=64]"}
+    # nmi is derived from its estimator: the report says so, and by which optimiser.
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert html.count("Derived from the estimator &#39;nmi&#39;") == 2
