@@ -9,22 +9,20 @@ executors, records and resume as ``mibench run`` (:mod:`mibench.tasks`). Each
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mibench.errors import UserError
 from mibench.estimator_sets import resolve_estimators, run_dir_for
-from mibench.jsonio import canonical_json
 from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
-from mibench.tasks import Workspace, now
+from mibench.tasks import TaskRecord, Workspace, now, task_key
 from mibench.variants import base_name
 
 #: Part of every accuracy task's key (see :data:`mibench.registration.SCHEMA_VERSION`).
@@ -50,8 +48,7 @@ class AccuracyTask:
 
     @property
     def key(self) -> str:
-        ident = {**asdict(self), "kind": AccuracyRecord.kind, "schema": SCHEMA_VERSION}
-        return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
+        return task_key({**asdict(self), "kind": AccuracyRecord.kind, "schema": SCHEMA_VERSION})
 
     @property
     def group(self) -> str:
@@ -71,12 +68,13 @@ class AccuracyTask:
 
 
 @dataclass
-class AccuracyRecord:
+class AccuracyRecord(TaskRecord):
     """The outcome of one :class:`AccuracyTask`: the estimate and the truth (nats for MI; the
     measure's own unit otherwise), whether higher values mean more similar, and the time of the
     estimator call alone (``wall_s``)."""
 
     kind: ClassVar[str] = "accuracy"
+    task_type: ClassVar[type] = AccuracyTask
 
     task: AccuracyTask
     status: str
@@ -92,19 +90,6 @@ class AccuracyRecord:
     finished_at: str = ""
     schema: int = SCHEMA_VERSION
 
-    @property
-    def key(self) -> str:
-        return self.task.key
-
-    def to_dict(self) -> dict[str, Any]:
-        outcome = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
-        return {"kind": self.kind, "key": self.key, **asdict(self.task), **outcome}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AccuracyRecord:
-        task = AccuracyTask(**{f.name: data[f.name] for f in fields(AccuracyTask)})
-        known = {f.name for f in fields(cls)} - {"task"}
-        return cls(task, **{k: v for k, v in data.items() if k in known})
 
 
 def known_tasks() -> dict[str, Any]:

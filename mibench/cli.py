@@ -115,13 +115,18 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
     try:
         result = run_benchmark(settings, progress=not quiet)
     except KeyboardInterrupt:
-        click.echo("mibench: interrupted; the records written so far are kept: run the same "
-                   "command again to resume", err=True)
-        sys.exit(130)
+        _interrupted()
     click.echo(f"{result.completed} task(s) run, {result.failed} failed, "
                f"{result.skipped_existing} already done; results in {result.run_dir}")
     _echo_paper_table(result.report)
     click.echo(f"report: {result.report.html}")
+
+
+def _interrupted() -> None:
+    """Ctrl-C during a run: one line, exit status 130; the records written are kept."""
+    click.echo("mibench: interrupted; the records written so far are kept: run the same "
+               "command again to resume", err=True)
+    sys.exit(130)
 
 
 def _echo_paper_table(report: Any) -> None:
@@ -292,9 +297,7 @@ def _run_estimators(run: Callable, settings_type: Any, quiet: bool, names: str,
     try:
         done, report = run(settings, progress=not quiet)
     except KeyboardInterrupt:
-        click.echo("mibench: interrupted; the records written so far are kept: run the same "
-                   "command again to resume", err=True)
-        sys.exit(130)
+        _interrupted()
     click.echo(f"{done.completed} task(s) run, {done.failed} failed, {done.kept} already "
                f"done; results in {report.run_dir}")
     click.echo(f"report: {report.html}")

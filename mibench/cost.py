@@ -11,23 +11,21 @@ millisecond (an estimate: short peaks between samples are missed).
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mibench.errors import UserError
 from mibench.estimator_sets import resolve_estimators, run_dir_for
-from mibench.jsonio import canonical_json
 from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
-from mibench.tasks import Workspace, now
+from mibench.tasks import TaskRecord, Workspace, now, task_key
 from mibench.variants import base_name
 
 SCHEMA_VERSION = 1
@@ -49,8 +47,7 @@ class CostTask:
 
     @property
     def key(self) -> str:
-        ident = {**asdict(self), "kind": CostRecord.kind, "schema": SCHEMA_VERSION}
-        return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
+        return task_key({**asdict(self), "kind": CostRecord.kind, "schema": SCHEMA_VERSION})
 
     @property
     def group(self) -> str:
@@ -68,12 +65,13 @@ class CostTask:
 
 
 @dataclass
-class CostRecord:
+class CostRecord(TaskRecord):
     """Seconds per call (median over the repeats) forward and, where the estimator is
     differentiable, forward + backward; peak memory above the level before the calls (bytes);
     ``pixels`` = side^2."""
 
     kind: ClassVar[str] = "cost"
+    task_type: ClassVar[type] = CostTask
 
     task: CostTask
     status: str
@@ -89,19 +87,6 @@ class CostRecord:
     finished_at: str = ""
     schema: int = SCHEMA_VERSION
 
-    @property
-    def key(self) -> str:
-        return self.task.key
-
-    def to_dict(self) -> dict[str, Any]:
-        outcome = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
-        return {"kind": self.kind, "key": self.key, **asdict(self.task), **outcome}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CostRecord:
-        task = CostTask(**{f.name: data[f.name] for f in fields(CostTask)})
-        known = {f.name for f in fields(cls)} - {"task"}
-        return cls(task, **{k: v for k, v in data.items() if k in known})
 
 
 def _rss_bytes() -> int:

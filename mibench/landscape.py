@@ -14,11 +14,10 @@ pairs' ``true_transform``), else the least-squares affine of its landmarks, whos
 
 from __future__ import annotations
 
-import hashlib
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,11 +26,10 @@ import numpy as np
 from mibench.callables import open_dataset
 from mibench.errors import UserError
 from mibench.estimator_sets import resolve_estimators, run_dir_for
-from mibench.jsonio import canonical_json
 from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
-from mibench.tasks import Workspace, now
+from mibench.tasks import TaskRecord, Workspace, now, task_key
 from mibench.variants import base_name
 
 SCHEMA_VERSION = 1
@@ -59,8 +57,7 @@ class LandscapeTask:
 
     @property
     def key(self) -> str:
-        ident = {**asdict(self), "kind": LandscapeRecord.kind, "schema": SCHEMA_VERSION}
-        return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
+        return task_key({**asdict(self), "kind": LandscapeRecord.kind, "schema": SCHEMA_VERSION})
 
     @property
     def group(self) -> str:
@@ -78,12 +75,13 @@ class LandscapeTask:
 
 
 @dataclass
-class LandscapeRecord:
+class LandscapeRecord(TaskRecord):
     """The five properties (distances in normalised px; ``do`` and ``ron`` in the measure's
     units per normalised px, for the measure turned higher-is-better), the 1-D profiles
     (physical offsets per parameter, and the values), and where the gold standard came from."""
 
     kind: ClassVar[str] = "landscape"
+    task_type: ClassVar[type] = LandscapeTask
 
     task: LandscapeTask
     status: str
@@ -107,19 +105,6 @@ class LandscapeRecord:
     finished_at: str = ""
     schema: int = SCHEMA_VERSION
 
-    @property
-    def key(self) -> str:
-        return self.task.key
-
-    def to_dict(self) -> dict[str, Any]:
-        outcome = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
-        return {"kind": self.kind, "key": self.key, **asdict(self.task), **outcome}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LandscapeRecord:
-        task = LandscapeTask(**{f.name: data[f.name] for f in fields(LandscapeTask)})
-        known = {f.name for f in fields(cls)} - {"task"}
-        return cls(task, **{k: v for k, v in data.items() if k in known})
 
 
 def gold_standard(pair: Any) -> tuple[np.ndarray, str, float | None]:

@@ -15,7 +15,7 @@ import hashlib
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ from mibench.jsonio import canonical_json
 from mibench.metrics import DEFAULT_NAED_NORM, landmark_errors, norm_length, pair_scores
 from mibench.pairs import Pair, check_pair
 from mibench.paths import record_path
-from mibench.tasks import Workspace, now
+from mibench.tasks import TaskRecord, Workspace, now
 from mibench.transform import MatrixTransform, Transform
 from mibench.variants import base_name
 
@@ -85,7 +85,7 @@ class RegistrationTask:
 
 
 @dataclass
-class Record:
+class Record(TaskRecord):
     """The outcome of one :class:`RegistrationTask`.
 
     ``status`` is ``ok`` or ``failed`` (exception, time-out, NaN, singular transform, worker
@@ -101,6 +101,8 @@ class Record:
     """
 
     kind: ClassVar[str] = "registration"
+    stores_kind: ClassVar[bool] = False
+    task_type: ClassVar[type] = RegistrationTask
 
     task: RegistrationTask
     status: str
@@ -121,24 +123,14 @@ class Record:
     finished_at: str = ""
     schema: int = SCHEMA_VERSION
 
-    @property
-    def key(self) -> str:
-        return self.task.key
-
-    def to_dict(self) -> dict[str, Any]:
-        outcome = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
-        return {"key": self.key, **asdict(self.task), **outcome}
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
-        """A record from its JSON object. Unknown keys are ignored; a record written before the
-        NAED normaliser was called ``naed_norm`` (``normalisation``) is read as such."""
+        """A record from its JSON object; one written before the NAED normaliser was called
+        ``naed_norm`` (``normalisation``) is read as such."""
         data = dict(data)
         if "normalisation" in data and "naed_norm" not in data:
             data["naed_norm"] = data.pop("normalisation")
-        task = RegistrationTask(**{f.name: data[f.name] for f in fields(RegistrationTask)})
-        known = {f.name for f in fields(cls)} - {"task"}
-        return cls(task, **{k: v for k, v in data.items() if k in known})
+        return super().from_dict(data)
 
 
 # --------------------------------------------------------------------------- scoring

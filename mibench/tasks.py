@@ -25,10 +25,11 @@ executors and resume.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from mibench.callables import OpenDataset, open_dataset
 from mibench.jsonio import canonical_json
@@ -102,3 +103,36 @@ class Task(Protocol):
             on_started: Callable[[Any], None] | None = None) -> Any: ...
 
     def failure(self, workspace: Workspace, error: str) -> Any: ...
+
+
+def task_key(ident: dict[str, Any]) -> str:
+    """16 hex digits of SHA-1 over a task's identity (its fields, kind and schema version)."""
+    return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
+
+
+class TaskRecord:
+    """What the records of every kind of task share: a dataclass whose first field is its
+    ``task`` (of class ``task_type``), stored as one flat JSON object, ``kind`` and ``key``
+    first, then the task's fields, then the outcome. ``stores_kind`` is False for registration
+    records only, which came first and keep their original layout."""
+
+    kind: ClassVar[str]
+    task_type: ClassVar[type]
+    stores_kind: ClassVar[bool] = True
+
+    @property
+    def key(self) -> str:
+        return self.task.key
+
+    def to_dict(self) -> dict[str, Any]:
+        outcome = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
+        head = {"kind": self.kind} if self.stores_kind else {}
+        return {**head, "key": self.key, **asdict(self.task), **outcome}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """A record from its JSON object (unknown keys, ``kind`` and ``key`` ignored: the key
+        is the task's)."""
+        task = cls.task_type(**{f.name: data[f.name] for f in fields(cls.task_type)})
+        known = {f.name for f in fields(cls)} - {"task"}
+        return cls(task, **{k: v for k, v in data.items() if k in known})

@@ -22,10 +22,10 @@ import pandas as pd
 from mibench.accuracy import AccuracyRecord, known_tasks
 from mibench.assessment.scoring import rank_agreement, score
 from mibench.manifest import read_manifest
-from mibench.paths import REPORT_HTML, RESULTS_CSV, SUMMARY_CSV, TMP_PREFIX
+from mibench.paths import RESULTS_CSV, SUMMARY_CSV
 from mibench.records import iter_records
 from mibench.reports.formatting import fmt
-from mibench.reports.html import environment
+from mibench.reports.html import environment, write_page
 
 RANK_CSV = "rank_agreement.csv"
 KEYS = ("estimator", "task", "n")
@@ -133,9 +133,5 @@ def build_accuracy_report(run_dir: Path) -> AccuracyReport:
     results.to_csv(run_dir / RESULTS_CSV, index=False)
     summary.to_csv(run_dir / SUMMARY_CSV, index=False)
     ranks.to_csv(run_dir / RANK_CSV, index=False)
-    html = run_dir / REPORT_HTML
-    tmp = html.with_name(f"{TMP_PREFIX}{REPORT_HTML}")
-    tmp.write_text(_render(run_dir, read_manifest(run_dir), summary, ranks, results),
-                   encoding="utf-8")
-    tmp.replace(html)
+    html = write_page(run_dir, _render(run_dir, read_manifest(run_dir), summary, ranks, results))
     return AccuracyReport(run_dir, html, results, summary, ranks)

@@ -18,10 +18,10 @@ import pandas as pd
 
 from mibench.cost import CostRecord
 from mibench.manifest import read_manifest
-from mibench.paths import REPORT_HTML, RESULTS_CSV, SUMMARY_CSV, TMP_PREFIX, figure_name
+from mibench.paths import RESULTS_CSV, SUMMARY_CSV, figure_name
 from mibench.records import iter_records
 from mibench.reports.formatting import fmt
-from mibench.reports.html import environment
+from mibench.reports.html import environment, write_page
 from mibench.reports.plotting import new_figure, png_bytes
 
 FIGURE = figure_name("cost")
@@ -112,11 +112,8 @@ def build_cost_report(run_dir: Path) -> CostReport:
     slopes = [{"estimator": r.estimator, "sizes": int(r.sizes), "forward": fmt(r.forward_slope),
                "backward": fmt(r.backward_slope), "memory": fmt(r.memory_slope),
                "linear": "yes" if r.linear else "no"} for r in summary.itertuples(index=False)]
-    html = run_dir / REPORT_HTML
-    tmp = html.with_name(f"{TMP_PREFIX}{REPORT_HTML}")
-    tmp.write_text(environment().get_template("cost.html.j2").render(
+    html = write_page(run_dir, environment().get_template("cost.html.j2").render(
         run_dir=str(run_dir), config=read_manifest(run_dir).get("config") or {}, png=png,
         times=times, slopes=slopes, band=LINEAR,
-        built=datetime.now(UTC).isoformat(timespec="seconds")), encoding="utf-8")
-    tmp.replace(html)
+        built=datetime.now(UTC).isoformat(timespec="seconds")))
     return CostReport(run_dir, html, results, summary)

@@ -65,9 +65,15 @@ def render_section(name: str, analysis: RunAnalysis, figures: dict[str, bytes] |
 def write_report_html(analysis: RunAnalysis, figures: dict[str, bytes],
                       overlays: list[Overlay], overlay_note: str) -> Path:
     """Write ``report.html`` into the run directory (atomically); return its path."""
-    path = analysis.run_dir / REPORT_HTML
+    return write_page(analysis.run_dir, render_page(analysis, figures, overlays, overlay_note))
+
+
+def write_page(run_dir: Path, html: str) -> Path:
+    """Write ``report.html`` into ``run_dir`` atomically (a reader never sees half a page);
+    return its path. Every command's report goes through here."""
+    path = Path(run_dir) / REPORT_HTML
     tmp = path.with_name(f"{TMP_PREFIX}{REPORT_HTML}")
-    tmp.write_text(render_page(analysis, figures, overlays, overlay_note), encoding="utf-8")
+    tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -78,4 +84,4 @@ def template_names() -> list[str]:
 
 
 __all__ = ["SECTIONS", "environment", "render_page", "render_section", "template_names",
-           "write_report_html"]
+           "write_page", "write_report_html"]

@@ -18,10 +18,10 @@ import pandas as pd
 
 from mibench.landscape import LandscapeRecord
 from mibench.manifest import read_manifest
-from mibench.paths import REPORT_HTML, RESULTS_CSV, SUMMARY_CSV, TMP_PREFIX, figure_name
+from mibench.paths import RESULTS_CSV, SUMMARY_CSV, figure_name
 from mibench.records import iter_records
 from mibench.reports.formatting import fmt, fmt_pm
-from mibench.reports.html import environment
+from mibench.reports.html import environment, write_page
 from mibench.reports.plotting import new_figure, png_bytes
 
 PROPERTIES = ("acc", "do", "cr", "nom", "ron")
@@ -111,11 +111,8 @@ def build_landscape_report(run_dir: Path) -> LandscapeReport:
             for r in summary.itertuples(index=False)]
     gold = results[["pair_id", "gold_source", "gold_residual_px"]].drop_duplicates("pair_id")
     failures = results[results["status"] != "ok"][["estimator", "pair_id", "seed", "error"]]
-    html = run_dir / REPORT_HTML
-    tmp = html.with_name(f"{TMP_PREFIX}{REPORT_HTML}")
-    tmp.write_text(environment().get_template("landscape.html.j2").render(
+    html = write_page(run_dir, environment().get_template("landscape.html.j2").render(
         run_dir=str(run_dir), config=read_manifest(run_dir).get("config") or {}, rows=rows,
         figures=figures, gold=gold.to_dict("records"), failures=failures.to_dict("records"),
-        built=datetime.now(UTC).isoformat(timespec="seconds")), encoding="utf-8")
-    tmp.replace(html)
+        built=datetime.now(UTC).isoformat(timespec="seconds")))
     return LandscapeReport(run_dir, html, results, summary)
