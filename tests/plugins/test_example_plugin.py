@@ -176,3 +176,23 @@ def test_run_with_the_installed_plugin(installed, tmp_path):
               str(tmp_path / "b.png"), pythonpath=installed)
     assert est.returncode == 0, est.stderr
     assert float(est.stdout.split()[-1]) > 0.99
+
+
+def test_the_example_estimator_is_benchmarked_by_all_three_estimator_commands(installed,
+                                                                             tmp_path):
+    """Issue 19: an estimator from a plugin takes part in accuracy, landscape and cost with no
+    extra code (small settings: the point is that it appears in each report)."""
+    commands = {
+        "accuracy": ["--families", "gaussian", "--sizes", "256"],
+        "landscape": ["-o", "size=64", "-o", "pairs=1", "--limit", "1", "--lines", "2",
+                      "--points", "2", "--radius", "4"],
+        "cost": ["--sides", "16,32", "--repeats", "1"],
+    }
+    for command, extra in commands.items():
+        out_dir = tmp_path / command
+        out = cli("estimators", command, "-e", "example-cr,ncc", *extra, "--workers", "0",
+                  "-q", "--out", str(out_dir), pythonpath=installed)
+        assert out.returncode == 0, (command, out.stderr)
+        summary = pd.read_csv(out_dir / "summary.csv")
+        assert {"example-cr", "ncc"} <= set(summary["estimator"]), command
+        assert "example-cr" in (out_dir / "report.html").read_text(), command
