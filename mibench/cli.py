@@ -251,9 +251,11 @@ def estimators() -> None:
 def _execution_options(command: Callable) -> Callable:
     """The options of how tasks run, shared by the ``mibench estimators`` commands."""
     options = [
-        click.option("--estimators", "-e", "names", default="all",
-                     help="'all' (every available estimator) or a comma list; variants as in "
-                          "run, e.g. jhmi,jhmi[bins=64]."),
+        click.option("--estimators", "-e", "names", default=None,
+                     help="'all' (every available estimator; the default of accuracy and "
+                          "cost), 'objectives' (those that drive a registration method; the "
+                          "default of landscape) or a comma list; variants as in run, e.g. "
+                          "jhmi,jhmi[bins=64]."),
         click.option("--seed", "seed_text", default=None,
                      help="Seed(s): 0, 0,1,2 or 0-4 (default 0)."),
         click.option("--out", type=click.Path(), default=None,
@@ -292,7 +294,7 @@ def _run_estimators(run: Callable, settings_type: Any, quiet: bool, names: str,
     """Build the settings of a ``mibench estimators`` command, run it, say what it did."""
     from mibench.variants import split_methods
 
-    given.update(seeds=seed_text, estimators=split_methods(names))
+    given.update(seeds=seed_text, estimators=split_methods(names) if names else None)
     settings = settings_type(**{k: v for k, v in given.items() if v is not None})
     try:
         done, report = run(settings, progress=not quiet)
@@ -345,7 +347,7 @@ def cost(sides, repeats, quiet, names, seed_text, **given) -> None:
 @click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset lies.")
 @click.option("-o", "dataset_opts", multiple=True, metavar="KEY=VALUE",
               help="Dataset option, e.g. -o size=128 (repeatable).")
-@click.option("--limit", type=int, default=None, help="The first N pairs (default 4).")
+@click.option("--limit", type=int, default=None, help="The first N pairs (default all).")
 @click.option("--space", type=click.Choice(["rigid", "affine"]), default=None,
               help="Parameters of the lines: rigid (default) or affine.")
 @click.option("--lines", type=int, default=None, help="Random lines (default 10).")

@@ -15,10 +15,14 @@ from mibench.variants import parse_variant, variant_name
 
 
 def resolve_estimators(registry: Registry, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``{canonical name: resolved options}``: every available estimator for ``("all",)``."""
-    if names == ("all",):
+    """``{canonical name: resolved options}``: every available estimator for ``("all",)``;
+    for ``("objectives",)`` those that drive a registration method (``derive_method``: the
+    landscape of a registration objective; ``mine``, trained at every evaluation, and ``cmif``,
+    a global search of its own, opt out)."""
+    if names in (("all",), ("objectives",)):
         return {s.name: s.resolve() for s in registry.specs("estimator").values()
-                if s.unavailable_reason() is None}
+                if s.unavailable_reason() is None
+                and (names == ("all",) or s.derive_method)}
     out: dict[str, dict[str, Any]] = {}
     for text in names:
         base, options = parse_variant(text)

@@ -175,16 +175,17 @@ def run_landscape_task(task: LandscapeTask, workspace: Workspace) -> LandscapeRe
 
 @dataclass(frozen=True)
 class LandscapeSettings(ExecutionSettings):
-    """``mibench estimators landscape``: the :class:`ExecutionSettings`, the estimators, the
+    """``mibench estimators landscape``: the :class:`ExecutionSettings`, the estimators (by
+    default the registration objectives: :func:`mibench.estimator_sets.resolve_estimators`), the
     dataset (with a gold standard), its options and how many pairs, and the protocol's
     sampling: the parameter space, N lines of 2M + 1 points within a radius (normalised px:
     one unit moves a point at the image's inscribed radius by about 1 px)."""
 
-    estimators: tuple[str, ...] = ("all",)
+    estimators: tuple[str, ...] = ("objectives",)
     dataset: str = "synthetic"
     data_dir: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = 4
+    limit: int | None = None
     space: str = "rigid"
     lines: int = 10
     points: int = 10
