@@ -26,6 +26,7 @@ from mibench.paths import RESULTS_CSV, SUMMARY_CSV
 from mibench.records import iter_records
 from mibench.reports.formatting import fmt
 from mibench.reports.html import environment, write_page
+from mibench.reports.plotting import new_figure, png_bytes
 
 RANK_CSV = "rank_agreement.csv"
 KEYS = ("estimator", "task", "n")
@@ -83,6 +84,37 @@ def rank_frame(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["estimator", "family", "n", "tasks", "rank_agreement"])
 
 
+def draw_bias(summary: pd.DataFrame) -> bytes | None:
+    """Bias against sample size, one panel per task family (the mean bias over its tasks),
+    one line per estimator: how fast each estimator's bias shrinks with N (bmi's view)."""
+    scored = summary.dropna(subset=["bias"])
+    if scored.empty or scored["n"].nunique() < 2:
+        return None
+    families = list(dict.fromkeys(scored["family"]))
+    cols = min(4, len(families))
+    rows = math.ceil(len(families) / cols)
+    fig, axes = new_figure(3.2 * cols, 2.6 * rows, rows, cols)
+    axes = axes if isinstance(axes, list) else [axes]
+    for ax, family in zip(axes, families, strict=False):
+        mine = scored[scored["family"] == family]
+        for estimator, group in mine.groupby("estimator", sort=False):
+            curve = group.groupby("n")["bias"].mean()
+            ax.plot(curve.index, curve.to_numpy(), marker="o", label=estimator)
+        ax.axhline(0, color="#999", lw=0.8)
+        ax.set_xscale("log")
+        sizes = sorted(mine["n"].unique())
+        ax.minorticks_off()  # only the sizes run, labelled plainly
+        ax.set_xticks(sizes, [str(int(n)) for n in sizes], fontsize=7)
+        ax.set_title(family, fontsize=9)
+        ax.set_xlabel("values per variable (N)")
+    for ax in axes[len(families):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("bias [nats]")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
 @dataclass(frozen=True)
 class AccuracyReport:
     """What :func:`build_accuracy_report` wrote."""
@@ -113,12 +145,17 @@ def _render(run_dir: Path, manifest: dict[str, Any], summary: pd.DataFrame,
                       "sd": fmt(row.sd), "rmse": fmt(row.rmse), "log2": fmt(row.log2_ratio),
                       "colour": _colour(row.log2_ratio), "failed": int(row.failed),
                       "time": fmt(row.time_median_s)})
-    rank_rows = [{"estimator": r.estimator, "family": r.family, "n": int(r.n),
-                  "tasks": int(r.tasks), "rho": fmt(r.rank_agreement)}
-                 for r in ranks.itertuples(index=False)]
+    # One row per estimator, one column per family, at the largest size (all sizes: the CSV).
+    largest = ranks[ranks["n"] == ranks["n"].max()] if len(ranks) else ranks
+    families = list(dict.fromkeys(largest["family"]))
+    table = largest.pivot(index="estimator", columns="family", values="rank_agreement")
+    rank_rows = [{"estimator": e, "values": [fmt(table.loc[e].get(f), 2) for f in families]}
+                 for e in dict.fromkeys(largest["estimator"])]
     failures = results[results["status"] != "ok"][["estimator", "task", "n", "seed", "error"]]
     return environment().get_template("accuracy.html.j2").render(
         run_dir=str(run_dir), config=manifest.get("config") or {}, cells=cells,
+        bias_png=draw_bias(summary), rank_families=families,
+        rank_n=int(largest["n"].max()) if len(largest) else None,
         ranks=rank_rows, failures=failures.to_dict("records"),
         built=datetime.now(UTC).isoformat(timespec="seconds"))
 

@@ -109,3 +109,13 @@ def test_a_registration_record_is_not_an_accuracy_record(tmp_path):
     path = write_record(tmp_path, reg, Record(reg, status="ok"))
     with pytest.raises(UserError, match="a record of registration, not of accuracy"):
         read_record(path, AccuracyRecord)
+
+
+def test_bias_against_sample_size_is_drawn_when_there_are_two_sizes():
+    from mibench.reports.accuracy import draw_bias
+
+    summary = pd.DataFrame({"estimator": ["a", "a", "b", "b"], "family": ["g"] * 4,
+                            "n": [256, 4096, 256, 4096], "bias": [0.1, 0.02, -0.1, -0.05]})
+    png = draw_bias(summary)
+    assert png is not None and png[:4] == b"\x89PNG"
+    assert draw_bias(summary[summary["n"] == 256]) is None  # one size: no curve
