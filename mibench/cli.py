@@ -240,7 +240,9 @@ def estimate(name, opts, plugins, channels, fixed_image, moving_image) -> None:
     fixed, moving = same_channels(fixed, moving)
     with as_user_error(spec):  # the estimator's own checks (e.g. of its options: lo < hi)
         value = est(fixed, moving)
-    click.echo(f"{value:.6g}")
+    # Name, value and direction: a value alone does not say whether more is more similar.
+    direction = "higher" if spec.higher_is_better else "lower"
+    click.echo(f"{spec.name} {value:.6g} ({direction} is more similar)")
 
 
 @cli.group()

@@ -252,7 +252,7 @@ def test_estimate_reads_images_as_a_dataset_run_does(tmp_path, monkeypatch, chan
         np.testing.assert_array_equal(fixed_seen, pair.fixed)
         np.testing.assert_array_equal(moving_seen, pair.moving)
         expected = mibench.estimator("mse")(pair.fixed, pair.moving)
-        assert result.stdout.strip() == f"{expected:.6g}"
+        assert result.stdout.strip() == f"mse {expected:.6g} (lower is more similar)"
     if channels == "grey":  # the default
         result = invoke("estimate", "-e", "mse", tmp_path / "colour.png", tmp_path / "deep.png")
         np.testing.assert_array_equal(seen.pop()[0], ds.load("000").fixed)

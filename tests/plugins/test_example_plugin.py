@@ -175,7 +175,9 @@ def test_run_with_the_installed_plugin(installed, tmp_path):
     est = cli("estimate", "--estimator", "example-cr", str(tmp_path / "a.png"),
               str(tmp_path / "b.png"), pythonpath=installed)
     assert est.returncode == 0, est.stderr
-    assert float(est.stdout.split()[-1]) > 0.99
+    name, value, direction = est.stdout.split(maxsplit=2)
+    assert name == "example-cr" and float(value) > 0.99
+    assert direction.strip() == "(higher is more similar)"
 
 
 def test_the_example_estimator_is_benchmarked_by_all_three_estimator_commands(installed,
