@@ -202,13 +202,18 @@ def resolve_data_dir(spec: DatasetSpec, data_dir: str | Path | None) -> Path | N
                      f"plugin {spec.plugin!r} describes no layout; a dataset that generates its "
                      "data should declare needs_data_dir=False")
             raise UserError(f"dataset {spec.name!r} needs --data-dir (data_dir= in Python; "
-                            f"{where})")
+                            f"{where}){_get_it(spec)}")
         return None
     path = Path(data_dir).expanduser().resolve()
     if not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
-        raise UserError(f"{data_dir}: data directory {what}")
+        raise UserError(f"{data_dir}: data directory {what}{_get_it(spec)}")
     return path
+
+
+def _get_it(spec: DatasetSpec) -> str:
+    """Where to obtain a dataset whose files are missing (its ``source``), as a message tail."""
+    return f"; get it: {spec.source}" if spec.source and spec.needs_data_dir else ""
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,10 @@ def open_dataset(spec: DatasetSpec, data_dir: str | Path | None = None,
     factory = spec.load()
     path = resolve_data_dir(spec, data_dir)
     params = spec.resolve(options, from_text=from_text)
-    with as_user_error(spec):
-        dataset = factory(path, **params)
+    try:
+        with as_user_error(spec):
+            dataset = factory(path, **params)
+    except UserError as exc:
+        # The factory checks the files: a missing or misplaced one is where the data come from.
+        raise UserError(f"{exc}{_get_it(spec)}") from None
     return OpenDataset(spec, path, params, dataset)

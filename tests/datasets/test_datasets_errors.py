@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers.datasets import expect_error, make_anhir, make_cover, make_fire, make_nifti
+from helpers.datasets import expect_error, invoke, make_anhir, make_cover, make_fire, make_nifti
 
 import mibench
 
@@ -151,7 +151,7 @@ def test_cover_row_naming_a_folder(pristine, tmp_path):
     data = copy(pristine, tmp_path, "cover")
     _edit_table(data / "my_cover.csv", "imgs/001_moving.png", "imgs")
     expect_error("cover", data, "table=my_cover.csv",
-                 match=r"cover/imgs: source image path is a folder, not a file$")
+                 match=r"cover/imgs: source image path is a folder, not a file; get it: your own")
     (data / "tables").mkdir()
     expect_error("cover", data, "table=tables",
                  match=r"cover/tables: cover table path is a folder, not a file")
@@ -164,8 +164,9 @@ def test_data_dir_that_is_a_file(pristine, tmp_path, dataset):
     import importlib
 
     (tmp_path / "data.zip").write_bytes(b"PK")
+    # From the command line the message ends with where to get the data (the spec's source).
     expect_error(dataset, tmp_path / "data.zip",
-                 match=r"data\.zip: data directory is a file, not a directory$")
+                 match=r"data\.zip: data directory is a file, not a directory; get it: \S")
     factory = importlib.import_module(f"mibench.datasets.{dataset}").load_dataset
     with pytest.raises(ValueError, match=r"data\.zip: data directory is a file, not a directory$"):
         factory(tmp_path / "data.zip")
@@ -191,3 +192,15 @@ def test_options_out_of_their_bounds(pristine, tmp_path, dataset, option, messag
     table = ["table=my_cover.csv"] if dataset == "cover" else []
     expect_error(dataset, data, *table, option, match=rf"^mibench: error: dataset '{dataset}': "
                                                       rf"{message}")
+
+
+def test_a_missing_dataset_says_where_to_get_it(tmp_path):
+    """No --data-dir, a directory that does not exist, or one without the dataset: the one line
+    ends with the dataset's source (issue 20)."""
+    from mibench.registry import Registry
+
+    source = Registry().get("dataset", "fire").source
+    for args in ([], ["--data-dir", str(tmp_path / "nowhere")], ["--data-dir", str(tmp_path)]):
+        result = invoke("run", "-d", "fire", "-m", "identity", *args)
+        assert result.exit_code == 2
+        assert result.stderr.strip().endswith(f"; get it: {source}"), result.stderr
