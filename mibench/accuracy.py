@@ -9,20 +9,20 @@ executors, records and resume as ``mibench run`` (:mod:`mibench.tasks`). Each
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mibench.errors import UserError
-from mibench.estimator_sets import resolve_estimators, run_dir_for
+from mibench.estimator_sets import EstimatorPlan, resolve_estimators, run_dir_for
 from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
-from mibench.tasks import TaskRecord, Workspace, now, task_key
+from mibench.tasks import TaskRecord, Workspace, note_failure, now, task_key
 from mibench.variants import base_name
 
 #: Part of every accuracy task's key (see :data:`mibench.registration.SCHEMA_VERSION`).
@@ -92,8 +92,10 @@ class AccuracyRecord(TaskRecord):
 
 
 
+@functools.cache
 def known_tasks() -> dict[str, Any]:
-    """Every known-MI task by name (:mod:`mibench.assessment.known_mi`)."""
+    """Every known-MI task by name (:mod:`mibench.assessment.known_mi`), built once per process
+    (every task a worker runs looks its own up here; the dict is only read)."""
     from mibench.assessment.known_mi import tasks
 
     return tasks()
@@ -126,8 +128,7 @@ def run_accuracy_task(task: AccuracyTask, workspace: Workspace) -> AccuracyRecor
             raise ValueError(f"the estimate is {estimate}")
         record.status, record.error, record.estimate = "ok", None, estimate
     except Exception as exc:
-        record.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        record.info = {"traceback": traceback.format_exc(limit=20)}
+        note_failure(record, exc)
     record.device, record.finished_at = str(device), now()
     record.info["torch_threads"] = torch.get_num_threads()
     return record
@@ -153,16 +154,7 @@ class AccuracySettings(ExecutionSettings):
                             f"variable: an image side squared), got {bad[0] if bad else '()'}")
 
 
-@dataclass
-class AccuracyPlan:
-    """Resolved estimators (name -> options), the run's configuration and its tasks."""
-
-    config: dict[str, Any]
-    run_dir: Path
-    tasks: list[AccuracyTask]
-
-
-def plan_accuracy(registry: Registry, settings: AccuracySettings) -> AccuracyPlan:
+def plan_accuracy(registry: Registry, settings: AccuracySettings) -> EstimatorPlan:
     """One task per estimator x known-MI task (of the chosen families) x size x seed."""
     from mibench.assessment.known_mi import tasks
 
@@ -173,12 +165,10 @@ def plan_accuracy(registry: Registry, settings: AccuracySettings) -> AccuracyPla
         raise UserError(f"--families: {exc}") from None
     config = {"command": "estimators accuracy", "estimators": estimators,
               "families": list(settings.families), "sizes": list(settings.sizes),
-              "seeds": list(settings.seeds), "device": settings.device,
-              "workers": settings.workers, "timeout": settings.timeout,
-              "executor": settings.executor, "plugins": list(settings.plugins)}
+              **settings.execution_config()}
     run_dir = run_dir_for(settings.out, "accuracy", {k: config[k] for k in (
         "estimators", "families", "sizes", "seeds")})
     planned = [AccuracyTask(name, params, task, n, seed)
                for name, params in estimators.items() for task in chosen
                for n in settings.sizes for seed in settings.seeds]
-    return AccuracyPlan(config, run_dir, planned)
+    return EstimatorPlan(config, run_dir, planned)

@@ -14,18 +14,17 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mibench.errors import UserError
-from mibench.estimator_sets import resolve_estimators, run_dir_for
+from mibench.estimator_sets import EstimatorPlan, resolve_estimators, run_dir_for
 from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
-from mibench.tasks import TaskRecord, Workspace, now, task_key
+from mibench.tasks import TaskRecord, Workspace, note_failure, now, task_key
 from mibench.variants import base_name
 
 SCHEMA_VERSION = 1
@@ -181,8 +180,7 @@ def run_cost_task(task: CostTask, workspace: Workspace) -> CostRecord:
             record.memory_source = "process RSS, sampled every 1 ms"
         record.status, record.error = "ok", None
     except Exception as exc:
-        record.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        record.info = {"traceback": traceback.format_exc(limit=20)}
+        note_failure(record, exc)
     record.pixels = task.side * task.side
     record.wall_s = time.perf_counter() - t_start
     record.device, record.finished_at = str(device), now()
@@ -209,24 +207,15 @@ class CostSettings(ExecutionSettings):
             raise UserError(f"repeats (--repeats) must be an integer >= 1, got {self.repeats!r}")
 
 
-@dataclass
-class CostPlan:
-    config: dict[str, Any]
-    run_dir: Path
-    tasks: list[CostTask]
-
-
-def plan_cost(registry: Registry, settings: CostSettings) -> CostPlan:
+def plan_cost(registry: Registry, settings: CostSettings) -> EstimatorPlan:
     """One task per estimator x side x seed."""
     estimators = resolve_estimators(registry, settings.estimators)
     config = {"command": "estimators cost", "estimators": estimators,
               "sides": list(settings.sides), "repeats": settings.repeats,
-              "seeds": list(settings.seeds), "device": settings.device,
-              "workers": settings.workers, "timeout": settings.timeout,
-              "executor": settings.executor, "plugins": list(settings.plugins)}
+              **settings.execution_config()}
     run_dir = run_dir_for(settings.out, "cost", {k: config[k] for k in (
         "estimators", "sides", "repeats", "seeds", "device")})
     planned = [CostTask(name, params, side, settings.repeats, seed)
                for name, params in estimators.items() for side in settings.sides
                for seed in settings.seeds]
-    return CostPlan(config, run_dir, planned)
+    return EstimatorPlan(config, run_dir, planned)

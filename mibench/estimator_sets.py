@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,14 @@ def check_estimator_options(run_dir: Path, records: list[Any], tasks: list[Any])
             raise UserError(f"{run_dir}: estimator {rec.task.estimator!r} already has records "
                             "with other options; use another --out, or a variant name "
                             "(estimator[option=value]) to keep both")
+
+
+@dataclass
+class EstimatorPlan:
+    """A resolved ``mibench estimators`` run: the configuration ``run.json`` records, the run
+    directory, every task, and the open dataset of a command that has one (landscape)."""
+
+    config: dict[str, Any]
+    run_dir: Path
+    tasks: list[Any]
+    dataset: Any = None

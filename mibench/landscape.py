@@ -15,7 +15,6 @@ pairs' ``true_transform``), else the least-squares affine of its landmarks, whos
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +24,11 @@ import numpy as np
 
 from mibench.callables import open_dataset
 from mibench.errors import UserError
-from mibench.estimator_sets import resolve_estimators, run_dir_for
+from mibench.estimator_sets import EstimatorPlan, resolve_estimators, run_dir_for
 from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
-from mibench.tasks import TaskRecord, Workspace, now, task_key
+from mibench.tasks import TaskRecord, Workspace, note_failure, now, task_key
 from mibench.variants import base_name
 
 SCHEMA_VERSION = 1
@@ -165,8 +164,7 @@ def run_landscape_task(task: LandscapeTask, workspace: Workspace) -> LandscapeRe
         record.profile_values = curves.values.tolist()
         record.status, record.error = "ok", None
     except Exception as exc:
-        record.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        record.info = {"traceback": traceback.format_exc(limit=20)}
+        note_failure(record, exc)
     record.wall_s = time.perf_counter() - t0
     record.device, record.finished_at = str(device), now()
     record.info["torch_threads"] = torch.get_num_threads()
@@ -206,15 +204,7 @@ class LandscapeSettings(ExecutionSettings):
             raise UserError(f"radius (--radius) must be a positive number, got {self.radius!r}")
 
 
-@dataclass
-class LandscapePlan:
-    config: dict[str, Any]
-    run_dir: Path
-    tasks: list[LandscapeTask]
-    dataset: Any
-
-
-def plan_landscape(registry: Registry, settings: LandscapeSettings) -> LandscapePlan:
+def plan_landscape(registry: Registry, settings: LandscapeSettings) -> EstimatorPlan:
     """One task per estimator x pair (the first ``limit``) x seed."""
     estimators = resolve_estimators(registry, settings.estimators)
     opened = open_dataset(registry.get("dataset", settings.dataset), settings.data_dir,
@@ -227,9 +217,7 @@ def plan_landscape(registry: Registry, settings: LandscapeSettings) -> Landscape
               "data_dir": str(opened.data_dir) if opened.data_dir else None,
               "limit": settings.limit, "space": settings.space, "lines": settings.lines,
               "points": settings.points, "radius": float(settings.radius),
-              "seeds": list(settings.seeds), "device": settings.device,
-              "workers": settings.workers, "timeout": settings.timeout,
-              "executor": settings.executor, "plugins": list(settings.plugins)}
+              **settings.execution_config()}
     run_dir = run_dir_for(settings.out, "landscape", {k: config[k] for k in (
         "estimators", "dataset", "dataset_params", "limit", "space", "lines", "points",
         "radius", "seeds")})
@@ -237,4 +225,4 @@ def plan_landscape(registry: Registry, settings: LandscapeSettings) -> Landscape
                              settings.lines, settings.points, float(settings.radius), seed)
                for name, params in estimators.items() for p in pairs
                for seed in settings.seeds]
-    return LandscapePlan(config, run_dir, planned, opened)
+    return EstimatorPlan(config, run_dir, planned, opened)

@@ -25,7 +25,7 @@ from mibench.jsonio import canonical_json
 from mibench.metrics import DEFAULT_NAED_NORM, landmark_errors, norm_length, pair_scores
 from mibench.pairs import Pair, check_pair
 from mibench.paths import record_path
-from mibench.tasks import TaskRecord, Workspace, now
+from mibench.tasks import TaskRecord, Workspace, failure_text, now
 from mibench.transform import MatrixTransform, Transform
 from mibench.variants import base_name
 
@@ -285,7 +285,7 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
         if oom:
             error = oom_message(exc, label)
         else:
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            error = failure_text(exc)
         info = {"traceback": traceback.format_exc(limit=20)}
         del exc
     fixed = moving = fmask = mmask = method = None  # noqa: F841 -- release device memory now

@@ -26,7 +26,7 @@ from mibench import reports
 from mibench.accuracy import AccuracyRecord, AccuracySettings, plan_accuracy
 from mibench.cost import CostRecord, CostSettings, plan_cost
 from mibench.errors import UserError
-from mibench.estimator_sets import check_estimator_options
+from mibench.estimator_sets import EstimatorPlan, check_estimator_options
 from mibench.executors import make_executor
 from mibench.landscape import LandscapeRecord, LandscapeSettings, plan_landscape
 from mibench.manifest import write_manifest
@@ -194,7 +194,7 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
                      done.tasks_s)
 
 
-def _estimator_benchmark(plan: Any, record_type: Any, settings: ExecutionSettings,
+def _estimator_benchmark(plan: EstimatorPlan, record_type: Any, settings: ExecutionSettings,
                          build_report: Callable[[Path], Any], progress: bool,
                          log: Callable[[str], None] | None) -> tuple[Executed, Any]:
     """The driver of every ``mibench estimators`` command: the plan's tasks through the same
@@ -202,7 +202,7 @@ def _estimator_benchmark(plan: Any, record_type: Any, settings: ExecutionSetting
     log = log or (lambda msg: print(msg, file=sys.stderr))
     previous = open_run_dir(plan.run_dir, log, record_type)
     check_estimator_options(plan.run_dir, previous, plan.tasks)
-    opened = getattr(plan, "dataset", None)  # the landscape's dataset; the others have none
+    opened = plan.dataset  # the landscape's; the other commands have none
     ctx = WorkerContext(opened.name if opened else "", plan.config.get("data_dir"),
                         settings.device, DEFAULT_NAED_NORM, settings.plugins, 1)
     done = execute(plan.run_dir, plan.tasks, previous, settings=settings, ctx=ctx,

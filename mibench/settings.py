@@ -241,6 +241,12 @@ class ExecutionSettings:
                   out=None if self.out is None else str(self.out),
                   plugins=split_plugin_names(self.plugins))
 
+    def execution_config(self) -> dict[str, Any]:
+        """How the tasks ran, as ``run.json``'s ``config`` of an estimator benchmark states it."""
+        return {"seeds": list(self.seeds), "device": self.device, "workers": self.workers,
+                "timeout": self.timeout, "executor": self.executor,
+                "plugins": list(self.plugins)}
+
     def _set(self, **values: Any) -> None:
         """Store normalised values (the dataclass is frozen once built)."""
         for key, value in values.items():

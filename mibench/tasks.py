@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -136,3 +137,15 @@ class TaskRecord:
         task = cls.task_type(**{f.name: data[f.name] for f in fields(cls.task_type)})
         known = {f.name for f in fields(cls)} - {"task"}
         return cls(task, **{k: v for k, v in data.items() if k in known})
+
+
+def failure_text(exc: BaseException) -> str:
+    """``"TypeName: message"``, first line only: a failed task's ``error``."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def note_failure(record: Any, exc: BaseException) -> None:
+    """Record the exception being handled in ``record``: its one-line ``error`` and, in
+    ``info``, the traceback (for whoever debugs the plugin)."""
+    record.error = failure_text(exc)
+    record.info = {"traceback": traceback.format_exc(limit=20)}
