@@ -352,6 +352,10 @@ class MethodSpec(PluginSpec):
 
     ``derived_from`` names the estimator a method was derived from (:mod:`mibench.methods.derived`
     fills it in; ``""`` for a written method).
+
+    ``uses_seed`` (default True) says whether the method's result depends on its ``seed``. A
+    method that is deterministic given its inputs sets it False: a run with several seeds then
+    runs it once (with the first seed) and the reports reuse that result for every seed.
     """
 
     kind: ClassVar[str] = "method"
@@ -360,6 +364,7 @@ class MethodSpec(PluginSpec):
     preferred_reference: bool = False
     baseline: bool = False
     derived_from: str = ""
+    uses_seed: bool = True
 
 
 @dataclass(frozen=True)
@@ -368,10 +373,14 @@ class DatasetSpec(PluginSpec):
 
     The factory is ``f(data_dir, **params) -> Dataset`` (see :class:`mibench.pairs.Dataset`).
     ``needs_data_dir`` says whether ``--data-dir`` is required; ``layout`` describes the expected
-    files and ``source`` where to obtain them (both shown by ``mibench list``).
+    files and ``source`` where to obtain them (both shown by ``mibench list``). ``protocol``
+    names the evaluation protocol whose metrics apply to the dataset's pairs (``"fire"``: FIRE's
+    success curve over pixel thresholds; ``"anhir"``: ANHIR's rTRE ranks; ``""``: neither, only
+    the protocol-free landmark errors and NAED).
     """
 
     kind: ClassVar[str] = "dataset"
     needs_data_dir: bool = True
     layout: str = ""
     source: str = ""
+    protocol: str = ""
