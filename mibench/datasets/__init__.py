@@ -73,6 +73,7 @@ FIRE = DatasetSpec(
         "parent of FIRE/)"
     ),
     source="https://projects.ics.forth.gr/cvrl/fire/ (FIRE.zip, free for research)",
+    protocol="fire",
 )
 
 COVER = DatasetSpec(
@@ -119,6 +120,7 @@ ANHIR = DatasetSpec(
         "Target image, Source image, Target landmarks, Source landmarks, status, ...)"
     ),
     source="https://anhir.grand-challenge.org/Data/ (registration required)",
+    protocol="anhir",
 )
 
 NIFTI = DatasetSpec(
