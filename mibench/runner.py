@@ -20,14 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mibench import reports
 from mibench.accuracy import AccuracyRecord, AccuracySettings, plan_accuracy
 from mibench.cost import CostRecord, CostSettings, plan_cost
 from mibench.errors import UserError
 from mibench.estimator_sets import EstimatorPlan, check_estimator_options
-from mibench.executors import make_executor
 from mibench.landscape import LandscapeRecord, LandscapeSettings, plan_landscape
 from mibench.manifest import write_manifest
 from mibench.metrics import DEFAULT_NAED_NORM
@@ -38,13 +36,18 @@ from mibench.records import (
     write_record,
 )
 from mibench.registry import Registry
-from mibench.reports import Reports
-from mibench.reports.accuracy import AccuracyReport, build_accuracy_report
-from mibench.reports.cost import CostReport, build_cost_report
-from mibench.reports.landscape import LandscapeReport, build_landscape_report
 from mibench.resume import check_compatible, tasks_to_run
 from mibench.settings import ExecutionSettings, RunSettings
 from mibench.tasks import Task, WorkerContext, Workspace
+
+if TYPE_CHECKING:
+    from mibench.reports import Reports
+    from mibench.reports.accuracy import AccuracyReport
+    from mibench.reports.cost import CostReport
+    from mibench.reports.landscape import LandscapeReport
+
+# The executors (torch) and the reports (pandas, matplotlib) are imported where they are used:
+# a mistake in the settings is reported before seconds of imports, not after.
 
 
 @dataclass
@@ -123,6 +126,8 @@ def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: 
     """Run the ``tasks`` that have no record among ``previous`` (resume), on the settings'
     executor, writing each record the moment it arrives, and ``run.json``. Knows nothing of
     what a task computes (:mod:`mibench.tasks`); ``what`` names a task group in messages."""
+    from mibench.executors import make_executor
+
     resume = tasks_to_run(tasks, previous, retry_failed=settings.retry_failed)
     todo = resume.todo
     if resume.kept:
@@ -189,7 +194,9 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
                    workspace=Workspace(ctx, plan.dataset), config=plan.config,
                    dataset_notes=list(getattr(plan.dataset.dataset, "notes", None) or []),
                    progress=progress, log=log)
-    report = reports.build_reports(plan.run_dir)
+    from mibench.reports import build_reports
+
+    report = build_reports(plan.run_dir)
     return RunResult(plan.run_dir, done.planned, done.kept, done.completed, done.failed, report,
                      done.tasks_s)
 
@@ -215,6 +222,8 @@ def run_accuracy(settings: AccuracySettings, *, progress: bool = True,
                  log: Callable[[str], None] | None = None) -> tuple[Executed, AccuracyReport]:
     """``mibench estimators accuracy``: every estimator on every known-MI task, size and seed."""
     plan = plan_accuracy(Registry(settings.plugins), settings)
+    from mibench.reports.accuracy import build_accuracy_report  # torch, pandas: once planned
+
     return _estimator_benchmark(plan, AccuracyRecord, settings, build_accuracy_report, progress,
                                 log)
 
@@ -223,6 +232,8 @@ def run_cost(settings: CostSettings, *, progress: bool = True,
              log: Callable[[str], None] | None = None) -> tuple[Executed, CostReport]:
     """``mibench estimators cost``: every estimator's time and memory at every image size."""
     plan = plan_cost(Registry(settings.plugins), settings)
+    from mibench.reports.cost import build_cost_report  # torch, pandas: once planned
+
     return _estimator_benchmark(plan, CostRecord, settings, build_cost_report, progress, log)
 
 
@@ -231,5 +242,7 @@ def run_landscape(settings: LandscapeSettings, *, progress: bool = True,
     """``mibench estimators landscape``: every estimator's landscape around every pair's gold
     standard."""
     plan = plan_landscape(Registry(settings.plugins), settings)
+    from mibench.reports.landscape import build_landscape_report  # torch, pandas: once planned
+
     return _estimator_benchmark(plan, LandscapeRecord, settings, build_landscape_report,
                                 progress, log)

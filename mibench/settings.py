@@ -35,6 +35,17 @@ DEFAULT_TIMEOUT = 600.0
 RENAMED = {"normalisation": "naed_norm"}
 
 
+def _parse_device(value: Any) -> str:
+    """:func:`mibench.tensors.parse_device`, without importing torch for the usual spellings:
+    a mistake elsewhere in the settings is then reported at once, not after seconds of imports."""
+    text = str(value or "auto").strip().lower()
+    if text in ("auto", "cpu", "cuda"):
+        return text
+    from mibench.tensors import parse_device
+
+    return parse_device(value)
+
+
 def _scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool)
 
@@ -213,9 +224,6 @@ class ExecutionSettings:
     retry_failed: bool = False
 
     def __post_init__(self) -> None:
-        # Imported here: it imports torch, which `mibench list` and `--help` need not load.
-        from mibench.tensors import parse_device
-
         for key, (flag, check) in FIELDS.items():
             if not hasattr(self, key):
                 continue
@@ -236,7 +244,7 @@ class ExecutionSettings:
             raise UserError("--scheduler needs --executor dask")
         if self.executor == "dask" and self.workers == 0:
             raise UserError("--workers 0 (in-process) cannot be combined with --executor dask")
-        self._set(seeds=tuple(sorted(set(seeds))), device=parse_device(self.device),
+        self._set(seeds=tuple(sorted(set(seeds))), device=_parse_device(self.device),
                   timeout=None if not self.timeout else float(self.timeout),
                   out=None if self.out is None else str(self.out),
                   plugins=split_plugin_names(self.plugins))
