@@ -12,7 +12,6 @@ millisecond (an estimate: short peaks between samples are missed).
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from mibench.paths import record_path
 from mibench.registry import Registry
 from mibench.settings import ExecutionSettings
 from mibench.tasks import TaskRecord, Workspace, note_failure, now, task_key
+from mibench.usage import PeakRss
 from mibench.variants import base_name
 
 SCHEMA_VERSION = 1
@@ -88,38 +88,6 @@ class CostRecord(TaskRecord):
 
 
 
-def _rss_bytes() -> int:
-    """This process's resident memory now (Linux ``/proc``; 0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    import os
-
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-class _PeakRss:
-    """The largest resident memory seen while the block runs, sampled every millisecond."""
-
-    def __enter__(self) -> _PeakRss:
-        self.base = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.001):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-
 def _median_time(call: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
     times = []
     for _ in range(repeats):
@@ -167,7 +135,7 @@ def run_cost_task(task: CostTask, workspace: Workspace) -> CostRecord:
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        with _PeakRss() as rss:
+        with PeakRss() as rss:
             record.forward_s = _median_time(forward, task.repeats, sync)
             if spec.differentiable:
                 forward_backward()

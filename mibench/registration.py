@@ -27,7 +27,13 @@ from mibench.pairs import Pair, check_pair
 from mibench.paths import record_path
 from mibench.tasks import TaskRecord, Workspace, failure_text, now
 from mibench.transform import MatrixTransform, Transform
+from mibench.usage import MIB, Usage, UsageMeter
 from mibench.variants import base_name
+
+#: The record fields that measure the machine rather than the result: they differ between two
+#: runs of the same task (compare records without them).
+USAGE_FIELDS = ("wall_s", "device_s", "cpu_s", "peak_rss_mb", "peak_gpu_mb", "load_cpus", "cpus",
+                "contended")
 
 #: Part of every task key: bump it only when the meaning of a record changes (it makes every
 #: existing record a record of another task, so nothing is resumed across the change).
@@ -92,8 +98,15 @@ class Record(TaskRecord):
     crash; ``error`` says which). A failed pair is scored with its initial error
     (``landmark_errors == initial_errors``). ``scored`` is False for pairs without fixed
     landmarks (registered, not scored). Errors are in native pixels of the fixed image;
-    ``naed_norm`` names the NAED normaliser D and ``norm_length`` is its value. ``wall_s`` is the
-    registration alone; ``device_s`` the CUDA-synchronised time on GPU (None on CPU).
+    ``naed_norm`` names the NAED normaliser D and ``norm_length`` is its value.
+
+    What the registration used (:mod:`mibench.usage`; None in records written before it was
+    measured): ``wall_s`` is the registration alone, in seconds; ``device_s`` the
+    CUDA-synchronised time on GPU (None on CPU); ``cpu_s`` the worker's CPU time (user + system,
+    every thread); ``peak_rss_mb`` the worker's peak resident memory and ``peak_gpu_mb`` the
+    CUDA allocator's peak (None on CPU), in MiB; ``load_cpus`` how many CPUs other processes
+    kept busy meanwhile, of the ``cpus`` the worker may use; ``contended`` whether the task was
+    starved of CPU by them (its wall time then measures the machine more than the method).
 
     On disk (:meth:`to_dict`) a record is one flat JSON object: the task's fields and ``key``
     first, then the outcome. Registration records carry no ``kind`` key (they came first);
@@ -118,6 +131,12 @@ class Record(TaskRecord):
     norm_length: float | None = None
     wall_s: float | None = None
     device_s: float | None = None
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    peak_gpu_mb: float | None = None
+    load_cpus: float | None = None
+    cpus: int | None = None
+    contended: bool | None = None
     device: str = "cpu"
     info: dict[str, Any] = field(default_factory=dict)
     finished_at: str = ""
@@ -255,6 +274,8 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
                                  pair=pair, device=label))
     transform, info, error, device_s, oom = None, {}, None, None, False
     wall: float | None = None
+    meter: UsageMeter | None = None
+    peak_gpu: float | None = None
     try:
         spec = workspace.registry.get("method", base_name(task.method))
         method = Method(spec, task.method_params, device)
@@ -266,19 +287,23 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
         seed_everything(task.seed)
         if cuda:
             torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
             start_evt = torch.cuda.Event(enable_timing=True)
             end_evt = torch.cuda.Event(enable_timing=True)
             start_evt.record()
+        meter = UsageMeter(torch.get_num_threads())
         t0 = time.perf_counter()
         try:
-            out = method(fixed, moving, fixed_mask=fmask, moving_mask=mmask, seed=task.seed)
-            transform, info = out.transform, out.info
+            with meter:
+                out = method(fixed, moving, fixed_mask=fmask, moving_mask=mmask, seed=task.seed)
+                transform, info = out.transform, out.info
         finally:
             # Timed even when the method fails, so that its record says how long it ran.
             if cuda:
                 end_evt.record()
                 torch.cuda.synchronize(device)
                 device_s = start_evt.elapsed_time(end_evt) / 1000.0
+                peak_gpu = torch.cuda.max_memory_allocated(device) / MIB
             wall = time.perf_counter() - t0
     except Exception as exc:
         oom = isinstance(exc, torch.cuda.OutOfMemoryError)
@@ -297,4 +322,16 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
     # can carry a last-digit difference far): each record says how many it ran with.
     info = {**info, "torch_threads": torch.get_num_threads()}
     record.wall_s, record.device_s, record.info = wall, device_s, info
+    record.peak_gpu_mb = None if peak_gpu is None else round(peak_gpu, 1)
+    if meter is not None and meter.usage is not None:
+        _note_usage(record, meter.usage)
     return record
+
+
+def _note_usage(record: Record, usage: Usage) -> None:
+    """Copy what the task used into its record, rounded to what the counters resolve."""
+    record.cpu_s = round(usage.cpu_s, 3)
+    record.peak_rss_mb = round(usage.peak_rss_mb, 1)
+    record.load_cpus = None if usage.load_cpus is None else round(usage.load_cpus, 2)
+    record.cpus = usage.cpus
+    record.contended = usage.contended

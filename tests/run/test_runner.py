@@ -17,6 +17,7 @@ import mibench.reports
 from mibench.cli import cli
 from mibench.errors import UserError
 from mibench.records import iter_records
+from mibench.registration import USAGE_FIELDS
 from mibench.runner import run_benchmark
 from mibench.settings import RunSettings, settings_from
 
@@ -201,8 +202,8 @@ def test_sigkill_midway_then_rerun_completes_identically(tmp_path):
     for key in want:
         assert got[key].transform == want[key].transform
         assert got[key].metrics == want[key].metrics
-    a = pd.read_csv(out / "results.csv").drop(columns=["wall_s", "device_s"])
-    b = pd.read_csv(ref / "results.csv").drop(columns=["wall_s", "device_s"])
+    a = pd.read_csv(out / "results.csv").drop(columns=list(USAGE_FIELDS), errors="ignore")
+    b = pd.read_csv(ref / "results.csv").drop(columns=list(USAGE_FIELDS), errors="ignore")
     pd.testing.assert_frame_equal(a, b)
 
 
