@@ -42,7 +42,7 @@ def manifest_config(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def write_manifest(run_dir: Path, config: dict[str, Any], *, tasks_planned: int,
                    dataset_notes: list[str], executor: dict[str, Any], concurrent: int,
-                   log: Callable[[str], None] = print) -> None:
+                   started: str | None = None, log: Callable[[str], None] = print) -> None:
     """Create or update ``run.json``: resolved configuration, versions, device and machine.
 
     ``executor`` is :meth:`mibench.executors.Executor.describe`: which executor ran (and the
@@ -61,8 +61,9 @@ def write_manifest(run_dir: Path, config: dict[str, Any], *, tasks_planned: int,
             log(f"warning: {path}: damaged manifest ({exc}); kept as {aside.name}, a new one "
                 "is written")
             previous = {}
-    invocation = {"at": now(), "argv": sys.argv, "tasks_planned": tasks_planned,
-                  "executor": executor["executor"], "concurrent_tasks": concurrent}
+    invocation = {"at": now(), "started": started or now(), "argv": sys.argv,
+                  "tasks_planned": tasks_planned, "executor": executor["executor"],
+                  "concurrent_tasks": concurrent}
     # An invocation that ran nothing (all records there) keeps what the last one that ran had.
     ran = executor if concurrent or "executor" not in previous else previous
     manifest = {
@@ -78,4 +79,36 @@ def write_manifest(run_dir: Path, config: dict[str, Any], *, tasks_planned: int,
         "updated": now(),
         "invocations": previous.get("invocations", []) + [invocation],
     }
+    manifest.update(run_span(manifest["invocations"]))
+    write_json_atomic(path, manifest)
+
+
+def run_span(invocations: list[Any]) -> dict[str, Any]:
+    """A run's ``started`` (its first invocation's start), ``finished`` (its last invocation's
+    finish; None while it runs) and ``duration_s`` (the invocations' durations summed, in
+    seconds: the time spent running, without the pauses between a run and its resumption)."""
+    runs = [i for i in invocations if isinstance(i, dict)]
+    if not runs:
+        return {"started": None, "finished": None, "duration_s": None}
+    durations = [i["duration_s"] for i in runs if isinstance(i.get("duration_s"), int | float)]
+    return {"started": runs[0].get("started", runs[0].get("at")),
+            "finished": runs[-1].get("finished"),
+            "duration_s": round(sum(durations), 3) if durations else None}
+
+
+def finish_manifest(run_dir: Path, duration_s: float) -> None:
+    """Note in ``run.json`` that the latest invocation finished now, after ``duration_s``
+    seconds (also when it was interrupted: its records are kept), and update the run's span."""
+    path = manifest_path(run_dir)
+    try:
+        manifest = read_json_object(path)
+    except (OSError, ValueError):
+        return  # nothing to finish: the reports say what run.json lacks
+    invocations = manifest.get("invocations")
+    if not isinstance(invocations, list) or not invocations or not isinstance(
+            invocations[-1], dict):
+        return
+    invocations[-1]["finished"] = now()
+    invocations[-1]["duration_s"] = round(duration_s, 3)
+    manifest.update(run_span(invocations))
     write_json_atomic(path, manifest)

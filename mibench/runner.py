@@ -27,7 +27,7 @@ from mibench.cost import CostRecord, CostSettings, plan_cost
 from mibench.errors import UserError
 from mibench.estimator_sets import EstimatorPlan, check_estimator_options
 from mibench.landscape import LandscapeRecord, LandscapeSettings, plan_landscape
-from mibench.manifest import write_manifest
+from mibench.manifest import finish_manifest, write_manifest
 from mibench.metrics import DEFAULT_NAED_NORM
 from mibench.plan import plan_run
 from mibench.records import (
@@ -38,7 +38,7 @@ from mibench.records import (
 from mibench.registry import Registry
 from mibench.resume import check_compatible, tasks_to_run
 from mibench.settings import ExecutionSettings, RunSettings
-from mibench.tasks import Task, WorkerContext, Workspace
+from mibench.tasks import Task, WorkerContext, Workspace, now
 
 if TYPE_CHECKING:
     from mibench.reports import Reports
@@ -128,6 +128,7 @@ def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: 
     what a task computes (:mod:`mibench.tasks`); ``what`` names a task group in messages."""
     from mibench.executors import make_executor
 
+    started, t_start = now(), time.perf_counter()
     resume = tasks_to_run(tasks, previous, retry_failed=settings.retry_failed)
     todo = resume.todo
     if resume.kept:
@@ -158,7 +159,7 @@ def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: 
                                      "scheduler": settings.scheduler}
         write_manifest(run_dir, config, tasks_planned=len(tasks), dataset_notes=dataset_notes,
                        executor=described, concurrent=executor.concurrent if todo else 0,
-                       log=log)
+                       started=started, log=log)
         if progress and todo:
             from tqdm import tqdm
 
@@ -169,6 +170,7 @@ def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: 
             executor.run(todo, settings.timeout, on_record, failure)
         finally:
             tasks_s = time.perf_counter() - t0
+            finish_manifest(run_dir, time.perf_counter() - t_start)
             if tally.bar is not None:
                 tally.bar.close()
     tally.warn_all_failed(log, what)

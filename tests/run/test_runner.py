@@ -62,6 +62,13 @@ def test_scores_in_process_against_brute_force(tmp_path, monkeypatch):
     assert manifest["dataset_notes"] == ["2 of 5 pairs lack landmarks"]
     assert {r.device for r in recs.values()} == {"cpu"}
     assert {r.info["torch_threads"] for r in recs.values()} == {manifest["threads_per_task"]}
+    # What each task used is measured (no load judged for tasks this short: None).
+    assert all(r.cpu_s is not None and r.cpu_s >= 0 and r.peak_rss_mb > 0 for r in recs.values())
+    assert all(r.cpus >= 1 and r.peak_gpu_mb is None for r in recs.values())
+    # The run's span: started <= finished, its duration the invocation's.
+    inv = manifest["invocations"][-1]
+    assert manifest["started"] == inv["started"] <= manifest["finished"] == inv["finished"]
+    assert manifest["duration_s"] == inv["duration_s"] >= result.tasks_s > 0
 
 
 def test_failures_become_records_and_the_run_goes_on(tmp_path):
@@ -447,3 +454,18 @@ def test_ctrl_c_stops_a_run_with_workers_in_one_message(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "interrupted" in err
+
+
+def test_the_run_span_sums_invocations_and_reads_old_manifests():
+    from mibench.manifest import run_span
+
+    old = {"at": "2026-01-01T00:00:00+00:00"}  # written before invocations had a span
+    first = {"at": "x", "started": "2026-01-02T00:00:00+00:00",
+             "finished": "2026-01-02T00:10:00+00:00", "duration_s": 600.0}
+    second = {"started": "2026-01-03T00:00:00+00:00", "finished": "2026-01-03T00:01:00+00:00",
+              "duration_s": 60.5}
+    assert run_span([first, second]) == {"started": first["started"],
+                                         "finished": second["finished"], "duration_s": 660.5}
+    assert run_span([old, second])["started"] == old["at"]
+    assert run_span([old]) == {"started": old["at"], "finished": None, "duration_s": None}
+    assert run_span([]) == {"started": None, "finished": None, "duration_s": None}
