@@ -15,7 +15,8 @@ from mibench.reports.analysis import RunAnalysis, analyse_run
 from mibench.reports.figures import draw_figures
 from mibench.reports.html import write_report_html
 from mibench.reports.landmarks import write_warped_landmarks
-from mibench.reports.overlays import make_overlays
+from mibench.reports.overlays import PairSource, make_overlays
+from mibench.reports.pair_pages import MAX_PAIR_PAGES, link_pages, write_pair_pages
 from mibench.reports.paper_table import paper_tables, write_paper_tables
 from mibench.reports.tables import write_evaluation, write_results
 
@@ -55,15 +56,21 @@ class Reports:
         return str(self.html)
 
 
-def build_reports(run_dir: Path, *, reference: str | None = None) -> Reports:
+def build_reports(run_dir: Path, *, reference: str | None = None,
+                  overlay_methods: list[str] | None = None,
+                  pair_pages: int | None = MAX_PAIR_PAGES) -> Reports:
     """Write ``results.csv``, ``summary.csv``, ``stats.csv``, ``metrics.json``, the paper
-    tables (``paper_table.tex``, ``.md``), the figures (``fig_*.png``),
+    tables (``paper_table.tex``, ``.md``), the figures (``fig_*.png``), the pair pages
+    (``pairs/<pair_id>.html``),
     ``warped-landmarks/<method>/<pair>.csv`` (ANHIR's submission format) and ``report.html``
     from the records of ``run_dir``.
 
     ``reference`` is the method the others are tested against (see
     :func:`~mibench.reports.analysis.analyse_run`; one with no records here is a
     :class:`~mibench.errors.UserError`, raised before anything is written).
+    ``overlay_methods`` are the methods drawn in the per-method overlays and on the pair pages
+    (default: every method that ran); ``pair_pages`` caps the ``pairs/<pair_id>.html`` pages
+    (spread over the reference's NAED ranking; None: one per pair, 0: none).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -76,8 +83,13 @@ def build_reports(run_dir: Path, *, reference: str | None = None) -> Reports:
     files.update(write_paper_tables(run_dir, tables))
     figures = draw_figures(analysis)
     files.update({name: run_dir / name for name in figures})
-    overlays, overlay_note = make_overlays(analysis)
+    source = PairSource(analysis)  # the overlays and the pair pages share the loaded pairs
+    overlays, overlay_note = make_overlays(analysis, overlay_methods, source)
     files.update({o.name: run_dir / o.name for o in overlays})
+    pages, pages_note = write_pair_pages(analysis, overlay_methods, pair_pages, source)
+    files.update({p.href: run_dir / p.href for p in pages})
+    link_pages(overlays, pages)
+    overlay_note = overlay_note or pages_note
     files["report"] = write_report_html(analysis, figures, overlays, overlay_note)
     return Reports(run_dir=run_dir, html=files["report"],
                    naed_table_markdown=tables.naed_markdown if tables else None, files=files,

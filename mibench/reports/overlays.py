@@ -1,20 +1,28 @@
-"""Before/after overlays of the reference method's best and worst pairs.
+"""Before/after overlays: the reference method's best and worst pairs, and every method on one
+representative pair.
 
 The pair is loaded again through the run's registry and dataset (:func:`open_dataset` with the
 recorded dataset options and data directory) and the moving image is warped with the record's
 transform. A failed record has no transform: its "after" is the identity, as in its scores.
+Landmarks are drawn in colours neither image uses (fixed: yellow rings, mapped moving: cyan
+dots, both edged in black), joined by the error vector whose length is the landmark's error.
 When the dataset cannot be loaded any more (moved data, missing plugin), the report says so
 instead of failing.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mibench.callables import open_dataset
+from mibench.jsonio import canonical_json
 from mibench.paths import figure_name
 from mibench.registry import Registry
 from mibench.reports.analysis import RunAnalysis
@@ -23,16 +31,41 @@ from mibench.reports.plotting import new_figure, png_bytes
 
 
 @dataclass
+class PairLink:
+    """A per-pair page: the pair, the page's path relative to the run directory, and the
+    reference method's NAED on the pair (NaN when it has none)."""
+
+    pair_id: str
+    href: str
+    naed: float
+
+
+@dataclass
 class Overlay:
-    """One overlay figure: PNG name and bytes, and what it shows."""
+    """One overlay figure: PNG name and bytes, and what it shows.
+
+    ``label`` is ``best`` or ``worst`` (a 2 x 2 before/after figure of ``method`` on
+    ``pair_id``), or ``methods`` (one panel per method of ``methods`` on ``pair_id``; ``method``,
+    ``seed`` and ``naed`` are then the reference's). ``tre_px`` is the shown task's mean landmark
+    error in native pixels of the fixed image; ``page`` the pair's page (relative to the run
+    directory) and ``pages`` every pair page, listed with the figure.
+    """
 
     name: str
     png: bytes
-    label: str  # "best" or "worst"
+    label: str
     method: str
     pair_id: str
     seed: int
     naed: float
+    tre_px: float | None = None
+    methods: tuple[str, ...] = ()
+    page: str | None = None
+    pages: tuple[PairLink, ...] = ()
+
+
+class OverlayUnavailable(Exception):
+    """Overlays cannot be drawn; the message says why, for the page."""
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -69,8 +102,35 @@ def load_dataset(registry: Registry | None, config: dict[str, Any],
     return open_dataset(spec, config.get("data_dir"), dataset_params).dataset
 
 
+class PairSource:
+    """The pairs of a run, loaded again on demand: the dataset is opened once and the last few
+    pairs are kept (the overlays and the pair pages often show the same pairs)."""
+
+    def __init__(self, ctx: RunAnalysis, cached: int = 4):
+        self.ctx = ctx
+        self._dataset = None
+        self.load = functools.lru_cache(maxsize=cached)(self._load)
+
+    def _load(self, pair_id: str, dataset_params: str):
+        config = self.ctx.config
+        if not config.get("dataset"):
+            raise OverlayUnavailable("run.json does not name the dataset: overlays are not "
+                                     "available.")
+        try:
+            if self._dataset is None:
+                params = json.loads(dataset_params)
+                self._dataset = load_dataset(self.ctx.registry, config, params)
+            return self._dataset.load(pair_id)
+        except Exception as exc:  # the data may be gone or moved: say so, keep the report
+            raise OverlayUnavailable(
+                f"The dataset {config.get('dataset')!r} cannot be loaded here "
+                f"({type(exc).__name__}: {exc}); overlays are not available.") from exc
+
+
 #: Overlays are drawn at most this many pixels on a side (a stride of the fixed image).
 DISPLAY_SIDE = 768
+#: A panel of a per-method figure, at most this many pixels on a side.
+PANEL_SIDE = 320
 
 
 def warp_strided(moving: np.ndarray, transform, fixed_shape: tuple[int, int], step: int
@@ -86,8 +146,65 @@ def warp_strided(moving: np.ndarray, transform, fixed_shape: tuple[int, int], st
     return transform.warp(moving, fixed_shape)[::step, ::step]
 
 
+@dataclass(frozen=True)
+class LandmarkVectors:
+    """Error vectors of a pair under a transform.
+
+    Attributes
+    ----------
+    fixed, mapped : ndarray ``(K, 2)``
+        ``(x, y)`` in working pixels of the fixed image: the fixed landmarks, and the moving
+        landmarks mapped into the fixed frame (``T⁻¹(m_k)``).
+    errors : ndarray ``(K,)``
+        ``‖mapped_k - fixed_k‖`` in native pixels of the fixed image (the records' unit).
+    """
+
+    fixed: np.ndarray
+    mapped: np.ndarray
+    errors: np.ndarray
+
+
+def landmark_vectors(pair, transform) -> LandmarkVectors | None:
+    """The error vectors of ``pair`` under ``transform`` (fixed -> moving, working pixels;
+    None is the identity, a failed task's "after"); None when the pair lacks landmarks."""
+    if pair.fixed_landmarks is None or pair.moving_landmarks is None:
+        return None
+    k = min(len(pair.fixed_landmarks), len(pair.moving_landmarks))
+    fixed = np.asarray(pair.fixed_landmarks[:k], dtype=np.float64).reshape(-1, 2)
+    moving = np.asarray(pair.moving_landmarks[:k], dtype=np.float64).reshape(-1, 2)
+    mapped = moving if transform is None else transform.moving_to_fixed(moving)
+    errors = np.linalg.norm(mapped - fixed, axis=1) * pair.native_scale
+    return LandmarkVectors(fixed, mapped, errors)
+
+
+def draw_vectors(ax, vectors: LandmarkVectors | None, step: int, shape: tuple[int, int]) -> None:
+    """Fixed landmarks (yellow rings), mapped moving landmarks (cyan dots) and the vector
+    between them (white, black-edged) on ``ax``, whose image is the fixed frame shown at every
+    ``step``-th pixel with ``shape`` ``(H, W)``."""
+    from matplotlib import patheffects
+
+    if vectors is not None and len(vectors.fixed):
+        f, m = vectors.fixed / step, vectors.mapped / step
+        # Black edges keep the marks visible on bright and on dark structure alike.
+        edge = [patheffects.Stroke(linewidth=2.6, foreground="black"), patheffects.Normal()]
+        for (x0, y0), (x1, y1) in zip(f, m, strict=True):
+            ax.plot([x0, x1], [y0, y1], color="white", lw=1.2, path_effects=edge)
+        ax.scatter(f[:, 0], f[:, 1], s=34, facecolors="none", edgecolors="yellow", lw=1.4,
+                   path_effects=edge, zorder=3)
+        ax.scatter(m[:, 0], m[:, 1], s=16, color="cyan", edgecolors="black", lw=0.6, zorder=4)
+    # Points mapped outside the image must not widen the axes.
+    ax.set_xlim(-0.5, shape[1] - 0.5)
+    ax.set_ylim(shape[0] - 0.5, -0.5)
+
+
+def display_step(shape: tuple[int, ...], max_side: int) -> int:
+    """The stride that keeps the longer side of ``shape`` ``(H, W, ...)`` within ``max_side``."""
+    return max(1, int(np.ceil(max(shape[:2]) / max_side)))
+
+
 def draw_overlay(pair, transform, title: str, max_side: int = DISPLAY_SIDE):
-    """A 2 x 2 figure: checkerboard and colour overlay, before (identity) and after.
+    """A 2 x 2 figure: checkerboard and colour overlay, before (identity) and after, with the
+    landmarks' error vectors on the colour overlays.
 
     Large images are shown at every ``step``-th fixed pixel (``step`` keeps the longer side
     within ``max_side``); a matrix transform is composed with that stride, so the moving image
@@ -97,12 +214,11 @@ def draw_overlay(pair, transform, title: str, max_side: int = DISPLAY_SIDE):
 
     fixed = grey(pair.fixed)
     moving = grey(pair.moving).astype(np.float32)
-    step = max(1, int(np.ceil(max(fixed.shape) / max_side)))
-    shown = fixed[::step, ::step]
-    shape = shown.shape
+    step = display_step(fixed.shape, max_side)
+    shape = fixed[::step, ::step].shape
     after_t = transform if transform is not None else MatrixTransform.identity()
 
-    f = stretch(shown)
+    f = stretch(fixed[::step, ::step])
     b = stretch(warp_strided(moving, MatrixTransform.identity(), fixed.shape, step))
     a = stretch(warp_strided(moving, after_t, fixed.shape, step))
     fig, axes = new_figure(width=8.0, height=8.6, nrows=2, ncols=2)
@@ -113,24 +229,147 @@ def draw_overlay(pair, transform, title: str, max_side: int = DISPLAY_SIDE):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize="small")
         ax.set_axis_off()
-    if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
-        k = min(len(pair.fixed_landmarks), len(pair.moving_landmarks))
-        fl, ml = pair.fixed_landmarks[:k] / step, pair.moving_landmarks[:k]
-        for ax, t in ((axes[2], None), (axes[3], after_t)):
-            mapped = (ml if t is None else t.moving_to_fixed(ml)) / step
-            ax.scatter(fl[:, 0], fl[:, 1], s=28, facecolors="none", edgecolors="lime", lw=1.2)
-            ax.scatter(mapped[:, 0], mapped[:, 1], s=28, marker="x", color="magenta", lw=1.2)
-            ax.set_xlim(-0.5, shape[1] - 0.5)
-            ax.set_ylim(shape[0] - 0.5, -0.5)
+    for ax, t in ((axes[2], None), (axes[3], after_t)):
+        vectors = landmark_vectors(pair, t)
+        draw_vectors(ax, vectors, step, shape)
+        if vectors is not None and len(vectors.errors):
+            ax.set_title(f"{ax.get_title()}: mean error {fmt(vectors.errors.mean())} px",
+                         fontsize="small")
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig
 
 
-def make_overlays(ctx: RunAnalysis) -> tuple[list[Overlay], str]:
-    """Overlays of the reference method's best and worst pair (by per-pair NAED); within the
-    pair, the seed with the lowest (best) or highest (worst) NAED. Returns the overlays and a
-    note (why there are none, or what they show). Writes ``fig_overlay_<best|worst>.png`` and
+@dataclass
+class Panel:
+    """One panel of a per-method figure: a title and the transform to show (None: identity;
+    ``note`` set: nothing can be warped, the note is shown instead)."""
+
+    title: str
+    transform: Any = None
+    note: str = ""
+
+
+def draw_panels(pair, panels: Sequence[Panel], title: str, max_side: int = PANEL_SIDE,
+                columns: int = 3):
+    """One colour overlay (fixed green, warped moving magenta) per panel, each with its error
+    vectors, in rows of ``columns``; panels at most ``max_side`` pixels on a side."""
+    fixed = grey(pair.fixed)
+    moving = grey(pair.moving).astype(np.float32)
+    step = display_step(fixed.shape, max_side)
+    f = stretch(fixed[::step, ::step])
+    ncols = min(columns, len(panels))
+    nrows = -(-len(panels) // ncols)
+    aspect = f.shape[0] / f.shape[1]
+    fig, axes = new_figure(width=2.9 * ncols, height=(2.9 * aspect + 0.55) * nrows + 0.4,
+                           nrows=nrows, ncols=ncols)
+    axes = axes if isinstance(axes, list) else [axes]
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, panel in zip(axes, panels, strict=False):
+        if panel.note:
+            ax.imshow(f, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.text(0.5, 0.5, panel.note, transform=ax.transAxes, ha="center", va="center",
+                    wrap=True, fontsize="small", color="black",
+                    bbox={"facecolor": "white", "alpha": 0.85})
+            vectors = None
+        else:
+            from mibench.transform import MatrixTransform
+
+            t = panel.transform if panel.transform is not None else MatrixTransform.identity()
+            ax.imshow(colour_overlay(f, stretch(warp_strided(moving, t, fixed.shape, step))),
+                      interpolation="nearest")
+            vectors = landmark_vectors(pair, panel.transform)
+        draw_vectors(ax, vectors, step, f.shape)
+        ax.set_title(panel.title, fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def pair_tasks(ctx: RunAnalysis, pair_id: str) -> pd.DataFrame:
+    """The scored tasks of ``pair_id`` that ran (not the copies of a seed-independent method's
+    record, see :func:`~mibench.reports.results.reuse_single_seed`): the reference method's
+    first, then the others in table order, each by seed."""
+    df = ctx.results
+    if df.empty:
+        return df
+    rows = df[(df["pair_id"] == pair_id) & df["naed"].notna()]
+    if "reused_seed" in rows:
+        rows = rows[rows["reused_seed"].isna()]
+    ref = ctx.evaluation.reference if ctx.evaluation is not None else None
+    rank = {m: i for i, m in enumerate(dict.fromkeys([ref, *ctx.order]))}
+    return rows.sort_values(["method", "seed"], key=lambda c: c.map(rank).fillna(len(rank))
+                            if c.name == "method" else c, kind="stable")
+
+
+def median_task(tasks: pd.DataFrame) -> pd.Series:
+    """The task with the median NAED (the lower middle one of an even count)."""
+    ordered = tasks.sort_values(["naed", "seed"], kind="stable")
+    return ordered.iloc[(len(ordered) - 1) // 2]
+
+
+def score_title(rec, method: str, seed: int | None = None) -> str:
+    """``method``'s panel title: its mean landmark error in native px and its NAED as the
+    tables print them (a failed task's are its initial error)."""
+    metrics = rec.metrics or {}
+    who = method if seed is None else f"{method} (seed {seed})"
+    failed = "FAILED, initial error " if rec.status == "failed" else ""
+    return (f"{who}\n{failed}{fmt(metrics.get('tre_mean'))} px, "
+            f"NAED {fmt(metrics.get('naed'))}")
+
+
+def method_panels(ctx: RunAnalysis, pair_id: str, methods: Sequence[str] | None = None
+                  ) -> tuple[list[Panel], list[Any]]:
+    """A "before" panel and one per method of ``methods`` (default: every method with a
+    scored task on the pair, in table order) showing its median-NAED task; returns the panels
+    and the records shown (the "before" panel's is the first shown record)."""
+    from mibench.transform import transform_from_dict
+
+    tasks = pair_tasks(ctx, pair_id)
+    wanted = list(dict.fromkeys(tasks["method"])) if methods is None else list(methods)
+    records = {rec.key: rec for rec in ctx.records}
+    panels, shown = [], []
+    for method in wanted:
+        mine = tasks[tasks["method"] == method]
+        if mine.empty:
+            continue
+        row = median_task(mine)
+        rec = records[str(row["key"])]
+        seed = int(row["seed"]) if mine["seed"].nunique() > 1 else None
+        title = score_title(rec, method, seed)
+        try:
+            panels.append(Panel(title, transform_from_dict(rec.transform)))
+        except ValueError:  # a plugin's own Transform type: stored, but not redrawable
+            panels.append(Panel(title, note="its transform cannot be\nrebuilt from the record"))
+        shown.append(rec)
+    if shown:
+        first = shown[0]
+        before = (f"before registration\n{fmt(first.metrics.get('ire_mean'))} px, NAED "
+                  f"{fmt(first.metrics.get('ire_mean', np.nan) / (first.norm_length or np.nan))}")
+        panels.insert(0, Panel(before))
+    return panels, shown
+
+
+def _picks(ctx: RunAnalysis) -> list[tuple[str, str]]:
+    """``(label, pair_id)``: the reference's best and worst pair by per-pair NAED (the worst
+    left out when it is the best), then its median pair (``methods``)."""
+    ev = ctx.evaluation
+    values = ev.table[ev.reference].dropna()
+    ordered = values.sort_values(kind="stable")
+    picks = [("best", values.idxmin())]
+    if values.idxmax() != values.idxmin():
+        picks.append(("worst", values.idxmax()))
+    picks.append(("methods", ordered.index[(len(ordered) - 1) // 2]))
+    return [(label, str(pair_id)) for label, pair_id in picks]
+
+
+def make_overlays(ctx: RunAnalysis, methods: Sequence[str] | None = None,
+                  source: PairSource | None = None) -> tuple[list[Overlay], str]:
+    """Overlays of the reference method's best and worst pair (by per-pair NAED; within the
+    pair, the seed with the lowest or highest NAED), and one figure with every method of
+    ``methods`` (default: all that ran) on the reference's median pair. Returns the overlays
+    and a note (why there are none). Writes ``fig_overlay_<best|worst|methods>.png`` and
     removes those of an earlier build."""
     from mibench.transform import transform_from_dict
 
@@ -140,22 +379,18 @@ def make_overlays(ctx: RunAnalysis) -> tuple[list[Overlay], str]:
     if ev is None or ev.reference is None:
         return [], "No scored pairs: nothing to show."
     ref = ev.reference
-    values = ev.table[ref].dropna()
-    if values.empty:
+    if ev.table[ref].dropna().empty:
         return [], f"The reference method {ref} has no scored pair."
-    picks = [("best", values.idxmin())]
-    if values.idxmax() != values.idxmin():
-        picks.append(("worst", values.idxmax()))
-    config = ctx.config
-    if not config.get("dataset"):
+    if not ctx.config.get("dataset"):
         return [], "run.json does not name the dataset: overlays are not available."
+    source = source or PairSource(ctx)
     records = {rec.key: rec for rec in ctx.records}
     df = ctx.results
     out = []
-    dataset = None
-    for label, pair_id in picks:
+    for label, pair_id in _picks(ctx):
         tasks = df[(df["method"] == ref) & (df["pair_id"] == pair_id) & df["naed"].notna()]
-        row = tasks.loc[tasks["naed"].idxmin() if label == "best" else tasks["naed"].idxmax()]
+        pick = {"best": tasks["naed"].idxmin(), "worst": tasks["naed"].idxmax()}
+        row = tasks.loc[pick[label]] if label in pick else median_task(tasks)
         rec = records[str(row["key"])]
         try:
             transform = transform_from_dict(rec.transform)
@@ -163,21 +398,33 @@ def make_overlays(ctx: RunAnalysis) -> tuple[list[Overlay], str]:
             return out, (f"The transform of {ref} on pair {pair_id} cannot be rebuilt from its "
                          f"record ({exc}): overlays need a matrix transform.")
         try:
-            if dataset is None:
-                dataset = load_dataset(ctx.registry, config, rec.task.dataset_params or {})
-            pair = dataset.load(pair_id)
+            pair = source.load(pair_id, params_key(rec))
+        except OverlayUnavailable as exc:
+            return out, str(exc)
+        names: tuple[str, ...] = ()
+        if label == "methods":
+            panels, shown = method_panels(ctx, pair_id, methods)
+            title = f"every method on {pair_id} (the reference's median pair)"
+            png = png_bytes(draw_panels(pair, panels, title))
+            names = tuple(r.task.method for r in shown)
+        else:
             title = (f"{label}: {ref} on {pair_id} (seed {rec.task.seed}), "
-                     f"NAED {fmt(row['naed'])}, {rec.status}")
+                     f"{fmt(rec.metrics.get('tre_mean'))} px, NAED {fmt(row['naed'])}, "
+                     f"{rec.status}")
             png = png_bytes(draw_overlay(pair, transform, title))
-        except Exception as exc:  # the data may be gone or moved: say so, keep the report
-            return out, (f"The dataset {config.get('dataset')!r} cannot be loaded here "
-                         f"({type(exc).__name__}: {exc}); overlays are not available.")
         name = figure_name(f"overlay_{label}")
         (ctx.run_dir / name).write_bytes(png)
-        out.append(Overlay(name, png, label, ref, str(pair_id), rec.task.seed,
-                           float(row["naed"])))
+        out.append(Overlay(name, png, label, ref, pair_id, rec.task.seed, float(row["naed"]),
+                           tre_px=rec.metrics.get("tre_mean"), methods=names))
     return out, ""
 
 
-__all__ = ["Overlay", "checkerboard", "colour_overlay", "draw_overlay", "load_dataset",
-           "make_overlays", "warp_strided"]
+def params_key(rec) -> str:
+    """The record's dataset options as a hashable string (the pair cache's key)."""
+    return canonical_json(rec.task.dataset_params or {})
+
+
+__all__ = ["LandmarkVectors", "Overlay", "OverlayUnavailable", "Panel", "PairLink",
+           "PairSource", "checkerboard", "colour_overlay", "draw_overlay", "draw_panels",
+           "landmark_vectors", "load_dataset", "make_overlays", "method_panels", "pair_tasks",
+           "params_key", "warp_strided"]
