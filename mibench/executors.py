@@ -30,7 +30,7 @@ from typing import Any
 
 from mibench.errors import UserError
 from mibench.machine import device_info, usable_cpus
-from mibench.pool import Failure, OnRecord, ProcessPool
+from mibench.pool import Failure, OnRecord, OnStart, ProcessPool
 from mibench.settings import EXECUTORS
 from mibench.tasks import Task, WorkerContext, Workspace
 from mibench.tensors import parse_device, resolve_device, worker_devices
@@ -54,10 +54,11 @@ class Executor:
         raise NotImplementedError
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
-            failure: Failure) -> None:
+            failure: Failure, on_start: OnStart | None = None) -> None:
         """Run ``tasks``; ``on_record(record)`` for each as soon as it is known;
         ``failure(task, error)`` builds the record of a task whose worker died or timed out
-        before it reported."""
+        before it reported; ``on_start(task)``, when given, as a task starts (where the
+        executor knows it)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -101,7 +102,7 @@ class LocalExecutor(Executor):
                 "device": infos[devices[0]], "threads_per_task": self.threads}
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
-            failure: Failure) -> None:
+            failure: Failure, on_start: OnStart | None = None) -> None:
         if not tasks:
             return
         if self.workers == 0:
@@ -110,11 +111,13 @@ class LocalExecutor(Executor):
             torch.set_num_threads(self.threads)
             workspace = Workspace(self.contexts[0])
             for task in tasks:
+                if on_start is not None:
+                    on_start(task)
                 on_record(task.run(workspace))
             return
         pool = ProcessPool(self.contexts)
         try:
-            pool.run(tasks, timeout, on_record, failure)
+            pool.run(tasks, timeout, on_record, failure, on_start)
         finally:
             pool.close()
 
@@ -322,7 +325,9 @@ class DaskExecutor(Executor):
                 "threads_per_task": threads[0] if len(threads) == 1 else threads}
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
-            failure: Failure) -> None:
+            failure: Failure, on_start: OnStart | None = None) -> None:
+        # on_start is not called: every task is submitted at once and the driver does not see
+        # when a worker picks one up; the progress bar then times tasks by their records.
         from distributed import KilledWorker, as_completed
 
         if not tasks:

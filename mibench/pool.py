@@ -22,6 +22,8 @@ from mibench.worker import worker_main
 OnRecord = Callable[[Any], None]
 #: ``failure(task, error)``: the failed record of a task whose worker died or timed out.
 Failure = Callable[[Task, str], Any]
+#: ``on_start(task)``: ``task`` was sent to a worker (the driver's progress bar names it).
+OnStart = Callable[[Task], None]
 
 
 class _Worker:
@@ -123,16 +125,17 @@ class ProcessPool:
         return self._slots[i]
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
-            failure: Failure) -> None:
+            failure: Failure, on_start: OnStart | None = None) -> None:
         """Run ``tasks``; call ``on_record`` with each record as soon as it is known.
 
         ``failure(task, error)`` makes the failed record of a task whose worker died before it
-        reported the pair's initial error.
+        reported the pair's initial error; ``on_start(task)``, when given, is called as each
+        task is sent to a worker.
         """
         pending = deque(tasks)
         active = range(min(len(self._slots), len(tasks)))
         try:
-            self._loop(active, pending, timeout, on_record, failure)
+            self._loop(active, pending, timeout, on_record, failure, on_start)
         except BaseException:
             # Interrupted (Ctrl-C, a failing callback): nothing may run on unsupervised.
             self.close()
@@ -143,7 +146,7 @@ class ProcessPool:
         self._slots[i].stop(force=True)
         self._slots[i] = None
 
-    def _loop(self, active, pending, timeout, on_record, failure) -> None:
+    def _loop(self, active, pending, timeout, on_record, failure, on_start=None) -> None:
         def busy() -> bool:
             return any(self._slots[i] is not None and self._slots[i].task for i in active)
 
@@ -155,6 +158,8 @@ class ProcessPool:
             for _, w in live:
                 if w.ready and w.task is None and pending:
                     w.send(pending.popleft())
+                    if on_start is not None:
+                        on_start(w.task)
             deadlines = [w.started + timeout for _, w in live if w.task and timeout]
             wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             if wait_s is not None:

@@ -30,6 +30,7 @@ from mibench.landscape import LandscapeRecord, LandscapeSettings, plan_landscape
 from mibench.manifest import finish_manifest, write_manifest
 from mibench.metrics import DEFAULT_NAED_NORM
 from mibench.plan import plan_run
+from mibench.progress import Progress
 from mibench.records import (
     load_records_setting_aside_damaged,
     remove_stale_temporaries,
@@ -67,9 +68,9 @@ class RunResult:
 
 @dataclass
 class _Tally:
-    """Records as they arrive: counts, per group (method), and the progress bar."""
+    """Records as they arrive: counts, per group (method), and the progress shown."""
 
-    bar: Any = None
+    progress: Progress | None = None
     completed: int = 0
     failed: int = 0
     per_group: dict[str, list[Any]] = field(default_factory=dict)  # [run, failed, 1st error]
@@ -82,9 +83,8 @@ class _Tally:
         if record.status == "failed":
             tally[1] += 1
             tally[2] = tally[2] or record.error
-        if self.bar is not None:
-            self.bar.set_postfix(failed=self.failed, refresh=False)
-            self.bar.update(1)
+        if self.progress is not None:
+            self.progress.finish(task, record)
 
     def warn_all_failed(self, log: Callable[[str], None], what: str) -> None:
         for group, (ran, failed, error) in self.per_group.items():
@@ -161,18 +161,16 @@ def execute(run_dir: Path, tasks: list[Task], previous: list[Any], *, settings: 
                        executor=described, concurrent=executor.concurrent if todo else 0,
                        started=started, log=log)
         if progress and todo:
-            from tqdm import tqdm
-
-            tally.bar = tqdm(total=len(todo), unit="task", desc="mibench", file=sys.stderr,
-                             dynamic_ncols=True)
+            tally.progress = Progress(todo, executor.concurrent)
+        on_start = tally.progress.start if tally.progress is not None else None
         t0 = time.perf_counter()
         try:
-            executor.run(todo, settings.timeout, on_record, failure)
+            executor.run(todo, settings.timeout, on_record, failure, on_start=on_start)
         finally:
             tasks_s = time.perf_counter() - t0
             finish_manifest(run_dir, time.perf_counter() - t_start)
-            if tally.bar is not None:
-                tally.bar.close()
+            if tally.progress is not None:
+                tally.progress.close()
     tally.warn_all_failed(log, what)
     return Executed(len(tasks), resume.kept, tally.completed, tally.failed, tasks_s)
 
