@@ -97,7 +97,8 @@ def cli() -> None:
                    "failed on every scored task are skipped).")
 @click.option("--retry-failed", is_flag=True, default=None,
               help="On resume, run the tasks whose record says failed again.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar (nor, when stderr is not a terminal, progress lines).")
 def run(methods, dataset, data_dir, device, out, workers, timeout, executor, scheduler, seed_text,
         limit, naed_norm, dataset_opts, method_opts, config_file, plugins, reference,
         retry_failed, quiet) -> None:
@@ -275,7 +276,9 @@ def _execution_options(command: Callable) -> Callable:
                      help="Import MODULE as an extra plugin (repeatable, or a comma list)."),
         click.option("--retry-failed", is_flag=True, default=None,
                      help="On resume, run the tasks whose record says failed again."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+        click.option("--quiet", "-q", is_flag=True,
+                     help="No progress bar (nor, when stderr is not a terminal, progress "
+                          "lines)."),
     ]
     for option in reversed(options):
         command = option(command)
