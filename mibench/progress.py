@@ -46,8 +46,9 @@ def eta_seconds(durations: Mapping[str, Sequence[float]], queued: Mapping[str, i
     float or None
         The work left of every group (its tasks times its mean duration; a group with no
         finished task yet: the mean over all finished tasks, or longer when its task in flight
-        has already run longer), shared among the ``concurrent`` slots, and never less than
-        the longest remainder of one task in flight. None while no task has finished.
+        has already run longer), shared among the ``concurrent`` slots (or the tasks left, when
+        fewer), and never less than the longest remainder of one task in flight. None while no
+        task has finished.
     """
     finished = [d for ds in durations.values() for d in ds]
     if not finished:
@@ -63,7 +64,9 @@ def eta_seconds(durations: Mapping[str, Sequence[float]], queued: Mapping[str, i
     means.update(unseen)
     left_in_flight = [max(0.0, means.get(g, overall) - elapsed) for g, elapsed in running]
     work = sum(n * means.get(g, overall) for g, n in queued.items()) + sum(left_in_flight)
-    return max(work / max(1, concurrent), max(left_in_flight, default=0.0))
+    # Fewer tasks left than slots: the idle slots do not shorten the wait.
+    slots = min(concurrent, sum(queued.values()) + len(running))
+    return max(work / max(1, slots), max(left_in_flight, default=0.0))
 
 
 def task_label(task: Any) -> str:

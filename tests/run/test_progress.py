@@ -42,8 +42,10 @@ def test_fast_tasks_run_first_do_not_make_slow_ones_look_fast():
     assert eta == pytest.approx(90.0)
 
 
-def test_the_work_left_is_shared_among_the_workers():
+def test_the_work_left_is_shared_among_the_workers_that_have_a_task():
     assert eta_seconds({"A": [2.0, 4.0]}, {"A": 6}, concurrent=3) == pytest.approx(6.0)
+    # 2 tasks of 10 s left on 8 workers: 10 s, not 20/8.
+    assert eta_seconds({"A": [10.0]}, {"A": 2}, concurrent=8) == pytest.approx(10.0)
 
 
 def test_a_group_not_seen_yet_costs_the_overall_mean_or_what_its_first_task_already_took():
