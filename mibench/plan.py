@@ -1,7 +1,8 @@
 """From settings to tasks: resolve a :class:`~mibench.settings.RunSettings` against the registry.
 
 :func:`plan_run` checks every name and option, fills in defaults, opens the dataset, lists its
-pairs and makes one :class:`~mibench.registration.RegistrationTask` per method x pair x seed. Its
+pairs and makes one :class:`~mibench.registration.RegistrationTask` per method x pair x seed
+(one seed only for a method that does not use it), in the order :func:`task_order` gives. Its
 :class:`RunPlan` holds the resolved configuration that ``run.json`` records.
 """
 
@@ -23,7 +24,7 @@ from mibench.registration import RegistrationTask
 from mibench.registry import Registry
 from mibench.settings import ALL_METHODS, RunSettings
 from mibench.specs import MethodSpec
-from mibench.variants import parse_variant, variant_name
+from mibench.variants import base_name, parse_variant, variant_name
 
 #: Pair ids become file names of records: nothing that could escape the run directory.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -207,10 +208,39 @@ def plan_run(registry: Registry, settings: RunSettings) -> RunPlan:
                                                                       run_digest(config))
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: is a file; the run directory (--out) must be a directory")
-    tasks = [
-        RegistrationTask(name, params, dspec.name, opened.params, p.id, seed)
-        for name, params in method_params.items()
-        for p in pairs
-        for seed in settings.seeds
-    ]
+    single = single_seed_methods(registry, method_params)
+    config["single_seed_methods"] = single
+    tasks = [RegistrationTask(name, method_params[name], dspec.name, opened.params, pair, seed)
+             for name, pair, seed in task_order(list(method_params), [p.id for p in pairs],
+                                                list(settings.seeds), set(single))]
     return RunPlan(settings, config, run_dir, tasks, skipped, opened)
+
+
+def single_seed_methods(registry: Registry, method_params: dict[str, dict[str, Any]]
+                        ) -> list[str]:
+    """The planned methods that do not use the seed with their options
+    (:meth:`~mibench.specs.MethodSpec.seeded`): run once, with the first seed."""
+    return [name for name, params in method_params.items()
+            if not registry.get("method", base_name(name)).seeded(params)]
+
+
+def task_order(methods: list[str], pairs: list[str], seeds: list[int],
+               single_seed: set[str] = frozenset()) -> list[tuple[str, str, int]]:
+    """``(method, pair, seed)`` in the order they run: pair by pair, every method on each pair,
+    the methods' order rotated by one from one (pair, seed) to the next.
+
+    Whatever slows the machine for a while (another job, a thermal throttle) then falls on every
+    method alike instead of on whichever ran at the time; and the progress bar's first tasks are
+    a sample of every method. Methods in ``single_seed`` run with the first seed only. The order
+    is no part of a task's identity: a resumed run finds its records whatever order made them.
+    """
+    order = []
+    step = 0
+    for pair in pairs:
+        for i, seed in enumerate(seeds):
+            k = step % len(methods) if methods else 0
+            step += 1
+            for name in methods[k:] + methods[:k]:
+                if i == 0 or name not in single_seed:
+                    order.append((name, pair, seed))
+    return order

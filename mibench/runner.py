@@ -186,6 +186,10 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
     plan = plan_run(Registry(settings.plugins), settings)
     for name, why in plan.skipped_methods.items():
         log(f"skipping method {name!r}: {why}")
+    single = plan.config["single_seed_methods"]
+    if single and len(settings.seeds) > 1:
+        log(f"{', '.join(single)}: deterministic (the seed changes nothing), run once with seed "
+            f"{settings.seeds[0]}; the reports reuse that result for the other seeds")
     previous = open_run_dir(plan.run_dir, log)
     check_compatible(plan.run_dir, previous, plan.tasks, settings.naed_norm)
     ctx = WorkerContext(plan.dataset.name, plan.config["data_dir"], settings.device,

@@ -309,13 +309,16 @@ class EstimatorSpec(PluginSpec):
     ``derive_method`` (default True): mibench derives a registration method of the same name
     from the estimator (gradient engine when differentiable, derivative-free otherwise; see
     :mod:`mibench.methods.derived`), unless a method of that name exists. ``registration``
-    tunes it (:class:`Registration`).
+    tunes it (:class:`Registration`). ``uses_seed`` (default True): whether the estimator's value
+    depends on the global random generators (which a registration task seeds with its seed);
+    a deterministic estimator sets it False, and so does the method derived from it.
     """
 
     kind: ClassVar[str] = "estimator"
     higher_is_better: bool = True
     differentiable: bool = True
     derive_method: bool = True
+    uses_seed: bool = True
     registration: Registration = field(default_factory=Registration)
 
     def registration_params(self) -> tuple[Param, ...]:
@@ -355,7 +358,9 @@ class MethodSpec(PluginSpec):
 
     ``uses_seed`` (default True) says whether the method's result depends on its ``seed``. A
     method that is deterministic given its inputs sets it False: a run with several seeds then
-    runs it once (with the first seed) and the reports reuse that result for every seed.
+    runs it once (with the first seed) and the reports reuse that result for every seed. When it
+    depends on the options, ``uses_seed`` is a function of the resolved options (picklable: a
+    module-level function) returning that bool; :meth:`seeded` answers either way.
     """
 
     kind: ClassVar[str] = "method"
@@ -364,7 +369,11 @@ class MethodSpec(PluginSpec):
     preferred_reference: bool = False
     baseline: bool = False
     derived_from: str = ""
-    uses_seed: bool = True
+    uses_seed: bool | Callable[[dict[str, Any]], bool] = True
+
+    def seeded(self, params: dict[str, Any]) -> bool:
+        """Whether the method, run with the resolved options ``params``, uses its seed."""
+        return bool(self.uses_seed(params) if callable(self.uses_seed) else self.uses_seed)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ def mibench_estimators():
             factory="mibench.estimators.basic:mse",
             higher_is_better=False,
             registration=Registration(default=True),
+            uses_seed=False,
         ),
         EstimatorSpec(
             name="ncc",
@@ -73,6 +74,7 @@ def mibench_estimators():
             factory="mibench.estimators.basic:ncc",
             higher_is_better=True,
             registration=Registration(default=True),
+            uses_seed=False,
         ),
         EstimatorSpec(
             name="jhmi",
@@ -97,6 +99,7 @@ def mibench_estimators():
                                 "smoothing of the joint histogram (ITK's "
                                 "varianceForJointPDFSmoothing); 0 = none", ge=0)),
                 differentiable_when=_HAS_GRADIENT),
+            uses_seed=False,
         ),
         EstimatorSpec(
             name="nmi",
@@ -117,6 +120,7 @@ def mibench_estimators():
                 options=("bins", "kernel", "normalisation"),
                 defaults=(_REGISTRATION_BINS, _registration_kernel("cubic")),
                 differentiable_when=_HAS_GRADIENT, default=True),
+            uses_seed=False,
         ),
         EstimatorSpec(
             name="mmi",
@@ -131,6 +135,7 @@ def mibench_estimators():
             higher_is_better=True,
             differentiable=True,
             registration=Registration(options=("bins",)),
+            uses_seed=False,
         ),
         EstimatorSpec(
             name="kde-mi",
@@ -147,6 +152,7 @@ def mibench_estimators():
             higher_is_better=True,
             differentiable=True,
             registration=Registration(options=("bins", "sigma"), defaults=(_REGISTRATION_BINS,)),
+            uses_seed=False,
         ),
         EstimatorSpec(
             name="softhist-mi",
@@ -161,6 +167,7 @@ def mibench_estimators():
             higher_is_better=True,
             differentiable=True,
             registration=Registration(options=("bins", "slope"), defaults=(_REGISTRATION_BINS,)),
+            uses_seed=False,
         ),
         EstimatorSpec(
             name="mine",

@@ -27,6 +27,12 @@ from mibench.methods.params import INIT, TRANSFORM, levels, min_size
 from mibench.specs import MethodSpec, Param, Requirement
 
 
+def cmif_uses_seed(params: dict[str, Any]) -> bool:
+    """CMIF draws at random only to quantise by k-means (its seed); quantiles and equal-width
+    cells are deterministic."""
+    return params.get("quantisation") == "kmeans"
+
+
 def _estimator_option(estimator: str, name: str, **changes: Any) -> Param:
     """Option ``name`` as the estimator ``estimator`` declares it (with ``changes``, e.g.
     another default): a gradient method passes it on to the estimator unchanged."""
@@ -134,6 +140,7 @@ def mibench_methods():
             default=True,
             needs_content=False,
             baseline=True,
+            uses_seed=False,
         ),
         MethodSpec(
             name="drmime",
@@ -158,6 +165,7 @@ def mibench_methods():
             "integer shift at once by FFT, for every angle of a rotation sweep (on a reduced "
             "copy), refined around the best angle at full resolution, sub-pixel peak",
             factory="mibench.methods.cmif:register",
+            uses_seed=cmif_uses_seed,
             params=(
                 _estimator_option("cmif", "levels"),
                 _estimator_option("cmif", "levels_moving"),

@@ -91,6 +91,8 @@ def derived_method(spec: EstimatorSpec) -> MethodSpec:
         default=spec.registration.default,
         plugin=spec.plugin,
         derived_from=spec.name,
+        # The engine itself draws nothing at random (its CMIF start quantises by quantiles).
+        uses_seed=spec.uses_seed,
     )
 
 

@@ -102,8 +102,10 @@ def test_resume_runs_only_missing_tasks(tmp_path, monkeypatch):
     monkeypatch.setattr(mibench.reports, "build_reports", lambda run_dir, **kw: None)
     cfg = toy_config(tmp_path, "noisy,identity", seeds=[0, 1])
     first = run_benchmark(cfg, progress=False)
-    assert first.completed == 12
+    # noisy: 3 pairs x 2 seeds; identity ignores the seed: run once per pair, with seed 0.
+    assert first.completed == 9
     before = records_by(first.run_dir)
+    assert {seed for method, _, seed in before if method == "identity"} == {0}
     victims = sorted((first.run_dir / "records" / "noisy").glob("*.json"))[:3]
     for path in victims:
         path.unlink()
@@ -111,7 +113,7 @@ def test_resume_runs_only_missing_tasks(tmp_path, monkeypatch):
     stale = first.run_dir / "records" / "noisy" / ".tmp-killed.part"
     stale.write_text('{"key": "trunc')
     again = run_benchmark(cfg, progress=False)
-    assert again.completed == 3 and again.skipped_existing == 9
+    assert again.completed == 3 and again.skipped_existing == 6
     assert not stale.exists()
     after = records_by(first.run_dir)
     assert after.keys() == before.keys()
@@ -183,7 +185,7 @@ def test_failures_are_kept_on_resume_unless_retry_failed(tmp_path, monkeypatch):
 def test_sigkill_midway_then_rerun_completes_identically(tmp_path):
     def cmd(out):
         return [sys.executable, "-m", "mibench.cli", "run", "--dataset", "toy", "-o", "pairs=6",
-                "--methods", "noisy", "-O", "delay=0.4", "--plugin", "helpers.fakeplugin",
+                "--methods", "noisy,identity", "-O", "delay=0.4", "--plugin", "helpers.fakeplugin",
                 "--out", str(out), "--workers", "1", "--quiet"]
 
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
@@ -198,12 +200,17 @@ def test_sigkill_midway_then_rerun_completes_identically(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     n_before = len(list((out / "records").glob("*/*.json")))
-    assert 2 <= n_before < 6
-    subprocess.run(cmd(out), env=env, check=True, capture_output=True)
+    assert 2 <= n_before < 12
+    # Pairs x methods interleaved: the first records are of both methods, not all of one.
+    assert {p.parent.name for p in (out / "records").glob("*/*.json")} == {"noisy", "identity"}
+    kept = {p: p.stat().st_mtime_ns for p in (out / "records").glob("*/*.json")}
+    rerun = subprocess.run(cmd(out), env=env, check=True, capture_output=True, text=True)
+    assert f"{n_before} of 12 tasks already have records" in rerun.stderr
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # only the missing ones ran
     ref = tmp_path / "reference"
     subprocess.run(cmd(ref), env=env, check=True, capture_output=True)
     got, want = records_by(out), records_by(ref)
-    assert len(list((out / "records").glob("*/*.json"))) == 6
+    assert len(list((out / "records").glob("*/*.json"))) == 12
     assert not list((out / "records").glob("*/*.part"))  # no half-written leftovers
     assert got.keys() == want.keys()
     for key in want:
