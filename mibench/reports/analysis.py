@@ -23,7 +23,7 @@ from mibench.registration import Record
 from mibench.registry import Registry
 from mibench.reports.evaluation import Evaluation, evaluate
 from mibench.reports.reference import MethodRoles, method_roles, run_registry
-from mibench.reports.results import method_order, results_frame, summary_frame
+from mibench.reports.results import method_order, results_frame, reuse_single_seed, summary_frame
 
 
 @dataclass
@@ -48,6 +48,12 @@ class RunAnalysis:
     registry : Registry or None
         The run's plugins (for the overlays, which load pairs again); None when it cannot be
         built.
+    protocol : str or None
+        The dataset's evaluation protocol (``DatasetSpec.protocol``: ``"fire"``, ``"anhir"`` or
+        ``""``); None when the dataset's spec is unknown here (the pairs' metadata decide).
+    single_seed : dict of str to list of int
+        The methods whose one record (seed ``seeds[0]``) is reused for the other seeds
+        (:func:`~mibench.reports.results.reuse_single_seed`), with the seeds reused for.
     """
 
     run_dir: Path
@@ -58,6 +64,8 @@ class RunAnalysis:
     evaluation: Evaluation | None = None
     roles: MethodRoles = field(default_factory=MethodRoles)
     registry: Registry | None = None
+    protocol: str | None = None
+    single_seed: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -99,6 +107,41 @@ class RunAnalysis:
         return self.record_naed_norms or ([str(norm)] if norm else [])
 
 
+def dataset_protocol(registry: Registry | None, dataset: str | None) -> str | None:
+    """The protocol the dataset's spec declares; None when the spec cannot be found (no
+    dataset named, a plugin that no longer loads, a merge of several datasets)."""
+    if registry is None or not dataset:
+        return None
+    try:
+        spec = registry.get("dataset", dataset)
+    except Exception:  # unknown here: say nothing rather than fail the report
+        return None
+    protocol = getattr(spec, "protocol", "")
+    return protocol if isinstance(protocol, str) else ""
+
+
+def run_seeds(config: dict[str, Any], results: pd.DataFrame) -> list[int]:
+    """The run's seeds, first seed first: ``config["seeds"]``, else the records' (sorted)."""
+    seeds = config.get("seeds")
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds):
+        return list(dict.fromkeys(seeds))
+    return sorted(int(s) for s in results["seed"].unique()) if len(results) else []
+
+
+def _reuse(results: pd.DataFrame, config: dict[str, Any]
+           ) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """Reuse seed-independent methods' records for every seed (``single_seed_methods``)."""
+    methods = config.get("single_seed_methods")
+    methods = [m for m in methods if isinstance(m, str)] if isinstance(methods, list) else []
+    seeds = run_seeds(config, results)
+    out = reuse_single_seed(results, methods, seeds)
+    if out is results:
+        return results, {}
+    reused = out[out["reused_seed"].notna()]
+    return out, {str(m): sorted(int(s) for s in g.unique())
+                 for m, g in reused.groupby("method", sort=True)["seed"]}
+
+
 def analyse_run(run_dir: Path, *, reference: str | None = None) -> RunAnalysis:
     """Read ``run_dir``'s records and ``run.json`` once and compute every table.
 
@@ -114,7 +157,7 @@ def analyse_run(run_dir: Path, *, reference: str | None = None) -> RunAnalysis:
     config = manifest_config(manifest)
     registry = run_registry(config)
     roles = method_roles(registry)
-    results = results_frame(records)
+    results, single_seed = _reuse(results_frame(records), config)
     summary = summary_frame(results, roles.baseline)
     if reference is not None and len(results) and reference not in set(results["method"]):
         methods = ", ".join(sorted(set(results["method"])))
@@ -127,9 +170,12 @@ def analyse_run(run_dir: Path, *, reference: str | None = None) -> RunAnalysis:
         # Say where it came from: this report was not asked for it, the run (or runs) were.
         requested_by = ("--reference of every merged run" if manifest.get("merged_from")
                         else "--reference of mibench run")
-    evaluation = evaluate(results, reference, roles=roles, requested_by=requested_by)
+    protocol = dataset_protocol(registry, config.get("dataset"))
+    evaluation = evaluate(results, reference, roles=roles, requested_by=requested_by,
+                          protocol=protocol)
     return RunAnalysis(run_dir=run_dir, manifest=manifest, records=records, results=results,
-                       summary=summary, evaluation=evaluation, roles=roles, registry=registry)
+                       summary=summary, evaluation=evaluation, roles=roles, registry=registry,
+                       protocol=protocol, single_seed=single_seed)
 
 
-__all__ = ["RunAnalysis", "analyse_run"]
+__all__ = ["RunAnalysis", "analyse_run", "dataset_protocol", "run_seeds"]

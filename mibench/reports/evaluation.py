@@ -76,6 +76,12 @@ class Evaluation:
     naed_norm: str | None = None
     #: What a reader must know before trusting the tables (shown by the paper table).
     warnings: list[str] = field(default_factory=list)
+    #: The dataset's protocol (``DatasetSpec.protocol``); None: unknown, the pairs decide.
+    protocol: str | None = None
+    #: Whether FIRE's success curves and AUCs apply (FIRE-protocol data).
+    fire_applies: bool = False
+    #: Whether ANHIR's rTRE metrics and ranks apply (ANHIR-protocol data).
+    anhir_applies: bool = False
 
     def short_tests(self) -> list[PairedTest]:
         """Comparisons of fewer than two pairs: no test at all."""
@@ -129,6 +135,16 @@ def _paper_rows(table: pd.DataFrame, reference: str | None,
     return rows
 
 
+def protocol_applies(results: pd.DataFrame, protocol: str | None) -> tuple[bool, bool]:
+    """``(fire, anhir)``: whether FIRE's and ANHIR's metrics apply to these results. A known
+    ``protocol`` decides; without one (None: the dataset's spec is unknown) the pairs do: FIRE
+    categories (S, P, A) for FIRE, a ``tissue`` for ANHIR."""
+    if protocol is not None:
+        return protocol == "fire", protocol == "anhir"
+    tissue = "meta_tissue" in results and results["meta_tissue"].notna().any()
+    return _is_fire(results), bool(tissue)
+
+
 def _is_fire(results: pd.DataFrame) -> bool:
     if "meta_category" not in results:
         return False
@@ -137,14 +153,15 @@ def _is_fire(results: pd.DataFrame) -> bool:
     return bool(cats) and cats <= set(FIRE_CATEGORIES)
 
 
-def success_curves(results: pd.DataFrame, thresholds: np.ndarray = FIRE_THRESHOLDS
-                   ) -> tuple[dict, dict, bool]:
+def success_curves(results: pd.DataFrame, thresholds: np.ndarray = FIRE_THRESHOLDS,
+                   fire: bool | None = None) -> tuple[dict, dict, bool]:
     """Success rate of every scored task's mean error (native px) at each threshold.
 
     Returns ``(curves, aucs, fire)``: per method, group ``"all"`` and, when the pairs carry FIRE
     categories (``meta_category`` in S, P, A), one curve per category, their AUCs and ``mAUC``.
+    ``fire=False`` draws no category curves (data of another protocol).
     """
-    fire = _is_fire(results)
+    fire = _is_fire(results) and fire is not False
     curves: dict[str, dict[str, list[float]]] = {}
     aucs: dict[str, dict[str, float]] = {}
     scored = results[results["tre_mean"].notna()] if len(results) else results
@@ -213,12 +230,14 @@ def _warnings(ev: Evaluation) -> list[str]:
 
 
 def evaluate(results: pd.DataFrame, reference: str | None = None, *,
-             roles: MethodRoles | None = None, requested_by: str = "--reference") -> Evaluation:
+             roles: MethodRoles | None = None, requested_by: str = "--reference",
+             protocol: str | None = None) -> Evaluation:
     """The cross-method evaluation of a ``results_frame``.
 
     ``reference`` is a requested reference method and ``requested_by`` who requested it, for the
     reason shown; ``roles`` the methods' flags (``choose_reference``). Comparisons are in the
-    paper table's order.
+    paper table's order. ``protocol`` is the dataset's (``DatasetSpec.protocol``; None: the
+    pairs decide, :func:`protocol_applies`): FIRE's and ANHIR's metrics apply only to theirs.
     """
     table = pair_table(results, METRIC)
     failures = method_failures(results)
@@ -230,7 +249,9 @@ def evaluate(results: pd.DataFrame, reference: str | None = None, *,
     order = {r.method: i for i, r in enumerate(paper)}
     tests.sort(key=lambda t: order.get(t.method, len(order)))
     n = len(results)
-    curves, aucs, fire = success_curves(results) if n else ({}, {}, False)
+    fire_applies, anhir_applies = protocol_applies(results, protocol) if n else (False, False)
+    curves, aucs, fire = (success_curves(results, fire=fire_applies) if n
+                          else ({}, {}, False))
     seeds = ({str(m): sorted(int(s) for s in g.unique())
               for m, g in results.groupby("method", sort=True)["seed"]} if n else {})
     norms = sorted(set(results["naed_norm"].dropna().astype(str))) if n else []
@@ -245,10 +266,11 @@ def evaluate(results: pd.DataFrame, reference: str | None = None, *,
                 "pairs": int(results["pair_id"].nunique()) if n else 0,
                 "seeds": sorted(int(s) for s in results["seed"].unique()) if n else [],
                 "seeds_per_method": seeds},
-        seeds=seeds, failures=failures, naed_norm=", ".join(norms) or None)
+        seeds=seeds, failures=failures, naed_norm=", ".join(norms) or None,
+        protocol=protocol, fire_applies=fire_applies, anhir_applies=anhir_applies)
     ev.warnings = _warnings(ev)
     return ev
 
 
 __all__ = ["GROUP_KEYS", "METRIC", "UNPAIRED", "Evaluation", "PaperRow", "evaluate",
-           "group_frame", "success_curves"]
+           "group_frame", "protocol_applies", "success_curves"]

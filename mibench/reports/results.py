@@ -26,9 +26,14 @@ METRICS = ("naed", "tre_mean", "tre_median", "tre_max", "ire_mean", "ire_median"
 #: Columns of ``results.csv`` before the metrics, then after them; ``meta_*`` columns (one per
 #: pair-metadata key) follow at the end.
 RESULT_HEAD = ("method", "pair_id", "seed", "dataset", "status", "error", "scored", "wall_s",
-               "device_s")
+               "device_s") + ("cpu_s", "peak_rss_mb", "peak_gpu_mb", "load_cpus", "cpus",
+                              "contended")
+
+#: The cost fields of a record (seconds, MiB, CPUs), None or absent in records written before
+#: they were measured. ``contended``: the task did not get the CPU its threads needed.
+COST_FIELDS = ("cpu_s", "peak_rss_mb", "peak_gpu_mb", "load_cpus", "cpus")
 RESULT_TAIL = ("n_landmarks", "naed_norm", "norm_length", "device", "torch_threads", "key",
-               "method_params")
+               "method_params", "reused_seed")
 RESULT_COLUMNS = RESULT_HEAD + METRICS + RESULT_TAIL
 
 SUMMARY_COLUMNS = ("method", "n_pairs", "n_scored", "n_unscored", "n_failed", "naed_mean",
@@ -57,6 +62,18 @@ def _float(value: Any) -> float:
         return np.nan
 
 
+def _cost(rec: Record, name: str) -> Any:
+    """A cost field of a record: its attribute, else ``info[name]``; None when neither says."""
+    value = getattr(rec, name, None)
+    if value is None and isinstance(rec.info, dict):
+        value = rec.info.get(name)
+    return value
+
+
+def _contended(value: Any) -> Any:
+    return bool(value) if isinstance(value, (bool, np.bool_, int)) else None
+
+
 def results_frame(records: Iterable[Record]) -> pd.DataFrame:
     """One row per record (method x pair x seed), sorted by method, pair_id, seed.
 
@@ -78,13 +95,15 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
             "dataset": task.dataset, "status": rec.status, "error": rec.error,
             "scored": bool(rec.scored), "wall_s": _float(rec.wall_s),
             "device_s": _float(rec.device_s),
+            **{k: _float(_cost(rec, k)) for k in COST_FIELDS},
+            "contended": _contended(_cost(rec, "contended")),
         }
         row.update({k: _float(v) for k, v in metrics.items()})
         row.update({
             "n_landmarks": len(rec.landmark_errors or []), "naed_norm": rec.naed_norm,
             "norm_length": _float(rec.norm_length), "device": rec.device,
             "torch_threads": _threads(rec.info), "key": rec.key,
-            "method_params": canonical_json(task.method_params or {}),
+            "method_params": canonical_json(task.method_params or {}), "reused_seed": None,
         })
         for k, v in (rec.meta or {}).items():
             meta_keys.add(str(k))
@@ -93,12 +112,85 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
     columns = (list(RESULT_HEAD) + list(METRICS) + sorted(extra_metrics) + list(RESULT_TAIL)
                + [f"meta_{k}" for k in sorted(meta_keys)])
     frame = pd.DataFrame(rows, columns=columns)
-    for col in list(METRICS) + sorted(extra_metrics) + ["wall_s", "device_s", "norm_length"]:
+    for col in (list(METRICS) + sorted(extra_metrics) + ["wall_s", "device_s", "norm_length"]
+                + list(COST_FIELDS)):
         frame[col] = frame[col].astype("float64")
-    frame["torch_threads"] = frame["torch_threads"].astype("Int64")  # empty cell when unknown
+    # empty cells when unknown
+    frame["contended"] = frame["contended"].astype("boolean")
+    for col in ("torch_threads", "reused_seed"):
+        frame[col] = frame[col].astype("Int64")
     if frame.empty:
         return frame
     return frame.sort_values(["method", "pair_id", "seed"], kind="stable").reset_index(drop=True)
+
+
+def reuse_single_seed(results: pd.DataFrame, methods: Collection[str],
+                      seeds: list[int]) -> pd.DataFrame:
+    """``results`` with the one record of each seed-independent method reused for every seed.
+
+    A method in ``methods`` (run.json's ``single_seed_methods``: it does not use the seed) runs
+    only with ``seeds[0]`` in a multi-seed run; its row of each pair is copied for every other
+    seed of ``seeds`` that has no record of its own, so that every method has one value per
+    (pair, seed) and paired tests stay paired. A copy says which seed it reuses
+    (``reused_seed``) and has no timings or cost (the task ran once: its time counts once).
+    """
+    if results.empty or len(seeds) < 2 or not methods:
+        return results
+    first = seeds[0]
+    have = set(zip(results["method"], results["pair_id"], results["seed"], strict=True))
+    source = results[results["method"].isin(set(methods)) & (results["seed"] == first)]
+    copies = []
+    for seed in seeds[1:]:
+        missing_rows = [(m, p, seed) not in have
+                        for m, p in zip(source["method"], source["pair_id"], strict=True)]
+        rows = source[missing_rows].copy()
+        if rows.empty:
+            continue
+        rows["seed"], rows["reused_seed"] = seed, first
+        rows[["wall_s", "device_s", *COST_FIELDS]] = np.nan
+        rows["contended"] = pd.NA
+        copies.append(rows)
+    if not copies:
+        return results
+    out = pd.concat([results, *copies], ignore_index=True)
+    return out.sort_values(["method", "pair_id", "seed"], kind="stable").reset_index(drop=True)
+
+
+TIMING_COLUMNS = ("method", "n_timed", "wall_median_s", "cpu_median_s", "device_median_s",
+                  "cpu_per_wall", "rss_median_mb", "rss_max_mb", "gpu_max_mb", "n_contended",
+                  "n_contention_known", "load_cpus_mean")
+
+
+def timing_frame(results: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
+    """Per method, the cost of its tasks that ran (reused copies left out, see
+    :func:`reuse_single_seed`): medians of wall, CPU and device time [s], the median of CPU time
+    / wall time (about the cores a task kept busy), median and max peak resident memory and max
+    peak GPU memory [MiB], how many tasks were contended out of how many say, and the mean
+    number of CPUs other processes kept busy. Rows in ``order`` (default: by name)."""
+    if results.empty:
+        return pd.DataFrame(columns=list(TIMING_COLUMNS))
+    ran = results[results["reused_seed"].isna()] if "reused_seed" in results else results
+    rows = []
+    for method, g in ran.groupby("method", sort=True):
+        wall, cpu = g["wall_s"], g["cpu_s"]
+        ratio = (cpu / wall.where(wall > 0)).dropna()
+        known = g["contended"].dropna()
+        rows.append({
+            "method": method, "n_timed": int(wall.notna().sum()),
+            "wall_median_s": wall.median(), "cpu_median_s": cpu.median(),
+            "device_median_s": g["device_s"].median(),
+            "cpu_per_wall": ratio.median() if len(ratio) else np.nan,
+            "rss_median_mb": g["peak_rss_mb"].median(), "rss_max_mb": g["peak_rss_mb"].max(),
+            "gpu_max_mb": g["peak_gpu_mb"].max(),
+            "n_contended": int(known.astype(bool).sum()), "n_contention_known": int(len(known)),
+            "load_cpus_mean": g["load_cpus"].mean(),
+        })
+    frame = pd.DataFrame(rows, columns=list(TIMING_COLUMNS))
+    if order:
+        rank = {m: i for i, m in enumerate(order)}
+        frame = frame.sort_values("method", key=lambda s: s.map(lambda m: rank.get(m, len(rank))),
+                                  kind="stable").reset_index(drop=True)
+    return frame
 
 
 def task_counts(tasks: pd.DataFrame) -> dict[str, int]:
@@ -170,5 +262,6 @@ def summary_frame(results: pd.DataFrame, baseline: Collection[str] = ()) -> pd.D
     return summary.sort_values("method", key=lambda s: s.map(rank)).reset_index(drop=True)
 
 
-__all__ = ["METRICS", "RESULT_COLUMNS", "SUMMARY_COLUMNS", "method_order", "results_frame",
-           "summary_frame", "task_counts"]
+__all__ = ["COST_FIELDS", "METRICS", "RESULT_COLUMNS", "SUMMARY_COLUMNS", "method_order",
+           "results_frame", "reuse_single_seed", "summary_frame", "task_counts",
+           "timing_frame"]
