@@ -22,9 +22,10 @@ from mibench.reports.formatting import fmt, fmt_p, fmt_pm
 from mibench.reports.overlays import Overlay
 from mibench.reports.views import page_view
 
-#: The sections of the page, in order (a template each).
-SECTIONS = ("run", "paper", "methods", "stats", "groups", "naed", "success", "timing",
-            "overlays", "failures")
+#: The sections of the page, in order (a template each): the main result first (the paper-style
+#: table with the NAED figure), the details behind it, what produced the run last.
+SECTIONS = ("paper", "methods", "stats", "groups", "success", "timing", "overlays", "failures",
+            "run")
 
 
 def _b64(data: bytes) -> str:

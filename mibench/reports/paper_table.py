@@ -1,10 +1,11 @@
 """The paper-style table as LaTeX and Markdown, ready for a paper or a README.
 
 The same rows as the report's table (``Evaluation.paper``, DRMIME's Tables I and II): the
-reference method first (in bold), then the other methods by mean NAED. The columns are
-Method, NAED mean ± std (ddof 1, over per-pair values that are means over seeds), p-value (the
-two-sided paired t-test against the reference), p (Holm-corrected across the comparisons) and
-the number of pairs. Secondary tables follow where the data call for them
+reference method first (marked: "(ref.)" in Markdown, a dagger in LaTeX), then the other methods
+by mean NAED. Bold always means best: the lowest NAED mean as printed (ties all bold). The
+columns are Method, NAED mean ± std (ddof 1, over per-pair values that are means over seeds),
+p-value (the two-sided paired t-test against the reference), p (Holm-corrected across the
+comparisons) and the number of pairs. Secondary tables follow where the data call for them
 (:func:`metric_tables`): FIRE's success AUC per category and mAUC, ANHIR's rTRE metrics.
 Numbers are printed as in the HTML report (:func:`printed_rows`). What makes the comparison
 doubtful (``Evaluation.notes``) is written beside the table: LaTeX comments in
@@ -39,7 +40,7 @@ from mibench.reports.formatting import (
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                 "^": r"\textasciicircum{}", "±": r"$\pm$", "√": r"$\surd$",
-                "²": r"\textsuperscript{2}"}
+                "²": r"\textsuperscript{2}", "†": r"$^\dagger$"}
 
 
 def tex_escape(text: str) -> str:
@@ -65,7 +66,8 @@ def _tex_number(text: str) -> str:
 @dataclass(frozen=True)
 class PrintedRow:
     """A row of the paper-style table as every artefact prints it (``std`` empty when
-    undefined; the reference has no p-values)."""
+    undefined; the reference has no p-values). ``is_best``: its NAED mean, as printed, is the
+    lowest (every artefact prints it in bold)."""
 
     method: str
     mean: str
@@ -74,6 +76,7 @@ class PrintedRow:
     p_holm: str
     pairs: str
     is_reference: bool
+    is_best: bool = False
 
     @property
     def value(self) -> str:
@@ -82,21 +85,35 @@ class PrintedRow:
 
 
 def printed_rows(ev: Evaluation) -> list[PrintedRow]:
-    """The paper-style table's rows as printed, in table order."""
+    """The paper-style table's rows as printed, in table order; the lowest NAED mean as printed
+    is best (several when they print the same)."""
+    means = [float(r.mean) for r in ev.paper if not missing(r.mean)]
+    best = fmt(min(means)) if means else None
     out = []
     for r in ev.paper:
         p, holm = (DASH, DASH) if r.is_reference else (fmt_p(r.p_ttest), fmt_p(r.p_ttest_holm))
-        out.append(PrintedRow(r.method, fmt(r.mean), fmt_std(r.std), p, holm, fmt(r.n_pairs),
-                              r.is_reference))
+        mean = fmt(r.mean)
+        out.append(PrintedRow(r.method, mean, fmt_std(r.std), p, holm, fmt(r.n_pairs),
+                              r.is_reference, is_best=mean != DASH and mean == best))
     return out
 
 
-def _caption(ev: Evaluation, naed_norm: str | None, dataset: str | None = None) -> str:
+#: How the reference is marked in the Markdown tables (and the report's).
+REF_MARK = "(ref.)"
+
+def legend(ev: Evaluation, mark: str = REF_MARK) -> str:
+    """What bold and the reference's ``mark`` mean, said under every NAED table."""
+    return (f"Bold: best (lowest NAED mean). {mark}: the reference method {ev.reference}, the "
+            "one the p-values test the other methods against.")
+
+
+def _caption(ev: Evaluation, naed_norm: str | None, dataset: str | None = None,
+             mark: str = REF_MARK) -> str:
     where = f"Dataset {dataset}. " if dataset else ""
     return (f"{where}NAED = mean landmark error / D ({naed_definition(naed_norm)}), mean ± std "
             f"over the pairs. p-value: two-sided paired t-test against {ev.reference}; "
             "p (Holm): corrected across the comparisons. Failed registrations count with their "
-            "initial error.")
+            f"initial error. {legend(ev, mark)}")
 
 
 @dataclass(frozen=True)
@@ -143,9 +160,10 @@ def _best_rows(values: dict[str, list], higher: list[bool], sig: int = 3
 def metric_tables(ev: Evaluation, summary: pd.DataFrame | None = None) -> list[MetricTable]:
     """The secondary tables that the run's data call for, in table order of the methods.
 
-    - FIRE (pairs with S, P, A categories): the success AUC per category and mAUC
+    - FIRE (FIRE-protocol pairs with S, P, A categories): the success AUC per category and mAUC
       (``ev.aucs``, as the report's success table).
-    - ANHIR (pairs with a ``tissue``; needs ``summary``, the ``summary.csv`` frame): the average
+    - ANHIR (ANHIR-protocol data, ``ev.anhir_applies``; needs ``summary``, the
+      ``summary.csv`` frame): the average
       median and max rTRE, their average ranks and the robustness.
     """
     order = [r.method for r in ev.paper]
@@ -155,8 +173,7 @@ def metric_tables(ev: Evaluation, summary: pd.DataFrame | None = None) -> list[M
         values = {m: [ev.aucs[m].get(c) for c in cols] for m in order if m in ev.aucs}
         tables.append(MetricTable("fire-auc", FIRE_CAPTION, cols,
                                   _best_rows(values, [True] * len(cols))))
-    has_tissue = not ev.groups.empty and "tissue" in set(ev.groups["key"])
-    if has_tissue and summary is not None and not summary.empty:
+    if ev.anhir_applies and summary is not None and not summary.empty:
         by_method = summary.set_index("method")
         values = {m: [by_method.at[m, c] if c in by_method else None
                       for c, _, _ in ANHIR_COLUMNS] for m in order if m in by_method.index}
@@ -187,7 +204,7 @@ def paper_table_latex(ev: Evaluation, naed_norm: str | None = None,
     lines += [f"% WARNING: {note}" for note in ev.notes()]
     suffix = _label_suffix(dataset)
     lines += ["\\begin{table}[t]", "\\centering",
-              f"\\caption{{{tex_escape(_caption(ev, norm, dataset))}}}",
+              f"\\caption{{{tex_escape(_caption(ev, norm, dataset, '†'))}}}",
               f"\\label{{tab:mibench-naed{suffix}}}", "\\begin{tabular}{lcccr}", "\\toprule",
               f"Method & {naed_header(norm, tex=True)} mean $\\pm$ std & $p$-value & "
               "$p$ (Holm) & pairs \\\\",
@@ -195,8 +212,10 @@ def paper_table_latex(ev: Evaluation, naed_norm: str | None = None,
     for r in printed_rows(ev):
         name = tex_escape(r.method)
         value = f"${r.mean} \\pm {r.std}$" if r.std else _tex_number(r.mean)
-        if r.is_reference:
+        if r.is_best:
             name, value = f"\\textbf{{{name}}}", f"{{\\boldmath {value}}}"
+        if r.is_reference:
+            name += "$^\\dagger$"
         lines.append(f"{name} & {value} & {_tex_number(r.p)} & {_tex_number(r.p_holm)} & "
                      f"{r.pairs} \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
@@ -219,16 +238,21 @@ def _naed_markdown(ev: Evaluation, naed_norm: str | None) -> str:
              "|---|---|---|---|---|"]
     for r in printed_rows(ev):
         name, value = _md_escape(r.method), r.value
-        if r.is_reference:
+        if r.is_best:
             name, value = f"**{name}**", f"**{value}**"
+        if r.is_reference:
+            name += f" {REF_MARK}"
         lines.append(f"| {name} | {value} | {r.p} | {r.p_holm} | {r.pairs} |")
     return "\n".join(lines)
 
 
 def naed_table_markdown(ev: Evaluation, naed_norm: str | None = None) -> str | None:
-    """The paper-style NAED table alone, as Markdown (header, rule and rows; no trailing
-    newline): what ``mibench run`` and ``mibench report`` print. None when no pair is scored."""
-    return _naed_markdown(ev, naed_norm or ev.naed_norm) if ev.paper else None
+    """The paper-style NAED table alone, as Markdown (header, rule and rows, then a blank line
+    and what bold and the reference's mark mean; no trailing newline): what ``mibench run`` and
+    ``mibench report`` print. None when no pair is scored."""
+    if not ev.paper:
+        return None
+    return _naed_markdown(ev, naed_norm or ev.naed_norm) + "\n\n" + _md_escape(legend(ev))
 
 
 def paper_table_markdown(ev: Evaluation, naed_norm: str | None = None,
@@ -283,5 +307,5 @@ def write_paper_tables(run_dir: Path, tables: PaperTables | None) -> dict[str, P
 
 
 __all__ = ["MetricTable", "PaperTables", "PrintedRow", "metric_tables", "naed_table_markdown",
-           "paper_table_latex", "paper_table_markdown", "paper_tables", "printed_rows",
+           "legend", "paper_table_latex", "paper_table_markdown", "paper_tables", "printed_rows",
            "tex_escape", "write_paper_tables"]

@@ -9,26 +9,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from mibench.errors import UserError
 from mibench.metrics import FIRE_CATEGORIES
 from mibench.reports.analysis import RunAnalysis
 from mibench.reports.figures import FIGURES
 from mibench.reports.formatting import (
+    fmt,
+    fmt_pm,
     missing,
     naed_definition,
     naed_header,
     normalised,
-    plural,
     seed_groups,
-    seed_text,
-    to_json,
 )
 from mibench.reports.overlays import Overlay
-from mibench.reports.paper_table import printed_rows
-from mibench.variants import base_name
+from mibench.reports.paper_table import REF_MARK, legend, printed_rows
+from mibench.reports.run_details import headline, run_view, single_seed_text
+from mibench.reports.timing import timing_view
 
 #: Said under a NAED figure when NAED is not normalised, where the figure is, not only in a table.
 UNNORMALISED_FIGURE = " NAED here is the mean landmark error in pixels (--naed-norm none: D = 1)."
+
+#: The per-method summary table: (summary column, heading, significant digits, which is best:
+#: "min", "max" or None, the protocol it belongs to or None for every protocol).
+SUMMARY_TABLE = (
+    ("n_pairs", "tasks", 4, None, None), ("n_scored", "scored", 4, None, None),
+    ("n_unscored", "not scored", 4, None, None), ("n_failed", "failed", 4, None, None),
+    ("naed_mean", "{naed} mean ± std", 4, "min", None),
+    ("naed_median", "{naed} median", 4, "min", None),
+    ("tre_mean", "TRE mean [px]", 4, "min", None),
+    ("tre_median", "TRE median [px]", 4, "min", None),
+    ("robustness_mean", "robustness", 3, "max", None),
+    ("rtre_median_mean", "avg median rTRE", 4, "min", "anhir"),
+    ("rank_rtre_median", "rank median rTRE", 3, "min", "anhir"),
+    ("rank_rtre_max", "rank max rTRE", 3, "min", "anhir"),
+    ("success_auc", "AUC 1–25 px", 3, "max", "fire"),
+)
 
 
 def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None
@@ -46,148 +61,9 @@ def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None
     return out
 
 
-def concurrency(a: RunAnalysis) -> tuple[int | None, bool]:
-    """The most tasks that ran at once, and whether invocations (or merged runs) differed."""
-    man, cfg = a.manifest, a.config
-    concurrent = man.get("concurrent_tasks", cfg.get("workers"))
-    try:
-        concurrent = int(concurrent)
-    except (TypeError, ValueError):
-        concurrent = None
-    runs = man.get("invocations") or man.get("merged_from") or []
-    each = {r.get("concurrent_tasks") for r in runs if isinstance(r, dict)
-            and isinstance(r.get("concurrent_tasks"), int) and r["concurrent_tasks"] > 0}
-    return concurrent, len(each) > 1
-
-
-def thread_counts(a: RunAnalysis) -> dict[int, int]:
-    """Tasks per torch thread count, from the records (``info.torch_threads``); when no record
-    says, run.json's ``threads_per_task`` (the last invocation's) as one entry with no task
-    count (0); ``{}`` when neither says."""
-    df = a.results
-    if len(df) and "torch_threads" in df and df["torch_threads"].notna().any():
-        vc = df["torch_threads"].dropna().astype(int).value_counts().sort_index()
-        return {int(k): int(v) for k, v in vc.items()}
-    t = a.manifest.get("threads_per_task")
-    return {t: 0} if isinstance(t, int) and not isinstance(t, bool) else {}
-
-
-def threads_text(counts: dict[int, int]) -> str:
-    if len(counts) == 1:
-        return str(next(iter(counts)))
-    return "; ".join(f"{plural(t, 'thread')}: {plural(n, 'task')}" for t, n in counts.items())
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _method_rows(a: RunAnalysis) -> list[dict[str, Any]]:
-    """Every method with records and the parameters its records ran with (run.json's
-    ``config.methods`` holds only the last invocation's selection), then the methods run.json
-    selects that have no records yet. ``params``: one JSON text per parameter set, None for
-    the defaults."""
-    def params(p: object) -> str | None:
-        text = p if isinstance(p, str) else to_json(p)
-        return text if text not in ("", "{}", None) else None
-
-    def how(name: str) -> str:
-        """What a derived method is (its spec's description: the estimator and optimiser)."""
-        try:
-            spec = a.registry.get("method", base_name(name)) if a.registry else None
-        except UserError:  # a plugin that no longer loads: nothing to say
-            spec = None
-        return spec.description if spec is not None and spec.derived_from else ""
-
-    rows = []
-    df = a.results
-    ran = set(df["method"]) if len(df) else set()
-    with_records = [m for m in a.order if m in ran]
-    for m in with_records:
-        sets = sorted(set(df.loc[df["method"] == m, "method_params"].dropna()))
-        rows.append({"name": m, "params": [params(p) for p in sets] or [None],
-                     "differ": len(sets) > 1, "records": True, "how": how(m)})
-    configured = a.config.get("methods")
-    for m, p in (configured.items() if isinstance(configured, dict) else []):
-        if m not in with_records:
-            rows.append({"name": m, "params": [params(p)], "differ": False, "records": False,
-                         "how": how(m)})
-    return rows
-
-
-def run_view(a: RunAnalysis) -> dict[str, Any]:
-    """What produced the run: dataset, options, methods and parameters, device, versions."""
-    cfg, man, ev = a.config, a.manifest, a.evaluation
-    dataset = cfg.get("dataset") or ", ".join(sorted(set(a.results.get("dataset", []))))
-    norm = a.naed_norm
-    concurrent, varied = concurrency(a)
-    dev = man.get("device") if isinstance(man.get("device"), dict) else {}
-    device = dev.get("name") or cfg.get("device")
-    if device and dev.get("type"):
-        device = f"{device} ({dev['type']})"
-    seeds = cfg.get("seeds")
-    seeds = ", ".join(map(str, seeds)) if isinstance(seeds, list) else seeds
-    if ev and ev.seeds:  # the records' seeds: run.json has only the last invocation's
-        sets = {tuple(v) for v in ev.seeds.values()}
-        seeds = seed_text(list(sets.pop())) if len(sets) == 1 else seed_groups(ev.seeds)
-    tasks = str(len(a.results))
-    if ev and ev.counts:
-        c = ev.counts
-        tasks += (f" ({c['pairs']} pairs; {c['failed']} failed; {c['unscored']} registered, "
-                  "not scored)")
-    reference = (f"{ev.reference} ({ev.reference_reason})" if ev and ev.reference
-                 else cfg.get("reference"))
-    # (label, text, shown as code)
-    items: list[tuple[str, str, bool]] = [
-        ("Dataset", _text(dataset), False),
-        ("Dataset options", to_json(cfg.get("dataset_params")), True),
-        ("Seeds", _text(seeds), False),
-        ("Tasks", tasks, False),
-        ("NAED normalisation", _text(norm) + (" (D = 1: NAED is the mean TRE in pixels)"
-                                              if not normalised(norm) else ""), False),
-        ("Device", _text(device), False),
-        ("Requested device", _text(cfg.get("device")), False),
-        ("Workers", _text(cfg.get("workers")), False),
-        ("Time-out [s]", _text(cfg.get("timeout")), False),
-        ("Reference method", _text(reference), False),
-        ("Concurrent tasks", _text(f"up to {concurrent}" if varied and concurrent
-                                   else concurrent), False),
-        ("Torch threads per task", threads_text(thread_counts(a)), False),
-        ("Created", _text(man.get("created")), False),
-        ("Updated", _text(man.get("updated")), False),
-    ]
-    shown = {"dataset", "dataset_params", "seeds", "naed_norm", "device", "workers", "timeout",
-             "reference", "methods"}
-    items += [(k, v if isinstance(v, str) else to_json(v), True)
-              for k, v in sorted(cfg.items()) if k not in shown]
-    machine = man.get("machine")
-    if isinstance(machine, dict):
-        items += [(f"Machine {k}", _text(v), False) for k, v in machine.items()]
-    # An empty value, or one that only says None, is left out rather than shown blank.
-    items = [(k, v, code) for k, v, code in items if v != "" and (code or v != "None")]
-    notes = man.get("dataset_notes")
-    merged = man.get("merged_from")
-    merged_rows = []
-    for s in merged if isinstance(merged, list) else []:
-        s = s if isinstance(s, dict) else {}
-        d = s.get("device") if isinstance(s.get("device"), dict) else {}
-        merged_rows.append([_text(s.get("run_dir")), _text(d.get("name")),
-                            _text(s.get("concurrent_tasks")), _text(s.get("updated")),
-                            to_json(s.get("versions"))])
-    versions = man.get("versions")
-    return {
-        "items": items,
-        "notes": [_text(n) for n in notes] if isinstance(notes, list) else [],
-        "mixed_norms": ", ".join(a.record_naed_norms) if len(a.record_naed_norms) > 1 else "",
-        "merged": merged_rows,
-        "methods": _method_rows(a),
-        "versions": [(_text(k), _text(v)) for k, v in versions.items()]
-        if isinstance(versions, dict) else [],
-    }
-
-
-def paper_view(a: RunAnalysis) -> dict[str, Any] | None:
-    """The paper-style table and what it rests on; None when no pair is scored."""
+def paper_view(a: RunAnalysis, pngs: dict[str, bytes]) -> dict[str, Any] | None:
+    """The main result: the paper-style table, the NAED figure and the page's one definition of
+    NAED mean ± std; None when no pair is scored."""
     ev = a.evaluation
     if ev is None or not ev.paper:
         return None
@@ -196,15 +72,47 @@ def paper_view(a: RunAnalysis) -> dict[str, Any] | None:
     return {"rows": printed_rows(ev), "naed": naed_header(norm), "warnings": ev.warnings,
             "definition": naed_definition(norm), "normalised": normalised(norm),
             "reference": ev.reference, "reason": ev.reference_reason,
+            "legend": legend(ev), "mark": REF_MARK,
             # per-pair values are means over each method's seeds: the same for all, or not
             "seed_groups": seed_groups(ev.seeds) if len(sets) > 1 else "",
             "n_seeds": len(next(iter(sets))) if len(sets) == 1 else 0,
+            "reused": single_seed_text(a),
+            "figures": section_figures(pngs, "naed", norm),
             "noted": ev.noted_texts(), "unpaired": ev.unpaired_text()}
 
 
+def best_flags(values: list[Any], best: str | None, sig: int) -> list[bool]:
+    """Which of ``values`` are best (``"min"`` or ``"max"``) as printed with ``sig`` significant
+    digits (ties all best); none when ``best`` is None or nothing has a value."""
+    present = [float(v) for v in values if not missing(v)]
+    if best is None or not present:
+        return [False] * len(values)
+    top = fmt(min(present) if best == "min" else max(present), sig)
+    return [not missing(v) and fmt(v, sig) == top for v in values]
+
+
 def methods_view(a: RunAnalysis) -> dict[str, Any]:
-    """The per-method summary table (``summary.csv``)."""
-    return {"rows": list(a.summary.itertuples(index=False)), "naed": naed_header(a.naed_norm),
+    """The per-method summary table (``summary.csv``): the columns the dataset's protocol
+    applies to, each cell ``{"text", "best"}``."""
+    ev, df = a.evaluation, a.summary
+    applies = {None: True, "fire": bool(ev and ev.fire_applies),
+               "anhir": bool(ev and ev.anhir_applies)}
+    naed = naed_header(a.naed_norm)
+    columns = [c for c in SUMMARY_TABLE if applies[c[4]] and c[0] in df]
+    cells = []
+    for col, _head, sig, best, _ in columns:
+        values = list(df[col])
+        flags = best_flags(values, best, sig)
+        if col == "naed_mean":
+            texts = [fmt_pm(m, s) for m, s in zip(values, df["naed_std"], strict=True)]
+        else:
+            texts = [fmt(v, sig) for v in values]
+        cells.append([{"text": t, "best": f} for t, f in zip(texts, flags, strict=True)])
+    rows = [(m, [c[i] for c in cells]) for i, m in enumerate(df["method"])]
+    hidden = [] if ev is None else ["FIRE's success AUC"] * (not ev.fire_applies) + \
+        ["ANHIR's rTRE and ranks"] * (not ev.anhir_applies)
+    return {"rows": rows, "header": [h.format(naed=naed) for _, h, _, _, _ in columns],
+            "naed": naed, "hidden": hidden,
             "baseline": [m for m in a.order if m in a.roles.baseline]}
 
 
@@ -230,7 +138,10 @@ def groups_view(a: RunAnalysis) -> dict[str, Any]:
         groups = list(dict.fromkeys(g["group"]))
         cell = {(r.group, r.method): r for r in g.itertuples(index=False)}
         rows = []
-        for m in [m for m in a.order if m in set(g["method"])]:
+        methods = [m for m in a.order if m in set(g["method"])]
+        best = {grp: best_flags([getattr(cell.get((grp, m)), "naed_mean", None)
+                                 for m in methods], "min", 4) for grp in groups}
+        for i, m in enumerate(methods):
             cells = []
             for grp in groups:
                 r = cell.get((grp, m))
@@ -242,7 +153,8 @@ def groups_view(a: RunAnalysis) -> dict[str, Any]:
                     extra.append(f"{r.n_failed} failed")
                 if r.n_tasks - r.n_scored:
                     extra.append(f"{r.n_tasks - r.n_scored} not scored")
-                cells.append({"mean": r.naed_mean, "std": r.naed_std, "extra": ", ".join(extra)})
+                cells.append({"mean": r.naed_mean, "std": r.naed_std, "extra": ", ".join(extra),
+                              "best": best[grp][i]})
             rows.append({"method": m, "cells": cells})
         header = [(grp, int(g[g["group"] == grp]["n_tasks"].max())) for grp in groups]
         tables.append({"key": key, "header": header, "rows": rows})
@@ -267,28 +179,23 @@ def _mauc_notes(a: RunAnalysis) -> list[str]:
 
 
 def success_view(a: RunAnalysis, pngs: dict[str, bytes]) -> dict[str, Any]:
-    """Success curves, with the AUC table (per FIRE category when the pairs have them)."""
+    """Success curves, with the AUC table (per FIRE category when the pairs have them); only on
+    FIRE-protocol data (``applies`` False: the section says why it is empty)."""
     ev = a.evaluation
-    view: dict[str, Any] = {"figures": section_figures(pngs, "success", a.naed_norm),
-                            "columns": []}
-    if ev is None or not ev.aucs:
+    applies = bool(ev and ev.fire_applies)
+    view: dict[str, Any] = {"figures": section_figures(pngs, "success", a.naed_norm)
+                            if applies else [], "columns": [], "applies": applies,
+                            "dataset": a.dataset or "this run's"}
+    if not applies or not ev.aucs:
         return view
     columns = ["all"] + (["S", "P", "A", "mAUC"] if ev.fire_categories else [])
+    methods = [m for m in a.order if m in ev.aucs]
+    flags = [best_flags([ev.aucs[m].get(c) for m in methods], "max", 3) for c in columns]
     view.update(columns=columns, fire=ev.fire_categories,
-                rows=[(m, [ev.aucs[m].get(c) for c in columns]) for m in a.order
-                      if m in ev.aucs],
+                rows=[(m, [{"text": fmt(ev.aucs[m].get(c), 3), "best": flags[k][i]}
+                           for k, c in enumerate(columns)]) for i, m in enumerate(methods)],
                 mauc_notes=_mauc_notes(a) if ev.fire_categories else [])
     return view
-
-
-def timing_view(a: RunAnalysis, pngs: dict[str, bytes]) -> dict[str, Any]:
-    """Timing figures, with how the tasks shared the machine."""
-    concurrent, varied = concurrency(a)
-    counts = thread_counts(a)
-    return {"concurrent": concurrent, "varied": varied,
-            "threads": next(iter(counts)) if len(counts) == 1 else None,
-            "mixed_threads": threads_text(counts) if len(counts) > 1 else "",
-            "figures": section_figures(pngs, "timing", a.naed_norm)}
 
 
 def overlays_view(a: RunAnalysis, overlays: list[Overlay], note: str) -> dict[str, Any]:
@@ -323,17 +230,17 @@ def page_view(a: RunAnalysis, pngs: dict[str, bytes], overlays: list[Overlay],
     return {
         "title": f"mibench report: {a.config.get('dataset') or a.run_dir.name}",
         "run_dir": str(a.run_dir),
+        "headline": headline(a),
         "run": run_view(a),
-        "paper": paper_view(a),
+        "paper": paper_view(a, pngs),
         "methods": methods_view(a),
         "stats": stats_view(a),
         "groups": groups_view(a),
-        "naed_figures": section_figures(pngs, "naed", a.naed_norm),
         "success": success_view(a, pngs),
-        "timing": timing_view(a, pngs),
+        "timing": timing_view(a, section_figures(pngs, "timing", a.naed_norm)),
         "overlays": overlays_view(a, overlays, overlay_note),
         "failures": failures_view(a),
     }
 
 
-__all__ = ["page_view", "section_figures"]
+__all__ = ["best_flags", "page_view", "section_figures"]

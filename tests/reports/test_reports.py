@@ -101,7 +101,7 @@ def test_report_html(run_dir):
                  "results.csv", "summary.csv", "stats.csv", "metrics.json"):
         assert (run_dir / name).stat().st_size > 0
     assert (run_dir / "fig_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for piece in ("fake", "diagonal", "Machine hostname", "0.1.0", "concurrently", "drmime",
+    for piece in ("fake", "diagonal", "Machine: hostname", "0.1.0", "concurrently", "drmime",
                   "iters", "4 thread(s) each", "<li>pair P37 excluded</li>",
                   "<li>&lt;script&gt;alert(1)&lt;/script&gt;</li>"):
         assert piece in text
@@ -180,15 +180,22 @@ def test_a_requested_reference_that_failed_everywhere_is_warned_about(tmp_path, 
 
 
 def test_methods_table_lists_every_method_with_records(tmp_path, monkeypatch):
+    """One column per method (those with records, then those run.json selects without any),
+    one row per option, values as a reader types them (no JSON), – where a method has no such
+    option."""
     # run.json's config.methods is the last invocation's: identity only
     recs = [_record("identity", p, params={}) for p in PAIRS]
-    recs += [_record("ncc", p, params={"iterations": 5}) for p in PAIRS]
+    recs += [_record("ncc", p, params={"iterations": 5, "levels": [4, 2]}) for p in PAIRS]
     html, _doc = _run(tmp_path, recs, monkeypatch,
-                      config={"methods": {"identity": {}, "later": {"x": 1}}})
+                      config={"methods": {"identity": {}, "later": {"x": None}}})
     methods = _between(html, "<h3>Methods</h3>", "</table>")
-    assert "<b>ncc</b>" in methods and "{&#34;iterations&#34;:5}" in methods
-    assert "<b>identity</b></td><td>defaults" in methods
-    assert "<b>later</b>" in methods and "no records" in methods
+    head = _between(methods, "<thead>", "</thead>")
+    assert re.findall(r"<th>(\w+)", head) == ["option", "ncc", "identity", "later"]
+    assert "no records" in head and "{" not in methods and "&#34;" not in methods
+    assert "<tr><td>iterations</td><td>5</td><td>–</td><td>–</td></tr>" in methods
+    assert "<tr><td>levels</td><td>4, 2</td><td>–</td><td>–</td></tr>" in methods
+    assert "<tr><td>x</td><td>–</td><td>–</td><td>none</td></tr>" in methods
+    assert "<b>" not in methods  # bold means best; a method's name is not
 
 
 def test_different_seed_sets_are_said_and_warned_about(tmp_path, monkeypatch):

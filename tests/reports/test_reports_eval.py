@@ -61,7 +61,10 @@ def test_paper_table_recomputed_from_results_csv(fake_run):
             assert row.std == pytest.approx(std) and paper["std"] == pytest.approx(std)
         else:
             assert np.isnan(row.std) and paper["std"] is None
-        assert f"<td>{fmt_pm(x.mean(), std)}</td>" in paper_html
+        # bold means best: the lowest mean as printed
+        cell = fmt_pm(x.mean(), std)
+        best = fmt(x.mean()) == fmt(min(means.values()))
+        assert (f"<td><b>{cell}</b></td>" if best else f"<td>{cell}</td>") in paper_html
         if row.method == "drmime":
             continue
         p = expected_p[row.method]
@@ -329,7 +332,8 @@ def _tex_rows(tex):
 
 def test_paper_tables_in_latex_and_markdown_match_stats_csv(fake_run):
     """paper_table.tex / .md: the rows of stats.csv in its order, printed as the HTML report
-    prints them, the reference in bold, and the comparison's warnings beside the table."""
+    prints them, the best (lowest mean) in bold, the reference marked (a dagger, "(ref.)"), and
+    the comparison's warnings beside the table."""
     st = pd.read_csv(fake_run / "stats.csv")
     tex = (fake_run / "paper_table.tex").read_text()
     md = (fake_run / "paper_table.md").read_text()
@@ -338,11 +342,14 @@ def test_paper_tables_in_latex_and_markdown_match_stats_csv(fake_run):
     rows = _tex_rows(tex)
     md_rows = [line.strip("|").split(" | ") for line in md.splitlines()[2:2 + len(st)]]
     assert len(rows) == len(md_rows) == len(st)
+    lowest = fmt(st["mean"].min())
     for row, md_row, ref in zip(rows, md_rows, st.itertuples(index=False), strict=True):
         name = ref.method
-        is_ref = name == "drmime"
-        assert row[0] == (f"\\textbf{{{name}}}" if is_ref else name)
-        assert md_row[0].strip() == (f"**{name}**" if is_ref else name)
+        is_ref, is_best = name == "drmime", fmt(ref.mean) == lowest
+        assert row[0] == (f"\\textbf{{{name}}}" if is_best else name) + \
+            ("$^\\dagger$" if is_ref else "")
+        assert md_row[0].strip() == (f"**{name}**" if is_best else name) + \
+            (" (ref.)" if is_ref else "")
         mean = fmt(ref.mean)
         value = f"{mean} \\pm {fmt(ref.std)}" if not np.isnan(ref.std) else mean
         assert f"${value}$" in row[1]
@@ -379,7 +386,7 @@ def test_tex_escape_and_a_method_name_with_specials():
     assert "\\textbf{ref\\_1}" in tex and "\\\\\nx\\%y & " in tex
     assert "NAED [px, $D = 1$] mean" in tex and "D = 1: NAED is the mean landmark error" in tex
     md = paper_table_markdown(ev, "none")
-    assert "| **ref\\_1** |" in md and "| NAED [px, D = 1] mean ± std |" in md
+    assert "| **ref\\_1** (ref.) |" in md and "| NAED [px, D = 1] mean ± std |" in md
 
 
 def test_fire_auc_table_matches_metrics_json(fake_run):
@@ -427,14 +434,15 @@ def test_report_and_run_print_the_paper_table(fake_run, tmp_path):
     st = pd.read_csv(fake_run / "stats.csv")
     lines = out.output.splitlines()
     head = lines.index("| Method | NAED mean ± std | p-value | p (Holm) | pairs |")
-    assert lines[head + 2].startswith("| **drmime** | ")
-    assert [line.split(" | ")[0].strip("|* ") for line in lines[head + 2:head + 2 + len(st)]] \
-        == list(st.method)
+    assert lines[head + 2].startswith("| **drmime** (ref.) | ")  # best, and the reference
+    assert [line.split(" | ")[0].removesuffix(" (ref.)").strip("|* ")
+            for line in lines[head + 2:head + 2 + len(st)]] == list(st.method)
+    assert "Bold: best (lowest NAED mean). (ref.): the reference method drmime" in out.output
     assert lines[-1] == f"report: {fake_run / 'report.html'}"
     res = _cli("run", "-m", "identity", "--limit", "2", "--workers", "0", "-q",
                "--out", str(tmp_path / "r"))
     assert res.exit_code == 0, res.output
-    assert "| **identity** | " in res.output and "report: " in res.output
+    assert "| **identity** (ref.) | " in res.output and "report: " in res.output
 
 
 def test_anhir_table_from_summary_csv(tmp_path):
