@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -256,6 +256,32 @@ def run_on_dask_worker(task: Task, ctx: WorkerContext, timeout: float | None,
     return out[0]
 
 
+class _SubmissionOrder:
+    """Which Dask tasks are taken to run now, for ``on_start``: the scheduler does not tell the
+    driver when a worker picks a task up, but it runs independent tasks in about the order they
+    were submitted, so the first ``slots`` are taken as started, and the next one waiting each
+    time a task ends. A best guess, for the progress bar only."""
+
+    def __init__(self, tasks: list[Task], on_start: OnStart | None, slots: int):
+        self.waiting = deque(tasks) if on_start is not None else deque()
+        self.on_start = on_start
+        self.ended: set[str] = set()
+        for _ in range(max(1, slots)):
+            self._next()
+
+    def _next(self) -> None:
+        while self.waiting:
+            task = self.waiting.popleft()
+            if task.key not in self.ended:  # one that ended out of order never "starts"
+                self.on_start(task)
+                return
+
+    def ended_one(self, task: Task) -> None:
+        """``task`` ended: another one takes its slot."""
+        self.ended.add(task.key)
+        self._next()
+
+
 class DaskExecutor(Executor):
     """Tasks on a Dask cluster: ``scheduler`` address, or a ``LocalCluster`` of ``workers``."""
 
@@ -326,8 +352,6 @@ class DaskExecutor(Executor):
 
     def run(self, tasks: list[Task], timeout: float | None, on_record: OnRecord,
             failure: Failure, on_start: OnStart | None = None) -> None:
-        # on_start is not called: every task is submitted at once and the driver does not see
-        # when a worker picks one up; the progress bar then times tasks by their records.
         from distributed import KilledWorker, as_completed
 
         if not tasks:
@@ -338,6 +362,7 @@ class DaskExecutor(Executor):
                                key=f"mibench-{task.key}-{run_id}", pure=False): task
             for task in tasks
         }
+        order = _SubmissionOrder(tasks, on_start, self.concurrent)
         try:
             for future in as_completed(futures):
                 task = futures[future]
@@ -349,6 +374,7 @@ class DaskExecutor(Executor):
                     record = failure(task, f"the Dask worker running this task died ({exc})")
                 on_record(record)
                 future.release()
+                order.ended_one(task)
         finally:
             left = [f for f in futures if not f.done()]
             if left:

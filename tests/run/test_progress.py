@@ -162,3 +162,19 @@ def test_a_run_without_a_terminal_logs_progress_lines(tmp_path, capsys, no_repor
     err = capsys.readouterr().err
     assert "\r" not in err
     assert "mibench: 6/6 tasks" in err and "ETA 0:00" in err
+
+
+def test_dask_tasks_are_taken_as_started_in_submission_order_as_slots_free_up():
+    from mibench.executors import _SubmissionOrder
+
+    tasks = [_task("A", f"k{i}") for i in range(5)]
+    started = []
+    order = _SubmissionOrder(tasks, lambda t: started.append(t.key), slots=2)
+    assert started == ["k0", "k1"]
+    order.ended_one(tasks[0])
+    assert started == ["k0", "k1", "k2"]
+    order.ended_one(tasks[3])  # ended before its guessed start: it never "starts", k4 does
+    assert started == ["k0", "k1", "k2", "k4"]
+    order.ended_one(tasks[1])
+    assert len(started) == 4
+    _SubmissionOrder(tasks, None, slots=2).ended_one(tasks[0])  # no callback: nothing to do
