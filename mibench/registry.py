@@ -36,6 +36,7 @@ import pluggy
 from mibench import hookspecs
 from mibench.errors import UserError
 from mibench.specs import (
+    PROTOCOLS,
     DatasetSpec,
     EstimatorSpec,
     MethodSpec,
@@ -301,6 +302,14 @@ class Registry:
             if flag.type in (bool, "bool") and not isinstance(value, bool):
                 raise PluginError(f"{where}: {flag.name} must be True or False, got "
                                   f"{_describe(value)}")
+        uses_seed = getattr(spec, "uses_seed", True)
+        if not isinstance(uses_seed, bool) and not callable(uses_seed):
+            raise PluginError(f"{where}: uses_seed must be True, False or a function of the "
+                              f"options, got {_describe(uses_seed)}")
+        protocol = getattr(spec, "protocol", "")
+        if protocol not in PROTOCOLS:
+            raise PluginError(f"{where}: protocol must be one of "
+                              f"{', '.join(map(repr, PROTOCOLS))}, got {_describe(protocol)}")
         for attr, cls in (("params", Param), ("requires", Requirement)):
             value = getattr(spec, attr)
             if not isinstance(value, (list, tuple)):

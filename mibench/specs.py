@@ -376,6 +376,10 @@ class MethodSpec(PluginSpec):
         return bool(self.uses_seed(params) if callable(self.uses_seed) else self.uses_seed)
 
 
+#: The evaluation protocols a dataset may declare (:attr:`DatasetSpec.protocol`).
+PROTOCOLS = ("", "fire", "anhir")
+
+
 @dataclass(frozen=True)
 class DatasetSpec(PluginSpec):
     """A dataset.

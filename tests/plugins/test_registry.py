@@ -224,6 +224,12 @@ def test_method_call_refuses_seeds_outside_32_bits(seed):
      r"dataset 'd': needs_data_dir must be True or False"),
     ('MethodSpec("m", "d", "x:y", needs_content=None)',
      r"method 'm': needs_content must be True or False, got None"),
+    ('MethodSpec("m", "d", "x:y", uses_seed="yes")',
+     r"method 'm': uses_seed must be True, False or a function of the options, got a str"),
+    ('EstimatorSpec("e", "d", "x:y", uses_seed=1)',
+     r"estimator 'e': uses_seed must be True or False, got an int \(1\)"),
+    ('DatasetSpec("d", "d", "x:y", protocol="FIRE")',
+     r"dataset 'd': protocol must be one of '', 'fire', 'anhir', got a str \('FIRE'\)"),
 ])
 def test_flags_of_every_kind_must_be_bools(write_plugin, spec, message):
     hook = {"E": "mibench_estimators", "D": "mibench_datasets", "M": "mibench_methods"}[spec[0]]
