@@ -91,6 +91,15 @@ def noisy(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, delay=0.0
     return MatrixTransform([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]])
 
 
+def computes(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, work=4_000_000):
+    """The identity after a fixed amount of single-threaded CPU work (``work`` loop steps): its
+    CPU time is the same whether or not it had to wait for a CPU."""
+    total = 0
+    for i in range(work):
+        total += i & 7
+    return MatrixTransform(np.eye(3))
+
+
 def _slow_start_up() -> None:
     time.sleep(1.0)
     os.environ["FAKEPLUGIN_WARMED_UP"] = "1"
@@ -130,6 +139,8 @@ def mibench_methods():
         MethodSpec("warmed", "Identity after a slow warm-up.", "helpers.fakeplugin:warmed"),
         MethodSpec("noisy", "Seeded random shift.", "helpers.fakeplugin:noisy",
                    params=(Param("delay", 0.0),)),
+        MethodSpec("computes", "Identity after fixed CPU work.", "helpers.fakeplugin:computes",
+                   params=(Param("work", 4_000_000, type=int, ge=0),), uses_seed=False),
         MethodSpec("needs-missing", "Needs a package that does not exist.",
                    "helpers.fakeplugin:raises",
                    requires=(Requirement(module="surely_not_installed_pkg",
