@@ -98,3 +98,11 @@ def test_run_on_cuda_writes_records(tmp_path):
     df = mibench.run(methods="identity,ncc", limit=1, device="cuda", workers=0,
                      out=str(tmp_path / "run"), method_options={"ncc": {"iterations": 20}})
     assert len(df) == 2 and not df["error"].notna().any()
+    from mibench.records import iter_records
+
+    records = list(iter_records(tmp_path / "run"))
+    assert all(r.device.startswith("cuda") and r.device_s is not None for r in records)
+    # The CUDA allocator's peak is measured per task (ncc allocates its pyramid on the GPU).
+    ncc = next(r for r in records if r.task.method == "ncc")
+    assert ncc.peak_gpu_mb is not None and ncc.peak_gpu_mb > 0
+    assert ncc.cpu_s is not None and ncc.peak_rss_mb > 0
