@@ -39,9 +39,10 @@ def naed_label(ctx: RunAnalysis) -> str:
 
 
 def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
-               labels: dict[str, str] | None = None):
+               labels: dict[str, str] | None = None, ax=None, hollow: str | None = None):
     """Horizontal box plot per method (summary order, best at the top) with the points on it;
-    failed tasks as red crosses.
+    failed tasks as red crosses; tasks whose ``hollow`` column is true (e.g. ``contended``) as
+    hollow circles. Draws on ``ax`` when given (its figure is returned), else on a new figure.
 
     ``log=None`` picks a log axis only when every value is positive and they span over two
     decades: a value of 0 (a perfect method's NAED) cannot be drawn on a log axis, and a linear
@@ -49,15 +50,21 @@ def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
     out, and the title says how many per method, so that no point disappears unsaid.
     """
     order = ctx.order
-    fig, ax = new_figure(height=1.2 + 0.45 * max(len(order), 1))
+    if ax is None:
+        fig, ax = new_figure(height=1.2 + 0.45 * max(len(order), 1))
+    else:
+        fig = ax.figure
     df = ctx.results
-    data, failed = [], []
+    data, failed, empty = [], [], []
     for m in order:
         g = df[df["method"] == m]
         v = g[column].to_numpy(dtype=float)
         ok = np.isfinite(v)  # NaN: registered, not scored (the tables count those)
         data.append(v[ok])
         failed.append((g["status"].to_numpy() == "failed")[ok])
+        marks = (g[hollow].fillna(False).to_numpy(dtype=bool) if hollow and hollow in g
+                 else np.zeros(len(g), dtype=bool))
+        empty.append(marks[ok])
     values = np.concatenate(data) if data else np.array([])
     if values.size == 0:
         _no_data(ax)
@@ -70,7 +77,7 @@ def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
             keep = data[i] > 0
             if not keep.all():
                 left_out[m] = int((~keep).sum())
-                data[i], failed[i] = data[i][keep], failed[i][keep]
+                data[i], failed[i], empty[i] = data[i][keep], failed[i][keep], empty[i][keep]
         if not any(d.size for d in data):
             _no_data(ax, "no value > 0 to draw on a log axis")
             return fig
@@ -81,9 +88,14 @@ def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
     ax.boxplot([data[i] for i in nonempty], positions=ys[nonempty], widths=0.6,
                showfliers=False, medianprops={"color": "black"}, **horizontal)
     rng = np.random.default_rng(0)
-    for y, d, f in zip(ys, data, failed, strict=True):
+    for y, d, f, e in zip(ys, data, failed, empty, strict=True):
         jitter = y + rng.uniform(-0.18, 0.18, d.size)
-        ax.scatter(d[~f], jitter[~f], s=10, alpha=0.6, color="tab:blue", zorder=3)
+        solid = ~f & ~e
+        ax.scatter(d[solid], jitter[solid], s=10, alpha=0.6, color="tab:blue", zorder=3)
+        if (e & ~f).any():
+            ax.scatter(d[e & ~f], jitter[e & ~f], s=18, facecolors="none",
+                       edgecolors="tab:blue", linewidths=0.9, zorder=3,
+                       label="contended (other processes competed for the CPUs)")
         if f.any():
             ax.scatter(d[f], jitter[f], s=22, marker="x", color="tab:red", zorder=4,
                        label="failed")
@@ -99,7 +111,8 @@ def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
     ax.grid(axis="x", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles[:1], labels[:1], loc="best", fontsize="small")
+        unique = dict(zip(labels, handles, strict=True))  # one entry per kind of marker
+        ax.legend(list(unique.values()), list(unique), loc="best", fontsize="small")
     fig.tight_layout()
     return fig
 
@@ -124,18 +137,43 @@ def _device_labels(ctx: RunAnalysis) -> dict[str, str]:
 
 
 def fig_time(ctx: RunAnalysis):
-    return _strip_box(ctx, "wall_s", "registration time per task [s] (log)", log=True,
-                      labels=_device_labels(ctx))
+    """Wall time per task and, when the records have it, CPU time beside it (same methods,
+    same rows); contended tasks hollow."""
+    df = ctx.results
+    labels = _device_labels(ctx)
+    has_cpu = len(df) and "cpu_s" in df and bool(df["cpu_s"].notna().any())
+    if not has_cpu:
+        return _strip_box(ctx, "wall_s", "registration time per task [s] (log)", log=True,
+                          labels=labels, hollow="contended")
+    fig, (wall, cpu) = new_figure(width=11, height=1.2 + 0.45 * max(len(ctx.order), 1),
+                                  ncols=2)
+    _strip_box(ctx, "wall_s", "wall time per task [s] (log)", log=True, labels=labels,
+               ax=wall, hollow="contended")
+    _strip_box(ctx, "cpu_s", "CPU time per task [s] (log; user + system, all threads)",
+               log=True, labels=labels, ax=cpu, hollow="contended")
+    return fig
+
+
+def trusted_time(df) -> tuple[str, str]:
+    """The time column to read and its axis label: CUDA device time where the records have it,
+    else the worker's CPU time, else wall time (records written before CPU time was measured)."""
+    for column, label in (("device_s", "device time per task [s] (log)"),
+                          ("cpu_s", "CPU time per task [s] (log)")):
+        if len(df) and column in df and df[column].notna().any():
+            return column, label
+    return "wall_s", "registration time per task [s] (log)"
 
 
 def fig_time_naed(ctx: RunAnalysis):
-    """Registration time (log x) against NAED per task; a large marker at each method's
-    medians, so that the accuracy-speed trade-off reads at a glance. Tasks without a time > 0
-    cannot be drawn on the log axis: the title counts them."""
+    """Registration time (log x; the time to trust, :func:`trusted_time`) against NAED per
+    task; a large marker at each method's medians, so that the accuracy-speed trade-off reads
+    at a glance. Tasks without a time > 0 cannot be drawn on the log axis: the title counts
+    them."""
     df = ctx.results
     fig, ax = new_figure(height=4.5)
+    time, xlabel = trusted_time(df)
     scored = df[np.isfinite(df["naed"])] if len(df) else df
-    ok = scored[scored["wall_s"] > 0] if len(scored) else scored
+    ok = scored[scored[time] > 0] if len(scored) else scored
     if ok.empty:
         _no_data(ax)
         return fig
@@ -146,10 +184,12 @@ def fig_time_naed(ctx: RunAnalysis):
         if g.empty:
             continue
         c = colours[m]
-        ax.scatter(g["wall_s"], g["naed"], s=12, alpha=0.45, color=c)
-        ax.scatter([g["wall_s"].median()], [g["naed"].median()], s=110, marker="D", color=c,
+        ax.scatter(g[time], g["naed"], s=12, alpha=0.45, color=c)
+        ax.scatter([g[time].median()], [g["naed"].median()], s=110, marker="D", color=c,
                    edgecolor="black", zorder=4, label=labels.get(m, m))
-    dropped = scored[~(scored["wall_s"] > 0)]["method"].value_counts()
+    # reused copies of a deterministic method's one run have no time: not dropped, not drawn
+    timed = scored[scored["reused_seed"].isna()] if "reused_seed" in scored else scored
+    dropped = timed[~(timed[time] > 0)]["method"].value_counts()
     if len(dropped):
         counts = ", ".join(f"{m}: {dropped[m]}" for m in ctx.order if m in dropped)
         ax.set_title(f"tasks without a time > 0 not drawn on the log axis ({counts})",
@@ -160,7 +200,7 @@ def fig_time_naed(ctx: RunAnalysis):
     naed = ok["naed"].to_numpy(dtype=float)
     if np.all(naed > 0) and naed.max() / naed.min() > 100:
         ax.set_yscale("log")
-    ax.set_xlabel("registration time per task [s] (log)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(naed_label(ctx))
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small",
@@ -226,10 +266,14 @@ FIGURES: list[FigureSpec] = [
     FigureSpec(figure_name("success"), "Success rate: share of tasks whose mean landmark error "
                "(native pixels) is below the threshold, for thresholds 1 to 25 px (FIRE "
                "protocol); AUC = mean success rate.", fig_success, "success"),
-    FigureSpec(figure_name("time"), "Registration time per task and method (wall clock, "
-               "registration alone; log axis).", fig_time, "timing"),
-    FigureSpec(figure_name("time_naed"), "Registration time against NAED per task; diamonds "
-               "mark each method's median time and median NAED.", fig_time_naed, "timing"),
+    FigureSpec(figure_name("time"), "Registration time per task and method, the registration "
+               "alone, log axes: wall clock and, where the records have it, the worker's CPU "
+               "time (right). Hollow circles: tasks that ran while other processes competed for "
+               "the CPUs; red crosses: failed tasks.", fig_time, "timing"),
+    FigureSpec(figure_name("time_naed"), "Registration time against NAED per task, in the time "
+               "to trust (device time on CUDA, else CPU time, else wall time where the records "
+               "have nothing else; see the axis); diamonds mark each method's median time and "
+               "median NAED.", fig_time_naed, "timing"),
 ]
 
 
