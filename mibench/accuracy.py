@@ -156,9 +156,10 @@ class AccuracySettings(ExecutionSettings):
 
 def plan_accuracy(registry: Registry, settings: AccuracySettings) -> EstimatorPlan:
     """One task per estimator x known-MI task (of the chosen families) x size x seed."""
+    estimators = resolve_estimators(registry, settings.estimators)
+    # After the names are checked: the task library imports torch (seconds), a typo does not.
     from mibench.assessment.known_mi import tasks
 
-    estimators = resolve_estimators(registry, settings.estimators)
     try:
         chosen = tasks(*settings.families)
     except ValueError as exc:

@@ -2,8 +2,9 @@
 and an estimate of the time left that a reader can trust.
 
 A run's tasks differ in cost by orders of magnitude between methods (``identity`` takes
-milliseconds, ``drmime`` minutes), and the tasks of one method are planned together, so a
-rate over all finished tasks (tqdm's estimate) is fooled by whichever method ran first.
+milliseconds, ``drmime`` minutes), and however they are ordered (a registration run
+interleaves methods; the estimator commands run estimator by estimator), a rate over all
+finished tasks (tqdm's estimate) is fooled by whichever tasks happened to finish first.
 :func:`eta_seconds` instead prices the tasks left of each group (method, estimator) at that
 group's own mean duration.
 

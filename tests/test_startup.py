@@ -33,6 +33,9 @@ def _run_cli(*args: str) -> tuple[int, str, list[str]]:
     (("run", "--methods", "nmx"), "unknown method 'nmx'"),
     (("run", "-O", "nmi.bins=x"), "option 'bins' expects an int"),
     (("run", "--dataset", "nope"), "unknown dataset 'nope'"),
+    (("estimators", "accuracy", "-e", "nope"), "unknown estimator 'nope'"),
+    (("estimators", "cost", "-e", "nope"), "unknown estimator 'nope'"),
+    (("estimators", "landscape", "-e", "nope"), "unknown estimator 'nope'"),
 ])
 def test_a_bad_run_option_fails_before_torch_is_imported(args, error):
     code, line, heavy = _run_cli(*args)
