@@ -117,7 +117,9 @@ def merged_manifest(run_dirs: list[Path], manifests: list[dict[str, Any]],
     seeds: set[int] = set()
     plugins: list[str] = []
     notes: list[str] = []
+    single: set[str] = set()  # a method that ignores the seed does so in every run
     for c, m in zip(configs, manifests, strict=True):
+        single.update(x for x in c.get("single_seed_methods") or [] if isinstance(x, str))
         if isinstance(c.get("methods"), dict):
             methods.update({k: v for k, v in c["methods"].items() if k not in methods})
         seeds.update(int(s) for s in c.get("seeds") or [] if isinstance(s, int))
@@ -125,6 +127,8 @@ def merged_manifest(run_dirs: list[Path], manifests: list[dict[str, Any]],
         notes += [n for n in m.get("dataset_notes") or [] if n not in notes]
     methods.update(method_params or {})
     config.update(methods=dict(sorted(methods.items())), seeds=sorted(seeds), plugins=plugins)
+    if single:
+        config["single_seed_methods"] = sorted(single)
     sources = [{"run_dir": str(d), **{k: m.get(k) for k in
                 ("versions", "device", "machine", "concurrent_tasks", "threads_per_task",
                  "created", "updated")}}

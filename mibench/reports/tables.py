@@ -67,7 +67,9 @@ def metrics_document(analysis: RunAnalysis) -> dict[str, Any]:
     and scored tasks), ``warnings`` (the report's warnings about the comparison, plain text),
     ``comparisons`` (in the paper table's order), ``friedman``, ``paper_table``, ``success``
     curves, ``groups`` and ``counts`` (with ``seeds_per_method``). ``naed_norm`` is the run's
-    NAED normaliser (``none``: NAED is the mean TRE in native pixels). NaN becomes null.
+    NAED normaliser (``none``: NAED is the mean TRE in native pixels); ``protocol`` the
+    dataset's evaluation protocol (null when its spec is unknown here; the success curves are
+    computed for every run, the report shows them on FIRE data only). NaN becomes null.
     """
     ev = analysis.evaluation
     aggregates = {}
@@ -84,6 +86,7 @@ def metrics_document(analysis: RunAnalysis) -> dict[str, Any]:
         "metric": ev.metric,
         "naed_norm": analysis.naed_norm,
         "dataset": analysis.config.get("dataset"),
+        "protocol": analysis.protocol,
         "reference": ev.reference,
         "reference_reason": ev.reference_reason,
         "reference_failures": ({"failed": failed, "scored": scored} if ev.reference else None),

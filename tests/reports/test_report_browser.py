@@ -1,5 +1,6 @@
 """report.html in a real headless browser (Debian's chromium, driven by playwright): it loads with
-no console error, every image renders, a pair id holding a script tag is shown as text, and a
+no console error, every image renders, the paper-style table is on the first screen (1280 x 900)
+and the run's details below it, a pair id holding a script tag is shown as text, and a
 screenshot is taken. Skips only when no chromium is installed."""
 
 from __future__ import annotations
@@ -49,11 +50,16 @@ def test_report_in_headless_chromium(tmp_path):
                 "img", "imgs => imgs.map(i => [i.alt, i.complete, i.naturalWidth])")
             xss = page.evaluate("typeof window.__xss")
             text = page.inner_text("body")
+            # the main result is on the first screen, the run's details below it
+            result_top = page.eval_on_selector("table.paper",
+                                               "t => t.getBoundingClientRect().bottom")
+            run_top = page.eval_on_selector("#run", "h => h.getBoundingClientRect().top")
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
             browser.close()
 
     assert errors == []
+    assert result_top < 900 < run_top, (result_top, run_top)
     assert len(widths) >= 4 and all(done and w > 0 for _alt, done, w in widths), widths
     assert xss == "undefined"
     assert EVIL in text  # shown as text, literally
