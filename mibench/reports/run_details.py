@@ -53,8 +53,26 @@ def duration_text(seconds: Any) -> str:
 
 
 def _when(value: Any) -> str:
-    """An ISO time stamp, shorter: ``2026-12-07 18:31:11`` (time zone kept when given)."""
-    return str(value).replace("T", " ") if isinstance(value, str) and value else ""
+    """An ISO time stamp as a reader reads it: ``2026-12-07 18:31:11 UTC`` (another offset kept
+    as written, e.g. ``+01:00``); empty when missing."""
+    if not isinstance(value, str) or not value:
+        return ""
+    text = value.replace("T", " ")
+    for utc in ("+00:00", "Z"):
+        if text.endswith(utc):
+            return text.removesuffix(utc) + " UTC"
+    return text
+
+
+def _span(started: str, finished: str) -> str:
+    """``"2026-12-07 18:57:14 to 18:57:51 UTC"``: the finish's date left out on the same day."""
+    if not finished:
+        return started
+    day, _, rest = finished.partition(" ")
+    if started.startswith(day + " ") and rest:
+        zone = " UTC" if started.endswith(" UTC") and rest.endswith(" UTC") else ""
+        return f"{started.removesuffix(zone)} to {rest}"
+    return f"{started} to {finished}"
 
 
 def single_seed_text(a: RunAnalysis) -> str:
@@ -156,8 +174,7 @@ def headline(a: RunAnalysis) -> str:
         parts.append(f"device {device}")
     times = run_times(a.manifest)
     if times["started"]:
-        span = f"ran {times['started']}" + (f" to {times['finished']}" if times["finished"]
-                                            else "")
+        span = f"ran {_span(times['started'], times['finished'])}"
         parts.append(span + (f" ({times['duration']})" if times["duration"] else ""))
     return "; ".join(parts) + ("." if parts else "")
 

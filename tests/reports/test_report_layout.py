@@ -195,9 +195,8 @@ def test_a_deterministic_method_is_reused_for_every_seed(tmp_path):
 
 
 def _costed(method, pair, *, wall, cpu, contended, load=0.0):
-    return _record(method, pair, wall=wall, info={
-        "cpu_s": cpu, "peak_rss_mb": 300.0 + cpu, "load_cpus": load, "cpus": 8,
-        "contended": contended})
+    return _record(method, pair, wall=wall, cpu_s=cpu, peak_rss_mb=300.0 + cpu, load_cpus=load,
+                   cpus=8, contended=contended)
 
 
 def test_timing_says_what_to_trust_and_how_many_tasks_were_contended(tmp_path):
@@ -254,11 +253,22 @@ def test_run_start_end_and_duration_are_shown(tmp_path):
     html = _build(tmp_path, recs, started=inv[0]["started"], finished=inv[1]["finished"],
                   duration_s=155.0, invocations=inv).html.read_text()
     run = html[html.index('<h2 id="run">'):]
-    assert "<th scope=\"row\">Started</th><td>2026-12-07 18:00:00+00:00</td>" in run
-    assert "<th scope=\"row\">Finished</th><td>2026-12-07 19:00:30+00:00</td>" in run
+    assert "<th scope=\"row\">Started</th><td>2026-12-07 18:00:00 UTC</td>" in run
+    assert "<th scope=\"row\">Finished</th><td>2026-12-07 19:00:30 UTC</td>" in run
     assert "<th scope=\"row\">Duration</th><td>2 min 35 s</td>" in run
     assert "<td>2 min 5 s</td>" in run and "<td>30 s</td>" in run  # one row per invocation
-    assert "ran 2026-12-07 18:00:00+00:00 to 2026-12-07 19:00:30+00:00 (2 min 35 s)" in html
+    assert "ran 2026-12-07 18:00:00 to 19:00:30 UTC (2 min 35 s)" in html
     # an old run.json: no such rows, and nothing fails
     old = _build(tmp_path / "old", recs, created="2024-01-01T00:00:00").html.read_text()
     assert "Duration</th>" not in old and "Started</th><td>2024-01-01 00:00:00</td>" in old
+
+
+def test_a_merge_keeps_the_methods_that_ignore_the_seed(tmp_path):
+    from mibench.reports.merge import merged_manifest
+
+    manifests = [{"config": {"seeds": [0, 1], "single_seed_methods": ["identity"]}},
+                 {"config": {"seeds": [2], "single_seed_methods": ["ncc", "identity"]}},
+                 {"config": {"seeds": [0]}}]
+    merged = merged_manifest([tmp_path / "a", tmp_path / "b", tmp_path / "c"], manifests, {})
+    assert merged["config"]["single_seed_methods"] == ["identity", "ncc"]
+    assert merged["config"]["seeds"] == [0, 1, 2]
