@@ -272,3 +272,21 @@ def test_a_merge_keeps_the_methods_that_ignore_the_seed(tmp_path):
     merged = merged_manifest([tmp_path / "a", tmp_path / "b", tmp_path / "c"], manifests, {})
     assert merged["config"]["single_seed_methods"] == ["identity", "ncc"]
     assert merged["config"]["seeds"] == [0, 1, 2]
+
+
+def test_on_cuda_the_device_time_is_the_one_to_trust(tmp_path):
+    recs = []
+    for p in PAIRS:
+        task, rec = _record("drmime", p, wall=3.0, cpu_s=3.1, peak_rss_mb=900.0,
+                            peak_gpu_mb=1234.5, device="cuda:0", contended=False)
+        rec.device_s = 2.5  # the helper sets None (a CPU run)
+        recs.append((task, rec))
+    timing = _section(_build(tmp_path, recs).html.read_text(), "Timing")
+    assert "Trust the device time for tasks that ran on CUDA" in timing
+    head = re.findall(r"<th>(.*?)</th>", timing)
+    assert "median device [s]" in head and "max peak GPU [MiB]" in head
+    cells = re.findall(r"<td>(.*?)</td>", re.search(r"<tr><td>drmime</td>.*?</tr>",
+                                                   timing).group(0))
+    assert cells[head.index("median device [s]")] == "2.5"
+    assert cells[head.index("max peak GPU [MiB]")] == "1234"  # 4 significant digits
+    assert "None of the 3 tasks ran while other processes competed for the CPUs." in timing
