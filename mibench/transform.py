@@ -5,6 +5,11 @@ the centre of the top-left pixel. A transform ``T`` maps *fixed* coordinates to 
 coordinates, ``p_moving ~ T @ [x, y, 1]``. Warping the moving image into the fixed frame samples the
 moving image at ``T(p)`` for every fixed pixel ``p`` (pull-back); moving landmarks are brought into
 the fixed frame with ``T^-1``.
+
+Volumes (``CONTRACTS.md``, *Volumes (3-D) and physical space*) follow the same rules one
+dimension up: a point is ``(x, y, z)`` = (index along W, along H, along D) of a ``(D, H, W)``
+array, at voxel centres, and ``T`` is a 4x4 homogeneous matrix, ``p_moving ~ T @ [x, y, z, 1]``.
+The world (millimetre) form of ``T`` is :func:`mibench.geometry.world_transform`.
 """
 
 from __future__ import annotations
@@ -20,47 +25,62 @@ class Transform(Protocol):
     """What every registration result provides, whether a matrix or a displacement field."""
 
     def fixed_to_moving(self, points: np.ndarray) -> np.ndarray:
-        """Map ``(K, 2)`` fixed-image ``(x, y)`` pixel coordinates into the moving image."""
+        """Map ``(K, 2)`` fixed-image ``(x, y)`` pixel coordinates (``(K, 3)`` ``(x, y, z)``
+        voxel coordinates for volumes) into the moving image."""
 
     def moving_to_fixed(self, points: np.ndarray) -> np.ndarray:
-        """Map ``(K, 2)`` moving-image ``(x, y)`` pixel coordinates into the fixed image."""
+        """Map ``(K, 2)`` / ``(K, 3)`` moving-image coordinates into the fixed image."""
 
-    def warp(self, moving: Any, fixed_shape: tuple[int, int]) -> Any:
-        """Resample the moving image onto the fixed image's ``(H, W)`` pixel grid."""
+    def warp(self, moving: Any, fixed_shape: tuple[int, ...]) -> Any:
+        """Resample the moving image onto the fixed image's ``(H, W)`` pixel grid (``(D, H,
+        W)`` voxel grid for volumes)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable description, read back by :func:`transform_from_dict`."""
 
 
 def _apply_homogeneous(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    n = matrix.shape[0] - 1
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.size and pts.shape[-1] != n:
+        # A (K, 2) array reshaped to (-1, 3) would be mapped silently as other points.
+        raise ValueError(f"a {n}-D transform maps (K, {n}) points, got shape {pts.shape}")
+    pts = pts.reshape(-1, n)
     homog = np.column_stack([pts, np.ones(len(pts))]) @ matrix.T
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = homog[:, :2] / homog[:, 2:3]
+        out = homog[:, :n] / homog[:, n:]
     # A point mapped to infinity (w = 0) has no image: mark it NaN rather than inf.
     out[~np.isfinite(out).all(axis=1)] = np.nan
     return out
 
 
 class MatrixTransform:
-    """An affine or perspective transform given as a 3x3 homogeneous matrix (fixed -> moving).
+    """An affine or perspective transform as a homogeneous matrix (fixed -> moving).
 
     Parameters
     ----------
-    matrix : array_like, shape (3, 3)
-        Maps fixed-image pixel coordinates ``[x, y, 1]`` to moving-image pixel coordinates
-        (up to the homogeneous scale). Stored as float64.
+    matrix : array_like, shape (3, 3) or (4, 4)
+        Maps fixed-image pixel coordinates ``[x, y, 1]`` (voxel coordinates ``[x, y, z, 1]``
+        for a 4x4 matrix) to moving-image coordinates, up to the homogeneous scale. Stored as
+        float64.
     """
 
     def __init__(self, matrix: Any):
         m = np.asarray(matrix, dtype=np.float64)
-        if m.shape != (3, 3):
-            raise ValueError(f"a transform matrix must be 3x3, got shape {m.shape}")
+        if m.shape not in ((3, 3), (4, 4)):
+            raise ValueError(f"a transform matrix must be 3x3 (2-D) or 4x4 (3-D), got shape "
+                             f"{m.shape}")
         self.matrix = m
 
     @classmethod
-    def identity(cls) -> MatrixTransform:
-        return cls(np.eye(3))
+    def identity(cls, ndim: int = 2) -> MatrixTransform:
+        """The identity in ``ndim`` = 2 (3x3) or 3 (4x4) dimensions."""
+        return cls(np.eye(ndim + 1))
+
+    @property
+    def ndim(self) -> int:
+        """2 for a 3x3 matrix (images), 3 for a 4x4 one (volumes)."""
+        return self.matrix.shape[0] - 1
 
     def __repr__(self) -> str:
         return f"MatrixTransform({self.matrix.tolist()!r})"
@@ -78,9 +98,10 @@ class MatrixTransform:
         m = self.matrix
         if not np.isfinite(m).all():
             return False
-        c = max(1.0, float(np.abs(m[:2, 2]).max()))
-        units = np.diag([c, c, 1.0])
-        m = np.diag([1 / c, 1 / c, 1.0]) @ m @ units
+        n = self.ndim
+        c = max(1.0, float(np.abs(m[:n, n]).max()))
+        units = np.diag([c] * n + [1.0])
+        m = np.diag([1 / c] * n + [1.0]) @ m @ units
         scale = np.abs(m).max()
         return scale > 0 and abs(np.linalg.det(m / scale)) > 1e-12
 
@@ -94,61 +115,82 @@ class MatrixTransform:
     def moving_to_fixed(self, points: np.ndarray) -> np.ndarray:
         return _apply_homogeneous(self.inverse_matrix, points)
 
-    def sampling_grid(self, fixed_shape: tuple[int, int], moving_shape: tuple[int, int],
+    def sampling_grid(self, fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...],
                       device=None):
-        """The ``grid_sample`` grid ``(1, H, W, 2)`` (align_corners=True) for this transform.
+        """The ``grid_sample`` grid (align_corners=True) for this transform.
 
-        Fixed pixels that map behind the camera (perspective, w <= 0) get a grid value outside
-        [-1, 1] so that they read the padding value.
+        Parameters
+        ----------
+        fixed_shape, moving_shape : (H, W) or (D, H, W)
+            Spatial shapes of the output grid and of the image sampled; as many axes as the
+            transform has dimensions.
+
+        Returns
+        -------
+        Tensor ``(1, H, W, 2)`` or ``(1, D, H, W, 3)``, float32
+            The last axis is ``(x, y[, z])`` scaled to [-1, 1] over the moving image's voxel
+            centres. Fixed pixels that map behind the camera (perspective, w <= 0) get a value
+            outside [-1, 1] so that they read the padding value.
         """
         import torch
 
-        h, w = fixed_shape
-        hm, wm = moving_shape
+        n = self.ndim
+        if len(fixed_shape) != n or len(moving_shape) != n:
+            raise ValueError(f"a {n}-D transform samples {n}-D grids, got fixed "
+                             f"{tuple(fixed_shape)} and moving {tuple(moving_shape)}")
         mat = torch.as_tensor(self.matrix, dtype=torch.float64, device=device)
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float64, device=device),
-            torch.arange(w, dtype=torch.float64, device=device),
-            indexing="ij",
-        )
-        pts = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1) @ mat.T
-        z = pts[..., 2]
-        behind = z <= 0
-        z = torch.where(behind, torch.ones_like(z), z)
-        mx, my = pts[..., 0] / z, pts[..., 1] / z
-        gx = 2 * mx / max(wm - 1, 1) - 1
-        gy = 2 * my / max(hm - 1, 1) - 1
-        grid = torch.stack([gx, gy], dim=-1)
+        axes = torch.meshgrid(*(torch.arange(s, dtype=torch.float64, device=device)
+                                for s in fixed_shape), indexing="ij")
+        # meshgrid gives (z, y, x) / (y, x) order; points are (x, y[, z]).
+        pts = torch.stack([*axes[::-1], torch.ones_like(axes[0])], dim=-1) @ mat.T
+        w = pts[..., n]
+        behind = w <= 0
+        w = torch.where(behind, torch.ones_like(w), w)
+        sizes = moving_shape[::-1]  # (W, H[, D]), matching (x, y[, z])
+        grid = torch.stack([2 * pts[..., i] / w / max(sizes[i] - 1, 1) - 1 for i in range(n)],
+                           dim=-1)
         grid = torch.where(behind[..., None], torch.full_like(grid, -2.0), grid)
         return grid[None].float()
 
-    def warp(self, moving: Any, fixed_shape: tuple[int, int], *, mode: str = "bilinear",
+    def warp(self, moving: Any, fixed_shape: tuple[int, ...], *, mode: str = "bilinear",
              padding_value: float = 0.0) -> Any:
         """Pull the moving image back into the fixed frame.
 
         Parameters
         ----------
-        moving : Tensor ``(B, C, Hm, Wm)`` or ndarray ``(Hm, Wm)`` / ``(Hm, Wm, C)``
-            Tensors stay on their device; arrays give an array back in the same layout.
-        fixed_shape : (H, W)
+        moving : Tensor or ndarray
+            2-D: Tensor ``(B, C, Hm, Wm)`` or ndarray ``(Hm, Wm)`` / ``(Hm, Wm, C)``.
+            3-D (4x4 matrix): Tensor ``(B, C, Dm, Hm, Wm)`` or ndarray ``(Dm, Hm, Wm)`` /
+            ``(Dm, Hm, Wm, C)``. Tensors stay on their device; arrays give an array back in the
+            same layout.
+        fixed_shape : (H, W) or (D, H, W)
             The output grid.
         mode : {"bilinear", "nearest"}
+            ``"bilinear"`` is trilinear on volumes (``grid_sample``'s name for both).
         padding_value : float
             Value of fixed pixels that map outside the moving image.
         """
         import torch
         import torch.nn.functional as F
 
+        n = self.ndim
         as_numpy = isinstance(moving, np.ndarray)
         if as_numpy:
+            if moving.ndim not in (n, n + 1):
+                raise ValueError(f"a {n}-D transform warps arrays of {n} or {n + 1} axes, got "
+                                 f"shape {moving.shape}")
             arr = moving.astype(np.float32, copy=False)
             tensor = torch.from_numpy(np.ascontiguousarray(arr))
-            tensor = tensor[None, None] if arr.ndim == 2 else tensor.permute(2, 0, 1)[None]
+            # Channels last in numpy, first in torch.
+            tensor = tensor[None, None] if arr.ndim == n else tensor.movedim(-1, 0)[None]
         else:
             tensor = moving
+            if tensor.dim() != n + 2:
+                raise ValueError(f"a {n}-D transform warps tensors of {n + 2} axes (B, C, ...), "
+                                 f"got shape {tuple(tensor.shape)}")
         b = tensor.shape[0]
-        grid = self.sampling_grid(tuple(fixed_shape), tuple(tensor.shape[-2:]), tensor.device)
-        grid = grid.to(tensor.dtype).expand(b, -1, -1, -1)
+        grid = self.sampling_grid(tuple(fixed_shape), tuple(tensor.shape[2:]), tensor.device)
+        grid = grid.to(tensor.dtype).expand(b, *([-1] * (n + 1)))
         if padding_value == 0.0:
             out = F.grid_sample(tensor, grid, mode=mode, padding_mode="zeros", align_corners=True)
         else:
@@ -159,8 +201,8 @@ class MatrixTransform:
             out, inside = both[:, :-1], both[:, -1:]
             out = out + (1 - inside) * padding_value
         if as_numpy:
-            res = out[0].permute(1, 2, 0).numpy()
-            return res[..., 0] if moving.ndim == 2 else res
+            res = out[0].movedim(0, -1).numpy()
+            return res[..., 0] if moving.ndim == n else res
         return out
 
     def to_dict(self) -> dict[str, Any]:
