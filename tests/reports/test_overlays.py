@@ -15,14 +15,16 @@ from mibench.reports.analysis import analyse_run
 from mibench.reports.overlays import (
     PairSource,
     draw_panels,
+    identity_strided,
     landmark_vectors,
     make_overlays,
     method_panels,
     params_key,
+    warp_strided,
 )
 from mibench.runner import run_benchmark
 from mibench.settings import RunSettings
-from mibench.transform import transform_from_dict
+from mibench.transform import MatrixTransform, transform_from_dict
 
 METHODS = ("identity", "noisy", "oracle", "raises")
 
@@ -71,6 +73,8 @@ def test_error_vectors_match_a_hand_computation(toy_run):
 
 
 def test_drawn_vectors_join_fixed_and_mapped_landmarks(toy_run):
+    from matplotlib.collections import LineCollection
+
     a = analyse_run(toy_run)
     pair_id = "toy-1"
     panels, shown = method_panels(a, pair_id)
@@ -85,9 +89,9 @@ def test_drawn_vectors_join_fixed_and_mapped_landmarks(toy_run):
             mapped = pair.moving_landmarks
         else:
             mapped, _ = _by_hand(t.matrix, pair)
-        lines = [ln.get_xydata() for ln in ax.lines]
-        assert len(lines) == len(pair.fixed_landmarks)
-        got = np.array([[xy[0], xy[1]] for xy in lines])  # (K, 2 ends, 2)
+        (vectors,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+        got = np.array(vectors.get_segments())  # (K, 2 ends, (x, y))
+        assert got.shape == (len(pair.fixed_landmarks), 2, 2)
         np.testing.assert_allclose(got[:, 0], pair.fixed_landmarks / 2, atol=1e-9)
         np.testing.assert_allclose(got[:, 1], mapped / 2, atol=1e-9)
         if rec is not None:
@@ -131,6 +135,17 @@ def test_a_failed_task_shows_its_initial_error(toy_run):
     np.testing.assert_allclose(by_hand, rec.initial_errors)
     assert panels[0].title.startswith("before registration") and f"{initial:.4g} px" in \
         panels[0].title
+
+
+@pytest.mark.parametrize("moving_shape", [(20, 30), (40, 17), (33, 33)])
+def test_identity_display_is_the_identity_warp(moving_shape):
+    moving = np.random.default_rng(1).random(moving_shape).astype(np.float32)
+    for step in (1, 2, 3):
+        expected = MatrixTransform.identity().warp(moving, (33, 25))[::step, ::step]
+        np.testing.assert_allclose(identity_strided(moving, (33, 25), step), expected,
+                                   atol=1e-5)  # grid_sample rounds in float32
+        np.testing.assert_allclose(warp_strided(moving, None, (33, 25), step), expected,
+                                   atol=1e-5)  # grid_sample rounds in float32
 
 
 def test_pairs_are_loaded_once_for_overlays_and_pages(toy_run):

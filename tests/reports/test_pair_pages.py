@@ -3,6 +3,7 @@ seed the median one, pages spread over the reference's ranking and linked from t
 
 from __future__ import annotations
 
+import base64
 import re
 from html import unescape
 
@@ -44,7 +45,9 @@ def test_each_page_lists_every_task_of_its_pair(seeded_run):
     ran = df[df.reused_seed.isna()]
     for pair_id in sorted(df.pair_id.unique()):
         html = (seeded_run / "pairs" / f"{pair_id}.html").read_text()
-        assert 'href="../report.html"' in html and html.count("data:image/png;base64,") == 1
+        assert 'href="../report.html"' in html and html.count("data:image/") == 1
+        (data,) = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', html)
+        assert base64.b64decode(data)[:3] == b"\xff\xd8\xff"  # a JPEG
         rows = _rows(html)
         mine = ran[ran.pair_id == pair_id]
         assert len(rows) == len(mine)
