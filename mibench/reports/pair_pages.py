@@ -104,7 +104,9 @@ def pair_view(ctx: RunAnalysis, pair_id: str, jpeg: bytes, shown: Sequence[Any]
         "naed_header": naed_header(first.naed_norm if first else ctx.naed_norm),
         "naed_norm": first.naed_norm if first else ctx.naed_norm,
         "norm_length": first.norm_length if first else None,
-        "meta": dict(first.meta) if first and first.meta else {},
+        # Labels only (category, family): a stored matrix or crop is no help to a reader.
+        "meta": {k: v for k, v in ((first.meta or {}) if first else {}).items()
+                 if isinstance(v, str | int | float | bool)},
         "reference": ev.reference if ev is not None else None,
         "several_seeds": bool(ctx.results["seed"].nunique() > 1) if len(ctx.results) else False,
     }

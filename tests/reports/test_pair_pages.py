@@ -36,8 +36,8 @@ def seeded_run(tmp_path_factory):
 
 def _rows(html: str) -> list[list[str]]:
     body = html[html.index("<tbody>"):html.index("</tbody>")]
-    return [[unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td>(.*?)</td>", tr)]
-            for tr in re.findall(r"<tr>(.*?)</tr>", body)]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", body)]
+    return [[unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in row] for row in cells]
 
 
 def test_each_page_lists_every_task_of_its_pair(seeded_run):
@@ -46,6 +46,7 @@ def test_each_page_lists_every_task_of_its_pair(seeded_run):
     for pair_id in sorted(df.pair_id.unique()):
         html = (seeded_run / "pairs" / f"{pair_id}.html").read_text()
         assert 'href="../report.html"' in html and html.count("data:image/") == 1
+        assert re.search(r"group: [ab]<", html)  # the pair's labels
         (data,) = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', html)
         assert base64.b64decode(data)[:3] == b"\xff\xd8\xff"  # a JPEG
         rows = _rows(html)
@@ -60,6 +61,7 @@ def test_each_page_lists_every_task_of_its_pair(seeded_run):
             assert r[3:7] == [fmt(t.naed), fmt(t.tre_mean), fmt(t.ire_mean), fmt(t.wall_s)]
             if method == "raises":  # failed: scored with its initial error
                 assert r[2] == "failed" and r[4] == r[5] and "always fails" in r[7]
+                assert '<td class="warn">failed</td>' in html
 
 
 def test_the_shown_seed_is_the_median_one(seeded_run):
