@@ -414,8 +414,8 @@ def make_overlays(ctx: RunAnalysis, methods: Sequence[str] | None = None,
         pick = {"best": tasks["naed"].idxmin(), "worst": tasks["naed"].idxmax()}
         row = tasks.loc[pick[label]] if label in pick else median_task(tasks)
         rec = records[str(row["key"])]
-        try:
-            transform = transform_from_dict(rec.transform)
+        try:  # (the per-method figure shows such a method's panel with a note instead)
+            transform = None if label == "methods" else transform_from_dict(rec.transform)
         except ValueError as exc:  # a plugin's own Transform type: stored, but not redrawable
             return out, (f"The transform of {ref} on pair {pair_id} cannot be rebuilt from its "
                          f"record ({exc}): overlays need a matrix transform.")

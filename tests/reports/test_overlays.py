@@ -168,3 +168,21 @@ def test_a_lost_dataset_is_a_note(tmp_path, toy_run):
     assert "cannot be loaded here" in text and "fig_overlay" not in text
     assert not list(run.glob("fig_overlay_*")) and not list((run / "pairs").glob("*.html"))
     assert "pairs/" not in text
+
+
+def test_a_transform_that_cannot_be_rebuilt_gets_a_note_panel(tmp_path, toy_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    for path in (run / "records" / "oracle").glob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["transform"] = {"type": "shift", "dx": 1.0}  # a plugin's own transform type
+        path.write_text(json.dumps(rec))
+    a = analyse_run(run)
+    panels, shown = method_panels(a, "toy-0")
+    (panel,) = [p for p, r in zip(panels[1:], shown, strict=True) if r.task.method == "oracle"]
+    assert panel.transform is None and "cannot be" in panel.note
+    fig = draw_panels(_toy_pair("toy-0"), panels, "t")
+    assert any("cannot be" in t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "oracle" in make_overlays(a)[0][-1].methods
