@@ -10,7 +10,9 @@ building the report stays quick.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,16 @@ PAIRS_DIR = "pairs"
 MAX_PAIR_PAGES = 24
 
 
+#: A pair id that is a safe file name, as the conventions require of a dataset.
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
+
+
 def page_href(pair_id: str) -> str:
-    """The page of ``pair_id``, relative to the run directory (pair ids are file-name safe)."""
-    return f"{PAIRS_DIR}/{pair_id}.html"
+    """The page of ``pair_id``, relative to the run directory: ``pairs/<pair_id>.html``, or
+    for an id that is no safe file name (a record may hold anything) a digest of it."""
+    name = pair_id if SAFE_ID.fullmatch(pair_id) else (
+        "pair-" + hashlib.sha1(pair_id.encode()).hexdigest()[:12])
+    return f"{PAIRS_DIR}/{name}.html"
 
 
 def ranked_pairs(ctx: RunAnalysis) -> pd.Series:

@@ -99,3 +99,13 @@ def test_pages_are_spread_over_the_ranking_and_linked(seeded_run, monkeypatch):
     build_reports(seeded_run, pair_pages=0)
     assert not list((seeded_run / "pairs").glob("*.html"))
     assert "pairs/" not in (seeded_run / "report.html").read_text()
+
+
+def test_page_names_are_safe_file_names():
+    from mibench.reports.pair_pages import page_href
+
+    assert page_href("fundus-000") == "pairs/fundus-000.html"
+    for bad in ("../x", "a/b", "<script>", ".hidden", "", "x" * 300):
+        href = page_href(bad)
+        assert re.fullmatch(r"pairs/pair-[0-9a-f]{12}\.html", href), href
+    assert page_href("a/b") != page_href("a/c")
