@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mibench.estimators import cmif as cm  # noqa: E402
+from mibench.estimators import cmif_compiled  # noqa: E402
 from mibench.methods.cmif import rotate_labels  # noqa: E402
 from mibench.tensors import resolve_device  # noqa: E402
 
@@ -168,11 +169,12 @@ def package_grid(fixed_shape, moving_shape) -> cm.ShiftGrid:
 # (c) and its bare FFT count
 
 
-def run_cmif(side: cm.FixedSpectra, lb: torch.Tensor, k: int, batch: int, min_overlap: float):
+def run_cmif(side: cm.FixedSpectra, lb: torch.Tensor, k: int, batch: int, min_overlap: float,
+             entropy_pass: str = "auto"):
     maps = []
     for start in range(0, lb.shape[0], batch):
         out = cm.cmif_from_labels(side, lb[None, start:start + batch], k,
-                                  min_overlap=min_overlap)
+                                  min_overlap=min_overlap, entropy_pass=entropy_pass)
         maps.append(out.value[0])
     return torch.cat(maps)
 
@@ -356,7 +358,13 @@ def case_large(args, device, name):
     side = prep()
     jb, inv = fft_plan(side, lb, k)
     ja = side.spectra.shape[1]
-    c_val = run_cmif(side, lb, k, args.angle_batch, min_overlap)
+    compile_s0 = cmif_compiled.compile_seconds()
+    t0 = time.perf_counter()
+    c_val = run_cmif(side, lb, k, args.angle_batch, min_overlap, args.entropy_pass)
+    first_s = time.perf_counter() - t0
+    compile_s = cmif_compiled.compile_seconds() - compile_s0
+    e_val = run_cmif(side, lb, k, args.angle_batch, min_overlap, "eager")
+    diff_pass = float((c_val - e_val).abs().max())
     # (b) on the first angles only: its value must equal (c)'s where (c)'s is valid.
     check = min(2, angles)
     b_val = straightforward(la, lb[:check], k, grid)
@@ -371,15 +379,20 @@ def case_large(args, device, name):
     p_val = straightforward(la, lb[:check], k, pgrid)
     valid = c_chk.valid[0, :, :sy, :sx]
     diff_p = float(torch.where(valid, (p_val - c_chk.value[0, :, :sy, :sx]).abs(), 0).max())
-    del c_val
+    del c_val, e_val
+    passes = {"cmif": args.entropy_pass}
+    if args.entropy_pass != "eager":
+        passes["cmif_eager"] = "eager"
     t, faults = timed_together({
-        "cmif": lambda: run_cmif(prep(), lb, k, args.angle_batch, min_overlap),
+        **{name: (lambda ep=ep: run_cmif(prep(), lb, k, args.angle_batch, min_overlap, ep))
+           for name, ep in passes.items()},
         "straightforward": lambda: straightforward(la, lb, k, grid),
         "package_grid": lambda: straightforward(la, lb, k, pgrid),
         "bare": bare_fft(side, angles, jb, args.angle_batch, device, as_called=False),
         "called": bare_fft(side, angles, jb, args.angle_batch, device, as_called=True),
     }, device, args.repeats)
-    ops = (profile_ops(lambda: run_cmif(prep(), lb, k, args.angle_batch, min_overlap), device,
+    ops = (profile_ops(lambda: run_cmif(prep(), lb, k, args.angle_batch, min_overlap,
+                                        args.entropy_pass), device,
                        args.repeats, args.profile) if args.profile else None)
     return {"case": name, "desc": desc, "grid": list(grid.fft_shape), "templates": angles,
             "fft_per_template": {"cmif": f"{jb} R2C + {inv} C2R (+{ja} R2C once)",
@@ -387,6 +400,9 @@ def case_large(args, device, name):
             "package_grid": list(pgrid.fft_shape),
             "straightforward_s": t["straightforward"],
             "straightforward_package_grid_s": t["package_grid"], "cmif_s": t["cmif"],
+            **({"cmif_eager_s": t["cmif_eager"]} if "cmif_eager" in t else {}),
+            "entropy_pass": args.entropy_pass, "first_call_s": first_s,
+            "compile_s": compile_s, "max_abs_diff_pass_vs_eager": diff_pass,
             "bare_fft_s": t["bare"], "bare_fft_as_called_s": t["called"],
             "page_faults_per_call": {name: int(n) for name, n in faults.items()},
             "max_abs_diff_b_vs_c": diff, "max_abs_diff_b_package_grid_vs_c": diff_p,
@@ -451,6 +467,9 @@ def main(argv=None):
     ap.add_argument("--angles", type=int, default=32)
     ap.add_argument("--angle-batch", type=int, default=8)
     ap.add_argument("--levels", type=int, default=8)
+    ap.add_argument("--entropy-pass", default="compiled", choices=("auto", "compiled", "eager"),
+                    help="cmif's entropy pass; unless eager, cmif is also timed eager "
+                    "(cmif_eager) in the same rounds")
     ap.add_argument("--clock", default="wall", choices=tuple(CLOCKS),
                     help="wall time, or this process's CPU time (one thread, shared machine)")
     ap.add_argument("--json", action="store_true", help="print one JSON line per case")
@@ -497,6 +516,10 @@ def main(argv=None):
             print(f"  cmif / bare FFT count: {res['cmif_s'] / res['bare_fft_s']:.2f} "
                   f"(standard rfft2/irfft2; as called: "
                   f"{res['cmif_s'] / res['bare_fft_as_called_s']:.2f})")
+        if "cmif_eager_s" in res:
+            print(f"  cmif eager / bare FFT count: "
+                  f"{res['cmif_eager_s'] / res['bare_fft_s']:.2f}; speed-up of cmif eager vs "
+                  f"straightforward: {res['straightforward_s'] / res['cmif_eager_s']:.2f}x")
         if "brute_s" in res:
             print(f"  speed-up of cmif vs brute force: {res['brute_s'] / res['cmif_s']:.0f}x")
         sys.stdout.flush()

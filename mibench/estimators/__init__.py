@@ -9,6 +9,7 @@ estimator also gives a registration method of its name (:mod:`mibench.methods.de
 from mibench.estimators.options import (
     BSPLINE_KERNELS,
     CMIF_NORMALISATIONS,
+    ENTROPY_PASSES,
     MINE_MIN_PIXELS,
     NMI_NORMALISATIONS,
     PRECISIONS,
@@ -212,6 +213,11 @@ def mibench_estimators():
                 Param("precision", "auto", "FFT precision: auto = float32 while the counts "
                       "stay exact (<= 2^18 pixels of overlap), else float64",
                       choices=PRECISIONS),
+                Param("entropy_pass", "auto", "per-shift entropy pass compiled by "
+                      "torch.compile (eager fallback, one warning), eager, or auto = compiled "
+                      "on CUDA, and on the CPU after 120 s of eager passes in the process; "
+                      "same values",
+                      choices=ENTROPY_PASSES),
                 Param("seed", 0, "seed of the k-means quantiser", ge=0, le=MAX_SEED),
             ),
             higher_is_better=True,

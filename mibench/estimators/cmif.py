@@ -77,11 +77,13 @@ Precision
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 
 from mibench.errors import check_choice
+from mibench.estimators import cmif_compiled as compiled
 from mibench.estimators.histogram import normalised_mi
 from mibench.estimators.options import CMIF_NORMALISATIONS, PRECISIONS, QUANTISERS
 from mibench.estimators.quantise import quantise
@@ -490,7 +492,8 @@ def _sum64(x: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
-def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int):
+def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int,
+                          entropy_pass: str = "auto"):
     """Overlap and entropy sums of every shift, for moving label images against ``fixed``.
 
     Parameters
@@ -501,6 +504,10 @@ def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int
         ``R`` moving label images per fixed image (e.g. ``R`` rotations), ``-1`` outside the mask.
     levels : int
         ``K_B``.
+    entropy_pass : {"auto", "compiled", "eager"}
+        The per-shift entropy pass compiled (:mod:`.cmif_compiled`; same values within float
+        rounding, an eager fallback with one warning) or eager; ``auto``: compiled on CUDA, and
+        on the CPU once the process has spent ``AUTO_EAGER_SECONDS`` in eager passes.
 
     Returns
     -------
@@ -523,13 +530,26 @@ def cmif_counts_entropies(fixed: FixedSpectra, labels: torch.Tensor, levels: int
     ha, hb, hab = (torch.empty(shape, dtype=torch.float64, device=device) for _ in range(3))
     chunk, group = fft_batches(grid, dtype, r, levels, device)
     work = _Workspace(device)
+    kernels = compiled.kernels(device) if compiled.use_compiled(entropy_pass, device) else None
+    start = time.perf_counter()
     for bi in range(b):
         for r0 in range(0, r, chunk):
             part = slice(r0, min(r, r0 + chunk))
-            sums = _chunk_entropies(fixed, bi, labels[bi, part], levels, moving_full,
-                                    inv_ref[bi, part], work, group)
+            args = (fixed, bi, labels[bi, part], levels, moving_full, inv_ref[bi, part], work,
+                    group)
+            sums = None
+            if kernels is not None:
+                try:
+                    sums = _chunk_entropies_compiled(*args, kernels)
+                except Exception as err:  # noqa: BLE001 - any failure falls back, once
+                    compiled.fail(device, f"{type(err).__name__}: {err}".splitlines()[0])
+                    kernels = None
+            if sums is None:
+                sums = _chunk_entropies(*args)
             for out, value in zip((n, ha, hb, hab), sums, strict=True):
                 out[bi, part] = value
+    if kernels is None and entropy_pass == "auto":
+        compiled.note_eager(time.perf_counter() - start)
     return n, ha, hb, hab
 
 
@@ -614,6 +634,49 @@ def _chunk_entropies(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int
     return n, ha, hb, hab
 
 
+def _chunk_entropies_compiled(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int,
+                              moving_full: bool, inv_ref: torch.Tensor, work: _Workspace,
+                              group: int, kernels: compiled.Kernels):
+    """:func:`_chunk_entropies` with the compiled kernels of :mod:`.cmif_compiled` consuming
+    each row of counts in one pass and finishing in another; None where there is no FFT to
+    do (one level on a side without a mask: the eager pass handles it)."""
+    grid, dtype = fixed.grid, fixed.dtype
+    (sy, sx), (p, q) = grid.size, grid.fft_shape
+    t = labels.shape[0]
+    ja = fixed.spectra.shape[1]
+    jb = kb - 1 if moving_full else kb
+    if ja == 0 or jb == 0:
+        return None
+    inv_map = inv_ref.view(t, 1, 1)
+    inv_lev = inv_ref.view(t, 1, 1, 1)
+    # The transformed columns only, so that the row kernel sees one stride pattern.
+    colsum = work.take("colsum", (t, jb, sy, sx), dtype).zero_()
+    s_ab = work.take("s_ab", (t, sy, sx), torch.float64).zero_()
+    rows = work.take("rows", (t, ja, sy, sx), dtype)
+    spec_b = _forward_padded(_indicators(labels, jb, dtype), (p, q), fixed.split)
+    torch.conj_physical_(spec_b)
+    prod = work.take("prod", spec_b.shape, spec_b.dtype)
+    for i in range(ja):
+        torch.mul(spec_b, fixed.spectra[bi, i], out=prod)
+        for j0 in range(0, jb, group):
+            j1 = min(jb, j0 + group)
+            counts = _inverse_crop(prod[:, j0:j1], (p, q), (sy, sx), fixed.split)
+            part = kernels.row(counts, colsum[:, j0:j1], s_ab, inv_lev)
+            if j0 == 0:
+                rows[:, i].copy_(part)
+            else:
+                rows[:, i] += part
+            del counts, part
+    del spec_b
+    box_a = fixed.box_sums()[bi] if moving_full else None
+    col = None
+    if fixed.full:
+        (y0, x0), (h, w), (hm, wm) = grid.origin, fixed.shape, labels.shape[-2:]
+        col = _box_counts(labels.flip(-2, -1), kb, (y0 + hm - h, h, sy),
+                          (x0 + wm - w, w, sx)).to(dtype)
+    return kernels.finish(s_ab, colsum, rows, box_a, col, inv_map)
+
+
 def _normalised(n, ha, hb, hab, normalisation: str) -> torch.Tensor:
     """The map's value from its entropies: the MI in nats (``"none"``), or an NMI variant."""
     check_choice("normalisation", normalisation, CMIF_NORMALISATIONS)
@@ -624,7 +687,8 @@ def _normalised(n, ha, hb, hab, normalisation: str) -> torch.Tensor:
 
 
 def cmif_from_labels(fixed: FixedSpectra, labels: torch.Tensor, levels: int, *,
-                     min_overlap: float = 0.5, normalisation: str = "none") -> CMIFMap:
+                     min_overlap: float = 0.5, normalisation: str = "none",
+                     entropy_pass: str = "auto") -> CMIFMap:
     """MI map of moving label images against a prepared fixed side.
 
     Parameters
@@ -640,13 +704,15 @@ def cmif_from_labels(fixed: FixedSpectra, labels: torch.Tensor, levels: int, *,
     normalisation : {"none", "studholme", "arithmetic", "joint", "geometric"}
         ``none``: MI in nats; the others are the NMI variants of
         :func:`mibench.estimators.histogram.normalised_mi`.
+    entropy_pass : {"auto", "compiled", "eager"}
+        See :func:`cmif_counts_entropies`.
 
     Returns
     -------
     CMIFMap
         ``value``, ``overlap``, ``valid`` of shape ``(B, R, Sy, Sx)``.
     """
-    n, ha, hb, hab = cmif_counts_entropies(fixed, labels, levels)
+    n, ha, hb, hab = cmif_counts_entropies(fixed, labels, levels, entropy_pass)
     moving_count = (labels >= 0).flatten(2).sum(-1)
     largest = torch.minimum(fixed.mask_count[:, None], moving_count).to(n.dtype)
     least = (min_overlap * largest).clamp_min(1)[..., None, None]
@@ -677,7 +743,7 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
              moving_mask: torch.Tensor | None = None, *, levels: int = 8,
              levels_moving: int = 0, quantisation: str = "kmeans", shifts: str = "full",
              min_overlap: float = 0.5, normalisation: str = "none", precision: str = "auto",
-             seed: int = 0) -> CMIFMap:
+             entropy_pass: str = "auto", seed: int = 0) -> CMIFMap:
     """MI of two images for every integer shift of the moving image (CMIF).
 
     Parameters
@@ -699,6 +765,9 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
         ``none``: MI in nats; else the NMI variant (as the ``nmi`` estimator).
     precision : {"auto", "float32", "float64"}
         FFT precision (module docstring); float64 input always computes in float64.
+    entropy_pass : {"auto", "compiled", "eager"}
+        The per-shift entropy pass compiled by ``torch.compile`` or eager (same values within
+        float rounding; see :func:`cmif_counts_entropies`).
     seed : int
         Seed of the k-means quantiser.
 
@@ -725,13 +794,14 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
     dtype = _dtypes(precision, largest, like)
     side = FixedSpectra(fixed_labels, levels, grid, tuple(moving_labels.shape[-2:]), dtype)
     out = cmif_from_labels(side, moving_labels[:, None], levels_moving, min_overlap=min_overlap,
-                           normalisation=normalisation)
+                           normalisation=normalisation, entropy_pass=entropy_pass)
     return CMIFMap(out.value[:, 0], out.overlap[:, 0], out.valid[:, 0], out.origin)
 
 
 def cmif(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None, *,
          levels: int = 8, levels_moving: int = 0, quantisation: str = "kmeans",
-         normalisation: str = "none", precision: str = "auto", seed: int = 0) -> torch.Tensor:
+         normalisation: str = "none", precision: str = "auto", entropy_pass: str = "auto",
+         seed: int = 0) -> torch.Tensor:
     """The ``cmif`` estimator: the CMIF value at shift 0 (the pair as given), ``(B,)``.
 
     This is the plug-in MI (or normalised MI) of the quantised images over ``mask``, i.e. one
@@ -743,10 +813,11 @@ def cmif(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = 
     fixed, moving : Tensor ``(B, C, H, W)``
     mask : Tensor ``(B, 1, H, W)`` bool, optional
         Pixels to use, in both images.
-    levels, levels_moving, quantisation, normalisation, precision, seed
+    levels, levels_moving, quantisation, normalisation, precision, entropy_pass, seed
         As :func:`cmif_map`.
     """
     out = cmif_map(fixed, moving, mask, mask, levels=levels, levels_moving=levels_moving,
                    quantisation=quantisation, shifts="zero", min_overlap=0.0,
-                   normalisation=normalisation, precision=precision, seed=seed)
+                   normalisation=normalisation, precision=precision,
+                   entropy_pass=entropy_pass, seed=seed)
     return out.value[:, 0, 0]

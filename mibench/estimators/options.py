@@ -30,6 +30,9 @@ SMOOTH_KERNELS = BSPLINE_KERNELS[1:]
 QUANTISERS = ("kmeans", "equal", "quantile")
 #: FFT precisions of CMIF (``auto``: float32 while its counts stay exact).
 PRECISIONS = ("auto", "float32", "float64")
+#: How CMIF's per-shift entropy pass runs: ``compiled`` (``torch.compile``, with an eager
+#: fallback), ``eager``, or ``auto`` (compiled where the maps are large enough to repay it).
+ENTROPY_PASSES = ("auto", "compiled", "eager")
 
 #: Smallest number of usable pixels for which ``mine`` trains a network; fewer give 0. Its
 #: ``sample`` option takes at least twice this (half the pixels train, half evaluate).

@@ -190,6 +190,7 @@ def mibench_methods():
                 Param("highpass_sigma", 2.0, "subtract a Gaussian blur of this sigma (px, "
                       "within the mask) before quantising; 0 = off (the paper)", ge=0),
                 _estimator_option("cmif", "precision"),
+                _estimator_option("cmif", "entropy_pass"),
             ),
         ),
     ]

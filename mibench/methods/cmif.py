@@ -198,7 +198,8 @@ def _side(labels: _Labels, window=None) -> cm.FixedSpectra:
 
 
 def _evaluate(side: cm.FixedSpectra, labels: _Labels, angles: list[float], *,
-              min_overlap: float, normalisation: str, angle_batch: int, keep_maps=False):
+              min_overlap: float, normalisation: str, angle_batch: int, entropy_pass: str,
+              keep_maps=False):
     """``(value, dy, dx)`` of the best shift for every angle (and, with ``keep_maps``, each
     angle's ``(value map, valid map, origin)``)."""
     results, maps = [], []
@@ -206,7 +207,8 @@ def _evaluate(side: cm.FixedSpectra, labels: _Labels, angles: list[float], *,
         chunk = torch.tensor(angles[start:start + angle_batch], dtype=torch.float64)
         rotated = rotate_labels(labels.moving, chunk)[None]  # (1, R, h, w)
         out = cm.cmif_from_labels(side, rotated, labels.levels_moving,
-                                  min_overlap=min_overlap, normalisation=normalisation)
+                                  min_overlap=min_overlap, normalisation=normalisation,
+                                  entropy_pass=entropy_pass)
         val, dy, dx = out.best()
         for k in range(len(chunk)):
             results.append((float(val[0, k]), int(dy[0, k]), int(dx[0, k])))
@@ -282,7 +284,7 @@ def rigid_search(fixed: torch.Tensor, moving: torch.Tensor,
                  refine: int = 4, coarse_side: int = 128, min_overlap: float = 0.5,
                  normalisation: str = "none", subpixel: bool = True, angle_batch: int = 8,
                  highpass_sigma: float = 2.0, precision: str = "auto",
-                 seed: int = 0) -> RigidResult:
+                 entropy_pass: str = "auto", seed: int = 0) -> RigidResult:
     """Global rigid search by CMIF (module docstring); see :func:`rigid_align` for the options.
 
     Returns
@@ -301,7 +303,7 @@ def rigid_search(fixed: torch.Tensor, moving: torch.Tensor,
     (hf, wf), (hm, wm) = fixed.shape[-2:], moving.shape[-2:]
     factor = max(1, math.ceil(max(hf, wf, hm, wm) / coarse_side))
     opts = {"min_overlap": min_overlap, "normalisation": normalisation,
-            "angle_batch": angle_batch}
+            "angle_batch": angle_batch, "entropy_pass": entropy_pass}
     prep = (levels, levels_moving, quantisation, min_overlap, precision, seed)
 
     circular = max_angle >= 180
@@ -396,7 +398,7 @@ def rigid_align(fixed: Any, moving: Any, fixed_mask: Any = None, moving_mask: An
                 coarse_side: int = 128,
                 min_overlap: float = 0.5, normalisation: str = "none", subpixel: bool = True,
                 angle_batch: int = 8, highpass_sigma: float = 2.0, precision: str = "auto",
-                seed: int = 0) -> MatrixTransform:
+                entropy_pass: str = "auto", seed: int = 0) -> MatrixTransform:
     """Global rigid alignment by CMIF: the fixed -> moving pixel transform.
 
     Parameters
@@ -440,6 +442,10 @@ def rigid_align(fixed: Any, moving: Any, fixed_mask: Any = None, moving_mask: An
         pairs failed (1 with the high-pass applied before the reduction instead of after).
     precision : {"auto", "float32", "float64"}
         FFT precision (:mod:`mibench.estimators.cmif`).
+    entropy_pass : {"auto", "compiled", "eager"}
+        The per-shift entropy pass compiled by ``torch.compile`` (an eager fallback with one
+        warning where it cannot compile) or eager; the same values within float rounding
+        (:func:`mibench.estimators.cmif.cmif_counts_entropies`).
     seed : int
         Seed of the k-means quantiser.
 
@@ -454,7 +460,8 @@ def rigid_align(fixed: Any, moving: Any, fixed_mask: Any = None, moving_mask: An
         angle_step=angle_step, candidates=candidates, refine=refine, coarse_side=coarse_side,
         min_overlap=min_overlap,
         normalisation=normalisation, subpixel=subpixel, angle_batch=angle_batch,
-        highpass_sigma=highpass_sigma, precision=precision, seed=seed).transform
+        highpass_sigma=highpass_sigma, precision=precision, entropy_pass=entropy_pass,
+        seed=seed).transform
 
 
 def _inputs(fixed, moving, fixed_mask, moving_mask, device):

@@ -1,0 +1,253 @@
+"""CMIF's per-shift entropy pass as compiled, fused kernels (``torch.compile``, TorchInductor).
+
+The eager pass of :mod:`mibench.estimators.cmif` runs about a dozen elementwise passes over each
+row of ``K_B`` count maps (rounding, the column and row sums, ``c log(c / R)`` and its sums) and as
+many again to finish (the dropped row and column, the marginals, the entropies). Here the same
+arithmetic is written as two plain-torch functions that TorchInductor fuses into one kernel each
+(C++ with OpenMP and vectorised ``log`` on the CPU, Triton on CUDA):
+
+- :func:`row_pass`: one row ``i`` of rounded counts ``C_ij`` -> the column sums (updated in
+  place), the ``sum_j C_ij log(C_ij / R)`` (added in place, float64) and the row sum;
+- :func:`finish_pass`: the dropped row and column, the marginal sums and the three entropies.
+
+Both are also correct uncompiled (the tests compare them with the eager pass that way too).
+
+Compilation
+    Each kernel is compiled once per process with dynamic shapes, so one compilation serves
+    every grid, template count and level group (a new one only for another dtype, device or
+    mask case). Inductor's on-disk caches (FX graph and kernel caches, under
+    ``TORCHINDUCTOR_CACHE_DIR``, by default ``/tmp/torchinductor_$USER``) make later processes
+    skip most of the compile time. :func:`compile_seconds` reports the time spent compiling in
+    this process.
+
+Fallback
+    When a compiler is missing or compilation fails for any reason, one warning
+    (:class:`CompileFallbackWarning`) is given per process and the caller runs its eager pass
+    instead (:func:`kernels` returns ``None`` from then on).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import warnings
+
+import torch
+
+from mibench.errors import check_choice
+from mibench.estimators.options import ENTROPY_PASSES
+
+#: ``entropy_pass="auto"`` on the CPU: eager until this process has spent this many seconds in
+#: eager entropy passes, compiled from then on (on CUDA: compiled at once). The compiled pass
+#: saves about a sixth of a call's time on the CPU and costs 7-22 s of compilation per process
+#: (``docs/performance.md``), so it pays only in long runs; short ones (and the test suite)
+#: stay eager.
+AUTO_EAGER_SECONDS = 120.0
+
+
+class CompileFallbackWarning(RuntimeWarning):
+    """The compiled entropy pass is unavailable; the eager pass is used instead."""
+
+
+def xlogx(c: torch.Tensor, inv_ref: torch.Tensor) -> torch.Tensor:
+    """``c log(c / R)`` for counts ``c >= 0`` (``inv_ref = 1 / R``), with ``0 log 0 = 0``: a zero
+    count gets a tiny ratio whose finite log is multiplied by 0 (as the eager pass)."""
+    return c * torch.log(torch.clamp_min(c * inv_ref, 1e-30))
+
+
+def row_pass(counts: torch.Tensor, colsum: torch.Tensor, s_ab: torch.Tensor,
+             inv_ref: torch.Tensor) -> torch.Tensor:
+    """One fixed level's row of the joint counts, consumed in one pass.
+
+    Parameters
+    ----------
+    counts : Tensor ``(T, J, Sy, Sx)``
+        Unrounded correlations of fixed level ``i`` with ``J`` moving levels (any strides).
+    colsum : Tensor ``(T, J, Sy, Sx)``
+        Running column sums ``sum_i C_ij``; the rounded counts are added in place.
+    s_ab : Tensor ``(T, Sy, Sx)`` float64
+        Running ``sum_ij C_ij log(C_ij / R)``; this row's terms are added in place.
+    inv_ref : Tensor ``(T, 1, 1, 1)``
+        ``1 / R`` per template.
+
+    Returns
+    -------
+    Tensor ``(T, Sy, Sx)``
+        The row sum ``sum_j C_ij`` over these ``J`` levels.
+    """
+    c = torch.round(counts)
+    colsum.add_(c)
+    s_ab.add_(xlogx(c, inv_ref).to(torch.float64).sum(1))
+    return c.sum(1)
+
+
+def _sum64(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float64).sum(1)
+
+
+def finish_pass(s_ab: torch.Tensor, colsum: torch.Tensor, rows: torch.Tensor,
+                box_a: torch.Tensor | None, col: torch.Tensor | None,
+                inv_ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The dropped levels, the marginals and the entropies of every shift.
+
+    Parameters
+    ----------
+    s_ab : Tensor ``(T, Sy, Sx)`` float64
+        ``sum C_ij log(C_ij / R)`` over the rows and columns computed by FFT.
+    colsum : Tensor ``(T, J_B, Sy, Sx)``
+        Column sums over those rows, for the ``J_B`` moving levels transformed (``K_B - 1``
+        with ``box_a``, else ``K_B``).
+    rows : Tensor ``(T, J_A, Sy, Sx)``
+        Row sums over the columns computed by FFT (``J_A`` fixed levels transformed).
+    box_a : Tensor ``(K_A, Sy, Sx)`` or None
+        When the moving image has no mask: the count of each fixed level under its rectangle;
+        the last column is then ``a_i - sum_j C_ij``.
+    col : Tensor ``(T, K_B, Sy, Sx)`` or None
+        When the fixed image has no mask: the count of each moving level over the fixed image;
+        the last row is then ``b_j - sum_i C_ij``.
+    inv_ref : Tensor ``(T, 1, 1)``
+        ``1 / R`` per template.
+
+    Returns
+    -------
+    n, ha, hb, hab : Tensor ``(T, Sy, Sx)``
+        Overlap (compute dtype) and the entropies of A, B and (A, B) in nats (float64; 0 where
+        the overlap is empty).
+    """
+    inv_lev = inv_ref[:, None]
+    if box_a is not None:
+        ja = rows.shape[1]
+        last_col = box_a[None, :ja] - rows
+        colsum = torch.cat([colsum, last_col.sum(1, keepdim=True)], 1)
+        s_ab = s_ab + _sum64(xlogx(last_col, inv_lev))
+        # a_i is the box count itself, for every template alike.
+        s_a = _sum64(xlogx(box_a[None], inv_lev))
+    else:
+        s_a = _sum64(xlogx(rows, inv_lev))
+    if col is not None:
+        last = col - colsum
+        s_ab = s_ab + _sum64(xlogx(last, inv_lev))
+        if box_a is None:
+            s_a = s_a + xlogx(last.sum(1), inv_ref).to(torch.float64)
+        colsum = col
+    n = colsum.sum(1)
+    s_b = _sum64(xlogx(colsum, inv_lev))
+    n64 = n.to(torch.float64)
+    log_n = torch.log(n64.clamp_min(1) * inv_ref.to(torch.float64))
+    inv_n = 1.0 / n64.clamp_min(1)
+    empty = n < 1
+    zero = torch.zeros_like(n64)
+    hab = torch.where(empty, zero, log_n - s_ab * inv_n)
+    ha = torch.where(empty, zero, log_n - s_a * inv_n)
+    hb = torch.where(empty, zero, log_n - s_b * inv_n)
+    return n, ha, hb, hab
+
+
+# --------------------------------------------------------------------------------------------
+# Compilation, once per process, and the fallback
+
+
+class Kernels:
+    """The compiled :func:`row_pass` and :func:`finish_pass` (``row``, ``finish``)."""
+
+    def __init__(self):
+        options = {"fullgraph": True, "dynamic": True}
+        self.row = _timed(torch.compile(row_pass, **options))
+        self.finish = _timed(torch.compile(finish_pass, **options))
+
+
+#: The kernels (one set serves every device) and, per device type, why they failed there.
+_STATE = {"kernels": None, "failed": {}, "compile_s": 0.0, "first_calls": set(),
+          "eager_s": 0.0}
+_LOCK = threading.Lock()
+
+
+def _timed(fn):
+    """``fn`` with the time of its first call per argument signature (the compile) added to
+    :func:`compile_seconds`."""
+
+    def call(*args):
+        key = (fn, tuple(None if a is None else (a.dtype, a.device.type, a.dim())
+                         for a in args))
+        if key in _STATE["first_calls"]:
+            return fn(*args)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        _STATE["compile_s"] += time.perf_counter() - t0
+        _STATE["first_calls"].add(key)
+        return out
+
+    return call
+
+
+def compile_seconds() -> float:
+    """Seconds this process spent in the kernels' first calls (compilation, or loading them from
+    Inductor's cache), over every signature compiled so far."""
+    return _STATE["compile_s"]
+
+
+def compiler_missing(device: torch.device) -> str | None:
+    """Why the kernels cannot compile on ``device``, or None when they may."""
+    if device.type == "cpu":
+        try:
+            from torch._inductor import cpp_builder
+
+            name = cpp_builder.get_cpp_compiler()
+        except Exception as err:  # noqa: BLE001 - any failure means no usable compiler
+            return f"no C++ compiler for TorchInductor ({err})"
+        if shutil.which(name) is None:
+            return f"the C++ compiler {name!r} is not on the PATH"
+        return None
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "Triton is not installed"
+        return None
+    return f"no compiled kernels for device type {device.type!r}"
+
+
+def use_compiled(entropy_pass: str, device: torch.device) -> bool:
+    """Whether a call should take the compiled pass: ``"compiled"`` always, ``"eager"`` never,
+    ``"auto"`` on CUDA, and on the CPU once :data:`AUTO_EAGER_SECONDS` of eager passes have
+    been spent in this process (:func:`note_eager`)."""
+    check_choice("entropy_pass", entropy_pass, ENTROPY_PASSES)
+    if entropy_pass == "auto":
+        return device.type != "cpu" or _STATE["eager_s"] >= AUTO_EAGER_SECONDS
+    return entropy_pass == "compiled"
+
+
+def note_eager(seconds: float) -> None:
+    """Count ``seconds`` spent in an eager entropy pass towards ``auto``'s switch."""
+    _STATE["eager_s"] += seconds
+
+
+def kernels(device: torch.device) -> Kernels | None:
+    """The compiled kernels, or None (after one :class:`CompileFallbackWarning` per process)
+    when they are unavailable on ``device``."""
+    with _LOCK:
+        if device.type in _STATE["failed"]:
+            return None
+        reason = compiler_missing(device)
+        if reason is not None:
+            fail(device, reason)
+            return None
+        if _STATE["kernels"] is None:
+            _STATE["kernels"] = Kernels()
+        return _STATE["kernels"]
+
+
+def fail(device: torch.device, reason: str) -> None:
+    """Give up on the compiled kernels on ``device``'s type for this process, with one
+    warning."""
+    if device.type not in _STATE["failed"]:
+        _STATE["failed"][device.type] = reason
+        warnings.warn(f"cmif: compiled entropy pass unavailable on {device.type}, using the "
+                      f"eager pass ({reason})", CompileFallbackWarning, stacklevel=3)
+
+
+def reset() -> None:
+    """Forget the kernels and any failure (tests)."""
+    with _LOCK:
+        _STATE.update(kernels=None, failed={}, compile_s=0.0, first_calls=set(), eager_s=0.0)
