@@ -218,9 +218,10 @@ def _colours(methods: list[str]) -> dict[str, Any]:
 
 def fig_success(ctx: RunAnalysis):
     """Success rate against threshold (FIRE protocol), one panel per FIRE category when the
-    pairs have them, otherwise one panel over all pairs."""
+    pairs have them, otherwise one panel over all pairs. None (no figure) on data of another
+    protocol: FIRE's pixel thresholds mean nothing there."""
     ev = ctx.evaluation
-    if ev is None or not ev.curves:
+    if ev is None or not ev.curves or not ev.fire_applies:
         return None
     groups = [c for c in ("S", "P", "A") if any(c in v for v in ev.curves.values())]
     panels = (groups + ["all"]) if ev.fire_categories else ["all"]

@@ -16,6 +16,7 @@ from helpers.runs import make_record as _record
 from mibench.paths import manifest_path
 from mibench.records import write_record
 from mibench.reports import build_reports
+from mibench.reports.figures import fig_success
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +144,7 @@ def test_fire_metrics_only_on_fire_data(tmp_path):
             "(still in <code>summary.csv</code>)") in summary
     md = (tmp_path / "s" / "paper_table.md").read_text()
     assert "mAUC" not in md and "rTRE" not in md
+    assert fig_success(synthetic.analysis) is None  # no fig_success.png either
     # the CSVs keep their columns
     assert "success_auc" in pd.read_csv(tmp_path / "s" / "summary.csv").columns
     fire = _protocol_run(tmp_path / "f", "fire")
@@ -151,6 +153,7 @@ def test_fire_metrics_only_on_fire_data(tmp_path):
     assert "<h2>Success rate</h2>" in html and "AUC 1–25 px" in html and "mAUC" in html
     assert "rank median rTRE" not in html  # ANHIR's ranks only on ANHIR data
     assert "| S | P | A | mAUC |" in (tmp_path / "f" / "paper_table.md").read_text()
+    assert fig_success(fire.analysis) is not None
 
 
 def test_anhir_ranks_only_on_anhir_data(tmp_path):
