@@ -39,7 +39,9 @@ class RunAnalysis:
     records : list of Record
         Every record, as read once.
     results, summary : DataFrame
-        ``results.csv`` and ``summary.csv`` (:mod:`mibench.reports.results`).
+        ``results.csv`` and ``summary.csv`` (:mod:`mibench.reports.results`); ``results``
+        includes the rows that reuse a deterministic method's one run for the other seeds
+        (``reused_seed`` set, no timings).
     evaluation : Evaluation or None
         The cross-method evaluation (None only where a caller builds a partial analysis, e.g.
         to draw one figure).

@@ -239,10 +239,13 @@ def _settings(a: RunAnalysis) -> list[tuple[str, str]]:
     if device and dev.get("type"):
         device = f"{device} ({dev['type']})"
     tasks = str(len(a.results))
+    reused = (int(a.results["reused_seed"].notna().sum())
+              if len(a.results) and "reused_seed" in a.results else 0)
     if ev and ev.counts:
         c = ev.counts
-        tasks += (f" ({c['pairs']} pairs; {c['failed']} failed; {c['unscored']} registered, "
-                  "not scored)")
+        again = f"{reused} reuse a deterministic method's one run; " if reused else ""
+        tasks += (f" ({c['pairs']} pairs; {again}{c['failed']} failed; {c['unscored']} "
+                  "registered, not scored)")
     reference = (f"{ev.reference} ({ev.reference_reason})" if ev and ev.reference
                  else cfg.get("reference"))
     norm = a.naed_norm

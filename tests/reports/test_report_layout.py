@@ -190,6 +190,7 @@ def test_a_deterministic_method_is_reused_for_every_seed(tmp_path):
     said = "deterministic: identity run once with seed 0, result reused for seeds 1, 2"
     assert said in _section(html, "NAED against the reference") and said in html[
         html.index('<h2 id="run">'):]
+    assert "<td>18 (3 pairs; 6 reuse a deterministic method&#39;s one run; 0 failed;" in html
     results = pd.read_csv(tmp_path / "results.csv")
     assert results["reused_seed"].notna().sum() == 6  # the copies say so in results.csv
     timing = _section(html, "Timing")
