@@ -10,7 +10,11 @@ Three implementations of the same MI-for-every-shift map, timed in one run:
     levels, each of the three correlations computing its own forward transforms (6K R2C and
     K^2 + 2K C2R per template and angle); all K^2 count maps held at once; entropies with
     ``where`` masks. Counts are rounded as in (c) so the values can be compared;
-(c) **cmif** (``FixedSpectra`` once per fixed image, ``cmif_from_labels`` per batch of angles).
+(c) **cmif** (``FixedSpectra`` once per fixed image, ``cmif_from_labels`` per batch of angles),
+    with the entropy pass of ``--entropy-pass`` (default ``compiled``: the ``torch.compile``
+    kernels of ``mibench.estimators.cmif_compiled``); unless that is ``eager``, (c) is also timed
+    with the eager pass in the same rounds (``cmif_eager``), and the run prints the first
+    call's time and the compile time within it.
 
 (b) and (c) run on the same shift range and the same FFT grid, so the speed-up is the FFT economy,
 the batching and the streamed entropy only. (b) also runs on torch_cmif's own grid (the full
@@ -45,6 +49,7 @@ Usage::
     .venv/bin/python benchmarks/cmif.py --device cuda --repeats 5
     .venv/bin/python benchmarks/cmif.py --cases 256 --profile 15   # where (c)'s time goes
     .venv/bin/python benchmarks/cmif.py --cases accuracy --pairs 40 --threads 1
+    .venv/bin/python benchmarks/cmif.py --cases 256 --entropy-pass eager   # issue 5's figures
 """
 
 from __future__ import annotations
@@ -209,10 +214,11 @@ def bare_fft(side: cm.FixedSpectra, templates: int, jb: int, batch: int, device,
         return torch.fft.rfft2(x, s=(p, q))
 
     spec = forward(moving)  # in the layout the inverse below expects
+    work = cm._Workspace(device)
 
     def inverse(x):
         if as_called:
-            return cm._inverse_crop(x, (p, q), size, side.split)
+            return cm._inverse_crop(x, (p, q), size, side.split, work)
         return torch.fft.irfft2(x, s=(p, q))
 
     def run():
@@ -432,7 +438,8 @@ def case_accuracy(args, device):
         res = rigid_search(image_to_tensor(pair.fixed, device),
                            image_to_tensor(pair.moving, device),
                            mask_to_tensor(pair.fixed_mask, device),
-                           mask_to_tensor(pair.moving_mask, device))
+                           mask_to_tensor(pair.moving_mask, device),
+                           entropy_pass=args.entropy_pass)
         times.append(time.perf_counter() - t0)
         true = np.asarray(pair.meta["true_transform"])
         est = res.matrix
@@ -450,6 +457,8 @@ def case_accuracy(args, device):
             "within_1px_1deg_centre": f"{ok_centre}/{len(rows)}",
             "within_1px_1deg_corners": f"{ok_corners}/{len(rows)}",
             "failed": [r[0] for r in rows if not (r[1] <= 1 and r[2] <= 1)],
+            "entropy_pass": args.entropy_pass, "first_pair_s": times[0],
+            "compile_s": cmif_compiled.compile_seconds(),
             "median_s_per_pair": statistics.median(times)}
 
 

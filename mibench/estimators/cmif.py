@@ -330,7 +330,7 @@ def _forward_padded(x: torch.Tensor, shape: tuple[int, int], split: bool) -> tor
 
 
 def _inverse_crop(spec: torch.Tensor, shape: tuple[int, int], size: tuple[int, int],
-                  split: bool) -> torch.Tensor:
+                  split: bool, work: _Workspace | None = None) -> torch.Tensor:
     """The leading ``size = (Sy, Sx)`` block of the inverse real FFT on the ``shape = (P, Q)``
     grid.
 
@@ -338,13 +338,18 @@ def _inverse_crop(spec: torch.Tensor, shape: tuple[int, int], size: tuple[int, i
     inverse along P on contiguous data, keeping only the Sy rows the map needs, then the C2R
     along Q of those rows only. Same values as ``irfft2``; on the CPU (MKL) 1.8-2.6x faster at
     grids of 320-800 (measured), from the contiguous first stage and the pruned second one.
-    (Fresh outputs, not ``out=`` buffers: MKL's ``out=`` computes elsewhere and copies.)
+    (Fresh outputs, not ``out=`` buffers: MKL's ``out=`` computes elsewhere and copies.) The
+    transposing copy between the stages goes into ``work``'s buffer when given: torch's own
+    copy there is a fresh allocation, and with two threads 0.65 ms of a row of 7 maps at 256^2
+    against 0.48 ms with the reused buffer (measured).
     """
     (p, q), (sy, sx) = shape, size
     if not split:
         return torch.fft.irfft2(spec, s=(p, q))[..., :sy, :sx]
-    rows = torch.fft.ifft(spec, dim=-1)[..., :sy]
-    return torch.fft.irfft(rows.transpose(-1, -2), n=q, dim=-1)[..., :sx]
+    rows = torch.fft.ifft(spec, dim=-1)[..., :sy].transpose(-1, -2)
+    if work is not None:
+        rows = work.take("rows_t", rows.shape, rows.dtype).copy_(rows)
+    return torch.fft.irfft(rows, n=q, dim=-1)[..., :sx]
 
 
 class _Workspace:
@@ -588,7 +593,8 @@ def _chunk_entropies(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int
             for j0 in range(0, jb, group):
                 j1 = min(jb, j0 + group)
                 # The rounded counts, in place in the inverse's output (a view, no copy).
-                counts = _inverse_crop(prod[:, j0:j1], (p, q), (sy, sx), fixed.split).round_()
+                counts = _inverse_crop(prod[:, j0:j1], (p, q), (sy, sx), fixed.split,
+                                       work).round_()
                 colsum[:, j0:j1] += counts
                 _xlogx_into(acc[:, j0:j1], counts, inv_lev, work)
                 part = counts[:, 0] if j1 - j0 == 1 else counts.sum(1)
@@ -660,7 +666,7 @@ def _chunk_entropies_compiled(fixed: FixedSpectra, bi: int, labels: torch.Tensor
         torch.mul(spec_b, fixed.spectra[bi, i], out=prod)
         for j0 in range(0, jb, group):
             j1 = min(jb, j0 + group)
-            counts = _inverse_crop(prod[:, j0:j1], (p, q), (sy, sx), fixed.split)
+            counts = _inverse_crop(prod[:, j0:j1], (p, q), (sy, sx), fixed.split, work)
             part = kernels.row(counts, colsum[:, j0:j1], s_ab, inv_lev)
             if j0 == 0:
                 rows[:, i].copy_(part)
