@@ -62,14 +62,6 @@ def _float(value: Any) -> float:
         return np.nan
 
 
-def _cost(rec: Record, name: str) -> Any:
-    """A cost field of a record: its attribute, else ``info[name]``; None when neither says."""
-    value = getattr(rec, name, None)
-    if value is None and isinstance(rec.info, dict):
-        value = rec.info.get(name)
-    return value
-
-
 def _contended(value: Any) -> Any:
     return bool(value) if isinstance(value, (bool, np.bool_, int)) else None
 
@@ -95,8 +87,8 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
             "dataset": task.dataset, "status": rec.status, "error": rec.error,
             "scored": bool(rec.scored), "wall_s": _float(rec.wall_s),
             "device_s": _float(rec.device_s),
-            **{k: _float(_cost(rec, k)) for k in COST_FIELDS},
-            "contended": _contended(_cost(rec, "contended")),
+            **{k: _float(getattr(rec, k)) for k in COST_FIELDS},
+            "contended": _contended(rec.contended),
         }
         row.update({k: _float(v) for k, v in metrics.items()})
         row.update({
