@@ -155,11 +155,33 @@ def warp_strided(moving: np.ndarray, transform, fixed_shape: tuple[int, int], st
     if transform is None or (isinstance(transform, MatrixTransform)
                              and np.array_equal(transform.matrix, np.eye(3))):
         return identity_strided(moving, fixed_shape, step)
-    if isinstance(transform, MatrixTransform):
+    if isinstance(transform, MatrixTransform) and transform.matrix.shape == (3, 3):
         shape = (-(-fixed_shape[0] // step), -(-fixed_shape[1] // step))
         stride = np.diag([float(step), float(step), 1.0])
-        return MatrixTransform(transform.matrix @ stride).warp(moving, shape)
+        return sample_matrix(moving, transform.matrix @ stride, shape)
     return transform.warp(moving, fixed_shape)[::step, ::step]
+
+
+def sample_matrix(moving: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]
+                  ) -> np.ndarray:
+    """``MatrixTransform(matrix).warp(moving, shape)`` in numpy, for display: bilinear samples
+    of ``moving`` ``(H, W)`` at ``matrix @ [x, y, 1]`` for every pixel ``(x, y)`` of ``shape``
+    ``(H, W)``, zero outside the moving image (blended over the last pixel, as ``grid_sample``
+    pads) and where a perspective maps behind the camera. A tenth of the torch warp's time on
+    the report's small panels."""
+    from scipy import ndimage
+
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    pts = np.stack([xs, ys, np.ones_like(xs)], axis=-1) @ np.asarray(matrix, np.float64).T
+    w = pts[..., 2]
+    behind = ~(w > 0)
+    w = np.where(behind, 1.0, w)
+    coords = np.stack([pts[..., 1] / w, pts[..., 0] / w])  # (row, column) for scipy
+    coords = np.where(np.isfinite(coords), coords, -2.0)
+    out = ndimage.map_coordinates(np.asarray(moving, np.float32), coords, order=1,
+                                  mode="grid-constant", cval=0.0, prefilter=False)
+    out[behind] = 0.0
+    return out
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from mibench.reports.overlays import (
     make_overlays,
     method_panels,
     params_key,
+    sample_matrix,
     warp_strided,
 )
 from mibench.runner import run_benchmark
@@ -146,6 +147,19 @@ def test_identity_display_is_the_identity_warp(moving_shape):
                                    atol=1e-5)  # grid_sample rounds in float32
         np.testing.assert_allclose(warp_strided(moving, None, (33, 25), step), expected,
                                    atol=1e-5)  # grid_sample rounds in float32
+
+
+@pytest.mark.parametrize("matrix", [
+    [[0.97, 0.05, 2.3], [-0.04, 1.02, -1.7], [0, 0, 1]],  # affine, partly outside
+    [[1, 0, -10.5], [0, 1, 20.25], [0, 0, 1]],  # a shift by fractions of a pixel
+    [[1, 0, 0], [0, 1, 0], [0.05, 0, -1]],  # perspective: part of the grid behind the camera
+])
+def test_display_warp_is_the_torch_warp(matrix):
+    moving = np.random.default_rng(2).random((41, 37)).astype(np.float32)
+    t = MatrixTransform(matrix)
+    for shape in ((30, 27), (50, 60)):
+        np.testing.assert_allclose(sample_matrix(moving, t.matrix, shape),
+                                   t.warp(moving, shape), atol=1e-5)
 
 
 def test_pairs_are_loaded_once_for_overlays_and_pages(toy_run):
