@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mibench.errors import UserError
 from mibench.reports.analysis import RunAnalysis, analyse_run
 from mibench.reports.figures import draw_figures
 from mibench.reports.html import write_report_html
@@ -56,6 +57,16 @@ class Reports:
         return str(self.html)
 
 
+def check_methods(analysis: RunAnalysis, methods: list[str] | None) -> None:
+    """A :class:`~mibench.errors.UserError` naming each of ``methods`` that has no record in
+    the run (before anything is written), rather than an overlay silently left out."""
+    ran = set(analysis.results["method"]) if len(analysis.results) else set()
+    unknown = [m for m in methods or () if m not in ran]
+    if unknown:
+        raise UserError(f"{analysis.run_dir}: no records of {', '.join(map(repr, unknown))} "
+                        f"to draw (methods: {', '.join(sorted(ran)) or 'none'})")
+
+
 def build_reports(run_dir: Path, *, reference: str | None = None,
                   overlay_methods: list[str] | None = None,
                   pair_pages: int | None = MAX_PAIR_PAGES) -> Reports:
@@ -70,11 +81,13 @@ def build_reports(run_dir: Path, *, reference: str | None = None,
     :class:`~mibench.errors.UserError`, raised before anything is written).
     ``overlay_methods`` are the methods drawn in the per-method overlays and on the pair pages
     (default: every method that ran); ``pair_pages`` caps the ``pairs/<pair_id>.html`` pages
-    (spread over the reference's NAED ranking; None: one per pair, 0: none).
+    (spread over the reference's NAED ranking; None: one per pair, 0: none). A method of
+    ``overlay_methods`` with no records here is a :class:`~mibench.errors.UserError` too.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     analysis = analyse_run(run_dir, reference=reference)
+    check_methods(analysis, overlay_methods)
     files: dict[str, Path] = {}
     files.update(write_results(analysis))
     landmarks = write_warped_landmarks(run_dir, analysis.records)

@@ -200,3 +200,10 @@ def test_a_transform_that_cannot_be_rebuilt_gets_a_note_panel(tmp_path, toy_run)
     fig = draw_panels(_toy_pair("toy-0"), panels, "t")
     assert any("cannot be" in t.get_text() for ax in fig.axes for t in ax.texts)
     assert "oracle" in make_overlays(a)[0][-1].methods
+
+
+def test_overlay_methods_must_have_records(toy_run):
+    from mibench.errors import UserError
+
+    with pytest.raises(UserError, match="no records of 'nope'"):
+        build_reports(toy_run, overlay_methods=["oracle", "nope"])
