@@ -243,3 +243,26 @@ def voxel_transform(matrix: Any, fixed: Geometry, moving: Geometry) -> np.ndarra
     ``inv(A_moving) @ W @ A_fixed``, fixed voxel -> moving voxel."""
     n = _same_ndim(fixed, moving)
     return np.linalg.solve(moving.affine, _square(matrix, n) @ fixed.affine)
+
+
+def flip_lps(matrix: Any) -> np.ndarray:
+    """The same world transform in the other frame, RAS+ <-> LPS: ``F @ W @ F`` with ``F`` the
+    flip of the first two axes (its own inverse, so this converts both ways).
+
+    Parameters
+    ----------
+    matrix : array_like (3, 3) or (4, 4)
+        A world transform, e.g. from :func:`world_transform` (fixed world -> moving world),
+        which is the direction ITK's resampling and transform files use.
+
+    Returns
+    -------
+    ndarray, float64, same shape
+        For SimpleITK: ``AffineTransform`` with ``SetMatrix(out[:n, :n].ravel())`` and
+        ``SetTranslation(out[:n, n])`` (centre at the origin).
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape not in ((3, 3), (4, 4)):
+        raise ValueError(f"a world transform must be 3x3 or 4x4, got {m.shape}")
+    flip = _FLIP[m.shape[0] - 1]
+    return flip @ m @ flip
