@@ -215,8 +215,7 @@ def mibench_estimators():
                       choices=PRECISIONS),
                 Param("entropy_pass", "auto", "per-shift entropy pass compiled by "
                       "torch.compile (eager fallback, one warning), eager, or auto = compiled "
-                      "on CUDA, and on the CPU after 120 s of eager passes in the process; "
-                      "same values",
+                      "after 120 s of eager passes in the process; same values",
                       choices=ENTROPY_PASSES),
                 Param("seed", 0, "seed of the k-means quantiser", ge=0, le=MAX_SEED),
             ),

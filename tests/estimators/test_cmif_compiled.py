@@ -62,6 +62,22 @@ def test_compiled_pass_equals_the_eager_pass(size, holes):
     assert float((fast.value - slow.value).abs().max()) < 1e-6
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_pass_equals_the_eager_pass_on_cuda():
+    """The Triton kernels: same overlaps, values within 1e-6 (the unsplit CUDA transforms)."""
+    rng = np.random.default_rng(11)
+    la = random_labels(rng, (1, 30, 27), 5, 0.1).cuda()
+    lb = random_labels(rng, (1, 2, 14, 11), 4, 0.0).cuda()
+    grid = C.shift_grid((30, 27), (14, 11), "full")
+    side = C.FixedSpectra(la, 5, grid, (14, 11), torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CC.CompileFallbackWarning)
+        fast, slow = [C.cmif_from_labels(side, lb, 4, min_overlap=0.0, entropy_pass=p)
+                      for p in ("compiled", "eager")]
+    assert torch.equal(fast.overlap, slow.overlap)
+    assert float((fast.value - slow.value).abs().max()) < 1e-6
+
+
 @pytest.mark.slow
 def test_compiled_pass_in_chunks_and_level_groups(monkeypatch):
     """Small CPU FFT calls split the templates into chunks and the levels into groups: the
@@ -74,9 +90,8 @@ def test_compiled_pass_in_chunks_and_level_groups(monkeypatch):
 
 @pytest.fixture
 def fresh_state(monkeypatch):
-    """A process state with no kernels and no failure, restored afterwards (the compiled
+    """A process state with no failure and no eager time, restored afterwards (the compiled
     kernels of the other tests are kept)."""
-    monkeypatch.setitem(CC._STATE, "kernels", None)
     monkeypatch.setitem(CC._STATE, "failed", {})
     monkeypatch.setitem(CC._STATE, "eager_s", 0.0)
 
@@ -98,6 +113,7 @@ def test_a_failed_compilation_falls_back_once(monkeypatch, fresh_state):
         finish = row
 
     monkeypatch.setattr(CC, "Kernels", Broken)
+    monkeypatch.setitem(CC._STATE, "kernels", None)
     with pytest.warns(CC.CompileFallbackWarning, match="compiler crashed") as caught:
         fast, slow = both_passes((19, 24), (10, 7), 3, 5, 0.0, 0.0, seed=5)
         again, _ = both_passes((19, 24), (10, 7), 3, 5, 0.0, 0.0, seed=5)
@@ -105,21 +121,21 @@ def test_a_failed_compilation_falls_back_once(monkeypatch, fresh_state):
     assert torch.equal(fast.value, slow.value) and torch.equal(again.value, slow.value)
 
 
-def test_auto_compiles_on_the_cpu_only_after_enough_eager_time(fresh_state):
-    cpu = torch.device("cpu")
-    assert not CC.use_compiled("auto", cpu) and CC.use_compiled("compiled", cpu)
-    assert not CC.use_compiled("eager", cpu) and CC.use_compiled("auto", torch.device("cuda"))
+def test_auto_compiles_only_after_enough_eager_time(fresh_state):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not CC.use_compiled("auto", cpu) and not CC.use_compiled("auto", cuda)
+    assert CC.use_compiled("compiled", cpu) and not CC.use_compiled("eager", cpu)
     CC.note_eager(CC.AUTO_EAGER_SECONDS)
-    assert CC.use_compiled("auto", cpu)
+    assert CC.use_compiled("auto", cpu) and CC.use_compiled("auto", cuda)
     with pytest.raises(ValueError, match="entropy_pass"):
         CC.use_compiled("fast", cpu)
 
 
 def test_auto_counts_its_eager_time(fresh_state):
-    both_passes((16, 16), (8, 8), 3, 3, 0.0, 0.0, seed=1)  # explicit passes do not count
-    assert CC._STATE["eager_s"] == 0.0
     fixed = torch.rand(1, 1, 24, 24)
-    C.cmif_map(fixed, fixed[..., 4:16, 2:13], levels=3, quantisation="equal")
+    C.cmif_map(fixed, fixed[..., 4:16, 2:13], levels=3, entropy_pass="eager")
+    assert CC._STATE["eager_s"] == 0.0  # an explicit choice does not count
+    C.cmif_map(fixed, fixed[..., 4:16, 2:13], levels=3)
     assert CC._STATE["eager_s"] > 0.0
 
 
