@@ -138,16 +138,25 @@ class MatrixTransform:
         if len(fixed_shape) != n or len(moving_shape) != n:
             raise ValueError(f"a {n}-D transform samples {n}-D grids, got fixed "
                              f"{tuple(fixed_shape)} and moving {tuple(moving_shape)}")
-        mat = torch.as_tensor(self.matrix, dtype=torch.float64, device=device)
-        axes = torch.meshgrid(*(torch.arange(s, dtype=torch.float64, device=device)
-                                for s in fixed_shape), indexing="ij")
-        # meshgrid gives (z, y, x) / (y, x) order; points are (x, y[, z]).
-        pts = torch.stack([*axes[::-1], torch.ones_like(axes[0])], dim=-1) @ mat.T
-        w = pts[..., n]
+        # Each output coordinate is a sum of one broadcast 1-D term per axis: no meshgrid and
+        # no (N, n+1) product, which took most of a volume's warp time.
+        coords = []
+        for axis, size in enumerate(fixed_shape[::-1]):  # x, y[, z]
+            shape = [1] * n
+            shape[n - 1 - axis] = size
+            coords.append(torch.arange(size, dtype=torch.float64, device=device).view(shape))
+
+        def row(i):
+            out = coords[0] * float(self.matrix[i, 0]) + float(self.matrix[i, n])
+            for j in range(1, n):
+                out = out + coords[j] * float(self.matrix[i, j])
+            return out.expand(*fixed_shape)
+
+        w = row(n)
         behind = w <= 0
         w = torch.where(behind, torch.ones_like(w), w)
         sizes = moving_shape[::-1]  # (W, H[, D]), matching (x, y[, z])
-        grid = torch.stack([2 * pts[..., i] / w / max(sizes[i] - 1, 1) - 1 for i in range(n)],
+        grid = torch.stack([2 * row(i) / w / max(sizes[i] - 1, 1) - 1 for i in range(n)],
                            dim=-1)
         grid = torch.where(behind[..., None], torch.full_like(grid, -2.0), grid)
         return grid[None].float()
