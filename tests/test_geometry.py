@@ -96,6 +96,9 @@ def test_world_transform_maps_world_points_as_the_voxel_transform_maps_voxels():
     mapped = apply_affine(world, fixed.voxel_to_world(POINTS))
     np.testing.assert_allclose(mapped, moving.voxel_to_world(moving_voxels), atol=1e-10)
     np.testing.assert_allclose(voxel_transform(world, fixed, moving), t, atol=1e-12)
+    from mibench.transform import MatrixTransform
+
+    np.testing.assert_array_equal(world_transform(MatrixTransform(t), fixed, moving), world)
 
 
 def test_geometry_refuses_what_it_cannot_be():

@@ -135,6 +135,22 @@ def test_without_nilearn_it_says_how_to_install(monkeypatch):
     assert brain.BRAIN.unavailable_reason().startswith("needs the Python package 'nilearn'")
 
 
+def test_the_spec_builds_the_dataset_and_pairs_read_only_the_header():
+    factory = brain.BRAIN.load()
+    ds = factory(None, pairs=3, contrasts="t1,t2,pd")
+    assert [info.id for info in ds.pairs()] == ["t1-000", "t2-001", "pd-002"]
+    geometry, shape = brain.grid(2)
+    assert shape == (95, 117, 99) and geometry == brain.template(2).geometry
+    # Not offered to runs until the engine registers volumes (issue 21): drop this line then.
+    assert "brain" not in {spec.name for spec in _registered_datasets()}
+
+
+def _registered_datasets():
+    from mibench.datasets import mibench_datasets
+
+    return mibench_datasets()
+
+
 def test_unknown_contrast_and_options_are_refused():
     with pytest.raises(ValueError, match="option 'contrasts' takes a comma list of t2, pd, t1"):
         brain.load_dataset(contrasts="ct")
