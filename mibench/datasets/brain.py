@@ -181,16 +181,16 @@ def template(resolution: int = 2) -> _Template:
     step = int(resolution)
     maps = {}
     for name in ("t1", "gm", "wm"):
-        proxy = nib.load(_path(name)).dataobj
-        # Scaled by the full-resolution maximum, as nilearn does before resampling.
-        full_max = float(np.max(proxy))
-        data = np.asarray(proxy[::step, ::step, ::step], dtype=np.float32) / np.float32(full_max)
+        full = nib.load(_path(name)).get_fdata(dtype=np.float32)
+        # Divided by the 1 mm maximum, as nilearn does before resampling.
+        data = full[::step, ::step, ::step] / full.max()
         # (i, j, k) -> (k, j, i): numpy (D, H, W) with (x, y, z) = (i, j, k).
         maps[name] = np.ascontiguousarray(data.T)
     brain = maps["t1"] > 0.2
     csf = np.where(brain, np.clip(1.0 - maps["gm"] - maps["wm"], 0.0, 1.0), 0.0)
     geometry, shape = grid(resolution)
-    assert maps["t1"].shape == shape
+    if maps["t1"].shape != shape:
+        raise ValueError(f"MNI152 template: data {maps['t1'].shape}, header {shape}")
     return _Template(maps["t1"], maps["gm"], maps["wm"], csf.astype(np.float32), brain,
                      geometry)
 
