@@ -11,7 +11,6 @@ building the report stays quick.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from mibench.reports.overlays import (
     PairLink,
     PairSource,
     draw_panels,
+    jpeg_bytes,
     method_panels,
     pair_tasks,
     params_key,
@@ -90,14 +90,6 @@ def task_rows(ctx: RunAnalysis, pair_id: str, shown_keys: set[str]) -> list[dict
                      "naed": t.naed, "tre_mean": t.tre_mean, "ire_mean": t.ire_mean,
                      "wall_s": t.wall_s, "error": error, "shown": str(t.key) in shown_keys})
     return rows
-
-
-def jpeg_bytes(fig, quality: int = 85) -> bytes:
-    """The figure as JPEG bytes: a page of colour overlays is a third of its PNG's size, with
-    no visible loss at this quality."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="jpeg", pil_kwargs={"quality": quality})
-    return buf.getvalue()
 
 
 def pair_view(ctx: RunAnalysis, pair_id: str, jpeg: bytes, shown: Sequence[Any]

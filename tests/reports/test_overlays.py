@@ -108,8 +108,11 @@ def test_every_method_gets_an_overlay_and_titles_give_the_table_units(toy_run):
     assert [o.label for o in overlays] == ["best", "worst", "methods"]
     grid = overlays[-1]
     assert set(grid.methods) == set(METHODS) and grid.methods[0] == "noisy"  # reference first
-    assert (toy_run / grid.name).read_bytes()[:4] == b"\x89PNG"
+    assert grid.name == "fig_overlay_methods.jpg" and grid.mime == "image/jpeg"
+    assert (toy_run / grid.name).read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
     assert grid.name in section and "cyan" in section
+    assert section.count('src="data:image/jpeg;base64,') == 1
+    assert section.count('src="data:image/png;base64,') == 2
     # best/worst: the caption gives the record's mean error in px next to its NAED
     rec = {r.key: r for r in a.records}
     for o in overlays[:2]:
