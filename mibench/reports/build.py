@@ -37,8 +37,8 @@ class Reports:
         terminal; None when no pair is scored.
     files : dict of str to Path
         Every file written, by role (``results``, ``summary``, ``stats``, ``metrics``,
-        ``paper_tex``, ``paper_md``, ``report``; figures by file name; ``warped_landmarks``
-        not included, see ``landmarks``).
+        ``paper_tex``, ``paper_md``, ``report``; figures by file name, pair pages by their
+        path ``pairs/<pair_id>.html``; ``warped_landmarks`` not included, see ``landmarks``).
     landmarks : list of Path
         The warped-landmark files (ANHIR's submission format).
     analysis : RunAnalysis
