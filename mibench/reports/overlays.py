@@ -7,7 +7,8 @@ transform. A failed record has no transform: its "after" is the identity, as in 
 Landmarks are drawn in colours neither image uses (fixed: yellow rings, mapped moving: cyan
 dots, both edged in black), joined by the error vector whose length is the landmark's error.
 When the dataset cannot be loaded any more (moved data, missing plugin), the report says so
-instead of failing.
+instead of failing. The arrays drawn here (composites, display warps, error vectors) come from
+:mod:`mibench.reports.overlay_images`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ from mibench.paths import FIGURE_PREFIX, figure_name
 from mibench.registry import Registry
 from mibench.reports.analysis import RunAnalysis
 from mibench.reports.formatting import fmt
+from mibench.reports.overlay_images import (
+    LandmarkVectors,
+    checkerboard,
+    colour_overlay,
+    display_step,
+    grey,
+    landmark_vectors,
+    sample_matrix,
+    stretch,
+    warp_strided,
+)
 from mibench.reports.plotting import new_figure, png_bytes
 
 
@@ -71,31 +83,6 @@ class OverlayUnavailable(Exception):
     """Overlays cannot be drawn; the message says why, for the page."""
 
 
-def grey(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float64 intensities of an ``(H, W)`` or ``(H, W, C)`` image."""
-    a = np.asarray(image, dtype=np.float64)
-    return a.mean(axis=-1) if a.ndim == 3 else a
-
-
-def stretch(image: np.ndarray) -> np.ndarray:
-    """Contrast stretch to [0, 1] between the 1st and 99th percentiles (for display only)."""
-    lo, hi = np.percentile(image, [1, 99])
-    return np.clip((image - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(image)
-
-
-def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
-    """``a`` on the white squares of a ``tiles`` x ``tiles`` checkerboard, ``b`` on the rest."""
-    h, w = a.shape
-    rows = (np.arange(h) * tiles // max(h, 1))[:, None]
-    cols = (np.arange(w) * tiles // max(w, 1))[None, :]
-    return np.where((rows + cols) % 2 == 0, a, b)
-
-
-def colour_overlay(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """RGB ``(H, W, 3)``: fixed in green, moving in magenta; aligned structure turns grey."""
-    return np.stack([moving, fixed, moving], axis=-1)
-
-
 def load_dataset(registry: Registry | None, config: dict[str, Any],
                  dataset_params: dict[str, Any]):
     """The dataset object of a run, opened from its registry and resolved configuration."""
@@ -136,88 +123,6 @@ DISPLAY_SIDE = 768
 PANEL_SIDE = 320
 
 
-def identity_strided(moving: np.ndarray, fixed_shape: tuple[int, int], step: int
-                     ) -> np.ndarray:
-    """The identity warp of ``moving`` (``(H, W)``) into ``fixed_shape`` ``(H, W)`` at every
-    ``step``-th pixel: the moving pixels where the frames overlap, zero elsewhere (as the warp
-    pads). Resampling on the pixel grid itself is a copy, and the "before" panels need it often."""
-    shape = (-(-fixed_shape[0] // step), -(-fixed_shape[1] // step))
-    out = np.zeros(shape, dtype=np.float32)
-    part = moving[:fixed_shape[0]:step, :fixed_shape[1]:step]
-    out[:part.shape[0], :part.shape[1]] = part
-    return out
-
-
-def warp_strided(moving: np.ndarray, transform, fixed_shape: tuple[int, int], step: int
-                 ) -> np.ndarray:
-    """``transform.warp(moving, fixed_shape)[::step, ::step]``, computed at that resolution for
-    a matrix transform (composed with the stride ``diag(step, step, 1)``); the identity (or
-    None) is a plain copy (:func:`identity_strided`)."""
-    from mibench.transform import MatrixTransform
-
-    if transform is None or (isinstance(transform, MatrixTransform)
-                             and np.array_equal(transform.matrix, np.eye(3))):
-        return identity_strided(moving, fixed_shape, step)
-    if isinstance(transform, MatrixTransform) and transform.matrix.shape == (3, 3):
-        shape = (-(-fixed_shape[0] // step), -(-fixed_shape[1] // step))
-        stride = np.diag([float(step), float(step), 1.0])
-        return sample_matrix(moving, transform.matrix @ stride, shape)
-    return transform.warp(moving, fixed_shape)[::step, ::step]
-
-
-def sample_matrix(moving: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]
-                  ) -> np.ndarray:
-    """``MatrixTransform(matrix).warp(moving, shape)`` in numpy, for display: bilinear samples
-    of ``moving`` ``(H, W)`` at ``matrix @ [x, y, 1]`` for every pixel ``(x, y)`` of ``shape``
-    ``(H, W)``, zero outside the moving image (blended over the last pixel, as ``grid_sample``
-    pads) and where a perspective maps behind the camera. A tenth of the torch warp's time on
-    the report's small panels."""
-    from scipy import ndimage
-
-    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
-    pts = np.stack([xs, ys, np.ones_like(xs)], axis=-1) @ np.asarray(matrix, np.float64).T
-    w = pts[..., 2]
-    behind = ~(w > 0)
-    w = np.where(behind, 1.0, w)
-    coords = np.stack([pts[..., 1] / w, pts[..., 0] / w])  # (row, column) for scipy
-    coords = np.where(np.isfinite(coords), coords, -2.0)
-    out = ndimage.map_coordinates(np.asarray(moving, np.float32), coords, order=1,
-                                  mode="grid-constant", cval=0.0, prefilter=False)
-    out[behind] = 0.0
-    return out
-
-
-@dataclass(frozen=True)
-class LandmarkVectors:
-    """Error vectors of a pair under a transform.
-
-    Attributes
-    ----------
-    fixed, mapped : ndarray ``(K, 2)``
-        ``(x, y)`` in working pixels of the fixed image: the fixed landmarks, and the moving
-        landmarks mapped into the fixed frame (``T⁻¹(m_k)``).
-    errors : ndarray ``(K,)``
-        ``‖mapped_k - fixed_k‖`` in native pixels of the fixed image (the records' unit).
-    """
-
-    fixed: np.ndarray
-    mapped: np.ndarray
-    errors: np.ndarray
-
-
-def landmark_vectors(pair, transform) -> LandmarkVectors | None:
-    """The error vectors of ``pair`` under ``transform`` (fixed -> moving, working pixels;
-    None is the identity, a failed task's "after"); None when the pair lacks landmarks."""
-    if pair.fixed_landmarks is None or pair.moving_landmarks is None:
-        return None
-    k = min(len(pair.fixed_landmarks), len(pair.moving_landmarks))
-    fixed = np.asarray(pair.fixed_landmarks[:k], dtype=np.float64).reshape(-1, 2)
-    moving = np.asarray(pair.moving_landmarks[:k], dtype=np.float64).reshape(-1, 2)
-    mapped = moving if transform is None else transform.moving_to_fixed(moving)
-    errors = np.linalg.norm(mapped - fixed, axis=1) * pair.native_scale
-    return LandmarkVectors(fixed, mapped, errors)
-
-
 def draw_vectors(ax, vectors: LandmarkVectors | None, step: int, shape: tuple[int, int]) -> None:
     """Fixed landmarks (yellow rings), mapped moving landmarks (cyan dots) and the vector
     between them (white, black-edged) on ``ax``, whose image is the fixed frame shown at every
@@ -237,11 +142,6 @@ def draw_vectors(ax, vectors: LandmarkVectors | None, step: int, shape: tuple[in
     # Points mapped outside the image must not widen the axes.
     ax.set_xlim(-0.5, shape[1] - 0.5)
     ax.set_ylim(shape[0] - 0.5, -0.5)
-
-
-def display_step(shape: tuple[int, ...], max_side: int) -> int:
-    """The stride that keeps the longer side of ``shape`` ``(H, W, ...)`` within ``max_side``."""
-    return max(1, int(np.ceil(max(shape[:2]) / max_side)))
 
 
 def draw_overlay(pair, transform, title: str, max_side: int = DISPLAY_SIDE):

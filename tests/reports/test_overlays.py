@@ -12,16 +12,18 @@ from mibench.paths import manifest_path
 from mibench.records import iter_records
 from mibench.reports import build_reports
 from mibench.reports.analysis import analyse_run
+from mibench.reports.overlay_images import (
+    identity_strided,
+    landmark_vectors,
+    sample_matrix,
+    warp_strided,
+)
 from mibench.reports.overlays import (
     PairSource,
     draw_panels,
-    identity_strided,
-    landmark_vectors,
     make_overlays,
     method_panels,
     params_key,
-    sample_matrix,
-    warp_strided,
 )
 from mibench.runner import run_benchmark
 from mibench.settings import RunSettings
