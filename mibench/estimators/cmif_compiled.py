@@ -34,6 +34,7 @@ import time
 import warnings
 
 import torch
+from torch.fx.experimental import _config as fx_config
 
 from mibench.errors import check_choice
 from mibench.estimators.options import ENTROPY_PASSES
@@ -173,7 +174,10 @@ def _timed(fn):
         if key in _STATE["first_calls"]:
             return fn(*args)
         t0 = time.perf_counter()
-        out = fn(*args)
+        # Without "duck sizing": sizes that happen to be equal in the first call (8 templates
+        # and 8 levels) would be traced as one symbol, and recompiled when they differ.
+        with fx_config.patch(use_duck_shape=False):
+            out = fn(*args)
         _STATE["compile_s"] += time.perf_counter() - t0
         _STATE["first_calls"].add(key)
         return out
