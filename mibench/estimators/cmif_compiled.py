@@ -166,13 +166,20 @@ _STATE = {"kernels": None, "failed": {}, "compile_s": 0.0, "first_calls": set(),
 _LOCK = threading.Lock()
 
 
+def _signature(a: torch.Tensor | None):
+    """What of an argument makes Dynamo compile anew (dynamic shapes still specialise on
+    dims of size 1 and on contiguity)."""
+    if a is None:
+        return None
+    return a.dtype, a.device.type, tuple(n == 1 for n in a.shape), a.is_contiguous()
+
+
 def _timed(fn):
     """``fn`` with the time of its first call per argument signature (the compile) added to
     :func:`compile_seconds`."""
 
     def call(*args):
-        key = (fn, tuple(None if a is None else (a.dtype, a.device.type, a.dim())
-                         for a in args))
+        key = (fn, tuple(_signature(a) for a in args))
         if key in _STATE["first_calls"]:
             return fn(*args)
         t0 = time.perf_counter()
