@@ -7,18 +7,21 @@ arithmetic is written as two plain-torch functions that TorchInductor fuses into
 (C++ with OpenMP and vectorised ``log`` on the CPU, Triton on CUDA):
 
 - :func:`row_pass`: one row ``i`` of rounded counts ``C_ij`` -> the column sums (updated in
-  place), the ``sum_j C_ij log(C_ij / R)`` (added in place, float64) and the row sum;
+  place), the ``sum_j C_ij log(C_ij / R)`` (summed in float32 over ``j`` and added in place to
+  a float64 map) and the row sum;
 - :func:`finish_pass`: the dropped row and column, the marginal sums and the three entropies.
 
-Both are also correct uncompiled (the tests compare them with the eager pass that way too).
+Both are plain torch, correct uncompiled too. The fused kernels do not make the pass much
+cheaper on the CPU: Inductor's vectorised ``log`` costs about three times eager torch's there
+(``docs/performance.md``).
 
 Compilation
     Each kernel is compiled once per process with dynamic shapes, so one compilation serves
-    every grid, template count and level group (a new one only for another dtype, device or
-    mask case). Inductor's on-disk caches (FX graph and kernel caches, under
-    ``TORCHINDUCTOR_CACHE_DIR``, by default ``/tmp/torchinductor_$USER``) make later processes
-    skip most of the compile time. :func:`compile_seconds` reports the time spent compiling in
-    this process.
+    every grid, template count and level group (a new one only for another dtype or device,
+    mask case, a single template or contiguous counts). Inductor's on-disk caches (FX graph
+    and kernel caches, under ``TORCHINDUCTOR_CACHE_DIR``, by default
+    ``/tmp/torchinductor_$USER``) make later processes skip most of the compile time.
+    :func:`compile_seconds` reports the time spent compiling in this process.
 
 Fallback
     When a compiler is missing or compilation fails for any reason, one warning
@@ -40,10 +43,10 @@ from mibench.errors import check_choice
 from mibench.estimators.options import ENTROPY_PASSES
 
 #: ``entropy_pass="auto"``: eager until this process has spent this many seconds in eager
-#: entropy passes, compiled from then on. On the CPU the compiled pass saves about a tenth to a
-#: sixth of a call's time and costs 10-50 s of compilation per process, less with Inductor's
-#: cache warm (``docs/performance.md``), so it pays only in long runs; short ones (and the test
-#: suite) stay eager. (On CUDA it is not measured yet, so the same rule holds there.)
+#: entropy passes, compiled from then on. On the CPU the compiled pass saves 2-10 % of a call's
+#: time (measured at 256^2 and 512^2) and costs 3-50 s of compilation per process (warm or cold
+#: Inductor cache, ``docs/performance.md``), so it pays only in long runs; short ones (and the
+#: test suite) stay eager. (On CUDA it is not measured yet, so the same rule holds there.)
 AUTO_EAGER_SECONDS = 120.0
 
 
