@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -320,7 +321,8 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
                           device=label)
     # CPU results can depend on how float32 reductions are split over threads (and an optimiser
     # can carry a last-digit difference far): each record says how many it ran with.
-    info = {**info, "torch_threads": torch.get_num_threads()}
+    info = {**info, "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     record.wall_s, record.device_s, record.info = wall, device_s, info
     record.peak_gpu_mb = None if peak_gpu is None else round(peak_gpu, 1)
     if meter is not None and meter.usage is not None:

@@ -28,9 +28,18 @@ TIMING_TABLE = (
 )
 
 
-def contention_text(frame: pd.DataFrame) -> str:
+#: What spinning OpenMP threads do to a contended task with several threads (measured:
+#: docs/performance.md, "Timings on a shared machine").
+SPIN_TEXT = ("These tasks computed with {threads} threads each: torch's waiting threads spin "
+             "and hold a core their sibling needs, so their CPU time is inflated too (up to "
+             "15x measured). For times that hold on a shared machine, run one thread per task "
+             "(--workers set to the number of cores) or set OMP_WAIT_POLICY=PASSIVE.")
+
+
+def contention_text(frame: pd.DataFrame, results: pd.DataFrame | None = None) -> str:
     """How many tasks ran while other processes competed for the CPUs, and what that does to
-    their times; says so when the records do not tell."""
+    their times (``results``, the per-task rows, tell with how many threads they ran); says so
+    when the records do not tell."""
     known = int(frame["n_contention_known"].sum()) if len(frame) else 0
     if known == 0:
         return ("The records do not say whether other processes competed for the CPUs "
@@ -39,9 +48,19 @@ def contention_text(frame: pd.DataFrame) -> str:
     if k == 0:
         return (f"None of the {plural(known, 'task')} ran while other processes competed for "
                 "the CPUs.")
-    return (f"{k} of {known} tasks ran while other processes competed for the CPUs: their wall "
+    text = (f"{k} of {known} tasks ran while other processes competed for the CPUs: their wall "
             "times are inflated, CPU time is less affected. They are drawn as hollow markers "
             "in the timing figure.")
+    threads = _contended_threads(results)
+    return f"{text} {SPIN_TEXT.format(threads=threads)}" if threads > 1 else text
+
+
+def _contended_threads(results: pd.DataFrame | None) -> int:
+    """The most torch threads a contended task ran with (0 when the rows do not say)."""
+    if results is None or not len(results) or not {"contended", "torch_threads"} <= set(results):
+        return 0
+    threads = results.loc[results["contended"] == True, "torch_threads"].dropna()  # noqa: E712
+    return int(threads.max()) if len(threads) else 0
 
 
 def load_text(frame: pd.DataFrame, results: pd.DataFrame) -> str:
@@ -96,7 +115,7 @@ def timing_view(a: RunAnalysis, figures: list[dict[str, Any]]) -> dict[str, Any]
             "threads": next(iter(counts)) if len(counts) == 1 else None,
             "mixed_threads": threads_text(counts) if len(counts) > 1 else "",
             "header": ["method"] + [h for _, h, _ in columns], "rows": rows,
-            "trust": trust_text(frame), "contention": contention_text(frame),
+            "trust": trust_text(frame), "contention": contention_text(frame, a.results),
             "load": load_text(frame, a.results),
             "reused": (f"{plural(reused, 'task')} reuse the result of a deterministic method's "
                        "one run for another seed: each is timed once." if reused else ""),

@@ -213,6 +213,7 @@ def test_timing_says_what_to_trust_and_how_many_tasks_were_contended(tmp_path):
     assert ("2 of 6 tasks ran while other processes competed for the CPUs: their wall times are "
             "inflated, CPU time is less affected.") in timing
     assert "On the CPU, trust the CPU time" in timing
+    assert "threads each" not in timing  # these records do not say how many threads ran
     assert "Other processes kept on average 2 of the machine&#39;s 8 CPUs busy" in timing
     head = re.findall(r"<th>(.*?)</th>", timing)
     assert head[:5] == ["method", "tasks run", "median wall [s]", "median CPU [s]", "CPU / wall"]
@@ -221,6 +222,20 @@ def test_timing_says_what_to_trust_and_how_many_tasks_were_contended(tmp_path):
     cells = re.findall(r"<td>(.*?)</td>", row)
     assert cells[:4] == ["3", "5", "2", "0.4"] and cells[-1] == "1 of 3"
     assert "302" in cells  # median peak RSS [MiB]
+
+
+def test_contended_multithreaded_tasks_are_said_to_spin():
+    import pandas as pd
+
+    from mibench.reports.timing import contention_text
+
+    frame = pd.DataFrame({"n_contention_known": [4], "n_contended": [2]})
+    rows = pd.DataFrame({"contended": [True, True, False, None], "torch_threads": [2, 2, 2, 2]})
+    text = contention_text(frame, rows)
+    assert text.startswith("2 of 4 tasks ran while other processes competed")
+    assert "computed with 2 threads each" in text and "OMP_WAIT_POLICY=PASSIVE" in text
+    single = rows.assign(torch_threads=1)
+    assert "threads each" not in contention_text(frame, single)
 
 
 def test_timing_of_old_records_says_what_it_lacks(tmp_path):

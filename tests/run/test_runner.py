@@ -106,6 +106,10 @@ def test_resume_runs_only_missing_tasks(tmp_path, monkeypatch):
     assert first.completed == 9
     before = records_by(first.run_dir)
     assert {seed for method, _, seed in before if method == "identity"} == {0}
+    # Each record says which OpenMP wait policy its worker ran under (the user's, if set): it
+    # decides what competing processes do to a multi-threaded task's times.
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    assert {r.info["omp_wait_policy"] for r in before.values()} == {policy}
     victims = sorted((first.run_dir / "records" / "noisy").glob("*.json"))[:3]
     for path in victims:
         path.unlink()
