@@ -1,9 +1,9 @@
 """What other jobs on the machine do to a benchmark's timings, and what mibench makes of it.
 
 Runs the same benchmark twice, each into its own temporary run directory: once as it is, then
-with one busy process per CPU competing for the cores during about the first ``--busy`` share of
-the run (the situation of a shared workstation or an oversubscribed node). For each method it
-prints the median wall time and the median CPU time of both runs, their ratios, and how many of
+with busy processes (one per CPU, or ``--competitors``) competing for the cores during about the
+first ``--busy`` share of the run (a shared workstation, an oversubscribed node). For each method
+it prints the median wall time and the median CPU time of both runs, their ratios, and how many of
 the second run's tasks mibench flagged as contended. Wall time follows the machine; CPU time
 should follow the method (the ratio near 1).
 
@@ -11,6 +11,8 @@ Usage::
 
     .venv/bin/python benchmarks/contention.py                      # nmi, mmi, ncc, mse; 4 pairs
     .venv/bin/python benchmarks/contention.py --methods nmi,drmime --limit 8 --busy 0.5
+    .venv/bin/python benchmarks/contention.py --workers 2 --busy 1.0    # one thread per task
+    .venv/bin/python benchmarks/contention.py --competitors 1 --busy 1.0 --limit 2
 
 The first run is the quiet reference only when nothing else runs on the machine: the script
 prints how many of its tasks were contended, and that count should be 0.
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--methods", default="nmi,mmi,ncc,mse")
     parser.add_argument("--limit", type=int, default=4, help="pairs of the synthetic dataset")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--competitors", type=int, default=0,
+                        help="busy processes (default: one per CPU)")
     parser.add_argument("--busy", type=float, default=0.5,
                         help="share of the quiet run's duration the competitors run for")
     args = parser.parse_args()
@@ -70,7 +74,7 @@ def main() -> None:
         quiet_s, quiet = _run(args, Path(tmp) / "quiet")
         competitors = [mp.get_context("spawn").Process(target=_spin,
                                                        args=(args.busy * quiet_s,))
-                       for _ in range(cpus)]
+                       for _ in range(args.competitors or cpus)]
         for p in competitors:
             p.start()
         try:
@@ -82,7 +86,8 @@ def main() -> None:
     print(f"quiet run: {quiet_s:.1f} s, {sum(bool(r.contended) for r in quiet)} of {len(quiet)} "
           f"tasks contended")
     print(f"busy run:  {busy_s:.1f} s, {sum(bool(r.contended) for r in busy)} of {len(busy)} "
-          f"tasks contended ({cpus} competitors for the first {args.busy * quiet_s:.0f} s)")
+          f"tasks contended ({args.competitors or cpus} competitors for the first "
+          f"{args.busy * quiet_s:.0f} s)")
     qw, qc = _medians(quiet, "wall_s"), _medians(quiet, "cpu_s")
     bw, bc = _medians(busy, "wall_s"), _medians(busy, "cpu_s")
     print("\n| method | quiet wall [s] | quiet CPU [s] | busy wall [s] | busy CPU [s] "
