@@ -45,9 +45,12 @@ def contention_text(frame: pd.DataFrame, results: pd.DataFrame | None = None) ->
         return ("The records do not say whether other processes competed for the CPUs "
                 "(written before this was measured): wall times may include waiting for them.")
     k = int(frame["n_contended"].sum())
+    timed = int(frame["n_timed"].sum()) if "n_timed" in frame else known
+    unjudged = (f" ({plural(timed - known, 'other task')} took too little time to judge)"
+                if timed > known else "")
     if k == 0:
         return (f"None of the {plural(known, 'task')} ran while other processes competed for "
-                "the CPUs.")
+                f"the CPUs{unjudged}.")
     text = (f"{k} of {known} tasks ran while other processes competed for the CPUs: their wall "
             "times are inflated, CPU time is less affected. They are drawn as hollow markers "
             "in the timing figure.")
