@@ -9,7 +9,9 @@ import pytest
 from mibench.usage import PeakRss, UsageMeter, busy_cpu_s, is_contended
 
 
-def _spin(seconds: float) -> None:
+def _spin(seconds: float, started=None) -> None:
+    if started is not None:
+        started.set()
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
@@ -62,20 +64,23 @@ def test_a_competing_process_is_seen_as_load_and_contention():
     ctx = mp.get_context("spawn")
     from mibench.machine import usable_cpus
 
-    competitors = [ctx.Process(target=_spin, args=(6.0,)) for _ in range(usable_cpus())]
+    started = [ctx.Event() for _ in range(usable_cpus())]
+    competitors = [ctx.Process(target=_spin, args=(8.0, e)) for e in started]
     for p in competitors:
         p.start()
     try:
-        time.sleep(0.5)  # the competitors are spinning
+        # A spawned process takes a while to import this module: wait until each spins.
+        assert all(e.wait(30) for e in started)
+        time.sleep(0.2)
         with UsageMeter(threads=1) as meter:
-            _work()
+            _work(12_000_000)  # long enough to be judged even on a fast CPU
     finally:
         for p in competitors:
             p.terminate()
             p.join()
     usage = meter.usage
     with UsageMeter(threads=1) as meter:
-        _work()
+        _work(12_000_000)
     alone = meter.usage
     # The same work costs about the same CPU time whether or not it had to wait for a CPU.
     assert usage.cpu_s == pytest.approx(alone.cpu_s, rel=0.3)
