@@ -633,15 +633,7 @@ def _chunk_entropies(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int
     n = colsum.sum(1)
     s_ab = _sum64(acc, 1)
     s_b = _sum64(_xlogx(colsum, inv_lev, work), 1)
-    n64 = n.double()
-    log_n = torch.log(n64.clamp_min(1) * inv_map.double())
-    inv_n = 1.0 / n64.clamp_min(1)
-    empty = n < 1
-    zero = torch.zeros_like(n64)
-    hab = torch.where(empty, zero, log_n - s_ab * inv_n)
-    ha = torch.where(empty, zero, log_n - s_a * inv_n)
-    hb = torch.where(empty, zero, log_n - s_b * inv_n)
-    return n, ha, hb, hab
+    return (n, *compiled.entropies(n, s_a, s_b, s_ab, inv_map))
 
 
 def _chunk_entropies_compiled(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int,

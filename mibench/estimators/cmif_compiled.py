@@ -139,15 +139,23 @@ def finish_pass(s_ab: torch.Tensor, colsum: torch.Tensor, rows: torch.Tensor,
         colsum = col
     n = colsum.sum(1)
     s_b = _sum64(xlogx(colsum, inv_lev))
+    return (n, *entropies(n, s_a, s_b, s_ab, inv_ref))
+
+
+def entropies(n: torch.Tensor, s_a: torch.Tensor, s_b: torch.Tensor, s_ab: torch.Tensor,
+              inv_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``H(A), H(B), H(A, B)`` in nats (float64) from the overlap ``n`` and the sums
+    ``s = sum c log(c / ref)`` of the marginal and joint counts (``inv_ref`` = 1 / ref per
+    template): ``H = log(n / ref) - s / n``; 0 where the overlap is empty. Shared by the compiled
+    and the eager pass."""
     n64 = n.to(torch.float64)
     log_n = torch.log(n64.clamp_min(1) * inv_ref.to(torch.float64))
     inv_n = 1.0 / n64.clamp_min(1)
     empty = n < 1
     zero = torch.zeros_like(n64)
-    hab = torch.where(empty, zero, log_n - s_ab * inv_n)
-    ha = torch.where(empty, zero, log_n - s_a * inv_n)
-    hb = torch.where(empty, zero, log_n - s_b * inv_n)
-    return n, ha, hb, hab
+    return (torch.where(empty, zero, log_n - s_a * inv_n),
+            torch.where(empty, zero, log_n - s_b * inv_n),
+            torch.where(empty, zero, log_n - s_ab * inv_n))
 
 
 # --------------------------------------------------------------------------------------------
