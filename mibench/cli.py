@@ -16,7 +16,7 @@ import click
 
 from mibench.errors import UserError, as_user_error, one_line_warnings
 from mibench.metrics import NAED_NORMS
-from mibench.settings import EXECUTORS
+from mibench.settings import EXECUTORS, MAX_PAIR_PAGES
 from mibench.variants import normalise as normalise_method
 
 
@@ -179,10 +179,18 @@ def list_cmd(as_json: bool, plugins: tuple[str, ...]) -> None:
                    "prefers as reference (drmime) when it ran, else the lowest mean NAED, "
                    "baselines (identity) excluded; methods that failed on every scored task "
                    "are skipped).")
-def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) -> None:
+@click.option("--overlays", "overlay_methods", default=None, metavar="M1,M2",
+              help="Methods drawn side by side in the overlays and pair pages (default: every "
+                   "method that ran).")
+@click.option("--pair-pages", type=click.IntRange(min=0), default=None, metavar="N",
+              help=f"Pages of all methods on one pair, pairs/<pair>.html: at most N, spread "
+                   f"over the reference's ranking (default {MAX_PAIR_PAGES}; 0: none).")
+@click.option("--all-pair-pages", is_flag=True, help="A page for every pair.")
+def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None,
+           overlay_methods: str | None, pair_pages: int | None, all_pair_pages: bool) -> None:
     """Rebuild results.csv, summary.csv, stats.csv, metrics.json, the paper tables (.tex, .md),
-    the figures and report.html of each run directory from its records, or of their merge with
-    --out."""
+    the figures, the pair pages and report.html of each run directory from its records, or of
+    their merge with --out."""
     from mibench.paths import RECORDS_DIR, record_files, records_dir
     from mibench.reports import build_reports, merge_runs
 
@@ -195,9 +203,13 @@ def report(run_dirs: tuple[str, ...], out: str | None, reference: str | None) ->
         raise UserError(f"{out}: is a file; --out must be a directory")
     # A variant is named as the tables name it (nmi[bins=64]); the base name in lower case.
     reference = normalise_method(reference) if reference else None
+    chosen = ([normalise_method(m) for m in overlay_methods.split(",") if m.strip()]
+              if overlay_methods else None)
+    pages = MAX_PAIR_PAGES if pair_pages is None else pair_pages
     targets = [merge_runs([Path(d) for d in run_dirs], Path(out))] if out else run_dirs
     for run_dir in targets:
-        built = build_reports(Path(run_dir), reference=reference)
+        built = build_reports(Path(run_dir), reference=reference, overlay_methods=chosen,
+                              pair_pages=None if all_pair_pages else pages)
         _echo_paper_table(built)
         click.echo(f"report: {built.html}")
 

@@ -29,6 +29,8 @@ PAPER_MD = "paper_table.md"
 REPORT_HTML = "report.html"
 #: ANHIR's submission format: ``warped-landmarks/<method>/<pair>[.s<seed>].csv``.
 WARPED_DIR = "warped-landmarks"
+#: One page per pair, every method side by side: ``pairs/<pair>.html``.
+PAIRS_DIR = "pairs"
 #: Figures are written as ``fig_<name>.png`` beside the report.
 FIGURE_PREFIX = "fig_"
 #: Where ``mibench run`` puts a run directory when ``--out`` is not given.

@@ -29,6 +29,9 @@ from mibench.variants import split_methods
 EXECUTORS = ("local", "dask")
 #: The key of ``method_options`` whose options apply to every selected method that has them.
 ALL_METHODS = "*"
+#: Pair pages a report writes by default: enough to see the spread, few enough to build in
+#: seconds (``mibench report --pair-pages``).
+MAX_PAIR_PAGES = 24
 #: The default time-out of one task, in seconds.
 DEFAULT_TIMEOUT = 600.0
 #: Config keys that were renamed: an old file gets the new name as its hint.

@@ -17,9 +17,10 @@ from mibench.reports.figures import draw_figures
 from mibench.reports.html import write_report_html
 from mibench.reports.landmarks import write_warped_landmarks
 from mibench.reports.overlays import PairSource, make_overlays
-from mibench.reports.pair_pages import MAX_PAIR_PAGES, link_pages, write_pair_pages
+from mibench.reports.pair_pages import link_pages, write_pair_pages
 from mibench.reports.paper_table import paper_tables, write_paper_tables
 from mibench.reports.tables import write_evaluation, write_results
+from mibench.settings import MAX_PAIR_PAGES
 
 
 @dataclass

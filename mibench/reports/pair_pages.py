@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mibench.paths import TMP_PREFIX
+from mibench.paths import PAIRS_DIR, TMP_PREFIX
 from mibench.reports.analysis import RunAnalysis
 from mibench.reports.formatting import missing, naed_header
 from mibench.reports.html import environment
@@ -34,12 +34,7 @@ from mibench.reports.overlays import (
     pair_tasks,
     params_key,
 )
-
-#: The folder of the pair pages, in the run directory.
-PAIRS_DIR = "pairs"
-#: Pair pages written by default: enough to see the spread, few enough to build in seconds.
-MAX_PAIR_PAGES = 24
-
+from mibench.settings import MAX_PAIR_PAGES
 
 #: A pair id that is a safe file name, as the conventions require of a dataset.
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
@@ -172,5 +167,5 @@ def link_pages(overlays: list[Overlay], links: Sequence[PairLink]) -> None:
         overlays[-1].pages = tuple(links)
 
 
-__all__ = ["MAX_PAIR_PAGES", "PAIRS_DIR", "link_pages", "page_href", "page_pairs",
+__all__ = ["link_pages", "page_href", "page_pairs",
            "ranked_pairs", "write_pair_pages"]

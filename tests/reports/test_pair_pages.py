@@ -109,3 +109,25 @@ def test_page_names_are_safe_file_names():
         href = page_href(bad)
         assert re.fullmatch(r"pairs/pair-[0-9a-f]{12}\.html", href), href
     assert page_href("a/b") != page_href("a/c")
+
+
+def test_mibench_report_chooses_the_overlay_methods_and_the_pages(seeded_run, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mibench.cli import cli
+
+    run = tmp_path / "copy"
+    shutil.copytree(seeded_run, run)
+    result = CliRunner().invoke(cli, ["report", str(run), "--overlays", "identity,NOISY",
+                                      "--pair-pages", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(list((run / "pairs").glob("*.html"))) == 1
+    page = next((run / "pairs").glob("*.html")).read_text()
+    assert "noisy" in page and "identity" in page
+    result = CliRunner().invoke(cli, ["report", str(run), "--all-pair-pages"])
+    assert result.exit_code == 0, result.output
+    assert len(list((run / "pairs").glob("*.html"))) == 4
+    result = CliRunner().invoke(cli, ["report", str(run), "--overlays", "nosuch"])
+    assert result.exit_code != 0 and "nosuch" in result.output
