@@ -55,6 +55,10 @@ def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
     else:
         fig = ax.figure
     df = ctx.results
+    if "reused_seed" in df:
+        # A deterministic method ran once per pair: its copies for the other seeds would draw
+        # every point again.
+        df = df[df["reused_seed"].isna()]
     data, failed, empty = [], [], []
     for m in order:
         g = df[df["method"] == m]

@@ -159,3 +159,15 @@ def test_timing_figures_name_the_device_when_devices_are_mixed():
     ax = fig_time(_analysis(pd.DataFrame(rows))).axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["drmime", "ncc"]
+
+
+def test_a_deterministic_method_is_drawn_once_per_pair_not_once_per_seed():
+    ctx = _ctx({"nmi": [0.01, 0.02, 0.01, 0.02], "drmime": [0.03, 0.04, 0.05, 0.06]})
+    results = ctx.results
+    # nmi ran once per pair (seed 0); its rows for seed 1 are copies reused for that seed.
+    results["seed"] = [0, 0, 1, 1, 0, 0, 1, 1]
+    results["pair_id"] = ["p0", "p1", "p0", "p1"] * 2
+    results["reused_seed"] = [np.nan, np.nan, 0, 0] + [np.nan] * 4
+    pts = _points(_axes(fig_naed(ctx)))
+    assert sorted(pts["nmi"]) == pytest.approx([0.01, 0.02])
+    assert len(pts["drmime"]) == 4
