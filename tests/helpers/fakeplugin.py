@@ -92,11 +92,10 @@ def noisy(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, delay=0.0
 
 
 def computes(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, work=4_000_000):
-    """The identity after a fixed amount of single-threaded CPU work (``work`` loop steps): its
-    CPU time is the same whether or not it had to wait for a CPU."""
-    total = 0
-    for i in range(work):
-        total += i & 7
+    """The identity after :func:`helpers.load.work` (``work`` loop steps of CPU)."""
+    from helpers.load import work as compute
+
+    compute(work)
     return MatrixTransform(np.eye(3))
 
 

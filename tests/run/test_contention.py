@@ -1,11 +1,10 @@
 """A benchmark that other processes compete with for part of its run: the tasks they slowed are
 flagged, and the CPU time per method agrees with a run on a quiet machine."""
 
-import multiprocessing as mp
 import statistics
-import time
 
 import pytest
+from helpers.load import competitors
 
 from mibench.machine import usable_cpus
 from mibench.records import iter_records
@@ -14,12 +13,6 @@ from mibench.settings import RunSettings
 from mibench.usage import busy_cpu_s
 
 METHODS = "computes,computes[work=6000000]"
-
-
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 def _run(out):
@@ -42,17 +35,8 @@ def test_busy_processes_are_flagged_and_cpu_time_holds(tmp_path):
     if sum(bool(r.contended) for r in quiet_records) > len(quiet_records) // 4:
         pytest.skip("this machine is busy already: no quiet run to compare with")
     # One competitor per CPU for about the first half of the run.
-    ctx = mp.get_context("spawn")
-    competitors = [ctx.Process(target=_spin, args=(2.0 + 0.5 * quiet.tasks_s,))
-                   for _ in range(usable_cpus())]
-    for p in competitors:
-        p.start()
-    try:
+    with competitors(usable_cpus(), 2.0 + 0.5 * quiet.tasks_s):
         busy, busy_records = _run(tmp_path / "busy")
-    finally:
-        for p in competitors:
-            p.terminate()
-            p.join()
     flagged = [r for r in busy_records if r.contended]
     assert 2 <= len(flagged) < len(busy_records)
     assert all(r.load_cpus > 0.5 for r in flagged)

@@ -1,20 +1,12 @@
 """Task usage: CPU time, peak memory, the load of other processes and the contention verdict."""
 
-import multiprocessing as mp
 import time
 
 import numpy as np
 import pytest
+from helpers.load import competitors, work
 
 from mibench.usage import PeakRss, UsageMeter, busy_cpu_s, is_contended
-
-
-def _spin(seconds: float, started=None) -> None:
-    if started is not None:
-        started.set()
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 def test_the_memory_sampler_sees_an_allocation():
@@ -40,18 +32,11 @@ def test_contention_rule(own, other, cpus, threads, expected):
     assert is_contended(own, other, cpus, threads) is expected
 
 
-def _work(n: int = 3_000_000) -> int:
-    total = 0
-    for i in range(n):
-        total += i & 7
-    return total
-
-
 def test_cpu_time_counts_computing_not_waiting():
     with UsageMeter(threads=1) as meter:
-        _work()
-    work = meter.usage
-    assert 0.05 < work.cpu_s <= work.wall_s + 0.05  # one thread: never more than the wall time
+        work(3_000_000)
+    used = meter.usage
+    assert 0.05 < used.cpu_s <= used.wall_s + 0.05  # one thread: never more than the wall time
     with UsageMeter(threads=1) as meter:
         time.sleep(0.3)
     assert meter.usage.cpu_s < 0.1
@@ -61,28 +46,17 @@ def test_cpu_time_counts_computing_not_waiting():
 
 @pytest.mark.skipif(busy_cpu_s() is None, reason="no per-CPU busy counters here")
 def test_a_competing_process_is_seen_as_load_and_contention():
-    ctx = mp.get_context("spawn")
     from mibench.machine import usable_cpus
 
     # Two per CPU: a fresh thread gets more than its fair share for a while (the scheduler's
     # credit for a task that just woke), and one competitor per CPU left that share ambiguous.
-    started = [ctx.Event() for _ in range(2 * usable_cpus())]
-    competitors = [ctx.Process(target=_spin, args=(8.0, e)) for e in started]
-    for p in competitors:
-        p.start()
-    try:
-        # A spawned process takes a while to import this module: wait until each spins.
-        assert all(e.wait(30) for e in started)
+    with competitors(2 * usable_cpus(), 8.0):
         time.sleep(0.2)
         with UsageMeter(threads=1) as meter:
-            _work(12_000_000)  # long enough to be judged even on a fast CPU
-    finally:
-        for p in competitors:
-            p.terminate()
-            p.join()
+            work(12_000_000)  # long enough to be judged even on a fast CPU
     usage = meter.usage
     with UsageMeter(threads=1) as meter:
-        _work(12_000_000)
+        work(12_000_000)
     alone = meter.usage
     # The same work costs about the same CPU time whether or not it had to wait for a CPU.
     assert usage.cpu_s == pytest.approx(alone.cpu_s, rel=0.3)
