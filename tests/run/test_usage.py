@@ -13,8 +13,12 @@ def test_the_memory_sampler_sees_an_allocation():
     with PeakRss() as rss:
         block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
         # numpy fills it holding the GIL; the sampler reads the memory while this waits (as it
-        # does while a torch kernel, which releases the GIL, runs).
-        time.sleep(0.05)
+        # does while a torch kernel, which releases the GIL, runs). On a loaded machine the
+        # sampler thread may be scheduled late, so wait for it (up to a generous deadline)
+        # instead of a fixed sleep.
+        deadline = time.monotonic() + 10.0
+        while rss.peak - rss.base < 48 * 2**20 and time.monotonic() < deadline:
+            time.sleep(0.01)
         del block
     assert rss.peak - rss.base >= 48 * 2**20
 
