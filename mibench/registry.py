@@ -37,6 +37,7 @@ from mibench import hookspecs
 from mibench.errors import UserError
 from mibench.specs import (
     PROTOCOLS,
+    SPATIAL_DIMS,
     DatasetSpec,
     EstimatorSpec,
     MethodSpec,
@@ -306,6 +307,11 @@ class Registry:
         if not isinstance(uses_seed, bool) and not callable(uses_seed):
             raise PluginError(f"{where}: uses_seed must be True, False or a function of the "
                               f"options, got {_describe(uses_seed)}")
+        dims = getattr(spec, "dims", (2,))
+        if (not isinstance(dims, tuple) or not dims
+                or any(d not in SPATIAL_DIMS or isinstance(d, bool) for d in dims)):
+            raise PluginError(f"{where}: dims must be a tuple of spatial dimensionalities out of "
+                              f"{SPATIAL_DIMS}, e.g. (2,) or (2, 3), got {_describe(dims)}")
         protocol = getattr(spec, "protocol", "")
         if protocol not in PROTOCOLS:
             raise PluginError(f"{where}: protocol must be one of "

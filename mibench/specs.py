@@ -312,6 +312,10 @@ class EstimatorSpec(PluginSpec):
     tunes it (:class:`Registration`). ``uses_seed`` (default True): whether the estimator's value
     depends on the global random generators (which a registration task seeds with its seed);
     a deterministic estimator sets it False, and so does the method derived from it.
+
+    ``dims`` (default ``(2,)``): the spatial dimensionalities the estimator scores; ``(2, 3)``
+    when it also takes volumes ``(B, C, D, H, W)`` (masks ``(B, 1, D, H, W)``). The method
+    derived from it registers the same dimensionalities.
     """
 
     kind: ClassVar[str] = "estimator"
@@ -319,6 +323,7 @@ class EstimatorSpec(PluginSpec):
     differentiable: bool = True
     derive_method: bool = True
     uses_seed: bool = True
+    dims: tuple[int, ...] = (2,)
     registration: Registration = field(default_factory=Registration)
 
     def registration_params(self) -> tuple[Param, ...]:
@@ -361,6 +366,13 @@ class MethodSpec(PluginSpec):
     runs it once (with the first seed) and the reports reuse that result for every seed. When it
     depends on the options, ``uses_seed`` is a function of the resolved options (picklable: a
     module-level function) returning that bool; :meth:`seeded` answers either way.
+
+    ``dims`` (default ``(2,)``): the spatial dimensionalities the method registers. A method
+    whose ``dims`` include 3 also takes volumes ``(1, C, D, H, W)`` (masks ``(1, 1, D, H, W)``)
+    and returns a 4x4 transform for them, and is always called with two more keyword
+    arguments, ``fixed_geometry`` and ``moving_geometry`` (:class:`mibench.geometry.Geometry`
+    or None: voxel spacing, origin and direction, for methods that work in physical space). A
+    run leaves out, with a message, the methods that do not register its pairs' dimension.
     """
 
     kind: ClassVar[str] = "method"
@@ -370,6 +382,7 @@ class MethodSpec(PluginSpec):
     baseline: bool = False
     derived_from: str = ""
     uses_seed: bool | Callable[[dict[str, Any]], bool] = True
+    dims: tuple[int, ...] = (2,)
 
     def seeded(self, params: dict[str, Any]) -> bool:
         """Whether the method, run with the resolved options ``params``, uses its seed."""
@@ -378,6 +391,9 @@ class MethodSpec(PluginSpec):
 
 #: The evaluation protocols a dataset may declare (:attr:`DatasetSpec.protocol`).
 PROTOCOLS = ("", "fire", "anhir")
+
+#: The spatial dimensionalities a method or an estimator may declare in ``dims``.
+SPATIAL_DIMS = (2, 3)
 
 
 @dataclass(frozen=True)
