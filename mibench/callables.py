@@ -109,6 +109,17 @@ def _check_pixels(fixed: Any, moving: Any) -> None:
             raise ValueError(f"the {name} image has NaN or infinite pixels")
 
 
+def _spatial_ndim(ndim: int | None, image: Any, geometry: Any) -> int:
+    """2 or 3: given, else the geometry's, else 3 for a 5-D tensor, else 2."""
+    if ndim is not None:
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+        return ndim
+    if geometry is not None:
+        return int(geometry.ndim)
+    return 3 if getattr(image, "ndim", 0) == 5 else 2
+
+
 def _check_content(image: Any, mask: Any, name: str) -> None:
     """Refuse an image with nothing to align: no pixel in its mask, or one grey value on all of
     them. Any transform then scores the same, and the methods would follow rounding noise (an
@@ -130,8 +141,9 @@ class Method:
     """A registration method with its options fixed, bound to a device.
 
     Call it with fixed and moving images (numpy ``(H, W[, C])`` in [0, 1], or ``(1, C, H, W)``
-    tensors) and optional bool masks; it returns a :class:`RegistrationOutput` whose transform maps
-    fixed pixel coordinates to moving pixel coordinates.
+    tensors; volumes ``(D, H, W[, C])`` / ``(1, C, D, H, W)``) and optional bool masks; it
+    returns a :class:`RegistrationOutput` whose transform maps fixed pixel (voxel) coordinates
+    to moving ones.
     """
 
     spec: MethodSpec
@@ -151,27 +163,45 @@ class Method:
             hook()
 
     def __call__(self, fixed: Any, moving: Any, *, fixed_mask: Any = None,
-                 moving_mask: Any = None, seed: int = 0) -> RegistrationOutput:
+                 moving_mask: Any = None, seed: int = 0, fixed_geometry: Any = None,
+                 moving_geometry: Any = None, ndim: int | None = None) -> RegistrationOutput:
+        """Register ``moving`` to ``fixed``.
+
+        ``ndim`` (2 or 3) says whether numpy arrays are images or volumes (a 3-D array is
+        ``(H, W, C)`` or ``(D, H, W)``); by default it is the geometry's, else that of a
+        tensor's shape (5 dims: volumes), else 2. The geometries (:class:`mibench.geometry.
+        Geometry`) are passed on to methods that register volumes (``3 in spec.dims``).
+        """
         from mibench.tensors import image_to_tensor, mask_to_tensor, resolve_device
 
         if not is_seed(seed):
             # Methods seed torch, NumPy and toolboxes, which take 32 bits (or wrap silently).
             raise ValueError(f"seed must be an integer in 0 .. {MAX_SEED} (32-bit), got {seed!r}")
+        ndim = _spatial_ndim(ndim, fixed, fixed_geometry)
+        if ndim not in self.spec.dims:
+            raise UserError(f"method {self.name!r} does not register {ndim}-D "
+                            f"{'volumes' if ndim == 3 else 'images'} (its dims are "
+                            f"{self.spec.dims})")
         device = resolve_device(self.device)
         fn = self.spec.load()
-        fixed, moving = image_to_tensor(fixed, device), image_to_tensor(moving, device)
+        fixed = image_to_tensor(fixed, device, ndim=ndim)
+        moving = image_to_tensor(moving, device, ndim=ndim)
         _check_pixels(fixed, moving)
-        fixed_mask = mask_to_tensor(fixed_mask, device)
-        moving_mask = mask_to_tensor(moving_mask, device)
+        fixed_mask = mask_to_tensor(fixed_mask, device, ndim=ndim)
+        moving_mask = mask_to_tensor(moving_mask, device, ndim=ndim)
         if self.spec.needs_content:
             _check_content(fixed, fixed_mask, "fixed")
             _check_content(moving, moving_mask, "moving")
+        # Methods written before volumes existed need not accept the geometry arguments.
+        extra = ({"fixed_geometry": fixed_geometry, "moving_geometry": moving_geometry}
+                 if 3 in self.spec.dims else {})
         out = fn(
             fixed,
             moving,
             fixed_mask=fixed_mask,
             moving_mask=moving_mask,
             seed=seed,
+            **extra,
             **self.params,
         )
         return self._checked(out)

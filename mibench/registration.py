@@ -281,10 +281,11 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
         spec = workspace.registry.get("method", base_name(task.method))
         method = Method(spec, task.method_params, device)
         method.warm_up()
-        fixed = image_to_tensor(pair.fixed, device)
-        moving = image_to_tensor(pair.moving, device)
-        fmask = mask_to_tensor(pair.fixed_mask, device)
-        mmask = mask_to_tensor(pair.moving_mask, device)
+        nd = pair.ndim
+        fixed = image_to_tensor(pair.fixed, device, ndim=nd)
+        moving = image_to_tensor(pair.moving, device, ndim=nd)
+        fmask = mask_to_tensor(pair.fixed_mask, device, ndim=nd)
+        mmask = mask_to_tensor(pair.moving_mask, device, ndim=nd)
         seed_everything(task.seed)
         if cuda:
             torch.cuda.synchronize(device)
@@ -296,7 +297,9 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
         t0 = time.perf_counter()
         try:
             with meter:
-                out = method(fixed, moving, fixed_mask=fmask, moving_mask=mmask, seed=task.seed)
+                out = method(fixed, moving, fixed_mask=fmask, moving_mask=mmask, seed=task.seed,
+                             fixed_geometry=pair.fixed_geometry,
+                             moving_geometry=pair.moving_geometry, ndim=nd)
                 transform, info = out.transform, out.info
         finally:
             # Timed even when the method fails, so that its record says how long it ran.

@@ -12,34 +12,47 @@ from mibench.errors import UserError
 
 
 def image_to_tensor(image: Any, device: torch.device | str | None = None,
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Return ``(B, C, H, W)``: arrays ``(H, W)`` -> ``(1, 1, H, W)``, ``(H, W, C)`` ->
-    ``(1, C, H, W)``; tensors of 2, 3 or 4 dims are read as ``(H, W)``, ``(C, H, W)``,
-    ``(B, C, H, W)``. Tensors already on ``device`` with ``dtype`` are not copied."""
+                    dtype: torch.dtype = torch.float32, ndim: int = 2) -> torch.Tensor:
+    """Return ``(B, C, H, W)`` for images (``ndim=2``) or ``(B, C, D, H, W)`` for volumes
+    (``ndim=3``).
+
+    Arrays are channels-last: ``(H, W)`` -> ``(1, 1, H, W)``, ``(H, W, C)`` -> ``(1, C, H, W)``;
+    with ``ndim=3``, ``(D, H, W)`` -> ``(1, 1, D, H, W)`` and ``(D, H, W, C)`` -> ``(1, C, D, H,
+    W)`` (a 3-D array is ambiguous, hence the argument). Tensors are channels-first: 2, 3 or 4
+    dims read as ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (one more spatial dim for
+    volumes). Tensors already on ``device`` with ``dtype`` are not copied.
+    """
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
     if isinstance(image, torch.Tensor):
         t = image
-        if t.ndim == 2:
+        if t.ndim == ndim:
             t = t[None, None]
-        elif t.ndim == 3:
+        elif t.ndim == ndim + 1:
             t = t[None]
-        elif t.ndim != 4:
-            raise ValueError(f"expected a tensor of 2, 3 or 4 dims, got shape {tuple(t.shape)}")
+        elif t.ndim != ndim + 2:
+            what = "(H, W), (C, H, W) or (B, C, H, W)" if ndim == 2 else \
+                "(D, H, W), (C, D, H, W) or (B, C, D, H, W)"
+            raise ValueError(f"expected a tensor {what}, got shape {tuple(t.shape)}")
         return t.to(device=device if device is not None else t.device, dtype=dtype)
     arr = np.asarray(image)
-    if arr.ndim == 2:
+    if arr.ndim == ndim:
         arr = arr[None, None]
-    elif arr.ndim == 3:
+    elif arr.ndim == ndim + 1:
         arr = np.moveaxis(arr, -1, 0)[None]
     else:
-        raise ValueError(f"expected an (H, W) or (H, W, C) array, got shape {arr.shape}")
+        what = "(H, W) or (H, W, C)" if ndim == 2 else "(D, H, W) or (D, H, W, C)"
+        raise ValueError(f"expected an {what} array, got shape {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=dtype)
 
 
-def mask_to_tensor(mask: Any, device: torch.device | str | None = None) -> torch.Tensor | None:
-    """Return a bool ``(B, 1, H, W)`` mask (None stays None)."""
+def mask_to_tensor(mask: Any, device: torch.device | str | None = None,
+                   ndim: int = 2) -> torch.Tensor | None:
+    """Return a bool ``(B, 1, H, W)`` mask (``(B, 1, D, H, W)`` with ``ndim=3``; None stays
+    None)."""
     if mask is None:
         return None
-    return image_to_tensor(mask, device, dtype=torch.float32) > 0.5
+    return image_to_tensor(mask, device, dtype=torch.float32, ndim=ndim) > 0.5
 
 
 _DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
