@@ -8,7 +8,7 @@ declares its bounds and choices here, and the factories leave checking them to
 """
 
 from mibench.hookspecs import hookimpl
-from mibench.specs import DatasetSpec, Param
+from mibench.specs import DatasetSpec, Param, Requirement
 
 SYNTHETIC = DatasetSpec(
     name="synthetic",
@@ -126,28 +126,70 @@ ANHIR = DatasetSpec(
 NIFTI = DatasetSpec(
     name="nifti",
     description=(
-        "2-D slices of NIfTI volumes (e.g. MRI T1/T2) listed in a CSV manifest, read with "
-        "nibabel; pixel (x, y) is voxel (row y, column x) of the numpy slice, no reorientation."
+        "NIfTI volumes (e.g. MRI T1/T2) listed in a CSV manifest, read with nibabel: whole "
+        "volumes with their affine (errors in voxels and mm), or one 2-D slice of each "
+        "(mode=slice: pixel (x, y) is voxel (row y, column x) of the numpy slice)."
     ),
     factory="mibench.datasets.nifti:load_dataset",
     params=(
         Param("manifest", "manifest.csv", "the CSV manifest (absolute, from the current "
               "directory, or inside --data-dir)"),
-        Param("axis", 2, "voxel axis the slice is taken across", choices=(0, 1, 2)),
-        Param("index", -1, "slice index along the axis; -1 for the middle slice", ge=-1),
-        Param("slab", 0.5, "3-D landmarks within this many voxels of the fixed slice are used",
-              ge=0),
-        _WORKING_SCALE,
+        Param("mode", "volume", "volume: whole volumes, numpy (D, H, W) = nibabel (k, j, i), "
+              "with the NIfTI affine (RAS+ mm); slice: one 2-D slice of each volume, affine "
+              "ignored", choices=("volume", "slice")),
+        Param("landmarks_space", "voxel", "what 3-column landmark files hold: voxel indices "
+              "i j k (0-based) or world x y z (RAS+ mm, mapped through each image's affine)",
+              choices=("voxel", "world")),
+        Param("axis", 2, "mode=slice: voxel axis the slice is taken across", choices=(0, 1, 2)),
+        Param("index", -1, "mode=slice: slice index along the axis; -1 for the middle slice",
+              ge=-1),
+        Param("slab", 0.5, "mode=slice: 3-D landmarks within this many voxels of the fixed "
+              "slice are used", ge=0),
+        Param("working_scale", 1.0, "mode=slice: resize slices and landmarks by this factor "
+              "in (0, 1] before registration; errors stay in the table's pixels", gt=0, le=1),
     ),
     layout=(
         "a CSV manifest (default DIR/manifest.csv) with columns fixed, moving (.nii or .nii.gz "
-        "paths relative to --data-dir) and optionally fixed_landmarks, moving_landmarks (x y "
-        "pixels or i j k voxels), fixed_mask, moving_mask, id"
+        "paths relative to --data-dir) and optionally fixed_landmarks, moving_landmarks (x,y,z "
+        "voxels i j k or RAS+ mm by landmarks_space; x y pixels of a slice), fixed_mask, "
+        "moving_mask, id"
     ),
     source="your own data (any NIfTI-1/2 files nibabel reads)",
+)
+
+BRAIN = DatasetSpec(
+    name="brain",
+    description=(
+        "3-D multimodal brain pairs with exact ground truth: the MNI152 T1 template and a T2- "
+        "or PD-like volume synthesised from its tissue maps (bias field, Rician noise) under a "
+        "known random rigid or affine transform; errors in voxels and mm."
+    ),
+    factory="mibench.datasets.brain:load_dataset",
+    params=(
+        Param("seed", 0, "random seed; pair k depends only on (seed, k)", ge=0),
+        Param("pairs", 4, "number of pairs", ge=1),
+        Param("resolution", 2, "voxel size of the template in mm (2: 99 x 117 x 95 voxels)",
+              choices=(1, 2)),
+        Param("contrasts", "t2,pd", "comma list of moving contrasts (t2, pd; t1 for a "
+              "monomodal control); pairs cycle through them"),
+        Param("transform", "affine", "true transform model", choices=("rigid", "affine")),
+        Param("difficulty", "medium", "size of the true transform (max rotation 5/10/20 deg "
+              "about each axis, translation 5/10/20 mm, scale 5/10/15 %, shear 0.03/0.06/0.1)",
+              choices=("easy", "medium", "hard")),
+        Param("landmarks", 20, "landmarks per pair (3-D Harris corners of the T1 template)",
+              ge=1),
+        Param("noise", 0.02, "standard deviation of the Rician noise of the moving image",
+              ge=0, le=0.5),
+        Param("mask", "fov", "masks: the field of view, or the brain mask",
+              choices=("fov", "brain")),
+    ),
+    requires=(Requirement(module="nilearn", hint='pip install "mibench[volumes]"'),),
+    needs_data_dir=False,
+    layout="generated in memory from the MNI152 template files inside nilearn's package",
+    source="ships with nilearn (pip install 'mibench[volumes]'); no download",
 )
 
 
 @hookimpl
 def mibench_datasets():
-    return [SYNTHETIC, FIRE, ANHIR, COVER, NIFTI]
+    return [SYNTHETIC, FIRE, ANHIR, COVER, NIFTI, BRAIN]

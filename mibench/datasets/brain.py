@@ -9,9 +9,10 @@ resolution=2)`` returns (same grid, same values). Each map is divided by its max
 nilearn does; the brain mask is ``T1 > 0.2`` (``load_mni152_brain_mask``'s rule) and the CSF
 map is ``1 - GM - WM`` inside it.
 
-Not yet a registered dataset: :data:`BRAIN` is defined here but not returned by the
-``mibench_datasets`` hook, because the registration engine does not handle volumes yet (issue
-21). Until then it is used from Python: ``load_dataset(pairs=2).load("t2-000")``.
+Registered as ``brain`` (its spec, :data:`mibench.datasets.BRAIN`, sits with the other built-in
+specs): ``mibench run --dataset brain``, or from Python ``load_dataset(pairs=2).load("t2-000")``.
+It needs nilearn (the optional extra ``pip install "mibench[volumes]"``); without it the dataset
+is listed as unavailable with that command, and opening it says so.
 
 Arrays are numpy ``(D, H, W)`` = nibabel ``(k, j, i)`` (the data transposed), so that voxel
 ``(x, y, z) = (i, j, k)`` and both images carry the template's RAS+ millimetre geometry
@@ -63,10 +64,10 @@ from typing import Any
 
 import numpy as np
 
+from mibench.datasets import BRAIN
 from mibench.datasets.layout import comma_list
 from mibench.geometry import Geometry, voxel_transform
 from mibench.pairs import Pair, PairInfo
-from mibench.specs import DatasetSpec, Param, Requirement
 
 #: Tissue signals ``(CSF, GM, WM)`` of each synthesised contrast, background 0.
 CONTRASTS = {
@@ -96,39 +97,6 @@ _BIAS_STRENGTH = 0.2  # largest coefficient of the log bias polynomial
 _LANDMARK_SPACING_MM = 10.0
 _MARGIN = 3  # voxels between a moving landmark and the moving volume's border
 _FACE_MARGIN = 6  # voxels between a corner and the template's faces
-
-BRAIN = DatasetSpec(
-    name="brain",
-    description=(
-        "3-D multimodal brain pairs with exact ground truth: the MNI152 T1 template and a T2- "
-        "or PD-like volume synthesised from its tissue maps (bias field, Rician noise) under a "
-        "known random rigid or affine transform; errors in voxels and mm."
-    ),
-    factory="mibench.datasets.brain:load_dataset",
-    params=(
-        Param("seed", 0, "random seed; pair k depends only on (seed, k)", ge=0),
-        Param("pairs", 4, "number of pairs", ge=1),
-        Param("resolution", 2, "voxel size of the template in mm (2: 99 x 117 x 95 voxels)",
-              choices=(1, 2)),
-        Param("contrasts", "t2,pd", "comma list of moving contrasts (t2, pd; t1 for a "
-              "monomodal control); pairs cycle through them"),
-        Param("transform", "affine", "true transform model", choices=("rigid", "affine")),
-        Param("difficulty", "medium", "size of the true transform (max rotation 5/10/20 deg "
-              "about each axis, translation 5/10/20 mm, scale 5/10/15 %, shear 0.03/0.06/0.1)",
-              choices=("easy", "medium", "hard")),
-        Param("landmarks", 20, "landmarks per pair (3-D Harris corners of the T1 template)",
-              ge=1),
-        Param("noise", 0.02, "standard deviation of the Rician noise of the moving image",
-              ge=0, le=0.5),
-        Param("mask", "fov", "masks: the field of view, or the brain mask",
-              choices=("fov", "brain")),
-    ),
-    requires=(Requirement(module="nilearn", hint='pip install "mibench[volumes]"'),),
-    needs_data_dir=False,
-    layout="generated in memory from the MNI152 template files inside nilearn's package",
-    source="ships with nilearn (pip install 'mibench[volumes]'); no download",
-)
-
 
 # ---------------------------------------------------------------------------- template
 

@@ -8,6 +8,7 @@ from scipy import ndimage
 
 pytest.importorskip("nilearn")
 
+import mibench  # noqa: E402
 from mibench.datasets import brain  # noqa: E402
 from mibench.errors import UserError  # noqa: E402
 from mibench.geometry import world_transform  # noqa: E402
@@ -39,6 +40,8 @@ def test_pairs_follow_the_volume_conventions(pairs):
         assert checked.fixed_landmarks.shape == (20, 3)
         assert checked.fixed_geometry.unit == "mm"
         np.testing.assert_allclose(checked.fixed_geometry.spacing, [2.0, 2.0, 2.0])
+        # Both images carry the template's geometry (the moving one is on the same grid).
+        assert checked.moving_geometry == checked.fixed_geometry == brain.template(2).geometry
 
 
 def test_landmarks_map_exactly_through_the_known_transform(pairs):
@@ -133,6 +136,16 @@ def test_without_nilearn_it_says_how_to_install(monkeypatch):
     with pytest.raises(UserError, match=r"pip install \"mibench\[volumes\]\""):
         brain.load_dataset()
     assert brain.BRAIN.unavailable_reason().startswith("needs the Python package 'nilearn'")
+    # Listed (as every optional plugin is) as unavailable, with the install command.
+    from mibench.api import list_plugins
+
+    row = next(r for r in list_plugins() if r["kind"] == "dataset" and r["name"] == "brain")
+    assert not row["available"]
+    assert row["reason"] == ("needs the Python package 'nilearn'; "
+                             'pip install "mibench[volumes]"')
+    with pytest.raises(UserError, match=r"^dataset 'brain' is unavailable: needs the Python "
+                                        r"package 'nilearn'; pip install \"mibench\[volumes\]\""):
+        mibench.dataset("brain")
 
 
 def test_the_spec_builds_the_dataset_and_pairs_read_only_the_header():
@@ -141,8 +154,9 @@ def test_the_spec_builds_the_dataset_and_pairs_read_only_the_header():
     assert [info.id for info in ds.pairs()] == ["t1-000", "t2-001", "pd-002"]
     geometry, shape = brain.grid(2)
     assert shape == (95, 117, 99) and geometry == brain.template(2).geometry
-    # Not offered to runs until the engine registers volumes (issue 21): drop this line then.
-    assert "brain" not in {spec.name for spec in _registered_datasets()}
+    # Registered through the same hook as every built-in dataset, available here.
+    registered = {spec.name: spec for spec in _registered_datasets()}
+    assert registered["brain"] is brain.BRAIN and brain.BRAIN.unavailable_reason() is None
 
 
 def _registered_datasets():

@@ -15,7 +15,8 @@ def test_run_projects_voxel_landmarks_onto_the_slice(tmp_path):
     pixels (x, y) = (j, i). The moving ones are shifted by (di, dj) = (1, -2): identity error
     sqrt(5) voxels each."""
     truth = make_nifti(tmp_path / "data")
-    _, records = run_identity(tmp_path / "run", "nifti", truth.root, "index=2")
+    _, records = run_identity(tmp_path / "run", "nifti", truth.root, "mode=slice",
+                              "index=2")
     rec = records["subject-01"]
     assert rec.status == "ok" and rec.scored
     np.testing.assert_allclose(rec.landmark_errors, [np.sqrt(5.0)] * 3, rtol=1e-12)
@@ -27,7 +28,7 @@ def test_run_projects_voxel_landmarks_onto_the_slice(tmp_path):
 @pytest.mark.parametrize("gz", [True, False])
 def test_voxel_to_pixel_convention_and_mask(tmp_path, gz):
     truth = make_nifti(tmp_path, gz=gz)
-    pair = mibench.dataset("nifti", str(tmp_path), index=2).load("subject-01")
+    pair = mibench.dataset("nifti", str(tmp_path), mode="slice", index=2).load("subject-01")
     i, j, k = truth.bright
     assert pair.fixed.shape == (20, 24)  # rows = voxel axis 0, columns = voxel axis 1
     assert np.unravel_index(pair.fixed.argmax(), pair.fixed.shape) == (i, j)  # pixel (x=j, y=i)
@@ -50,13 +51,14 @@ def test_other_axis_middle_slice_and_pixel_landmarks(tmp_path):
     np.savetxt(tmp_path / "xy_m.txt", [[2.5, 7.0], [1.0, 4.0]])
     (tmp_path / "axis0.csv").write_text("fixed,moving,fixed_landmarks,moving_landmarks\n"
                                         "t1.nii.gz,t2.nii.gz,xy_f.txt,xy_m.txt\n")
-    ds = mibench.dataset("nifti", str(tmp_path), manifest="axis0.csv", axis=0, index=-1)
+    ds = mibench.dataset("nifti", str(tmp_path), manifest="axis0.csv", mode="slice", axis=0,
+                         index=-1)
     assert [p.id for p in ds.pairs()] == ["000"]
     pair = ds.load("000")
     assert pair.meta["slice"] == 10  # middle of 20 along axis 0
     assert pair.fixed.shape == (24, 5)  # rows = voxel axis 1 (j), columns = voxel axis 2 (k)
     np.testing.assert_allclose(pair.fixed_landmarks, [[2.0, 7.0], [1.0, 3.0]])
-    at = mibench.dataset("nifti", str(tmp_path), manifest="axis0.csv", axis=0,
+    at = mibench.dataset("nifti", str(tmp_path), manifest="axis0.csv", mode="slice", axis=0,
                          index=truth.bright[0]).load("000")
     i, j, k = truth.bright
     assert np.unravel_index(at.fixed.argmax(), at.fixed.shape) == (j, k)  # pixel (x=k, y=j)
@@ -95,7 +97,8 @@ def test_negative_nan_or_infinite_slab_is_refused(tmp_path, slab):
 
 def test_slab_zero_keeps_the_landmarks_exactly_on_the_slice(tmp_path):
     truth = make_nifti(tmp_path)
-    pair = mibench.dataset("nifti", str(tmp_path), index=2, slab=0).load("subject-01")
+    pair = mibench.dataset("nifti", str(tmp_path), mode="slice", index=2,
+                           slab=0).load("subject-01")
     on_slice = truth.fixed_voxels[:, 2] == 2
     np.testing.assert_allclose(pair.fixed_landmarks, truth.fixed_voxels[on_slice][:, [1, 0]])
 
@@ -133,7 +136,8 @@ def test_fixed_only_voxel_landmarks_are_projected_onto_the_slice(tmp_path):
     make_nifti(tmp_path)  # fixed_voxels: (3, 4, 2), (10, 15, 2.2), (12, 6, 4), (16, 20, 1.8)
     (tmp_path / "fixed_only.csv").write_text("fixed,moving,fixed_landmarks\n"
                                              "t1.nii.gz,t2.nii.gz,t1_points.txt\n")
-    ds = mibench.dataset("nifti", str(tmp_path), manifest="fixed_only.csv", index=2)
+    ds = mibench.dataset("nifti", str(tmp_path), manifest="fixed_only.csv", mode="slice",
+                         index=2)
     pair = check_pair(ds.load("000"), "000")
     expected = [[4.0, 3.0], [15.0, 10.0], [20.0, 16.0]]  # rows 0, 1, 3 of fixed_voxels as (j, i)
     np.testing.assert_allclose(pair.fixed_landmarks, expected)
