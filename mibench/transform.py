@@ -179,51 +179,67 @@ class MatrixTransform:
         padding_value : float
             Value of fixed pixels that map outside the moving image.
         """
-        import torch
-        import torch.nn.functional as F
-
-        n = self.ndim
-        as_numpy = isinstance(moving, np.ndarray)
-        if as_numpy:
-            if moving.ndim not in (n, n + 1):
-                raise ValueError(f"a {n}-D transform warps arrays of {n} or {n + 1} axes, got "
-                                 f"shape {moving.shape}")
-            arr = moving.astype(np.float32, copy=False)
-            tensor = torch.from_numpy(np.ascontiguousarray(arr))
-            # Channels last in numpy, first in torch.
-            tensor = tensor[None, None] if arr.ndim == n else tensor.movedim(-1, 0)[None]
-        else:
-            tensor = moving
-            if tensor.dim() != n + 2:
-                raise ValueError(f"a {n}-D transform warps tensors of {n + 2} axes (B, C, ...), "
-                                 f"got shape {tuple(tensor.shape)}")
-        b = tensor.shape[0]
-        grid = self.sampling_grid(tuple(fixed_shape), tuple(tensor.shape[2:]), tensor.device)
-        grid = grid.to(tensor.dtype).expand(b, *([-1] * (n + 1)))
-        if padding_value == 0.0:
-            out = F.grid_sample(tensor, grid, mode=mode, padding_mode="zeros", align_corners=True)
-        else:
-            # Sample a ones image alongside to know which pixels fell outside.
-            ones = torch.ones_like(tensor[:, :1])
-            both = F.grid_sample(torch.cat([tensor, ones], 1), grid, mode=mode,
-                                 padding_mode="zeros", align_corners=True)
-            out, inside = both[:, :-1], both[:, -1:]
-            out = out + (1 - inside) * padding_value
-        if as_numpy:
-            res = out[0].movedim(0, -1).numpy()
-            return res[..., 0] if moving.ndim == n else res
-        return out
+        return warp_with(self, moving, fixed_shape, mode=mode, padding_value=padding_value)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "matrix", "matrix": self.matrix.tolist()}
 
 
-def transform_from_dict(data: dict[str, Any] | None) -> Transform | None:
-    """Rebuild a transform stored by :meth:`Transform.to_dict` (None stays None)."""
+def warp_with(transform: Any, moving: Any, fixed_shape: tuple[int, ...], *,
+              mode: str = "bilinear", padding_value: float = 0.0) -> Any:
+    """Pull-back warp of any transform that provides ``ndim`` and ``sampling_grid`` (a matrix
+    or a B-spline; arguments as :meth:`MatrixTransform.warp`)."""
+    import torch
+    import torch.nn.functional as F
+
+    n = transform.ndim
+    as_numpy = isinstance(moving, np.ndarray)
+    if as_numpy:
+        if moving.ndim not in (n, n + 1):
+            raise ValueError(f"a {n}-D transform warps arrays of {n} or {n + 1} axes, got "
+                             f"shape {moving.shape}")
+        arr = moving.astype(np.float32, copy=False)
+        tensor = torch.from_numpy(np.ascontiguousarray(arr))
+        # Channels last in numpy, first in torch.
+        tensor = tensor[None, None] if arr.ndim == n else tensor.movedim(-1, 0)[None]
+    else:
+        tensor = moving
+        if tensor.dim() != n + 2:
+            raise ValueError(f"a {n}-D transform warps tensors of {n + 2} axes (B, C, ...), "
+                             f"got shape {tuple(tensor.shape)}")
+    b = tensor.shape[0]
+    grid = transform.sampling_grid(tuple(fixed_shape), tuple(tensor.shape[2:]),
+                                   tensor.device)
+    grid = grid.to(tensor.dtype).expand(b, *([-1] * (n + 1)))
+    if padding_value == 0.0:
+        out = F.grid_sample(tensor, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    else:
+        # Sample a ones image alongside to know which pixels fell outside.
+        ones = torch.ones_like(tensor[:, :1])
+        both = F.grid_sample(torch.cat([tensor, ones], 1), grid, mode=mode,
+                             padding_mode="zeros", align_corners=True)
+        out, inside = both[:, :-1], both[:, -1:]
+        out = out + (1 - inside) * padding_value
+    if as_numpy:
+        res = out[0].movedim(0, -1).numpy()
+        return res[..., 0] if moving.ndim == n else res
+    return out
+
+
+def transform_from_dict(data: dict[str, Any] | None, folder: Any = None) -> Transform | None:
+    """Rebuild a transform stored by :meth:`Transform.to_dict` (None stays None).
+
+    ``folder`` is where files a record references lie (a B-spline's coefficients, stored beside
+    its record: :meth:`mibench.bspline.BSplineTransform.to_dict`); default the working folder.
+    """
     if data is None:
         return None
     if data.get("type") == "matrix":
         return MatrixTransform(data["matrix"])
+    if data.get("type") == "bspline":
+        from mibench.bspline import BSplineTransform
+
+        return BSplineTransform.from_dict(data, folder)
     raise ValueError(f"unknown transform type {data.get('type')!r}")
 
 
