@@ -44,16 +44,26 @@ class RunPlan:
     dataset: OpenDataset
 
 
-def select_methods(registry: Registry, methods: tuple[str, ...]
+def dims_problem(spec: MethodSpec, dims: tuple[int, ...]) -> str | None:
+    """Why a method cannot register a dataset whose pairs have one of ``dims`` (None if it
+    can register at least one of them)."""
+    if set(spec.dims) & set(dims):
+        return None
+    what = " or ".join(f"{d}-D {'volumes' if d == 3 else 'images'}" for d in dims)
+    return f"does not register {what} (its dims are {spec.dims})"
+
+
+def select_methods(registry: Registry, methods: tuple[str, ...], dims: tuple[int, ...] = (2,)
                    ) -> tuple[list[MethodSpec], dict[str, str]]:
     """The specs of ``("all",)`` or ``("default",)``: every available method (or every default
-    one), and those left out because they cannot run here (name -> why)."""
+    one) that registers pairs of the dataset's ``dims``, and those left out because they cannot
+    run here or on these pairs (name -> why)."""
     skipped: dict[str, str] = {}
     chosen = []
     for spec in registry.specs("method").values():
         if methods == ("default",) and not spec.default:
             continue
-        why = spec.unavailable_reason()
+        why = spec.unavailable_reason() or dims_problem(spec, dims)
         if why:
             skipped[spec.name] = why
         else:
@@ -72,10 +82,10 @@ class _Entry:
     text: str
 
 
-def _entries(registry: Registry, methods: tuple[str, ...]
+def _entries(registry: Registry, methods: tuple[str, ...], dims: tuple[int, ...]
              ) -> tuple[list[_Entry], dict[str, str]]:
     if methods in (("all",), ("default",)):
-        specs, skipped = select_methods(registry, methods)
+        specs, skipped = select_methods(registry, methods, dims)
         return [_Entry(s, {}, s.name) for s in specs], skipped
     entries = []
     for text in dict.fromkeys(methods):
@@ -84,6 +94,9 @@ def _entries(registry: Registry, methods: tuple[str, ...]
         why = spec.unavailable_reason()
         if why:
             raise UserError(f"method {spec.name!r} is unavailable: {why}")
+        why = dims_problem(spec, dims)
+        if why:
+            raise UserError(f"method {spec.name!r} {why}, which this dataset holds")
         entries.append(_Entry(spec, options, text))
     if not entries:
         raise UserError("no method selected")
@@ -96,12 +109,12 @@ def _variant(entry: _Entry, params: dict[str, Any]) -> str:
                         entry.spec.defaults())
 
 
-def _resolve_methods(registry: Registry, settings: RunSettings
+def _resolve_methods(registry: Registry, settings: RunSettings, dims: tuple[int, ...] = (2,)
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """``{canonical method name: resolved options}`` and the methods left out. A method's
     options are: ``-O option=...`` (every method that has it), then ``-O name.option=...``
     (the plain method ``name`` only), then a variant's own brackets."""
-    entries, skipped = _entries(registry, settings.methods)
+    entries, skipped = _entries(registry, settings.methods, dims)
     options = settings.method_options
     unknown = set(options) - {e.spec.name for e in entries if not e.options} - {ALL_METHODS}
     if unknown:
@@ -180,7 +193,7 @@ def plan_run(registry: Registry, settings: RunSettings) -> RunPlan:
     """Resolve ``settings``: check names and options, open the dataset, make the tasks."""
     dspec = registry.get("dataset", settings.dataset)
     try:
-        method_params, skipped = _resolve_methods(registry, settings)
+        method_params, skipped = _resolve_methods(registry, settings, dspec.dims)
         opened = open_dataset(dspec, settings.data_dir, settings.dataset_options,
                               from_text=True)
     except UserError as exc:

@@ -405,11 +405,14 @@ class DatasetSpec(PluginSpec):
     files and ``source`` where to obtain them (both shown by ``mibench list``). ``protocol``
     names the evaluation protocol whose metrics apply to the dataset's pairs (``"fire"``: FIRE's
     success curve over pixel thresholds; ``"anhir"``: ANHIR's rTRE ranks; ``""``: neither, only
-    the protocol-free landmark errors and NAED).
+    the protocol-free landmark errors and NAED). ``dims`` (default ``(2,)``): the spatial
+    dimensionalities of its pairs, ``(3,)`` for volumes, ``(2, 3)`` when options decide; a run
+    selects only the methods that register one of them.
     """
 
     kind: ClassVar[str] = "dataset"
     needs_data_dir: bool = True
+    dims: tuple[int, ...] = (2,)
     layout: str = ""
     source: str = ""
     protocol: str = ""

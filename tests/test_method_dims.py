@@ -63,3 +63,55 @@ def test_arrays_become_channel_first_volumes():
     assert mask_to_tensor(vol[..., 0] > 3, ndim=3).dtype == torch.bool
     with pytest.raises(ValueError, match=r"\(D, H, W\) or \(D, H, W, C\)"):
         image_to_tensor(vol[0, 0], ndim=3)
+
+
+class _VolumePlugin:
+    """A dataset of volumes and two methods, one of which registers images only."""
+
+    @staticmethod
+    def _dataset(data_dir, **params):
+        from mibench.pairs import PairInfo
+
+        class _Volumes:
+            def pairs(self):
+                return [PairInfo("v0", {})]
+
+        return _Volumes()
+
+    from mibench import hookimpl as _hookimpl
+
+    @_hookimpl
+    def mibench_datasets(self):
+        from mibench.specs import DatasetSpec
+        return [DatasetSpec(name="vols", description="test", factory=self._dataset,
+                            needs_data_dir=False, dims=(3,))]
+
+    @_hookimpl
+    def mibench_methods(self):
+        return [MethodSpec(name="vol3", description="test", factory=_volume_method, dims=(2, 3)),
+                MethodSpec(name="flat2", description="test", factory=_image_method)]
+
+
+def _registry():
+    from mibench.registry import Registry
+    registry = Registry(entry_points=False)
+    registry.register(_VolumePlugin(), "vols-plugin")
+    return registry
+
+
+def test_all_on_volumes_leaves_out_the_2d_methods_and_says_why():
+    from mibench.plan import plan_run
+    from mibench.settings import RunSettings
+
+    plan = plan_run(_registry(), RunSettings(dataset="vols", methods="all"))
+    names = {t.method for t in plan.tasks}
+    assert "vol3" in names and "flat2" not in names
+    assert "does not register 3-D volumes" in plan.skipped_methods["flat2"]
+
+
+def test_a_2d_method_named_for_volumes_is_refused_before_the_run():
+    from mibench.plan import plan_run
+    from mibench.settings import RunSettings
+
+    with pytest.raises(UserError, match=r"method 'flat2' does not register 3-D volumes"):
+        plan_run(_registry(), RunSettings(dataset="vols", methods="vol3,flat2"))
