@@ -9,6 +9,18 @@ with :mod:`mibench.methods.itk_convert`. The transform starts at the pixel ident
 centre at the fixed image's centre. Masks, when the pair has them, become the metric's fixed and
 moving masks.
 
+Volumes (``(1, C, D, H, W)`` tensors) are registered in 3-D with a 12-parameter affine transform,
+in physical space: each image gets its :class:`~mibench.geometry.Geometry`'s ITK (LPS) spacing,
+origin and direction (``Geometry.to_itk()``), the transform starts from SimpleITK's centred
+initialiser by geometry (centre at the fixed volume's centre, translation from it to the moving
+volume's centre; the world identity when both volumes share their grid), and the result goes
+back exactly to the 4x4 fixed voxel -> moving voxel matrix
+(:func:`~mibench.methods.itk_convert.itk_affine_to_voxel`). Step lengths (``learning_rate``,
+the minimum step) are then in the geometry's unit (mm), pyramid smoothing stays in voxels. A
+volume pair without both geometries is registered in voxel space (unit spacing). 2-D pairs are
+registered in pixel space as before, even when they carry a geometry (a histology pixel size
+would otherwise change the preset's steps).
+
 Two presets (every value can be overridden by its own option):
 
 ``paper``
@@ -44,7 +56,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from mibench.errors import check_choice
-from mibench.methods.itk_convert import ImageGeometry, grey_arrays, itk_affine_to_pixel, mask_array
+from mibench.geometry import Geometry
+from mibench.methods.itk_convert import (
+    ImageGeometry,
+    grey_arrays,
+    itk_affine_to_pixel,
+    itk_affine_to_voxel,
+    itk_geometry,
+    mask_array,
+)
 from mibench.methods.options import SITK_METRICS, TOOLBOX_PRESETS
 from mibench.transform import MatrixTransform, RegistrationOutput
 
@@ -95,6 +115,25 @@ def _image(array: np.ndarray, pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
     return sitk.Cast(image, pixel_type) if image.GetPixelID() != pixel_type else image
 
 
+def itk_image(array: np.ndarray, geometry: Geometry | None = None,
+              pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
+    """A numpy ``(H, W)`` / ``(D, H, W)`` array as a SimpleITK image placed by ``geometry``.
+
+    The array's last axis is ITK's first index (x), as in mibench. ``geometry`` (RAS+) is set as
+    ``Geometry.to_itk()``'s LPS spacing, origin and direction; None leaves ITK's unit spacing,
+    zero origin and identity direction (physical = voxel).
+    """
+    image = _image(array, pixel_type)
+    if geometry is not None:
+        if geometry.ndim != array.ndim:
+            raise ValueError(f"a {geometry.ndim}-D geometry for an array of shape {array.shape}")
+        spacing, origin, direction = geometry.to_itk()
+        image.SetSpacing(spacing)
+        image.SetOrigin(origin)
+        image.SetDirection(direction)
+    return image
+
+
 def _set_metric(reg: sitk.ImageRegistrationMethod, s: SitkSettings) -> None:
     if s.metric == "mmi":
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=s.bins)
@@ -108,44 +147,51 @@ def _set_metric(reg: sitk.ImageRegistrationMethod, s: SitkSettings) -> None:
 
 
 def register_sitk(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=None,
-                  seed: int = 0, preset: str = "practical", iterations: int | None = None,
-                  learning_rate: float | None = None, bins: int | None = None,
-                  sampling: float | None = None, levels: int | None = None
-                  ) -> RegistrationOutput:
-    """Affine registration of ``moving`` to ``fixed`` with SimpleITK.
+                  seed: int = 0, fixed_geometry: Geometry | None = None,
+                  moving_geometry: Geometry | None = None, preset: str = "practical",
+                  iterations: int | None = None, learning_rate: float | None = None,
+                  bins: int | None = None, sampling: float | None = None,
+                  levels: int | None = None) -> RegistrationOutput:
+    """Affine registration of ``moving`` to ``fixed`` with SimpleITK, in 2-D or 3-D.
 
     Parameters
     ----------
-    fixed, moving : Tensor ``(1, C, H, W)``
+    fixed, moving : Tensor ``(1, C, H, W)`` or ``(1, C, D, H, W)``
         Images in [0, 1] on any device (copied to the host for ITK); converted to grey by the
         channel mean. Sizes may differ.
     metric : {"mmi", "jhmi", "ncc", "mse"}
-    fixed_mask, moving_mask : bool Tensor ``(1, 1, H, W)`` or None
+    fixed_mask, moving_mask : bool Tensor ``(1, 1, H, W)`` (``(1, 1, D, H, W)``) or None
         Valid pixels; used as the metric's masks.
     seed : int
         Seeds the metric's random sampling (as ``seed + 1``; 0 would be the wall clock).
+    fixed_geometry, moving_geometry : Geometry or None
+        Where the volumes lie (RAS+); used for volumes only, and only when both are given (see
+        the module docstring). Ignored in 2-D.
     preset : {"practical", "paper"}
         Defaults of the remaining options (see the module docstring).
     iterations : int, optional
         Most optimizer iterations per pyramid level.
     learning_rate : float, optional
         ``paper``: the gradient-descent learning rate (raw parameters). ``practical``: the first
-        step of regular-step gradient descent, in pixels of displacement.
+        step of regular-step gradient descent, in pixels of displacement (in the geometry's
+        unit for volumes with geometry).
     bins : int, optional
         Histogram bins (MI metrics).
     sampling : float, optional
         Share of each level's pixels sampled at random, in (0, 1].
     levels : int, optional
         Pyramid levels: shrink factors ``2^(levels-1), ..., 1``, smoothing sigma half the shrink
-        factor (0 at full resolution), in pixels.
+        factor (0 at full resolution), in pixels (voxels).
 
     Returns
     -------
     RegistrationOutput
-        The affine :class:`MatrixTransform` (fixed pixel ``(x, y)`` -> moving pixel) and
-        ``info``: the preset and resolved settings, ``metric_value`` (SimpleITK's final value,
-        lower is better), ``optimizer_iterations`` (of the last level), ``stop`` (the optimizer's
-        stop condition).
+        The affine :class:`MatrixTransform` (fixed pixel ``(x, y)`` -> moving pixel; 4x4, fixed
+        voxel ``(x, y, z)`` -> moving voxel, for volumes) and ``info``: the preset and resolved
+        settings, ``metric_value`` (SimpleITK's final value, lower is better),
+        ``optimizer_iterations`` (of the last level), ``stop`` (the optimizer's stop condition);
+        for volumes also ``space``: ``"world"`` (registered in the geometries' physical space)
+        or ``"voxel"``.
 
     Raises
     ------
@@ -156,18 +202,25 @@ def register_sitk(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=No
     s = settings(metric, preset, iterations=iterations, learning_rate=learning_rate, bins=bins,
                  sampling=sampling, levels=levels)
     f_arr, m_arr = grey_arrays(fixed, moving)
-    f_img, m_img = _image(f_arr), _image(m_arr)
+    ndim = f_arr.ndim
+    if ndim == 3:
+        world = fixed_geometry is not None and moving_geometry is not None
+        f_geo = itk_geometry(fixed_geometry if world else None, 3)
+        m_geo = itk_geometry(moving_geometry if world else None, 3)
+    else:
+        f_geo = m_geo = None  # 2-D: pixel space, as before volumes existed
+    f_img, m_img = itk_image(f_arr, f_geo), itk_image(m_arr, m_geo)
 
     reg = sitk.ImageRegistrationMethod()
     reg.SetNumberOfThreads(1)
     _set_metric(reg, s)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(s.sampling, int(seed) % (2**31 - 2) + 1)
-    for mask, setter in ((fixed_mask, reg.SetMetricFixedMask),
-                         (moving_mask, reg.SetMetricMovingMask)):
+    for mask, setter, geo in ((fixed_mask, reg.SetMetricFixedMask, f_geo),
+                              (moving_mask, reg.SetMetricMovingMask, m_geo)):
         arr = mask_array(mask)
         if arr is not None:
-            setter(_image(arr, sitk.sitkUInt8))
+            setter(itk_image(arr, geo, sitk.sitkUInt8))
     reg.SetInterpolator(sitk.sitkLinear)
 
     if s.optimizer == "regular-step":
@@ -186,11 +239,17 @@ def register_sitk(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=No
     shrink = [2 ** k for k in reversed(range(s.levels))]
     reg.SetShrinkFactorsPerLevel(shrink)
     reg.SetSmoothingSigmasPerLevel([k / 2 if k > 1 else 0.0 for k in shrink])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()  # physical = pixels of the full image
-
-    tx = sitk.AffineTransform(2)
-    h, w = f_arr.shape
-    tx.SetCenter(((w - 1) / 2.0, (h - 1) / 2.0))
+    if ndim == 2:
+        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()  # physical = pixels of the full image
+        tx = sitk.AffineTransform(2)
+        h, w = f_arr.shape
+        tx.SetCenter(((w - 1) / 2.0, (h - 1) / 2.0))
+    else:
+        # In voxels: a physical sigma would blur an anisotropic volume unevenly per axis.
+        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+        tx = sitk.CenteredTransformInitializer(
+            f_img, m_img, sitk.AffineTransform(3),
+            sitk.CenteredTransformInitializerFilter.GEOMETRY)
     reg.SetInitialTransform(tx, inPlace=True)
     # The method's own thread count does not reach the metric's internal filters: only the
     # global default makes runs repeat bit for bit. Restored afterwards (in-process runs).
@@ -201,8 +260,12 @@ def register_sitk(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=No
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
-    matrix = itk_affine_to_pixel(tx.GetMatrix(), tx.GetTranslation(), tx.GetCenter(),
-                                 ImageGeometry.of(f_img), ImageGeometry.of(m_img))
+    if ndim == 2:
+        matrix = itk_affine_to_pixel(tx.GetMatrix(), tx.GetTranslation(), tx.GetCenter(),
+                                     ImageGeometry.of(f_img), ImageGeometry.of(m_img))
+    else:
+        matrix = itk_affine_to_voxel(tx.GetMatrix(), tx.GetTranslation(), tx.GetCenter(),
+                                     f_geo, m_geo)
     if not np.isfinite(matrix).all():
         raise RuntimeError("SimpleITK returned a non-finite transform")
     info: dict[str, Any] = {
@@ -213,13 +276,17 @@ def register_sitk(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=No
         "stop": reg.GetOptimizerStopConditionDescription(),
         "seed": int(seed),
     }
+    if ndim == 3:
+        info["space"] = "world" if world else "voxel"
     return RegistrationOutput(MatrixTransform(matrix), info=info)
 
 
 def _method(metric: str):
-    def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, **params):
+    def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0,
+                 fixed_geometry=None, moving_geometry=None, **params):
         return register_sitk(fixed, moving, metric=metric, fixed_mask=fixed_mask,
-                             moving_mask=moving_mask, seed=seed, **params)
+                             moving_mask=moving_mask, seed=seed, fixed_geometry=fixed_geometry,
+                             moving_geometry=moving_geometry, **params)
 
     register.__name__ = register.__qualname__ = metric
     register.__doc__ = f"SimpleITK affine registration with the {metric!r} metric; " \
