@@ -61,7 +61,8 @@ def write_manifest(run_dir: Path, config: dict[str, Any], *, tasks_planned: int,
             log(f"warning: {path}: damaged manifest ({exc}); kept as {aside.name}, a new one "
                 "is written")
             previous = {}
-    invocation = {"at": now(), "started": started or now(), "argv": sys.argv,
+    # Older run.json files have "at" instead of "started": run_span reads either.
+    invocation = {"started": started or now(), "argv": sys.argv,
                   "tasks_planned": tasks_planned, "executor": executor["executor"],
                   "concurrent_tasks": concurrent}
     # An invocation that ran nothing (all records there) keeps what the last one that ran had.
