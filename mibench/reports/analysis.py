@@ -24,6 +24,7 @@ from mibench.registry import Registry
 from mibench.reports.evaluation import Evaluation, evaluate
 from mibench.reports.reference import MethodRoles, method_roles, run_registry
 from mibench.reports.results import method_order, results_frame, reuse_single_seed, summary_frame
+from mibench.reports.units import common_unit
 
 
 @dataclass
@@ -101,6 +102,20 @@ class RunAnalysis:
         if isinstance(norm, str) and norm:
             return norm
         return ", ".join(self.record_naed_norms) or None
+
+    @property
+    def unit_counts(self) -> dict[str, int]:
+        """How many tasks (rows of ``results``) have their errors in each unit."""
+        df = self.results
+        if not len(df) or "unit" not in df:
+            return {}
+        return {str(u): int(n) for u, n in df["unit"].value_counts(sort=False).items()}
+
+    @property
+    def unit(self) -> str:
+        """The unit of the run's landmark errors (``px``, ``mm``, ``um``; ``px`` for an empty
+        run), :data:`~mibench.reports.units.MIXED` when its records mix units."""
+        return common_unit(self.unit_counts)
 
     @property
     def plotted_naed_norms(self) -> list[str]:

@@ -26,6 +26,7 @@ from mibench.metrics import FIRE_CATEGORIES, FIRE_THRESHOLDS, mean_auc, success_
 from mibench.reports.formatting import plural, seed_groups
 from mibench.reports.reference import MethodRoles, choose_reference, method_failures
 from mibench.reports.results import task_counts
+from mibench.reports.units import DEFAULT_UNIT, MIXED, common_unit, mixed_text
 from mibench.stats import FriedmanResult, PairedTest, compare_to_reference, friedman, pair_table
 
 #: The metric of the paper-style table and the tests.
@@ -82,6 +83,10 @@ class Evaluation:
     fire_applies: bool = False
     #: Whether ANHIR's rTRE metrics and ranks apply (ANHIR-protocol data).
     anhir_applies: bool = False
+    #: The unit of the landmark errors (``px``, ``mm``, ``um``; ``mixed`` when the records mix
+    #: units) and how many tasks have each.
+    unit: str = DEFAULT_UNIT
+    unit_counts: dict[str, int] = field(default_factory=dict)
 
     def short_tests(self) -> list[PairedTest]:
         """Comparisons of fewer than two pairs: no test at all."""
@@ -155,7 +160,8 @@ def _is_fire(results: pd.DataFrame) -> bool:
 
 def success_curves(results: pd.DataFrame, thresholds: np.ndarray = FIRE_THRESHOLDS,
                    fire: bool | None = None) -> tuple[dict, dict, bool]:
-    """Success rate of every scored task's mean error (native px) at each threshold.
+    """Success rate of every scored task's mean error at each threshold (both in the records'
+    unit: native px for FIRE).
 
     Returns ``(curves, aucs, fire)``: per method, group ``"all"`` and, when the pairs carry FIRE
     categories (``meta_category`` in S, P, A), one curve per category, their AUCs and ``mAUC``.
@@ -210,7 +216,7 @@ def group_frame(results: pd.DataFrame) -> pd.DataFrame:
 
 def _warnings(ev: Evaluation) -> list[str]:
     """Plain-text warnings about the comparison (see ``Evaluation.warnings``)."""
-    out = []
+    out = [mixed_text(ev.unit_counts)] if ev.unit == MIXED else []
     ref = ev.reference
     failed, scored = ev.failures.get(ref, (0, 0)) if ref is not None else (0, 0)
     if scored and 2 * failed > scored:
@@ -250,7 +256,13 @@ def evaluate(results: pd.DataFrame, reference: str | None = None, *,
     tests.sort(key=lambda t: order.get(t.method, len(order)))
     n = len(results)
     fire_applies, anhir_applies = protocol_applies(results, protocol) if n else (False, False)
-    curves, aucs, fire = (success_curves(results, fire=fire_applies) if n
+    unit_counts = ({str(u): int(k) for u, k in results["unit"].value_counts(sort=False).items()}
+                   if n and "unit" in results else {})
+    unit = common_unit(unit_counts)
+    # FIRE's thresholds are pixels: they mean nothing for errors in mm or in several units.
+    fire_applies = fire_applies and unit == DEFAULT_UNIT
+    # No success curve over errors in several units (thresholds have one unit).
+    curves, aucs, fire = (success_curves(results, fire=fire_applies) if n and unit != MIXED
                           else ({}, {}, False))
     seeds = ({str(m): sorted(int(s) for s in g.unique())
               for m, g in results.groupby("method", sort=True)["seed"]} if n else {})
@@ -267,7 +279,8 @@ def evaluate(results: pd.DataFrame, reference: str | None = None, *,
                 "seeds": sorted(int(s) for s in results["seed"].unique()) if n else [],
                 "seeds_per_method": seeds},
         seeds=seeds, failures=failures, naed_norm=", ".join(norms) or None,
-        protocol=protocol, fire_applies=fire_applies, anhir_applies=anhir_applies)
+        protocol=protocol, fire_applies=fire_applies, anhir_applies=anhir_applies,
+        unit=unit, unit_counts=unit_counts)
     ev.warnings = _warnings(ev)
     return ev
 

@@ -17,6 +17,7 @@ from mibench.metrics import NAED_NORMS
 from mibench.paths import figure_name
 from mibench.reports.analysis import RunAnalysis
 from mibench.reports.plotting import new_figure, png_bytes
+from mibench.reports.units import in_unit, symbol
 
 
 def _no_data(ax, text: str = "no data") -> None:
@@ -35,7 +36,8 @@ def naed_label(ctx: RunAnalysis) -> str:
     if len(norms) > 1:
         return f"NAED per task (mixed D: {', '.join(norms)}; not comparable)"
     known = NAED_NORMS.get(norms[0]) if norms else None
-    return known.label if known else "NAED per task"
+    # D = 1 makes NAED a mean error, in the records' unit.
+    return in_unit(known.label, ctx.unit) if known else "NAED per task"
 
 
 def _strip_box(ctx: RunAnalysis, column: str, xlabel: str, log: bool | None,
@@ -242,7 +244,7 @@ def fig_success(ctx: RunAnalysis):
             auc = ev.aucs[m][panel]
             ax.plot(t, rates, color=colours[m], lw=1.5, label=f"{m} ({auc:.3f})")
         ax.set_title("all pairs" if panel == "all" else f"category {panel}")
-        ax.set_xlabel("threshold [px]")
+        ax.set_xlabel(f"threshold [{symbol(ctx.unit)}]")
         ax.set_xlim(t.min(), t.max())
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)

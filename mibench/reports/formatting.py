@@ -2,7 +2,7 @@
 
 The bottom of :mod:`mibench.reports`: plain text only (escaping is the job of whoever writes
 HTML, Markdown or LaTeX: the templates, the paper tables), and no import from the rest of
-:mod:`mibench.reports`.
+:mod:`mibench.reports` but :mod:`~mibench.reports.units` (the words for the errors' unit).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pandas as pd
 
 from mibench.jsonio import canonical_json
 from mibench.metrics import NAED_NORMS
+from mibench.reports.units import DEFAULT_UNIT, in_unit, symbol
 
 #: What a missing number prints as.
 DASH = "–"
@@ -112,17 +113,22 @@ def normalised(naed_norm: str | None) -> bool:
     return norm is None or norm.normalised
 
 
-def naed_header(naed_norm: str | None, *, tex: bool = False) -> str:
-    """The heading of a NAED column: says so when NAED is not normalised (D = 1)."""
+def naed_header(naed_norm: str | None, *, tex: bool = False, unit: str = DEFAULT_UNIT) -> str:
+    """The heading of a NAED column: says so when NAED is not normalised (D = 1), a mean error
+    in ``unit`` (the records' unit, see :mod:`~mibench.reports.units`)."""
     if normalised(naed_norm):
         return "NAED"
-    return "NAED [px, $D = 1$]" if tex else "NAED [px, D = 1]"
+    u = symbol(unit)
+    return f"NAED [{u}, $D = 1$]" if tex else f"NAED [{u}, D = 1]"
 
 
-def naed_definition(naed_norm: str | None) -> str:
-    """What D is under ``naed_norm``, in a sentence (the one table :data:`NAED_NORMS`)."""
+def naed_definition(naed_norm: str | None, unit: str = DEFAULT_UNIT) -> str:
+    """What D is under ``naed_norm``, in a sentence (the one table :data:`NAED_NORMS`), with
+    lengths in ``unit`` (the records' unit: D and the errors are both in it)."""
     norm = NAED_NORMS.get(naed_norm or "")
-    return norm.definition if norm else f"normalisation {naed_norm or 'not recorded'}"
+    if norm is None:
+        return f"normalisation {naed_norm or 'not recorded'}"
+    return in_unit(norm.definition, unit)
 
 
 __all__ = ["DASH", "P_LEVELS", "fmt", "fmt_p", "fmt_pm", "fmt_std", "missing", "naed_definition",

@@ -20,6 +20,7 @@ from mibench.paths import REPORT_HTML, TMP_PREFIX
 from mibench.reports.analysis import RunAnalysis
 from mibench.reports.formatting import fmt, fmt_p, fmt_pm
 from mibench.reports.overlays import Overlay
+from mibench.reports.units import long_words, symbol
 from mibench.reports.views import page_view
 
 #: The sections of the page, in order (a template each): the main result first (the paper-style
@@ -40,7 +41,8 @@ def environment() -> jinja2.Environment:
         loader=jinja2.PackageLoader("mibench.reports", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, fmt_p=fmt_p, b64=_b64, text=lambda v: "" if v is None else v)
+    env.filters.update(fmt=fmt, fmt_p=fmt_p, b64=_b64, text=lambda v: "" if v is None else v,
+                       unit_symbol=symbol, unit_long=long_words)
     env.globals.update(fmt_pm=fmt_pm)
     return env
 

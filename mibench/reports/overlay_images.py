@@ -95,16 +95,21 @@ class LandmarkVectors:
 
     Attributes
     ----------
-    fixed, mapped : ndarray ``(K, 2)``
-        ``(x, y)`` in working pixels of the fixed image: the fixed landmarks, and the moving
-        landmarks mapped into the fixed frame (``T⁻¹(m_k)``).
+    fixed, mapped : ndarray ``(K, 2)`` or ``(K, 3)``
+        ``(x, y)`` in working pixels of the fixed image (``(x, y, z)`` voxels of a volume): the
+        fixed landmarks, and the moving landmarks mapped into the fixed frame (``T⁻¹(m_k)``).
     errors : ndarray ``(K,)``
-        ``‖mapped_k - fixed_k‖`` in native pixels of the fixed image (the records' unit).
+        ``‖mapped_k - fixed_k‖`` in ``unit``, the records' unit: native pixels of the fixed
+        image (``"px"``), or the fixed image's physical unit where the pair has a geometry
+        (the length of the difference mapped by the geometry's linear part).
+    unit : str
+        ``"px"``, or the fixed geometry's unit (``"mm"``, ``"um"``).
     """
 
     fixed: np.ndarray
     mapped: np.ndarray
     errors: np.ndarray
+    unit: str = "px"
 
 
 def landmark_vectors(pair, transform) -> LandmarkVectors | None:
@@ -113,11 +118,17 @@ def landmark_vectors(pair, transform) -> LandmarkVectors | None:
     if pair.fixed_landmarks is None or pair.moving_landmarks is None:
         return None
     k = min(len(pair.fixed_landmarks), len(pair.moving_landmarks))
-    fixed = np.asarray(pair.fixed_landmarks[:k], dtype=np.float64).reshape(-1, 2)
-    moving = np.asarray(pair.moving_landmarks[:k], dtype=np.float64).reshape(-1, 2)
+    nd = np.shape(pair.fixed_landmarks)[-1] if np.ndim(pair.fixed_landmarks) == 2 else 2
+    fixed = np.asarray(pair.fixed_landmarks[:k], dtype=np.float64).reshape(-1, nd)
+    moving = np.asarray(pair.moving_landmarks[:k], dtype=np.float64).reshape(-1, nd)
     mapped = moving if transform is None else transform.moving_to_fixed(moving)
-    errors = np.linalg.norm(mapped - fixed, axis=1) * pair.native_scale
-    return LandmarkVectors(fixed, mapped, errors)
+    geometry = getattr(pair, "fixed_geometry", None)
+    if geometry is None:
+        return LandmarkVectors(fixed, mapped,
+                               np.linalg.norm(mapped - fixed, axis=1) * pair.native_scale)
+    linear = np.asarray(geometry.affine, dtype=np.float64)[:nd, :nd]
+    errors = np.linalg.norm((mapped - fixed) @ linear.T, axis=1)
+    return LandmarkVectors(fixed, mapped, errors, geometry.unit)
 
 
 def display_step(shape: tuple[int, ...], max_side: int) -> int:

@@ -40,7 +40,21 @@ from mibench.reports.overlay_images import (
     stretch,
     warp_strided,
 )
+from mibench.reports.overlay_volumes import (
+    PLANES,
+    SLAB_VOXELS,
+    centre_voxel,
+    display_flips,
+    fixed_slice,
+    grey_volume,
+    plane_order,
+    slab_vectors,
+    slice_aspect,
+    view_name,
+    warp_slice,
+)
 from mibench.reports.plotting import new_figure, png_bytes
+from mibench.reports.units import record_unit, symbol
 
 
 @dataclass
@@ -59,8 +73,10 @@ class Overlay:
 
     ``label`` is ``best`` or ``worst`` (a 2 x 2 before/after figure of ``method`` on
     ``pair_id``), or ``methods`` (one panel per method of ``methods`` on ``pair_id``; ``method``,
-    ``seed`` and ``naed`` are then the reference's). ``tre_px`` is the shown task's mean landmark
-    error in native pixels of the fixed image; ``mime`` the type of the bytes in ``png``
+    ``seed`` and ``naed`` are then the reference's; a volume's figures show three orthogonal
+    slices per panel). ``tre_px`` is the shown task's mean landmark error in ``unit``, the
+    record's (native pixels of the fixed image for ``"px"``: the name is kept from 2-D);
+    ``volume`` whether the pair is 3-D; ``mime`` the type of the bytes in ``png``
     (``image/jpeg`` for the per-method figure); ``page`` the pair's page (relative to the run
     directory) and ``pages`` every pair page, listed with the figure.
     """
@@ -77,6 +93,8 @@ class Overlay:
     methods: tuple[str, ...] = ()
     page: str | None = None
     pages: tuple[PairLink, ...] = ()
+    unit: str = "px"
+    volume: bool = False
 
 
 class OverlayUnavailable(Exception):
@@ -154,6 +172,8 @@ def draw_overlay(pair, transform, title: str, max_side: int = DISPLAY_SIDE):
     """
     from mibench.transform import MatrixTransform
 
+    if getattr(pair, "ndim", 2) == 3:
+        return draw_overlay_3d(pair, transform, title)
     fixed = grey(pair.fixed)
     moving = grey(pair.moving).astype(np.float32)
     step = display_step(fixed.shape, max_side)
@@ -196,7 +216,10 @@ def draw_panels(pair, panels: Sequence[Panel], title: str, max_side: int = PANEL
                 columns: int | None = None):
     """One colour overlay (fixed green, warped moving magenta) per panel, each with its error
     vectors, in rows of ``columns`` (default 3, 4 beyond 9 panels); panels at most
-    ``max_side`` pixels on a side."""
+    ``max_side`` pixels on a side. A volume gets :func:`draw_panels_3d` (one row of three
+    orthogonal slices per panel)."""
+    if getattr(pair, "ndim", 2) == 3:
+        return draw_panels_3d(pair, panels, title)
     fixed = grey(pair.fixed)
     moving = grey(pair.moving).astype(np.float32)
     step = display_step(fixed.shape, max_side)
@@ -234,6 +257,185 @@ def draw_panels(pair, panels: Sequence[Panel], title: str, max_side: int = PANEL
     return fig
 
 
+#: A slice of a volume's figure, at most this many display pixels on a side.
+SLICE_SIDE = 256
+
+#: How a volume's overlay is laid out, said in its captions.
+VOLUME_NOTE = ("Volumes are shown by three orthogonal slices (axial, coronal, sagittal) through "
+               "the centre of the fixed landmarks, in physical proportions (the fixed volume's "
+               "voxel spacing), right, anterior and superior towards the right and the top; "
+               f"landmarks within ±{SLAB_VOXELS} voxels of a slice are drawn projected onto it.")
+
+
+@dataclass
+class VolumeViews:
+    """What every figure of one volume pair shares: the fixed volume and the moving one (grey),
+    where the three slices cross, their planes in the order axial, coronal, sagittal, the
+    display stride, the voxel spacing and the fixed geometry (None: 1 unit per voxel)."""
+
+    fixed: np.ndarray
+    moving: np.ndarray
+    centre: np.ndarray
+    planes: list[str]
+    step: int
+    spacing: np.ndarray
+    geometry: Any
+
+    @classmethod
+    def of(cls, pair, max_side: int = SLICE_SIDE) -> VolumeViews:
+        fixed = grey_volume(pair.fixed)
+        geometry = getattr(pair, "fixed_geometry", None)
+        spacing = (np.asarray(geometry.spacing, np.float64) if geometry is not None
+                   else np.ones(3))
+        return cls(fixed, grey_volume(pair.moving), centre_voxel(pair), plane_order(geometry),
+                   max(1, int(np.ceil(max(fixed.shape) / max_side))), spacing, geometry)
+
+    def index(self, plane: str) -> int:
+        """The slice's voxel index along the plane's normal."""
+        return int(self.centre[PLANES[plane][0]])
+
+    def fixed_slices(self) -> list[np.ndarray]:
+        """The fixed volume's three slices, contrast-stretched together."""
+        return stretch_together([fixed_slice(self.fixed, p, self.index(p), self.step)
+                                 for p in self.planes])
+
+    def warped_slices(self, transform) -> list[np.ndarray]:
+        """The moving volume warped by ``transform`` (None: identity), three slices,
+        contrast-stretched together."""
+        return stretch_together([warp_slice(self.moving, transform, self.fixed.shape, p,
+                                            self.index(p), self.step) for p in self.planes])
+
+    def label(self, plane: str) -> str:
+        """``axial z = 40``: the view's name and where it cuts."""
+        return f"{view_name(plane, self.geometry)} {plane} = {self.index(plane)}"
+
+    def aspect(self, plane: str) -> float:
+        return slice_aspect(plane, self.spacing)
+
+    def extents(self) -> list[tuple[float, float]]:
+        """The physical (width, height) of each slice, in the spacing's unit: figures size
+        their rows and columns by them, so that the three views share one scale."""
+        out = []
+        for p in self.planes:
+            h, v = PLANES[p][1]
+            n = self.fixed.shape[::-1]  # (W, H, D), matching (x, y, z)
+            out.append((n[h] * self.spacing[h], n[v] * self.spacing[v]))
+        return out
+
+
+def stretch_together(images: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`stretch` with one contrast for all of ``images`` (the three slices of a volume
+    look alike)."""
+    flat = np.concatenate([np.ravel(i) for i in images])
+    lo, hi = np.percentile(flat, [1, 99])
+    if not hi > lo:
+        return [np.zeros_like(i, dtype=np.float64) for i in images]
+    return [np.clip((np.asarray(i, np.float64) - lo) / (hi - lo), 0, 1) for i in images]
+
+
+def draw_slice(ax, image: np.ndarray, views: VolumeViews, plane: str,
+               vectors: LandmarkVectors | None, slab: int = SLAB_VOXELS) -> int:
+    """One slice on ``ax``: first row at the bottom, physical aspect, world axes increasing to
+    the right and upwards (:func:`display_flips`), with the error vectors of the landmarks
+    within ``slab`` voxels of it projected onto it. Returns how many landmarks are drawn."""
+    grey_image = image.ndim == 2
+    ax.imshow(image, cmap="gray" if grey_image else None, vmin=0, vmax=1,
+              interpolation="nearest", origin="lower", aspect=views.aspect(plane))
+    shown = None
+    if vectors is not None and len(vectors.fixed):
+        shown = slab_vectors(vectors.fixed, vectors.mapped, plane, views.index(plane), slab)
+    draw_vectors(ax, shown, views.step, image.shape[:2])
+    flip_h, flip_v = display_flips(plane, views.geometry)
+    h, w = image.shape[:2]
+    ax.set_xlim(*((w - 0.5, -0.5) if flip_h else (-0.5, w - 0.5)))
+    ax.set_ylim(*((h - 0.5, -0.5) if flip_v else (-0.5, h - 0.5)))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return 0 if shown is None else len(shown.which)
+
+
+def error_text(vectors: LandmarkVectors | None) -> str:
+    """``mean error 1.23 mm`` over every landmark of the pair (not only those drawn)."""
+    if vectors is None or not len(vectors.errors):
+        return ""
+    return f"mean error {fmt(vectors.errors.mean())} {symbol(vectors.unit)}"
+
+
+def draw_overlay_3d(pair, transform, title: str, max_side: int = SLICE_SIDE,
+                    slab: int = SLAB_VOXELS):
+    """:func:`draw_overlay` for a volume: one row per orthogonal slice (axial, coronal,
+    sagittal, through the centre of the fixed landmarks), columns checkerboard and colour
+    overlay, before (identity) and after; error vectors of the landmarks within ``slab``
+    voxels of each slice on the colour overlays, the mean error over all landmarks (in the
+    pair's unit) in the column titles."""
+    from mibench.transform import MatrixTransform
+
+    views = VolumeViews.of(pair, max_side)
+    after_t = transform if transform is not None else MatrixTransform.identity(3)
+    fixed = views.fixed_slices()
+    before, after = views.warped_slices(None), views.warped_slices(after_t)
+    # Rows as tall as their slices are, at the scale of the widest one.
+    extents = views.extents()
+    scale = 2.4 / max(w for w, _ in extents)
+    heights = [h * scale for _, h in extents]
+    fig, axes = new_figure(width=10.4, height=sum(heights) + 1.6, nrows=3, ncols=4,
+                           height_ratios=heights)
+    vec_before, vec_after = landmark_vectors(pair, None), landmark_vectors(pair, after_t)
+    heads = ["checkerboard, before", "checkerboard, after",
+             f"overlay, before: {error_text(vec_before)}".rstrip(": "),
+             f"overlay, after: {error_text(vec_after)}".rstrip(": ")]
+    for r, plane in enumerate(views.planes):
+        row = axes[4 * r:4 * r + 4]
+        f, b, a = fixed[r], before[r], after[r]
+        images = [(checkerboard(f, b), None), (checkerboard(f, a), None),
+                  (colour_overlay(f, b), vec_before), (colour_overlay(f, a), vec_after)]
+        for c, (ax, (img, vec)) in enumerate(zip(row, images, strict=True)):
+            n = draw_slice(ax, img, views, plane, vec, slab)
+            name = views.label(plane) + (f", {n} landmarks" if vec is not None else "")
+            ax.set_title(f"{heads[c]}\n{name}" if r == 0 else name, fontsize="x-small")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def draw_panels_3d(pair, panels: Sequence[Panel], title: str, max_side: int = SLICE_SIDE,
+                   slab: int = SLAB_VOXELS):
+    """:func:`draw_panels` for a volume: one row per panel (before, then each method), three
+    colour overlays per row (fixed green, warped moving magenta) of the axial, coronal and
+    sagittal slices through the centre of the fixed landmarks, each with the error vectors of
+    the landmarks within ``slab`` voxels of it."""
+    views = VolumeViews.of(pair, max_side)
+    fixed = views.fixed_slices()
+    # One scale for the three views: columns as wide, rows as tall as the slices are.
+    extents = views.extents()
+    scale = 7.2 / sum(w for w, _ in extents)  # inches per unit of length
+    row = max(h for _, h in extents) * scale + 0.6  # the slices and two lines of titles
+    fig, axes = new_figure(width=7.6, height=len(panels) * row + 0.5, nrows=len(panels),
+                           ncols=3, width_ratios=[w for w, _ in extents])
+    for r, panel in enumerate(panels):
+        row = axes[3 * r:3 * r + 3]
+        if panel.note:
+            images, vectors = [np.stack([f] * 3, axis=-1) for f in fixed], None
+        else:
+            warped = views.warped_slices(panel.transform)
+            images = [colour_overlay(f, w) for f, w in zip(fixed, warped, strict=True)]
+            vectors = landmark_vectors(pair, panel.transform)
+        for ax, plane, img in zip(row, views.planes, images, strict=True):
+            n = draw_slice(ax, img, views, plane, vectors, slab)
+            ax.set_title(views.label(plane) + (f", {n} lm" if vectors is not None else ""),
+                         fontsize="x-small")
+            if panel.note:
+                ax.text(0.5, 0.5, panel.note, transform=ax.transAxes, ha="center",
+                        va="center", fontsize="x-small", color="black",
+                        bbox={"facecolor": "white", "alpha": 0.85})
+        row[0].annotate(panel.title, xy=(0, 1), xycoords="axes fraction", xytext=(0, 14),
+                        textcoords="offset points", ha="left", va="bottom", fontsize="small",
+                        annotation_clip=False)
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout(h_pad=2.2)
+    return fig
+
+
 def pair_tasks(ctx: RunAnalysis, pair_id: str) -> pd.DataFrame:
     """The scored tasks of ``pair_id`` that ran (not the copies of a seed-independent method's
     record, see :func:`~mibench.reports.results.reuse_single_seed`): the reference method's
@@ -257,12 +459,12 @@ def median_task(tasks: pd.DataFrame) -> pd.Series:
 
 
 def score_title(rec, method: str, seed: int | None = None) -> str:
-    """``method``'s panel title: its mean landmark error in native px and its NAED as the
-    tables print them (a failed task's are its initial error)."""
+    """``method``'s panel title: its mean landmark error in the record's unit (native px, mm)
+    and its NAED as the tables print them (a failed task's are its initial error)."""
     metrics = rec.metrics or {}
     who = method if seed is None else f"{method} (seed {seed})"
     failed = "FAILED, initial error " if rec.status == "failed" else ""
-    return (f"{who}\n{failed}{fmt(metrics.get('tre_mean'))} px, "
+    return (f"{who}\n{failed}{fmt(metrics.get('tre_mean'))} {symbol(record_unit(rec))}, "
             f"NAED {fmt(metrics.get('naed'))}")
 
 
@@ -292,7 +494,8 @@ def method_panels(ctx: RunAnalysis, pair_id: str, methods: Sequence[str] | None 
         shown.append(rec)
     if shown:
         first = shown[0]
-        before = (f"before registration\n{fmt(first.metrics.get('ire_mean'))} px, NAED "
+        before = (f"before registration\n{fmt(first.metrics.get('ire_mean'))} "
+                  f"{symbol(record_unit(first))}, NAED "
                   f"{fmt(first.metrics.get('ire_mean', np.nan) / (first.norm_length or np.nan))}")
         panels.insert(0, Panel(before))
     return panels, shown
@@ -360,12 +563,14 @@ def make_overlays(ctx: RunAnalysis, methods: Sequence[str] | None = None,
             name, mime = f"{FIGURE_PREFIX}overlay_{label}.jpg", "image/jpeg"
         else:
             title = (f"{label}: {ref} on {pair_id} (seed {rec.task.seed}), "
-                     f"{fmt(rec.metrics.get('tre_mean'))} px, NAED {fmt(row['naed'])}, "
+                     f"{fmt(rec.metrics.get('tre_mean'))} {symbol(record_unit(rec))}, "
+                     f"NAED {fmt(row['naed'])}, "
                      f"{rec.status}")
             png = png_bytes(draw_overlay(pair, transform, title))
         (ctx.run_dir / name).write_bytes(png)
         out.append(Overlay(name, png, label, ref, pair_id, rec.task.seed, float(row["naed"]),
-                           tre_px=rec.metrics.get("tre_mean"), mime=mime, methods=names))
+                           tre_px=rec.metrics.get("tre_mean"), mime=mime, methods=names,
+                           unit=record_unit(rec), volume=getattr(pair, "ndim", 2) == 3))
     return out, ""
 
 
@@ -382,7 +587,7 @@ def params_key(rec) -> str:
     return canonical_json(rec.task.dataset_params or {})
 
 
-__all__ = ["LandmarkVectors", "Overlay", "OverlayUnavailable", "Panel", "PairLink",
+__all__ = ["VOLUME_NOTE", "LandmarkVectors", "Overlay", "OverlayUnavailable", "Panel", "PairLink",
            "PairSource", "checkerboard", "colour_overlay", "draw_overlay", "draw_panels",
            "jpeg_bytes", "landmark_vectors", "load_dataset", "make_overlays", "method_panels",
            "pair_tasks", "params_key", "sample_matrix", "warp_strided"]

@@ -24,6 +24,7 @@ from mibench.reports.analysis import RunAnalysis
 from mibench.reports.formatting import missing, naed_header
 from mibench.reports.html import environment
 from mibench.reports.overlays import (
+    VOLUME_NOTE,
     Overlay,
     OverlayUnavailable,
     PairLink,
@@ -34,6 +35,7 @@ from mibench.reports.overlays import (
     pair_tasks,
     params_key,
 )
+from mibench.reports.units import DEFAULT_UNIT, record_unit
 from mibench.settings import MAX_PAIR_PAGES
 
 #: A pair id that is a safe file name, as the conventions require of a dataset.
@@ -87,17 +89,20 @@ def task_rows(ctx: RunAnalysis, pair_id: str, shown_keys: set[str]) -> list[dict
     return rows
 
 
-def pair_view(ctx: RunAnalysis, pair_id: str, jpeg: bytes, shown: Sequence[Any]
-              ) -> dict[str, Any]:
-    """What ``pair.html.j2`` needs for ``pair_id``'s page."""
+def pair_view(ctx: RunAnalysis, pair_id: str, jpeg: bytes, shown: Sequence[Any],
+              volume: bool = False) -> dict[str, Any]:
+    """What ``pair.html.j2`` needs for ``pair_id``'s page (``volume``: the pair is 3-D, its
+    figure has three slices per method)."""
     first = shown[0] if shown else None
+    # The pair's errors are in one unit (its geometry's): the first shown record says which.
+    unit = record_unit(first) if first is not None else DEFAULT_UNIT
     ev = ctx.evaluation
     return {
         "title": f"{pair_id}: every method ({ctx.dataset or ctx.run_dir.name})",
         "pair_id": pair_id,
         "jpeg": jpeg,
         "rows": task_rows(ctx, pair_id, {r.key for r in shown}),
-        "naed_header": naed_header(first.naed_norm if first else ctx.naed_norm),
+        "naed_header": naed_header(first.naed_norm if first else ctx.naed_norm, unit=unit),
         "naed_norm": first.naed_norm if first else ctx.naed_norm,
         "norm_length": first.norm_length if first else None,
         # Labels only (category, family): a stored matrix or crop is no help to a reader.
@@ -105,6 +110,8 @@ def pair_view(ctx: RunAnalysis, pair_id: str, jpeg: bytes, shown: Sequence[Any]
                  if isinstance(v, str | int | float | bool)},
         "reference": ev.reference if ev is not None else None,
         "several_seeds": bool(ctx.results["seed"].nunique() > 1) if len(ctx.results) else False,
+        "unit": unit,
+        "volume_note": VOLUME_NOTE if volume else "",
     }
 
 
@@ -152,7 +159,8 @@ def write_pair_pages(ctx: RunAnalysis, methods: Sequence[str] | None = None,
         jpeg = jpeg_bytes(draw_panels(pair, panels, f"every method on {pair_id}"))
         folder.mkdir(exist_ok=True)
         write_html(ctx.run_dir / page_href(pair_id),
-                   template.render(**pair_view(ctx, pair_id, jpeg, shown)))
+                   template.render(**pair_view(ctx, pair_id, jpeg, shown,
+                                               getattr(pair, "ndim", 2) == 3)))
         links.append(PairLink(pair_id, page_href(pair_id), float(naed)))
     return links, ""
 

@@ -110,8 +110,9 @@ def legend(ev: Evaluation, mark: str = REF_MARK) -> str:
 def _caption(ev: Evaluation, naed_norm: str | None, dataset: str | None = None,
              mark: str = REF_MARK) -> str:
     where = f"Dataset {dataset}. " if dataset else ""
-    return (f"{where}NAED = mean landmark error / D ({naed_definition(naed_norm)}), mean ± std "
-            f"over the pairs. p-value: two-sided paired t-test against {ev.reference}; "
+    what = naed_definition(naed_norm, ev.unit)
+    return (f"{where}NAED = mean landmark error / D ({what}), mean ± std over the pairs."
+            f" p-value: two-sided paired t-test against {ev.reference}; "
             "p (Holm): corrected across the comparisons. Failed registrations count with their "
             f"initial error. {legend(ev, mark)}")
 
@@ -206,7 +207,7 @@ def paper_table_latex(ev: Evaluation, naed_norm: str | None = None,
     lines += ["\\begin{table}[t]", "\\centering",
               f"\\caption{{{tex_escape(_caption(ev, norm, dataset, '†'))}}}",
               f"\\label{{tab:mibench-naed{suffix}}}", "\\begin{tabular}{lcccr}", "\\toprule",
-              f"Method & {naed_header(norm, tex=True)} mean $\\pm$ std & $p$-value & "
+              f"Method & {naed_header(norm, tex=True, unit=ev.unit)} mean $\\pm$ std & $p$-value & "
               "$p$ (Holm) & pairs \\\\",
               "\\midrule"]
     for r in printed_rows(ev):
@@ -234,7 +235,8 @@ def paper_table_latex(ev: Evaluation, naed_norm: str | None = None,
 
 
 def _naed_markdown(ev: Evaluation, naed_norm: str | None) -> str:
-    lines = [f"| Method | {naed_header(naed_norm)} mean ± std | p-value | p (Holm) | pairs |",
+    head = naed_header(naed_norm, unit=ev.unit)
+    lines = [f"| Method | {head} mean ± std | p-value | p (Holm) | pairs |",
              "|---|---|---|---|---|"]
     for r in printed_rows(ev):
         name, value = _md_escape(r.method), r.value

@@ -9,15 +9,20 @@ from __future__ import annotations
 import io
 
 
-def new_figure(width: float = 7.5, height: float = 4.0, nrows: int = 1, ncols: int = 1):
-    """A detached Agg ``Figure`` and its axes: one ``Axes``, or a flat list of them in row-major
-    order when there are several."""
+def new_figure(width: float = 7.5, height: float = 4.0, nrows: int = 1, ncols: int = 1,
+               height_ratios: list[float] | None = None,
+               width_ratios: list[float] | None = None):
+    """A detached Agg ``Figure`` (``width`` x ``height`` inches) and its axes: one ``Axes``, or
+    a flat list of them in row-major order when there are several; ``height_ratios`` and
+    ``width_ratios`` size the rows and columns (default: equal)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    grid = {k: v for k, v in (("height_ratios", height_ratios),
+                              ("width_ratios", width_ratios)) if v} or None
+    axes = list(fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=grid).ravel())
     return fig, (axes[0] if len(axes) == 1 else axes)
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from mibench.jsonio import canonical_json
 from mibench.metrics import average_ranks, success_auc
 from mibench.registration import Record
+from mibench.reports.units import MIXED, common_unit, record_unit
 from mibench.stats import pair_table
 
 #: Metric columns of ``results.csv``, in order (the keys of ``mibench.metrics.pair_scores``).
@@ -32,14 +33,14 @@ RESULT_HEAD = ("method", "pair_id", "seed", "dataset", "status", "error", "score
 #: The cost fields of a record (seconds, MiB, CPUs), None or absent in records written before
 #: they were measured. ``contended``: the task did not get the CPU its threads needed.
 COST_FIELDS = ("cpu_s", "peak_rss_mb", "peak_gpu_mb", "load_cpus", "cpus")
-RESULT_TAIL = ("n_landmarks", "naed_norm", "norm_length", "device", "torch_threads", "key",
-               "method_params", "reused_seed")
+RESULT_TAIL = ("n_landmarks", "naed_norm", "norm_length", "unit", "device", "torch_threads",
+               "key", "method_params", "reused_seed")
 RESULT_COLUMNS = RESULT_HEAD + METRICS + RESULT_TAIL
 
 SUMMARY_COLUMNS = ("method", "n_pairs", "n_scored", "n_unscored", "n_failed", "naed_mean",
                    "naed_std", "naed_median", "tre_mean", "tre_median", "robustness_mean",
                    "rtre_median_mean", "rtre_max_mean", "rank_rtre_median", "rank_rtre_max",
-                   "success_auc", "time_median_s", "time_iqr_s", "time_total_s")
+                   "success_auc", "time_median_s", "time_iqr_s", "time_total_s", "unit")
 
 
 def _scalar(value: Any) -> Any:
@@ -73,7 +74,8 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
     metric a record carries is appended after them), then ``meta_<key>`` for each pair-metadata
     key (non-scalar values as compact JSON). ``method_params`` is compact JSON;
     ``torch_threads`` the torch threads the task ran with (empty when the record does not say);
-    ``naed_norm`` the NAED normaliser the record was scored with.
+    ``naed_norm`` the NAED normaliser the record was scored with; ``unit`` the unit of its
+    errors and ``norm_length`` (``px``, ``mm`` or ``um``; ``px`` for records that do not say).
     """
     rows = []
     extra_metrics: set[str] = set()
@@ -93,7 +95,8 @@ def results_frame(records: Iterable[Record]) -> pd.DataFrame:
         row.update({k: _float(v) for k, v in metrics.items()})
         row.update({
             "n_landmarks": len(rec.landmark_errors or []), "naed_norm": rec.naed_norm,
-            "norm_length": _float(rec.norm_length), "device": rec.device,
+            "norm_length": _float(rec.norm_length), "unit": record_unit(rec),
+            "device": rec.device,
             "torch_threads": _threads(rec.info), "key": rec.key,
             "method_params": canonical_json(task.method_params or {}), "reused_seed": None,
         })
@@ -216,14 +219,21 @@ def summary_frame(results: pd.DataFrame, baseline: Collection[str] = ()) -> pd.D
     / max rTRE; ``rank_rtre_*`` ANHIR's average rank of them (per pair, means over seeds; a
     method missing a pair gets the worst rank); ``success_auc`` the mean success rate of the
     tasks' mean error over 1..25 native px (FIRE's AUC, over all pairs). ``n_unscored``: tasks
-    registered but not scored (no fixed landmarks). Rows: by ascending ``naed_mean``, the
-    ``baseline`` methods last (:func:`method_order`).
+    registered but not scored (no fixed landmarks). ``unit``: the unit of the method's errors
+    (``px`` for results without a ``unit`` column); ``mixed`` when its tasks have errors in
+    several units, which are not averaged: its ``tre_mean``, ``tre_median`` and
+    ``success_auc`` are then NaN (NAED is dimensionless and stays). Rows: by ascending
+    ``naed_mean``, the ``baseline`` methods last (:func:`method_order`).
     """
     if results.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     rows = []
     for method, g in results.groupby("method", sort=True):
         counts = task_counts(g)
+        unit = common_unit(g["unit"]) if "unit" in g else common_unit(())
+        # Errors in different units have no mean: blank the absolute columns, keep NAED.
+        blank = np.nan if unit == MIXED else 1.0
+        tre = g["tre_mean"] * blank
         rows.append({
             "method": method,
             "n_pairs": counts["n_tasks"],
@@ -233,16 +243,17 @@ def summary_frame(results: pd.DataFrame, baseline: Collection[str] = ()) -> pd.D
             "naed_mean": g["naed"].mean(),
             "naed_std": g["naed"].std(ddof=1),
             "naed_median": g["naed"].median(),
-            "tre_mean": g["tre_mean"].mean(),
-            "tre_median": g["tre_median"].median(),
+            "tre_mean": tre.mean(),
+            "tre_median": (g["tre_median"] * blank).median(),
             "robustness_mean": g["robustness"].mean(),
             "rtre_median_mean": g["rtre_median"].mean(),
             "rtre_max_mean": g["rtre_max"].mean(),
-            "success_auc": success_auc(g["tre_mean"].to_numpy(dtype=float))
-            if g["tre_mean"].notna().any() else np.nan,
+            "success_auc": success_auc(tre.to_numpy(dtype=float))
+            if tre.notna().any() else np.nan,
             "time_median_s": g["wall_s"].median(),
             "time_iqr_s": g["wall_s"].quantile(0.75) - g["wall_s"].quantile(0.25),
             "time_total_s": g["wall_s"].sum(min_count=1),
+            "unit": unit,
         })
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     for metric in ("rtre_median", "rtre_max"):

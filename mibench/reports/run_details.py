@@ -18,6 +18,7 @@ from mibench.reports.formatting import (
     seed_groups,
     seed_text,
 )
+from mibench.reports.units import DEFAULT_UNIT, MIXED, in_unit, long_words
 from mibench.variants import base_name
 
 
@@ -230,6 +231,15 @@ def method_options(a: RunAnalysis) -> dict[str, Any]:
             "described": [(c["name"], c["how"]) for c in columns if c["how"]]}
 
 
+def unit_text(a: RunAnalysis) -> str:
+    """The unit of the run's landmark errors in words; with mixed units, how many tasks have
+    each."""
+    if a.unit != MIXED:
+        return long_words(a.unit)
+    counts = ", ".join(f"{long_words(u)}: {n} tasks" for u, n in sorted(a.unit_counts.items()))
+    return f"mixed ({counts}); errors in different units are never averaged"
+
+
 def _settings(a: RunAnalysis) -> list[tuple[str, str]]:
     """The run's settings as (name, value) rows, empty ones left out."""
     cfg, man, ev = a.config, a.manifest, a.evaluation
@@ -256,9 +266,10 @@ def _settings(a: RunAnalysis) -> list[tuple[str, str]]:
     items = [
         ("Dataset", dataset), ("Evaluation protocol", protocol), ("Seeds", seeds_text(a)),
         ("Tasks", tasks),
-        ("NAED normalisation", f"{norm}" + ("" if normalised(norm) else
-                                           " (D = 1: NAED is the mean TRE in pixels)")
-         if norm else ""),
+        ("NAED normalisation", f"{norm}" + ("" if normalised(norm) else in_unit(
+            " (D = 1: NAED is the mean TRE in pixels)", a.unit)) if norm else ""),
+        # Said only where it is news: pixels were the only unit before volumes.
+        ("Unit of landmark errors", "" if a.unit == DEFAULT_UNIT else unit_text(a)),
         ("Reference method", reference), ("Device", device),
         ("Requested device", cfg.get("device")),
         ("Concurrent tasks", f"up to {concurrent}" if varied and concurrent else concurrent),

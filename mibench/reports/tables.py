@@ -67,7 +67,10 @@ def metrics_document(analysis: RunAnalysis) -> dict[str, Any]:
     and scored tasks), ``warnings`` (the report's warnings about the comparison, plain text),
     ``comparisons`` (in the paper table's order), ``friedman``, ``paper_table``, ``success``
     curves, ``groups`` and ``counts`` (with ``seeds_per_method``). ``naed_norm`` is the run's
-    NAED normaliser (``none``: NAED is the mean TRE in native pixels); ``protocol`` the
+    NAED normaliser (``none``: NAED is the mean TRE in native pixels); ``unit`` the unit of
+    every landmark error and threshold here (``px``, ``mm``, ``um``, or ``mixed`` with
+    ``unit_counts`` the tasks in each; ``thresholds_px`` keeps its name but is in ``unit``);
+    ``protocol`` the
     dataset's evaluation protocol (null when its spec is unknown here; the success curves are
     computed for every run, the report shows them on FIRE data only). NaN becomes null.
     """
@@ -85,6 +88,8 @@ def metrics_document(analysis: RunAnalysis) -> dict[str, Any]:
     return {
         "metric": ev.metric,
         "naed_norm": analysis.naed_norm,
+        "unit": ev.unit,
+        "unit_counts": ev.unit_counts,
         "dataset": analysis.config.get("dataset"),
         "protocol": analysis.protocol,
         "reference": ev.reference,

@@ -21,10 +21,11 @@ from mibench.reports.formatting import (
     normalised,
     seed_groups,
 )
-from mibench.reports.overlays import Overlay
+from mibench.reports.overlays import VOLUME_NOTE, Overlay
 from mibench.reports.paper_table import REF_MARK, legend, printed_rows
 from mibench.reports.run_details import headline, run_view, single_seed_text
 from mibench.reports.timing import timing_view
+from mibench.reports.units import DEFAULT_UNIT, in_unit, symbol, words
 
 #: Said under a NAED figure when NAED is not normalised, where the figure is, not only in a table.
 UNNORMALISED_FIGURE = " NAED here is the mean landmark error in pixels (--naed-norm none: D = 1)."
@@ -36,8 +37,8 @@ SUMMARY_TABLE = (
     ("n_unscored", "not scored", 4, None, None), ("n_failed", "failed", 4, None, None),
     ("naed_mean", "{naed} mean ± std", 4, "min", None),
     ("naed_median", "{naed} median", 4, "min", None),
-    ("tre_mean", "TRE mean [px]", 4, "min", None),
-    ("tre_median", "TRE median [px]", 4, "min", None),
+    ("tre_mean", "TRE mean [{unit}]", 4, "min", None),
+    ("tre_median", "TRE median [{unit}]", 4, "min", None),
     ("robustness_mean", "robustness", 3, "max", None),
     ("rtre_median_mean", "avg median rTRE", 4, "min", "anhir"),
     ("rank_rtre_median", "rank median rTRE", 3, "min", "anhir"),
@@ -46,10 +47,10 @@ SUMMARY_TABLE = (
 )
 
 
-def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None
-                    ) -> list[dict[str, Any]]:
+def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None,
+                    unit: str = DEFAULT_UNIT) -> list[dict[str, Any]]:
     """The figures of one section (``naed``, ``success``, ``timing``) that were drawn:
-    ``png``, ``alt`` and ``caption`` each."""
+    ``png``, ``alt`` and ``caption`` each (lengths said in ``unit``, the records')."""
     out = []
     for f in FIGURES:
         if f.section != section or f.name not in pngs:
@@ -57,6 +58,7 @@ def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None
         caption = f.caption
         if not normalised(naed_norm) and "NAED" in caption:
             caption += UNNORMALISED_FIGURE
+        caption = in_unit(caption, unit)
         out.append({"png": pngs[f.name], "alt": f.name, "caption": f"{caption} ({f.name})"})
     return out
 
@@ -69,15 +71,16 @@ def paper_view(a: RunAnalysis, pngs: dict[str, bytes]) -> dict[str, Any] | None:
         return None
     norm = a.naed_norm
     sets = {tuple(v) for v in ev.seeds.values()}
-    return {"rows": printed_rows(ev), "naed": naed_header(norm), "warnings": ev.warnings,
-            "definition": naed_definition(norm), "normalised": normalised(norm),
+    return {"rows": printed_rows(ev), "naed": naed_header(norm, unit=a.unit),
+            "warnings": ev.warnings,
+            "definition": naed_definition(norm, a.unit), "normalised": normalised(norm),
             "reference": ev.reference, "reason": ev.reference_reason,
             "legend": legend(ev), "mark": REF_MARK,
             # per-pair values are means over each method's seeds: the same for all, or not
             "seed_groups": seed_groups(ev.seeds) if len(sets) > 1 else "",
             "n_seeds": len(next(iter(sets))) if len(sets) == 1 else 0,
             "reused": single_seed_text(a),
-            "figures": section_figures(pngs, "naed", norm),
+            "figures": section_figures(pngs, "naed", norm, a.unit),
             "noted": ev.noted_texts(), "unpaired": ev.unpaired_text()}
 
 
@@ -97,7 +100,7 @@ def methods_view(a: RunAnalysis) -> dict[str, Any]:
     ev, df = a.evaluation, a.summary
     applies = {None: True, "fire": bool(ev and ev.fire_applies),
                "anhir": bool(ev and ev.anhir_applies)}
-    naed = naed_header(a.naed_norm)
+    naed = naed_header(a.naed_norm, unit=a.unit)
     columns = [c for c in SUMMARY_TABLE if applies[c[4]] and c[0] in df]
     cells = []
     for col, _head, sig, best, _ in columns:
@@ -111,8 +114,9 @@ def methods_view(a: RunAnalysis) -> dict[str, Any]:
     rows = [(m, [c[i] for c in cells]) for i, m in enumerate(df["method"])]
     hidden = [] if ev is None else ["FIRE's success AUC"] * (not ev.fire_applies) + \
         ["ANHIR's rTRE and ranks"] * (not ev.anhir_applies)
-    return {"rows": rows, "header": [h.format(naed=naed) for _, h, _, _, _ in columns],
-            "naed": naed, "hidden": hidden,
+    unit = symbol(a.unit)
+    return {"rows": rows, "header": [h.format(naed=naed, unit=unit) for _, h, _, _, _ in columns],
+            "naed": naed, "hidden": hidden, "unit": a.unit, "unit_words": words(a.unit),
             "baseline": [m for m in a.order if m in a.roles.baseline]}
 
 
@@ -183,7 +187,7 @@ def success_view(a: RunAnalysis, pngs: dict[str, bytes]) -> dict[str, Any]:
     FIRE-protocol data (``applies`` False: the section says why it is empty)."""
     ev = a.evaluation
     applies = bool(ev and ev.fire_applies)
-    view: dict[str, Any] = {"figures": section_figures(pngs, "success", a.naed_norm)
+    view: dict[str, Any] = {"figures": section_figures(pngs, "success", a.naed_norm, a.unit)
                             if applies else [], "columns": [], "applies": applies,
                             "dataset": a.dataset or "this run's"}
     if not applies or not ev.aucs:
@@ -210,7 +214,7 @@ def overlays_view(a: RunAnalysis, overlays: list[Overlay], note: str) -> dict[st
         error = [] if missing(error) else str(error).strip().splitlines()
         figures.append({"png": o.png, "alt": o.name, "overlay": o, "failed": failed,
                         "why": f" ({error[0][:160]})" if error else ""})
-    return {"note": note, "figures": figures}
+    return {"note": note, "figures": figures, "volume_note": VOLUME_NOTE}
 
 
 def failures_view(a: RunAnalysis) -> dict[str, Any]:
@@ -237,7 +241,7 @@ def page_view(a: RunAnalysis, pngs: dict[str, bytes], overlays: list[Overlay],
         "stats": stats_view(a),
         "groups": groups_view(a),
         "success": success_view(a, pngs),
-        "timing": timing_view(a, section_figures(pngs, "timing", a.naed_norm)),
+        "timing": timing_view(a, section_figures(pngs, "timing", a.naed_norm, a.unit)),
         "overlays": overlays_view(a, overlays, overlay_note),
         "failures": failures_view(a),
     }
