@@ -1,0 +1,340 @@
+"""The B-spline FFD transform: evaluation, inverse, warp, refinement, energy, storage, ITK."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from scipy.interpolate import BSpline
+
+from mibench.bspline import (
+    EMBED_LIMIT,
+    INVERSE_TOLERANCE,
+    BSplineTransform,
+    ControlGrid,
+    bending_energy,
+    displacement_field,
+    evaluate,
+    field_at,
+    field_on_grid,
+    refine_coefficients,
+    to_sitk,
+)
+from mibench.transform import MatrixTransform, Transform, transform_from_dict
+
+AFFINE = np.array([[1.04, 0.08, 3.0], [-0.06, 0.97, -2.5], [0.0, 0.0, 1.0]])
+# The centred cubic B-spline from SciPy's knots, independent of mibench's weights.
+BETA = BSpline.basis_element(np.arange(-2.0, 3.0), extrapolate=False)
+
+
+def beta(t):
+    return np.nan_to_num(BETA(np.asarray(t, dtype=np.float64)))
+
+
+def reference_displacement(t: BSplineTransform, q: np.ndarray) -> np.ndarray:
+    """``u(q)`` as the direct sum over all control points of tensor-product basis functions."""
+    g = t.grid
+    out = np.zeros_like(q)
+    for k in itertools.product(*[range(s) for s in g.shape]):  # (i_x, i_y[, i_z])
+        w = np.ones(len(q))
+        for axis, i in enumerate(k):
+            w = w * beta((q[:, axis] - g.origin[axis]) / g.spacing[axis] - i)
+        out += w[:, None] * t.coefficients[(slice(None), *k[::-1])][None]
+    return out
+
+
+def random_transform(seed=0, shape=(60, 80), spacing=16.0, amplitude=2.0, affine=AFFINE):
+    rng = np.random.default_rng(seed)
+    t = BSplineTransform.over(shape, spacing, affine)
+    t.coefficients = rng.normal(0.0, amplitude, t.grid.coefficient_shape)
+    return t
+
+
+def pixel_points(shape):
+    ys, xs = np.mgrid[: shape[0], : shape[1]]
+    return np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float64)
+
+
+# ------------------------------------------------------------------------ the grid
+
+
+def test_grid_covers_the_mapped_fixed_image_like_elastix():
+    t = BSplineTransform.over((60, 80), 16.0, AFFINE)
+    corners = MatrixTransform(AFFINE).fixed_to_moving([[0, 0], [79, 0], [0, 59], [79, 59]])
+    low, high = t.grid.domain
+    assert np.all(low <= corners.min(0)) and np.all(high >= corners.max(0))
+    # Centred, with ceil(extent / spacing) cells and mesh + 3 points.
+    extent = corners.max(0) - corners.min(0)
+    np.testing.assert_allclose((low + high) / 2, (corners.min(0) + corners.max(0)) / 2)
+    assert t.grid.shape == tuple(int(np.ceil(e / 16)) + 3 for e in extent)
+    with pytest.raises(ValueError, match="at least 4"):
+        ControlGrid((0, 0), (1, 1), (3, 5))
+
+
+def test_is_a_transform():
+    assert isinstance(random_transform(), Transform)
+
+
+# ----------------------------------------------------------------- point mapping
+
+
+def test_points_match_a_direct_sum_of_scipy_basis_functions():
+    t = random_transform(1)
+    pts = np.random.default_rng(2).uniform(-30, 110, (300, 2))  # inside, edge and outside
+    q = MatrixTransform(AFFINE).fixed_to_moving(pts)
+    np.testing.assert_allclose(t.fixed_to_moving(pts), q + reference_displacement(t, q),
+                               atol=1e-10)
+
+
+def test_far_points_keep_the_affine_and_nan_stays_nan():
+    t = random_transform(1)
+    pts = np.array([[1e4, -1e4], [np.nan, 3.0]])
+    out = t.fixed_to_moving(pts)
+    np.testing.assert_allclose(out[0], MatrixTransform(AFFINE).fixed_to_moving(pts[:1])[0])
+    assert np.isnan(out[1]).all()
+
+
+def test_3d_points_match_a_direct_sum():
+    rng = np.random.default_rng(3)
+    affine = np.eye(4)
+    affine[:3, :3] += rng.normal(0, 0.05, (3, 3))
+    affine[:3, 3] = [1.0, -2.0, 0.5]
+    t = BSplineTransform.over((12, 16, 20), 6.0, affine)
+    t.coefficients = rng.normal(0, 1.5, t.grid.coefficient_shape)
+    pts = rng.uniform(-5, 22, (80, 3))
+    q = MatrixTransform(affine).fixed_to_moving(pts)
+    np.testing.assert_allclose(t.fixed_to_moving(pts), q + reference_displacement(t, q),
+                               atol=1e-10)
+    back = t.moving_to_fixed(t.fixed_to_moving(pts))
+    np.testing.assert_allclose(back, pts, atol=1e-6)
+
+
+def test_analytic_jacobian_matches_central_differences():
+    t = random_transform(4)
+    pts = np.random.default_rng(5).uniform(0, 79, (20, 2))
+    e = 1e-5
+    fd = np.stack([(t.fixed_to_moving(pts + d) - t.fixed_to_moving(pts - d)) / (2 * e)
+                   for d in (np.array([e, 0]), np.array([0, e]))], axis=-1)
+    np.testing.assert_allclose(t.jacobian(pts), fd, atol=1e-7)
+
+
+# ------------------------------------------------------------------------- inverse
+
+
+def test_inverse_round_trip_within_the_stated_tolerance():
+    t = random_transform(6, amplitude=3.0)
+    pts = np.random.default_rng(7).uniform(-5, 85, (500, 2))
+    moving = t.fixed_to_moving(pts)
+    back = t.moving_to_fixed(moving)
+    assert np.isfinite(back).all()
+    # The residual in moving pixels is what the tolerance bounds ...
+    assert np.abs(t.fixed_to_moving(back) - moving).max() <= INVERSE_TOLERANCE
+    # ... and the field is far from folding here, so the preimage is as close.
+    assert np.abs(back - pts).max() <= 10 * INVERSE_TOLERANCE
+
+
+def test_inverse_marks_unconverged_points_nan():
+    t = random_transform(8, amplitude=3.0)
+    moving = t.fixed_to_moving(np.random.default_rng(9).uniform(0, 79, (50, 2)))
+    assert np.isnan(t.moving_to_fixed(moving, iterations=0)).all()
+    # A field that folds: every answer either satisfies the tolerance or is NaN.
+    folded = random_transform(10, amplitude=12.0)
+    targets = np.random.default_rng(11).uniform(0, 79, (400, 2))
+    back = folded.moving_to_fixed(targets, iterations=8)
+    ok = np.isfinite(back).all(axis=1)
+    assert ok.any() and not ok.all()
+    residual = np.abs(folded.fixed_to_moving(back[ok]) - targets[ok]).max()
+    assert residual <= INVERSE_TOLERANCE
+
+
+# ------------------------------------------------------------------- torch fields
+
+
+def test_torch_fields_match_numpy_evaluation():
+    t = random_transform(12)
+    c = torch.tensor(t.coefficients)
+    q = np.random.default_rng(13).uniform(-40, 120, (200, 2))
+    np.testing.assert_allclose(field_at(c, t.grid, torch.tensor(q)).numpy().T,
+                               evaluate(t.coefficients, t.grid, q), atol=1e-12)
+    xs, ys = np.linspace(-40, 120, 9), np.linspace(-30, 100, 7)
+    sep = field_on_grid(c, t.grid, [torch.tensor(xs), torch.tensor(ys)]).numpy()
+    gx, gy = np.meshgrid(xs, ys)
+    ref = evaluate(t.coefficients, t.grid, np.column_stack([gx.ravel(), gy.ravel()]))
+    np.testing.assert_allclose(sep.reshape(2, -1).T, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("affine", [np.eye(3), np.diag([1.1, 0.9, 1.0]), AFFINE])
+def test_dense_displacement_field_both_paths(affine):
+    """The separable (axis-aligned A) and gather (general A) paths give u(A(p))."""
+    shape = (20, 30)
+    t = random_transform(14, shape=shape, spacing=8.0, affine=affine)
+    u = displacement_field(torch.tensor(t.coefficients), t.grid, shape, affine).numpy()
+    pts = pixel_points(shape)
+    ref = t.fixed_to_moving(pts) - MatrixTransform(affine).fixed_to_moving(pts)
+    np.testing.assert_allclose(u.reshape(2, -1).T, ref, atol=1e-12)
+
+
+def test_dense_field_is_differentiable_in_the_coefficients():
+    t = random_transform(15, shape=(12, 14), spacing=6.0, affine=AFFINE)
+    c = torch.tensor(t.coefficients, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: displacement_field(x, t.grid, (12, 14), AFFINE), (c,))
+    c2 = torch.tensor(t.coefficients, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: displacement_field(x, t.grid, (12, 14)), (c2,))
+
+
+def test_batched_coefficients():
+    t = random_transform(16, shape=(10, 12), spacing=5.0)
+    c = torch.tensor(np.stack([t.coefficients, -t.coefficients]))
+    u = displacement_field(c, t.grid, (10, 12), AFFINE)
+    assert u.shape == (2, 2, 10, 12)
+    torch.testing.assert_close(u[1], -u[0])
+
+
+# --------------------------------------------------------------------------- warp
+
+
+def test_warp_matches_scipy_on_the_mapped_grid():
+    rng = np.random.default_rng(17)
+    moving = ndimage.gaussian_filter(rng.random((70, 90)), 2).astype(np.float32)
+    shape = (60, 80)
+    t = random_transform(18, shape=shape, amplitude=3.0)
+    warped = t.warp(moving, shape)
+    mapped = t.fixed_to_moving(pixel_points(shape))
+    ref = ndimage.map_coordinates(moving.astype(np.float64), [mapped[:, 1], mapped[:, 0]],
+                                  order=1, mode="constant", cval=0.0).reshape(shape)
+    inside = ((mapped[:, 0] >= 0) & (mapped[:, 0] <= 89) & (mapped[:, 1] >= 0)
+              & (mapped[:, 1] <= 69)).reshape(shape)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(warped[inside], ref[inside], atol=1e-4)
+    # Tensors stay tensors, channels and padding as MatrixTransform.
+    tensor = torch.from_numpy(np.stack([moving, 2 * moving]))[None]
+    out = t.warp(tensor, shape, padding_value=-1.0)
+    assert out.shape == (1, 2, *shape)
+    torch.testing.assert_close(out[0, 1][torch.from_numpy(inside)],
+                               2 * torch.from_numpy(warped[inside]), atol=1e-4, rtol=0)
+    far = ((mapped[:, 0] <= -1) | (mapped[:, 0] >= 90) | (mapped[:, 1] <= -1)
+           | (mapped[:, 1] >= 70)).reshape(shape)
+    assert far.any() and (out[0, 0][torch.from_numpy(far)] == -1.0).all()
+
+
+def test_zero_field_warps_as_its_affine():
+    moving = np.random.default_rng(19).random((40, 50)).astype(np.float32)
+    t = BSplineTransform.over((40, 50), 10.0, AFFINE)
+    np.testing.assert_allclose(t.warp(moving, (40, 50)),
+                               MatrixTransform(AFFINE).warp(moving, (40, 50)), atol=1e-5)
+
+
+# --------------------------------------------------------------------- refinement
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_refinement_keeps_the_field_everywhere(ndim):
+    rng = np.random.default_rng(20)
+    shape = (30, 40) if ndim == 2 else (10, 12, 14)
+    t = BSplineTransform.over(shape, 8.0 if ndim == 2 else 5.0)
+    t.coefficients = rng.normal(0, 2, t.grid.coefficient_shape)
+    fine = t.refined()
+    assert fine.grid.spacing == tuple(h / 2 for h in t.grid.spacing)
+    pts = rng.uniform(-30, 70, (400, ndim))  # well beyond the grid too
+    np.testing.assert_allclose(fine.fixed_to_moving(pts), t.fixed_to_moving(pts), atol=1e-10)
+    twice, grid = refine_coefficients(*refine_coefficients(t.coefficients, t.grid))
+    np.testing.assert_allclose(evaluate(twice, grid, pts), evaluate(t.coefficients, t.grid, pts),
+                               atol=1e-10)
+
+
+# ----------------------------------------------------------------- bending energy
+
+
+def test_bending_energy_matches_a_numerical_integral():
+    t = random_transform(21, shape=(40, 50), spacing=12.0)
+    g = t.grid
+    h = 0.25  # integrate the sampled second derivatives over the field's whole support
+    axes = [np.arange(g.origin[a] - 2 * g.spacing[a], g.origin[a] + (g.shape[a] + 1)
+                      * g.spacing[a], h) for a in range(2)]
+    f = field_on_grid(torch.tensor(t.coefficients), g, [torch.tensor(a) for a in axes]).numpy()
+    uxx = np.gradient(np.gradient(f, h, axis=2), h, axis=2)
+    uyy = np.gradient(np.gradient(f, h, axis=1), h, axis=1)
+    uxy = np.gradient(np.gradient(f, h, axis=2), h, axis=1)
+    numeric = (uxx**2 + 2 * uxy**2 + uyy**2).sum() * h * h
+    closed = t.bending_energy(normalise=False)
+    assert closed == pytest.approx(numeric, rel=5e-3)
+    low, high = g.domain
+    assert t.bending_energy() == pytest.approx(closed / np.prod(high - low))
+    # The same spline on a finer grid has the same energy; a zero field has none.
+    assert t.refined().bending_energy(normalise=False) == pytest.approx(closed, rel=1e-10)
+    assert bending_energy(np.zeros(g.coefficient_shape), g).item() == 0.0
+
+
+def test_bending_energy_gradient_flows():
+    t = random_transform(22, shape=(20, 20), spacing=6.0)
+    c = torch.tensor(t.coefficients, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: bending_energy(x, t.grid), (c,))
+
+
+# ------------------------------------------------------------------------- storage
+
+
+def test_small_transform_embeds_its_coefficients():
+    t = random_transform(23)
+    data = json.loads(json.dumps(t.to_dict()))
+    assert data["type"] == "bspline" and "coefficients" in data
+    back = transform_from_dict(data)
+    pts = np.random.default_rng(24).uniform(0, 79, (10, 2))
+    np.testing.assert_array_equal(back.fixed_to_moving(pts), t.fixed_to_moving(pts))
+
+
+def test_saved_transform_is_referenced_beside_its_record(tmp_path):
+    t = random_transform(25, shape=(400, 400), spacing=8.0)
+    assert t.coefficients.size > EMBED_LIMIT
+    with pytest.raises(ValueError, match="save"):
+        t.to_dict()
+    t.save(tmp_path / "task.bspline.npz")
+    data = json.loads(json.dumps(t.to_dict()))
+    assert data["coefficients_file"] == "task.bspline.npz" and "coefficients" not in data
+    back = transform_from_dict(data, tmp_path)
+    np.testing.assert_array_equal(back.coefficients, t.coefficients)
+    np.testing.assert_array_equal(back.affine.matrix, t.affine.matrix)
+    assert back.grid == t.grid
+    # A file that does not match its record is refused.
+    data["affine"] = np.eye(3).tolist()
+    with pytest.raises(ValueError, match="does not hold"):
+        transform_from_dict(data, tmp_path)
+
+
+# ----------------------------------------------------------------------- ITK export
+
+
+def test_itk_export_maps_points_as_mibench():
+    import SimpleITK as sitk
+
+    t = random_transform(26, amplitude=3.0)
+    composite = to_sitk(t)
+    rng = np.random.default_rng(27)
+    pts = rng.uniform(0, 1, (200, 2)) * [79, 59]  # the fixed image, (x, y)
+    low, high = t.grid.domain
+    q = MatrixTransform(AFFINE).fixed_to_moving(pts)
+    inside = np.all((q > low) & (q < high), axis=1)
+    assert inside.all()  # the grid covers the mapped fixed image
+    ours = t.fixed_to_moving(pts)
+    theirs = np.array([composite.TransformPoint(tuple(map(float, p))) for p in pts])
+    np.testing.assert_allclose(theirs, ours, atol=1e-9)
+    # Written to a file and read back by SimpleITK.
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "t.tfm")
+        sitk.WriteTransform(composite, path)
+        read = sitk.ReadTransform(path)
+    again = np.array([read.TransformPoint(tuple(map(float, p))) for p in pts])
+    np.testing.assert_allclose(again, ours, atol=1e-6)
+
+
+def test_itk_export_refuses_a_perspective_part():
+    persp = AFFINE.copy()
+    persp[2, 0] = 1e-4
+    with pytest.raises(ValueError, match="affine"):
+        to_sitk(BSplineTransform.over((20, 20), 8.0, persp))
