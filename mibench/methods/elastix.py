@@ -10,6 +10,16 @@ physical space is pixel space; the result parameter map is converted with
 :func:`mibench.methods.itk_convert.elastix_affine_to_pixel`. Masks become elastix's fixed and
 moving masks (not eroded).
 
+Volumes (``(1, C, D, H, W)`` tensors) are registered in 3-D (elastix's 12-parameter affine
+transform) in physical space: each image, and its mask, gets its
+:class:`~mibench.geometry.Geometry`'s ITK (LPS) spacing, origin and direction
+(``Geometry.to_itk()``; elastix uses direction cosines), and the result parameter map goes back
+exactly to the 4x4 fixed voxel -> moving voxel matrix
+(:func:`~mibench.methods.itk_convert.elastix_affine_parameters`,
+:func:`~mibench.methods.itk_convert.itk_affine_to_voxel`). A volume pair without both
+geometries is registered in voxel space; 2-D pairs in pixel space, as before, whatever their
+geometry.
+
 Presets (each value can be overridden by its option):
 
 ``paper``
@@ -33,10 +43,14 @@ from typing import Any
 import numpy as np
 
 from mibench.errors import check_choice
+from mibench.geometry import Geometry
 from mibench.methods.itk_convert import (
     ImageGeometry,
+    elastix_affine_parameters,
     elastix_affine_to_pixel,
     grey_arrays,
+    itk_affine_to_voxel,
+    itk_geometry,
     mask_array,
 )
 from mibench.methods.options import ELASTIX_METRICS, TOOLBOX_PRESETS
@@ -98,22 +112,41 @@ def _geometry(image) -> ImageGeometry:
                          tuple(map(float, direction)))
 
 
+def _itk_image(array: np.ndarray, geometry: Geometry | None):
+    """An ITK image of ``array`` (numpy ``(H, W)`` / ``(D, H, W)``), placed by ``geometry``'s
+    ITK (LPS) spacing, origin and direction when given (unit spacing otherwise)."""
+    import itk
+
+    image = itk.image_from_array(array)
+    if geometry is not None:
+        spacing, origin, direction = geometry.to_itk()
+        n = geometry.ndim
+        image.SetSpacing(spacing)
+        image.SetOrigin(origin)
+        image.SetDirection(itk.matrix_from_array(np.asarray(direction).reshape(n, n)))
+    return image
+
+
 def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=None,
-                     seed: int = 0, preset: str = "practical", resolutions: int | None = None,
-                     bins: int | None = None, iterations: int | None = None,
-                     samples: int | None = None) -> RegistrationOutput:
-    """Affine registration of ``moving`` to ``fixed`` with elastix.
+                     seed: int = 0, fixed_geometry: Geometry | None = None,
+                     moving_geometry: Geometry | None = None, preset: str = "practical",
+                     resolutions: int | None = None, bins: int | None = None,
+                     iterations: int | None = None, samples: int | None = None
+                     ) -> RegistrationOutput:
+    """Affine registration of ``moving`` to ``fixed`` with elastix, in 2-D or 3-D.
 
     Parameters
     ----------
-    fixed, moving : Tensor ``(1, C, H, W)``
+    fixed, moving : Tensor ``(1, C, H, W)`` or ``(1, C, D, H, W)``
         Images in [0, 1] on any device (copied to the host); grey by the channel mean.
     metric : {"ami", "nmi"}
         AdvancedMattesMutualInformation or NormalizedMutualInformation.
-    fixed_mask, moving_mask : bool Tensor ``(1, 1, H, W)`` or None
+    fixed_mask, moving_mask : bool Tensor ``(1, 1, H, W)`` (``(1, 1, D, H, W)``) or None
         Valid pixels; passed to elastix as masks.
     seed : int
         elastix's ``RandomSeed`` (as ``seed + 1``).
+    fixed_geometry, moving_geometry : Geometry or None
+        Where the volumes lie (RAS+); used for volumes only, and only when both are given.
     preset : {"practical", "paper"}
         Defaults of the options below (see the module docstring).
     resolutions, bins, iterations, samples : int, optional
@@ -122,8 +155,9 @@ def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask
     Returns
     -------
     RegistrationOutput
-        The affine :class:`MatrixTransform` (fixed pixel ``(x, y)`` -> moving pixel) and
-        ``info`` with the preset and resolved settings.
+        The affine :class:`MatrixTransform` (fixed pixel ``(x, y)`` -> moving pixel; 4x4 fixed
+        voxel -> moving voxel for volumes) and ``info`` with the preset and resolved settings
+        (for volumes also ``space``: ``"world"`` or ``"voxel"``).
 
     Raises
     ------
@@ -138,7 +172,13 @@ def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask
     s = settings(metric, preset, resolutions=resolutions, bins=bins, iterations=iterations,
                  samples=samples)
     f_arr, m_arr = grey_arrays(fixed, moving)
-    f_img, m_img = itk.image_from_array(f_arr), itk.image_from_array(m_arr)
+    ndim = f_arr.ndim
+    world = ndim == 3 and fixed_geometry is not None and moving_geometry is not None
+    f_geo = m_geo = None  # 2-D: pixel space, as before volumes existed
+    if ndim == 3:
+        f_geo = itk_geometry(fixed_geometry if world else None, 3)
+        m_geo = itk_geometry(moving_geometry if world else None, 3)
+    f_img, m_img = _itk_image(f_arr, f_geo), _itk_image(m_arr, m_geo)
 
     params = itk.ParameterObject.New()
     pmap = params.GetDefaultParameterMap("affine", s.resolutions)
@@ -151,10 +191,11 @@ def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask
     reg.SetNumberOfThreads(1)
     reg.SetLogToConsole(False)
     reg.SetLogToFile(False)
-    for mask, setter in ((fixed_mask, reg.SetFixedMask), (moving_mask, reg.SetMovingMask)):
+    for mask, setter, geo in ((fixed_mask, reg.SetFixedMask, f_geo),
+                              (moving_mask, reg.SetMovingMask, m_geo)):
         arr = mask_array(mask)
         if arr is not None:
-            setter(itk.image_from_array(arr))
+            setter(_itk_image(arr, geo))
     reg.UpdateLargestPossibleRegion()
 
     result = reg.GetTransformParameterObject()
@@ -162,12 +203,18 @@ def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask
         raise RuntimeError(f"elastix returned {result.GetNumberOfParameterMaps()} transforms; "
                            "expected one")
     rmap = {k: list(v) for k, v in result.GetParameterMap(0).items()}
-    matrix = elastix_affine_to_pixel(rmap, _geometry(f_img), _geometry(m_img))
+    if ndim == 2:
+        matrix = elastix_affine_to_pixel(rmap, _geometry(f_img), _geometry(m_img))
+    else:
+        a, t, c = elastix_affine_parameters(rmap)
+        matrix = itk_affine_to_voxel(a.ravel(), t, c, f_geo, m_geo)
     if not np.isfinite(matrix).all():
         raise RuntimeError("elastix returned a non-finite transform")
     info: dict[str, Any] = {"preset": preset,
                             **{k: v for k, v in s.__dict__.items() if k != "metric"},
                             "seed": int(seed)}
+    if ndim == 3:
+        info["space"] = "world" if world else "voxel"
     return RegistrationOutput(MatrixTransform(matrix), info=info)
 
 
@@ -181,9 +228,12 @@ def warm_up() -> None:
 
 
 def _method(metric: str):
-    def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, **params):
+    def register(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0,
+                 fixed_geometry=None, moving_geometry=None, **params):
         return register_elastix(fixed, moving, metric=metric, fixed_mask=fixed_mask,
-                                moving_mask=moving_mask, seed=seed, **params)
+                                moving_mask=moving_mask, seed=seed,
+                                fixed_geometry=fixed_geometry, moving_geometry=moving_geometry,
+                                **params)
 
     register.__name__ = register.__qualname__ = metric
     register.warm_up = warm_up

@@ -335,3 +335,27 @@ def test_sitk_ignores_a_2d_geometry(canvas):
     b = ncc(fixed, moving, seed=2, iterations=30, fixed_geometry=geo, moving_geometry=geo)
     np.testing.assert_array_equal(a.transform.matrix, b.transform.matrix)
     assert "space" not in b.info
+
+
+@pytest.mark.slow  # ITK loads its modules lazily: the first elastix call takes 30-90 s
+def test_elastix_recovers_known_rigid_volume_transform():
+    pytest.importorskip("itk")
+    if importlib.util.find_spec("itk.ElastixPython") is None:
+        pytest.skip("itk-elastix is not installed")
+    import itk
+
+    from mibench.methods.elastix import _itk_image, ami
+
+    # The images elastix sees are placed as SimpleITK's are (Geometry.to_itk()).
+    image = _itk_image(np.zeros((6, 7, 8), np.float32), GEO3_F)
+    np.testing.assert_allclose(
+        Geometry.from_itk(tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                          itk.array_from_matrix(image.GetDirection())).affine,
+        GEO3_F.affine, atol=1e-12)
+    fixed, moving, f_geo, m_geo, truth = volume_pair_3d()
+    out = ami(fixed, moving, seed=1, fixed_geometry=f_geo, moving_geometry=m_geo)
+    assert out.transform.matrix.shape == (4, 4) and out.info["space"] == "world"
+    p = np.random.default_rng(0).uniform(8, SIDE3 - 9, (20, 3))
+    err = np.linalg.norm(out.transform.fixed_to_moving(p)
+                         - MatrixTransform(truth).fixed_to_moving(p), axis=1)
+    assert err.max() < 0.5, err  # voxels of the moving volume
