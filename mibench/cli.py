@@ -97,11 +97,19 @@ def cli() -> None:
                    "failed on every scored task are skipped).")
 @click.option("--retry-failed", is_flag=True, default=None,
               help="On resume, run the tasks whose record says failed again.")
+@click.option("--save-transforms", is_flag=True, default=None,
+              help="Write each task's transform as an ITK transform file beside its record "
+                   "(records/<method>/<task>.tfm, read by SimpleITK's ReadTransform): fixed -> "
+                   "moving points in LPS physical coordinates when the pair has a geometry, "
+                   "else in pixels.")
+@click.option("--save-warped", is_flag=True, default=None,
+              help="Write each task's moving image warped onto the fixed grid beside its "
+                   "record: NIfTI with the fixed volume's affine for volumes, PNG for 2-D.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar (nor, when stderr is not a terminal, progress lines).")
 def run(methods, dataset, data_dir, device, out, workers, timeout, executor, scheduler, seed_text,
         limit, naed_norm, dataset_opts, method_opts, config_file, plugins, reference,
-        retry_failed, quiet) -> None:
+        retry_failed, save_transforms, save_warped, quiet) -> None:
     """Register every pair of a dataset with each method and write records and reports."""
     from mibench.runner import run_benchmark
     from mibench.settings import settings_from
@@ -110,8 +118,8 @@ def run(methods, dataset, data_dir, device, out, workers, timeout, executor, sch
         config_file, methods=methods, dataset=dataset, data_dir=data_dir, device=device,
         out=out, workers=workers, timeout=timeout, limit=limit, executor=executor,
         scheduler=scheduler, reference=reference, naed_norm=naed_norm,
-        retry_failed=retry_failed, seeds=seed_text,
-        dataset_options=_parse_options(dataset_opts, "-o"),
+        retry_failed=retry_failed, save_transforms=save_transforms, save_warped=save_warped,
+        seeds=seed_text, dataset_options=_parse_options(dataset_opts, "-o"),
         method_options=_parse_method_options(method_opts), plugins=plugins)
     try:
         result = run_benchmark(settings, progress=not quiet)

@@ -157,6 +157,8 @@ FIELDS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "scheduler": ("--scheduler", _optional_text),
     "reference": ("--reference", _optional_text),
     "retry_failed": ("--retry-failed", _flag),
+    "save_transforms": ("--save-transforms", _flag),
+    "save_warped": ("--save-warped", _flag),
 }
 
 
@@ -290,6 +292,10 @@ class RunSettings(ExecutionSettings):
     config_file, file_options : str or None, tuple of str
         Where settings came from: the config file, and the dataset and method option names whose
         value it gave (an error about one of them names the file).
+    save_transforms, save_warped : bool
+        Write each task's transform as an ITK transform file, and its warped moving image
+        (NIfTI for volumes, PNG for 2-D), beside its record (:mod:`mibench.export`). Outputs
+        only: neither changes what is registered nor the run directory.
     """
 
     methods: str | tuple[str, ...] = "default"
@@ -302,6 +308,8 @@ class RunSettings(ExecutionSettings):
     reference: str | None = None
     config_file: str | None = None
     file_options: tuple[str, ...] = ()
+    save_transforms: bool = False
+    save_warped: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -114,3 +114,21 @@ def test_settings_are_normalised_and_stable():
     assert s.methods == ("ncc", "identity") and s.seeds == (0, 1, 2)
     assert s.plugins == ("a", "b") and s.reference == "ncc"
     assert RunSettings(**{k: getattr(s, k) for k in s.__dataclass_fields__}) == s
+
+
+def test_export_flags_reach_the_settings(monkeypatch, tmp_path):
+    """--save-transforms and --save-warped: off by default, on from the flag, the API or a
+    config file, checked as true/false."""
+    off = _cli_settings(monkeypatch)
+    assert (off.save_transforms, off.save_warped) == (False, False)
+    on = _cli_settings(monkeypatch, "--save-transforms", "--save-warped")
+    assert (on.save_transforms, on.save_warped) == (True, True)
+    config = tmp_path / "bench.json"
+    config.write_text(json.dumps({"save_warped": True}))
+    from_file = settings_from(config)
+    assert (from_file.save_transforms, from_file.save_warped) == (False, True)
+    assert settings_from(save_transforms=True).save_transforms is True
+    with pytest.raises(UserError, match=r"save_warped \(--save-warped\) must be true or false"):
+        settings_from(save_warped="yes")
+    help_text = CliRunner().invoke(cli, ["run", "--help"]).output
+    assert "--save-transforms" in help_text and "--save-warped" in help_text
