@@ -4,6 +4,14 @@ Definitions (the README's *Conventions*): for landmark k, ``e_k = ||T^-1(m_k) - 
 the fixed image at the dataset's native resolution. NAED = mean_k e_k / D, with D the fixed image's
 diagonal by default. ``rTRE_k = e_k / diagonal``. Robustness = share of landmarks whose error fell
 below their initial (identity) error.
+
+Volumes (``CONTRACTS.md``, *Volumes (3-D) and physical space*): landmarks are ``(K, 3)`` voxels
+``(x, y, z)`` and the diagonal is ``sqrt(w^2 + h^2 + d^2)``. Where the fixed image's
+:class:`~mibench.geometry.Geometry` is known, the same quantities are also measured in its unit
+(mm, um): ``e_k`` is the world length ``||A (T^-1(m_k) - f_k)||`` of the voxel offset, with
+``A`` the linear part of the fixed voxel -> world affine (so an oblique or anisotropic grid
+counts each voxel step at its true length and direction), and D is the world length of the
+diagonal (or of the longest side), so NAED stays dimensionless.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mibench.geometry import Geometry
 from mibench.transform import Transform
 
 
@@ -29,14 +38,35 @@ class NaedNorm:
     definition: str
     normalised: bool = True
 
-    def length(self, shape: tuple[int, int]) -> float:
-        """D for a fixed image of native ``(H, W)``."""
-        h, w = shape
+    def length(self, shape: tuple[int, ...], geometry: Geometry | None = None) -> float:
+        """D for a fixed image of spatial ``shape`` ``(H, W)`` or ``(D, H, W)``.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The fixed image's numpy spatial shape: native pixels when ``geometry`` is None,
+            else the shape of the image that ``geometry`` describes.
+        geometry : Geometry, optional
+            The fixed image's geometry: D is then a world length in its unit (the diagonal
+            ``Geometry.diagonal(shape)``, the longest side ``max_a n_a * spacing_a``); ``none``
+            stays 1.
+
+        Returns
+        -------
+        float
+            In pixels (voxels), or in ``geometry.unit``.
+        """
+        if self.name not in ("diagonal", "max-side"):
+            return 1.0
+        if geometry is not None:
+            if self.name == "diagonal":
+                return geometry.diagonal(tuple(shape))
+            sides = np.asarray(shape[:geometry.ndim][::-1], np.float64) * geometry.spacing
+            return float(sides.max())
+        size = tuple(shape)[::-1]  # (W, H[, D])
         if self.name == "diagonal":
-            return math.hypot(w, h)
-        if self.name == "max-side":
-            return float(max(w, h))
-        return 1.0
+            return math.hypot(*size)
+        return float(max(size))
 
 
 #: The NAED normalisations by name; the first is the default.
@@ -61,46 +91,67 @@ def naed_norm(name: str) -> NaedNorm:
                          f"{', '.join(NAED_NORMS)}") from None
 
 
-def norm_length(shape: tuple[int, int], how: str = DEFAULT_NAED_NORM) -> float:
-    """The NAED normaliser D for a fixed image of native ``(H, W)``.
+def norm_length(shape: tuple[int, ...], how: str = DEFAULT_NAED_NORM,
+                geometry: Geometry | None = None) -> float:
+    """The NAED normaliser D for a fixed image of native ``(H, W)`` (or ``(D, H, W)``).
 
-    ``diagonal``: sqrt(W^2 + H^2); ``max-side``: max(W, H); ``none``: 1 (NAED = mean TRE in px).
+    ``diagonal``: sqrt(W^2 + H^2 [+ D^2]); ``max-side``: max(W, H [, D]); ``none``: 1 (NAED =
+    mean TRE in px). With the fixed image's ``geometry`` (and ``shape`` the shape it describes),
+    the same lengths in its unit (:meth:`NaedNorm.length`).
     """
-    return naed_norm(how).length(shape)
+    return naed_norm(how).length(shape, geometry)
 
 
 def landmark_errors(transform: Transform | None, fixed_landmarks: np.ndarray,
-                    moving_landmarks: np.ndarray, scale: float = 1.0) -> np.ndarray:
+                    moving_landmarks: np.ndarray, scale: float = 1.0, *,
+                    geometry: Geometry | None = None) -> np.ndarray:
     """Per-landmark error ``||T^-1(m_k) - f_k|| * scale``; ``transform=None`` means identity.
 
     Parameters
     ----------
     transform : Transform or None
-        Fixed -> moving pixel transform at the working scale.
-    fixed_landmarks, moving_landmarks : ndarray ``(K, 2)``
-        ``(x, y)`` pixels at the working scale; rows correspond.
+        Fixed -> moving pixel (voxel) transform at the working scale.
+    fixed_landmarks, moving_landmarks : ndarray ``(K, 2)`` or ``(K, 3)``
+        ``(x, y)`` pixels or ``(x, y, z)`` voxels at the working scale; rows correspond.
     scale : float
         Native pixels per working pixel, so that errors are in native pixels.
+    geometry : Geometry, optional
+        The fixed image's geometry (of the image the landmarks are in): the error is then the
+        world length ``||A (T^-1(m_k) - f_k)||`` in ``geometry.unit``, ``A`` its linear part,
+        which already accounts for any resizing, so ``scale`` must be 1.
 
     Returns
     -------
-    ndarray ``(K,)`` float64. A landmark the transform cannot map gives NaN.
+    ndarray ``(K,)`` float64: native pixels (voxels), or ``geometry.unit``. A landmark the
+    transform cannot map gives NaN.
     """
-    f = np.asarray(fixed_landmarks, dtype=np.float64).reshape(-1, 2)
-    m = np.asarray(moving_landmarks, dtype=np.float64).reshape(-1, 2)
+    f = np.asarray(fixed_landmarks, dtype=np.float64)
+    ndim = f.shape[-1] if f.ndim == 2 else 2
+    f = f.reshape(-1, ndim)
+    m = np.asarray(moving_landmarks, dtype=np.float64).reshape(-1, ndim)
     if len(f) != len(m):
         raise ValueError(f"landmark counts differ: {len(f)} fixed vs {len(m)} moving")
     mapped = m if transform is None else transform.moving_to_fixed(m)
-    return np.linalg.norm(mapped - f, axis=1) * scale
+    if geometry is None:
+        return np.linalg.norm(mapped - f, axis=1) * scale
+    if scale != 1:
+        raise ValueError(f"scale {scale} with a geometry: the geometry of the working image "
+                         "gives world lengths directly")
+    if geometry.ndim != ndim:
+        raise ValueError(f"{ndim}-D landmarks with a {geometry.ndim}-D geometry")
+    linear = geometry.affine[:ndim, :ndim]
+    return np.linalg.norm((mapped - f) @ linear.T, axis=1)
 
 
 def pair_scores(errors: np.ndarray, initial_errors: np.ndarray, length: float,
                 diagonal: float) -> dict[str, float]:
     """Summary statistics of one pair's landmark errors.
 
-    Returns ``tre_mean``, ``tre_median``, ``tre_max`` (native px), the same before registration
-    as ``ire_*``, ``naed`` (= ``tre_mean / length``), ``rtre_mean``, ``rtre_median``, ``rtre_max``
-    (divided by ``diagonal``) and ``robustness`` (share of landmarks with ``e_k < initial e_k``).
+    Returns ``tre_mean``, ``tre_median``, ``tre_max`` (in the unit of ``errors``: native px, or
+    a geometry's unit), the same before registration as ``ire_*``, ``naed`` (= ``tre_mean /
+    length``), ``rtre_mean``, ``rtre_median``, ``rtre_max`` (divided by ``diagonal``) and
+    ``robustness`` (share of landmarks with ``e_k < initial e_k``). ``length`` and
+    ``diagonal`` must be in the unit of ``errors``.
     """
     e = np.asarray(errors, dtype=np.float64)
     e0 = np.asarray(initial_errors, dtype=np.float64)

@@ -98,8 +98,18 @@ class Record(TaskRecord):
     ``status`` is ``ok`` or ``failed`` (exception, time-out, NaN, singular transform, worker
     crash; ``error`` says which). A failed pair is scored with its initial error
     (``landmark_errors == initial_errors``). ``scored`` is False for pairs without fixed
-    landmarks (registered, not scored). Errors are in native pixels of the fixed image;
-    ``naed_norm`` names the NAED normaliser D and ``norm_length`` is its value.
+    landmarks (registered, not scored). ``naed_norm`` names the NAED normaliser D and
+    ``norm_length`` is its value.
+
+    Units (``CONTRACTS.md``, *Volumes (3-D) and physical space*): ``unit`` is ``"px"`` when the
+    errors are in native pixels (voxels) of the fixed image, which is the case for every pair
+    without a fixed-image geometry and for records written before the field existed; otherwise
+    it is the geometry's unit (``"mm"`` for volumes, ``"um"`` for histology with a pixel size).
+    ``landmark_errors``, ``initial_errors``, ``metrics`` and ``norm_length`` are in ``unit``
+    (NAED and rTRE are ratios of two lengths in it); ``voxel_metrics`` then holds the same
+    metrics in native voxels (NAED over the voxel diagonal), and is None when ``unit`` is
+    ``"px"`` or the pair is not scored. ``warped_moving_landmarks`` are always native pixels
+    (voxels) of the fixed image, ``(x, y[, z])``.
 
     What the registration used (:mod:`mibench.usage`; None in records written before it was
     measured): ``wall_s`` is the registration alone, in seconds; ``device_s`` the
@@ -130,6 +140,8 @@ class Record(TaskRecord):
     metrics: dict[str, float] = field(default_factory=dict)
     naed_norm: str = DEFAULT_NAED_NORM
     norm_length: float | None = None
+    unit: str = "px"
+    voxel_metrics: dict[str, float] | None = None
     wall_s: float | None = None
     device_s: float | None = None
     cpu_s: float | None = None
@@ -161,8 +173,9 @@ def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, erro
         error = "method returned no transform"
     if error is None and isinstance(transform, MatrixTransform) and not transform.is_valid:
         error = "singular or non-finite transform"
+    geometry = pair.fixed_geometry
     record = Record(task, status="ok", meta=dict(pair.meta), naed_norm=naed_norm, device=device,
-                    finished_at=now())
+                    finished_at=now(), unit="px" if geometry is None else geometry.unit)
     mov = pair.moving_landmarks
     if error is None and mov is not None and len(mov):
         try:
@@ -182,16 +195,27 @@ def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, erro
     if pair.fixed_landmarks is not None and mov is not None and len(mov):
         k = min(len(pair.fixed_landmarks), len(mov))
         f, m = pair.fixed_landmarks[:k], mov[:k]
+        failed = record.status == "failed"
         initial = landmark_errors(None, f, m, pair.native_scale)
-        errors = initial if record.status == "failed" else landmark_errors(
-            transform, f, m, pair.native_scale)
+        errors = initial if failed else landmark_errors(transform, f, m, pair.native_scale)
         shape = pair.native_fixed_shape
         length = norm_length(shape, naed_norm)
+        scores = pair_scores(errors, initial, length, norm_length(shape, "diagonal"))
+        if geometry is not None:
+            # The geometry describes the image as given (working scale), so lengths in its
+            # unit are taken on that image's shape and need no native scale.
+            record.voxel_metrics = scores
+            working = pair.fixed.shape[:pair.ndim]
+            initial = landmark_errors(None, f, m, geometry=geometry)
+            errors = initial if failed else landmark_errors(transform, f, m, geometry=geometry)
+            length = norm_length(working, naed_norm, geometry)
+            scores = pair_scores(errors, initial, length,
+                                 norm_length(working, "diagonal", geometry))
         record.scored = True
         record.norm_length = length
         record.landmark_errors = errors.tolist()
         record.initial_errors = initial.tolist()
-        record.metrics = pair_scores(errors, initial, length, norm_length(shape, "diagonal"))
+        record.metrics = scores
     return record
 
 
@@ -214,7 +238,8 @@ def score_record(task: RegistrationTask, pair: Pair, transform: Transform | None
 def failed_record(task: RegistrationTask, error: str, *, naed_norm: str,
                   pair: Pair | None = None, device: str = "cpu") -> Record:
     """The record of a failed task: scored with the pair's initial error when the pair is
-    loaded, unscored when it could not even be loaded."""
+    loaded (in the pair's unit, as :func:`score_record` does), unscored when it could not even
+    be loaded (then ``unit`` is ``"px"``: the record holds no length)."""
     if pair is not None:
         return score_record(task, pair, None, error=error, naed_norm=naed_norm, device=device)
     return Record(task, status="failed", error=error, naed_norm=naed_norm, finished_at=now())

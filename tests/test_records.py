@@ -94,3 +94,52 @@ def test_a_record_of_another_kind_is_refused_not_set_aside(tmp_path):
     with pytest.raises(records.UserError, match="another kind of run"):
         records.load_records_setting_aside_damaged(tmp_path, print)
     assert path.exists()
+
+
+def test_a_3d_record_round_trips_with_its_unit_and_voxel_metrics(tmp_path):
+    """A volume scored in mm (mibench.registration.score_record on an anisotropic grid) is
+    written as JSON and read back equal: unit, mm metrics and voxel metrics included."""
+    import numpy as np
+
+    from mibench.geometry import Geometry
+    from mibench.pairs import Pair
+    from mibench.registration import score_record
+    from mibench.transform import MatrixTransform
+
+    rng = np.random.default_rng(5)
+    geometry = Geometry.from_spacing([0.8, 0.8, 2.4], origin=[-30.0, 10.0, 5.0])
+    f = rng.uniform(2, 9, (6, 3))
+    m = f + rng.normal(0, 1, (6, 3))
+    pair = Pair("vol-1", rng.random((12, 16, 18), dtype=np.float32),
+                rng.random((12, 16, 18), dtype=np.float32), fixed_landmarks=f,
+                moving_landmarks=m, fixed_geometry=geometry, moving_geometry=geometry)
+    task = RegistrationTask("identity", {}, "brain", {"pairs": 1}, "vol-1", 0)
+    shift = np.eye(4)
+    shift[:3, 3] = [0.5, -0.25, 1.0]
+    record = score_record(task, pair, MatrixTransform(shift), error=None,
+                          naed_norm="diagonal")
+    path = write_record(tmp_path, task, record)
+    data = json.loads(path.read_text())
+    assert data["unit"] == "mm" and set(data["voxel_metrics"]) == set(data["metrics"])
+    assert len(data["transform"]["matrix"]) == 4 and len(data["warped_moving_landmarks"][0]) == 3
+    back = read_record(path)
+    assert back == record
+    assert back.metrics["tre_mean"] != back.voxel_metrics["tre_mean"]
+    # The shift maps moving landmarks back by -shift; z offsets count 2.4 mm per voxel, x and
+    # y 0.8 mm.
+    d = m - shift[:3, 3] - f
+    assert back.landmark_errors == pytest.approx(
+        np.linalg.norm(d * [0.8, 0.8, 2.4], axis=1).tolist(), rel=1e-12)
+
+
+def test_a_record_written_before_units_reads_as_pixels(tmp_path):
+    """Records written before ``unit`` and ``voxel_metrics`` existed were all in pixels."""
+    task = RegistrationTask("ncc", {}, "toy", {}, "toy-0", 0)
+    data = Record(task, status="ok", scored=True, metrics={"naed": 0.01},
+                  landmark_errors=[1.0]).to_dict()
+    del data["unit"], data["voxel_metrics"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = read_record(path)
+    assert old.unit == "px" and old.voxel_metrics is None
+    assert old.metrics == {"naed": 0.01} and old.key == task.key
