@@ -78,8 +78,8 @@ def page_pairs(ctx: RunAnalysis, limit: int | None = MAX_PAIR_PAGES) -> pd.Serie
 
 def task_rows(ctx: RunAnalysis, pair_id: str, shown_keys: set[str]) -> list[dict[str, Any]]:
     """One row per task of the pair that ran, in table order: method, seed, status, NAED, mean
-    landmark error (px), the initial one, wall time (s), the error's first line, and whether its
-    overlay is the one shown."""
+    landmark error (in the records' unit), the initial one, wall time (s), the error's first
+    line, and whether its overlay is the one shown."""
     rows = []
     for t in pair_tasks(ctx, pair_id).itertuples(index=False):
         error = "" if missing(t.error) else str(t.error).strip().splitlines()[0][:200]
