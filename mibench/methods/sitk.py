@@ -20,6 +20,9 @@ the minimum step) are then in the geometry's unit (mm), pyramid smoothing stays 
 volume pair without both geometries is registered in voxel space (unit spacing). 2-D pairs are
 registered in pixel space as before, even when they carry a geometry (a histology pixel size
 would otherwise change the preset's steps).
+On the 2 mm ``brain`` pairs (95 x 117 x 99 voxels) the ``practical`` preset, unchanged, takes
+7-19 s on one thread (measured on a loaded 2-core machine) and brings the median TRE from about
+18 mm to 0.16-0.38 mm.
 
 Two presets (every value can be overridden by its own option):
 

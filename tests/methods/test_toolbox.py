@@ -312,6 +312,8 @@ def test_sitk_mmi_recovers_known_rigid_volume_transform():
 
     out = mmi(fixed, moving, seed=1, fixed_geometry=f_geo, moving_geometry=m_geo)
     assert out.transform.matrix.shape == (4, 4) and out.info["space"] == "world"
+    again = mmi(fixed, moving, seed=1, fixed_geometry=f_geo, moving_geometry=m_geo)
+    np.testing.assert_array_equal(again.transform.matrix, out.transform.matrix)
     p = np.random.default_rng(0).uniform(8, SIDE3 - 9, (20, 3))
     err = np.linalg.norm(out.transform.fixed_to_moving(p)
                          - MatrixTransform(truth).fixed_to_moving(p), axis=1)
