@@ -1,8 +1,8 @@
 """Export of registration results beside their records: ITK transform files and warped images.
 
 ``mibench run --save-transforms`` writes each task's transform as an ITK transform file that
-SimpleITK's ``ReadTransform`` (and ITK, elastix's ``transformix`` via ITK, ANTs, 3D Slicer)
-reads; ``--save-warped`` writes the moving image resampled onto the fixed image's grid. Both go
+SimpleITK's ``ReadTransform`` reads (as do the ITK-based tools that read ITK transform
+files); ``--save-warped`` writes the moving image resampled onto the fixed image's grid. Both go
 beside the task's record, ``records/<group>/<name>.json``, under the record's name with another
 suffix (:data:`TRANSFORM_SUFFIX`, :data:`FIELD_SUFFIX`, :data:`WARPED_VOLUME_SUFFIX`,
 :data:`WARPED_IMAGE_SUFFIX`).
