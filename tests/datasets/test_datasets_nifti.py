@@ -1,9 +1,11 @@
-"""NIfTI slices from a CSV manifest, through ``mibench run --dataset nifti``."""
+"""NIfTI volumes (whole, with their affine) and slices from a CSV manifest, through ``mibench
+run --dataset nifti``."""
 
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers.datasets import expect_error, make_nifti, run_identity
+from helpers.datasets import expect_error, make_nifti, make_nifti_volumes, run_identity
+from nibabel.affines import apply_affine
 
 import mibench
 from mibench.errors import UserError
@@ -143,3 +145,122 @@ def test_fixed_only_voxel_landmarks_are_projected_onto_the_slice(tmp_path):
     np.testing.assert_allclose(pair.fixed_landmarks, expected)
     assert pair.moving_landmarks is None
 
+
+
+# ------------------------------------------------------------------------- whole volumes
+
+
+def _percentile_rescale(data):
+    lo, hi = np.percentile(data, (0.5, 99.5))
+    return np.clip((data - lo) / (hi - lo), 0, 1)
+
+
+def test_whole_volume_with_an_oblique_anisotropic_affine(tmp_path):
+    """The default mode: numpy (D, H, W) = nibabel (k, j, i), the NIfTI affine as the pair's
+    geometry, so that mibench's world coordinates of voxel (x, y, z) = (i, j, k) are nibabel's
+    apply_affine of (i, j, k); the mask on the same grid; voxel landmarks as they are."""
+    truth = make_nifti_volumes(tmp_path, shape=(18, 22, 9))
+    pair = check_pair(mibench.dataset("nifti", str(tmp_path), manifest="voxel.csv").load("s1"),
+                      "s1")
+    assert pair.ndim == 3 and pair.fixed.shape == (9, 22, 18) and pair.fixed.dtype == np.float32
+    np.testing.assert_allclose(pair.fixed, _percentile_rescale(truth.fixed_data).T, atol=1e-6)
+    i, j, k = truth.bright  # the one voxel at 1000: far above the 99.5th percentile
+    assert pair.fixed[k, j, i] == 1.0 and pair.fixed[i, j, k] < 1.0
+    rng = np.random.default_rng(0)
+    voxels = rng.uniform(-0.5, 8.5, (20, 3)) * [2.0, 2.4, 1.0]
+    for geometry, affine in ((pair.fixed_geometry, truth.fixed_affine),
+                             (pair.moving_geometry, truth.moving_affine)):
+        assert geometry.unit == "mm"
+        np.testing.assert_allclose(geometry.voxel_to_world(voxels), apply_affine(affine, voxels),
+                                   rtol=0, atol=1e-9)
+    np.testing.assert_allclose(pair.fixed_geometry.spacing, [0.8, 1.1, 2.7], rtol=1e-6)
+    assert pair.meta == {"spacing_x": pytest.approx(0.8), "spacing_y": pytest.approx(1.1),
+                         "spacing_z": pytest.approx(2.7)}
+    expected_mask = np.zeros((18, 22, 9), bool)
+    expected_mask[2:16, 3:20, 1:8] = True
+    np.testing.assert_array_equal(pair.fixed_mask, expected_mask.T)
+    assert pair.moving_mask is None
+    np.testing.assert_allclose(pair.fixed_landmarks, truth.fixed_voxels, rtol=1e-15)
+    np.testing.assert_allclose(pair.moving_landmarks, truth.moving_voxels, rtol=1e-15)
+
+
+def test_world_and_voxel_landmarks_give_the_same_points_and_tre(tmp_path):
+    """The same landmarks written in voxels and in RAS+ mm (each through its own image's
+    affine, with an extra label column) load as the same voxels and score the same TRE, in
+    mm and in voxels; mm errors are world distances on the fixed grid."""
+    from mibench.registration import RegistrationTask, score_record
+    from mibench.transform import MatrixTransform
+
+    truth = make_nifti_volumes(tmp_path)
+    by_voxel = mibench.dataset("nifti", str(tmp_path), manifest="voxel.csv").load("s1")
+    by_world = mibench.dataset("nifti", str(tmp_path), manifest="world.csv",
+                               landmarks_space="world").load("s1")
+    np.testing.assert_allclose(by_world.fixed_landmarks, by_voxel.fixed_landmarks, atol=1e-9)
+    np.testing.assert_allclose(by_world.moving_landmarks, by_voxel.moving_landmarks, atol=1e-9)
+    task = RegistrationTask("identity", {}, "nifti", {}, "s1", 0)
+    off = truth.true_transform.copy()
+    off[:3, 3] += [0.5, 0.0, -1.0]  # a result off the truth: non-zero errors
+    records = [score_record(task, p, MatrixTransform(off), error=None, naed_norm="diagonal")
+               for p in (by_voxel, by_world)]
+    assert records[0].unit == records[1].unit == "mm"
+    np.testing.assert_allclose(records[0].landmark_errors, records[1].landmark_errors,
+                               rtol=1e-9)
+    assert records[0].metrics == pytest.approx(records[1].metrics, rel=1e-9)
+    assert records[0].voxel_metrics == pytest.approx(records[1].voxel_metrics, rel=1e-9)
+    back = apply_affine(np.linalg.inv(off), truth.moving_voxels)
+    mm = np.linalg.norm(apply_affine(truth.fixed_affine, back)
+                        - apply_affine(truth.fixed_affine, truth.fixed_voxels), axis=1)
+    np.testing.assert_allclose(records[0].landmark_errors, mm, rtol=1e-9)
+    assert records[0].metrics["tre_mean"] > 1.0
+
+
+def test_volume_mode_problems_are_one_line_naming_the_file(tmp_path):
+    import nibabel as nib
+
+    truth = make_nifti_volumes(tmp_path / "data")
+    data = truth.root
+    # World mm read as voxels: outside the volume, and the message says which option to use.
+    expect_error("nifti", data, "manifest=world.csv",
+                 match=r"t1_mm\.csv: landmark 1 \(of 7\) is at voxel \(.*\), outside the 18 x "
+                       r"22 x 9 volume t1\.nii\.gz; a file of world mm needs -o "
+                       r"landmarks_space=world;")
+    expect_error("nifti", data, "manifest=voxel.csv", "landmarks_space=world",
+                 match=r"t1_vox\.csv: landmark \d+ \(of 7\) is at voxel .* outside the 18 x 22 "
+                       r"x 9 volume t1\.nii\.gz; world files are RAS\+ mm")
+    expect_error("nifti", data, "manifest=voxel.csv", "index=3",
+                 match=r"option 'index' \(3\) picks a slice: add -o mode=slice")
+    expect_error("nifti", data, "manifest=voxel.csv", "working_scale=0.5",
+                 match=r"option 'working_scale' \(0\.5\) applies to mode=slice")
+    # A mask on another grid.
+    nib.save(nib.Nifti1Image(np.ones((18, 22, 9), np.uint8), truth.moving_affine),
+             str(data / "mask.nii.gz"))
+    expect_error("nifti", data, "manifest=voxel.csv",
+                 match=r"mask\.nii\.gz: mask affine differs from the volume's \(t1\.nii\.gz\)")
+    # 2-column landmarks for a volume; a 2-D image against a volume.
+    np.savetxt(data / "xy.txt", [[1.0, 2.0]])
+    (data / "xy.csv").write_text("fixed,moving,fixed_landmarks,moving_landmarks\n"
+                                 "t1.nii.gz,t2.nii.gz,xy.txt,xy.txt\n")
+    expect_error("nifti", data, "manifest=xy.csv",
+                 match=r"xy\.txt: expected 3 columns \(x y z\) for a volume, got 2")
+    nib.save(nib.Nifti1Image(np.ones((18, 22), np.float32), np.eye(4)), str(data / "flat.nii"))
+    (data / "mixed.csv").write_text("fixed,moving\nt1.nii.gz,flat.nii\n")
+    expect_error("nifti", data, "manifest=mixed.csv",
+                 match=r"mixed\.csv, row 0: fixed t1\.nii\.gz is a 3-D volume, moving flat\.nii "
+                       r"a 2-D image: both must be volumes or both 2-D")
+    (data / "flat.csv").write_text("fixed,moving,fixed_landmarks\nflat.nii,flat.nii,xy.txt\n")
+    expect_error("nifti", data, "manifest=flat.csv", "landmarks_space=world",
+                 match=r"xy\.txt: landmarks_space=world needs 3 columns \(x y z, RAS\+ mm\) for a "
+                       r"3-D volume, got 2 columns for a 2-D image \(flat\.nii\)")
+
+
+def test_slice_mode_takes_world_landmarks_through_the_affine(tmp_path):
+    """mode=slice with landmarks_space=world: world mm -> voxels of each volume, then the
+    usual projection onto the slice, exactly as voxel files give."""
+    make_nifti_volumes(tmp_path)
+    voxel = mibench.dataset("nifti", str(tmp_path), manifest="voxel.csv", mode="slice",
+                            slab=10).load("s1")
+    world = mibench.dataset("nifti", str(tmp_path), manifest="world.csv", mode="slice",
+                            slab=10, landmarks_space="world").load("s1")
+    assert voxel.fixed.shape == (18, 22) and voxel.fixed_geometry is None
+    np.testing.assert_allclose(world.fixed_landmarks, voxel.fixed_landmarks, atol=1e-9)
+    np.testing.assert_allclose(world.moving_landmarks, voxel.moving_landmarks, atol=1e-9)

@@ -231,6 +231,72 @@ def make_nifti(root: Path, shape=(20, 24, 5), gz: bool = True) -> NiftiTruth:
     return NiftiTruth(root, manifest, fv, mv, bright)
 
 
+def oblique_affine(spacing, angles_deg, origin) -> np.ndarray:
+    """A 4x4 voxel -> RAS+ affine: rotation (about x, then y, then z, degrees) times the voxel
+    sizes, as a scanner writes an oblique, anisotropic acquisition."""
+    from scipy.spatial.transform import Rotation
+
+    affine = np.eye(4)
+    affine[:3, :3] = (Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix()
+                      @ np.diag(spacing))
+    affine[:3, 3] = origin
+    return affine
+
+
+@dataclass
+class NiftiVolumes:
+    root: Path
+    fixed_affine: np.ndarray
+    moving_affine: np.ndarray
+    fixed_data: np.ndarray  # nibabel (i, j, k)
+    fixed_voxels: np.ndarray  # (K, 3) i j k
+    moving_voxels: np.ndarray
+    true_transform: np.ndarray  # fixed voxel -> moving voxel, 4x4
+    bright: tuple[int, int, int]  # (i, j, k) of the brightest voxel of the fixed volume
+
+
+def make_nifti_volumes(root: Path, shape=(18, 22, 9)) -> NiftiVolumes:
+    """A fixed and a moving volume on two different oblique, anisotropic grids, a mask on the
+    fixed grid, and landmarks in voxels (``*_vox.csv``, header ``x,y,z``) and in RAS+ mm
+    (``*_mm.csv``, header ``label,x,y,z``), with a manifest for each space (``voxel.csv``,
+    ``world.csv``). Moving landmarks are the fixed ones under a known voxel transform."""
+    import nibabel as nib
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(21)
+    fixed_affine = oblique_affine([0.8, 1.1, 2.7], [12.0, -20.0, 35.0], [-40.0, 25.0, 10.0])
+    moving_affine = oblique_affine([1.0, 0.9, 2.5], [-5.0, 8.0, 20.0], [-35.0, 20.0, 14.0])
+    data = rng.uniform(100, 200, size=shape).astype(np.float32)
+    bright = (4, 15, 6)
+    data[bright] = 1000.0
+    nib.save(nib.Nifti1Image(data, fixed_affine), str(root / "t1.nii.gz"))
+    nib.save(nib.Nifti1Image((400 - data).astype(np.float32), moving_affine),
+             str(root / "t2.nii.gz"))
+    mask = np.zeros(shape, np.uint8)
+    mask[2:16, 3:20, 1:8] = 1
+    nib.save(nib.Nifti1Image(mask, fixed_affine), str(root / "mask.nii.gz"))
+    # The header stores the affine in float32: the truth is what nibabel reads back.
+    fixed_affine = nib.load(str(root / "t1.nii.gz")).affine
+    moving_affine = nib.load(str(root / "t2.nii.gz")).affine
+    true = np.eye(4)
+    true[:3, :3] += rng.normal(0, 0.02, (3, 3))
+    true[:3, 3] = [0.6, -1.2, 0.4]
+    fv = rng.uniform(3, [shape[0] - 4, shape[1] - 4, shape[2] - 3], size=(7, 3))
+    mv = fv @ true[:3, :3].T + true[:3, 3]
+    for name, voxels, affine in (("t1", fv, fixed_affine), ("t2", mv, moving_affine)):
+        world = voxels @ affine[:3, :3].T + affine[:3, 3]
+        np.savetxt(root / f"{name}_vox.csv", voxels, delimiter=",", header="x,y,z",
+                   comments="", fmt="%.17g")
+        labelled = np.column_stack([np.arange(1, len(world) + 1), world])
+        np.savetxt(root / f"{name}_mm.csv", labelled, delimiter=",", header="label,x,y,z",
+                   comments="", fmt="%.17g")
+    for space, suffix in (("voxel", "vox"), ("world", "mm")):
+        (root / f"{space}.csv").write_text(
+            "id,fixed,moving,fixed_landmarks,moving_landmarks,fixed_mask\n"
+            f"s1,t1.nii.gz,t2.nii.gz,t1_{suffix}.csv,t2_{suffix}.csv,mask.nii.gz\n")
+    return NiftiVolumes(root, fixed_affine, moving_affine, data, fv, mv, true, bright)
+
+
 # ------------------------------------------------------------------------------ the CLI
 
 
