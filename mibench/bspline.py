@@ -209,6 +209,14 @@ def _support(grid: ControlGrid, points: Any, xp: Any, derivative: int = 0):
 # --------------------------------------------------------------------- evaluation (numpy)
 
 
+def _combine(gathered: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
+    """``sum_m gathered[:, k, m] * prod(factors)[k, m]`` -> ``(K, n)``."""
+    w = factors[0]
+    for f in factors[1:]:
+        w = w * f
+    return np.einsum("nkm,km->kn", gathered, w.reshape(gathered.shape[1], -1))
+
+
 def evaluate(coefficients: np.ndarray, grid: ControlGrid, points: Any,
              jacobian: bool = False, chunk: int = 1 << 16):
     """The displacement ``u(q)`` (and its Jacobian) at arbitrary points, in float64.
@@ -245,28 +253,25 @@ def evaluate(coefficients: np.ndarray, grid: ControlGrid, points: Any,
         ok = np.isfinite(block).all(axis=1)
         block = np.where(ok[:, None], block, 0.0)
         support = _support(grid, block, np, derivative=int(jacobian))
-        val = np.zeros((len(block), n))
-        der = np.zeros((len(block), n, n)) if jacobian else None
-        for offsets in itertools.product(range(4), repeat=n):
-            index = np.zeros(len(block), dtype=np.int64)
-            inside = np.ones(len(block), dtype=bool)
-            weight = np.ones(len(block))
-            for axis, k in enumerate(offsets):
-                i = support[axis][0].astype(np.int64) - 1 + k
-                inside &= (i >= 0) & (i < grid.shape[axis])
-                index += np.clip(i, 0, grid.shape[axis] - 1) * strides[axis]
-                weight = weight * support[axis][1][:, k]
-            coeff = np.where(inside[None], flat[:, index], 0.0).T  # (K, n)
-            val += weight[:, None] * coeff
+        # Broadcast the per-axis (K, 4) supports to (K, 4[, 4], 4), x on the last axis, so that
+        # one gather fetches all 4^n coefficients of every point.
+        index = 0
+        weights, slopes = [], []
+        for axis in range(n):
+            shape = [len(block)] + [1] * n
+            shape[n - axis] = 4
+            i = support[axis][0].astype(np.int64)[:, None] - 1 + np.arange(4)
+            inside = (i >= 0) & (i < grid.shape[axis])  # zero coefficients outside the grid
+            index = index + (np.clip(i, 0, grid.shape[axis] - 1) * strides[axis]).reshape(shape)
+            weights.append((support[axis][1] * inside).reshape(shape))
             if jacobian:
-                for j in range(n):
-                    dw = np.ones(len(block))
-                    for axis, k in enumerate(offsets):
-                        dw = dw * support[axis][2 if axis == j else 1][:, k]
-                    der[:, :, j] += dw[:, None] * coeff
-        u[start:start + chunk][ok] = val[ok]
+                slopes.append((support[axis][2] * inside).reshape(shape))
+        gathered = flat[:, index].reshape(n, len(block), -1)  # (n, K, 4^n)
+        u[start:start + chunk][ok] = _combine(gathered, weights)[ok]
         if jacobian:
-            jac[start:start + chunk][ok] = der[ok]
+            for j in range(n):
+                factors = [slopes[a] if a == j else weights[a] for a in range(n)]
+                jac[start:start + chunk, :, j][ok] = _combine(gathered, factors)[ok]
     return (u, jac) if jacobian else u
 
 
@@ -729,17 +734,20 @@ class BSplineTransform:
         out.path = path
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, embed: bool = False) -> dict[str, Any]:
         """The record's description: ``type``, ``grid``, ``affine``, and the coefficients.
 
         The coefficients are referenced by file name (``"coefficients_file"``, relative to the
         record's folder) once :meth:`save` has written them; otherwise embedded as a nested list
         (``"coefficients"``) when there are at most :data:`EMBED_LIMIT` values. A larger unsaved
         transform raises ``ValueError``: save it beside its record first (the contract).
+        ``embed=True`` always embeds them (a dataset's ground truth in its ``meta``).
         """
         out = {"type": "bspline", "grid": self.grid.to_dict(),
                "affine": self.affine.matrix.tolist()}
-        if self.path is not None:
+        if embed:
+            out["coefficients"] = self.coefficients.tolist()
+        elif self.path is not None:
             out["coefficients_file"] = self.path.name
         elif self.coefficients.size <= EMBED_LIMIT:
             out["coefficients"] = self.coefficients.tolist()

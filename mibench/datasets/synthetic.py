@@ -40,6 +40,22 @@ differ only in the magnitude or presence of the same random components. ``transf
 uses the same draws for rotation and translation only, over larger ranges (:data:`RIGID`: up to
 10/20/30 degrees and 5/10/20 % of the size for easy/medium/hard); scale and shear are exactly 1
 and 0, so the matrix is a rotation about the image centre plus a translation.
+
+Elastic pairs (``transform="elastic"``). The affine ``A`` is the one ``transform="affine"``
+draws for the same pair (same draws, same crop, so the same fixed image), and a smooth random
+displacement ``u`` follows it: ``T(p) = A(p) + u(A(p))``, a cubic B-spline FFD
+(:class:`mibench.bspline.BSplineTransform`, elastix's order) on a control grid of spacing
+``elastic_spacing`` px placed over ``A`` of the fixed image, with coefficients drawn uniformly in
+``[-a, a]`` per component, ``a = elastic_amplitude`` px, from ``default_rng([seed, k, 2])`` (a
+stream of its own: the affine draws do not move). A B-spline is a convex combination of its
+coefficients, so every displacement component is at most ``a``; its derivatives are at most
+``2 a / spacing`` in magnitude, so ``a < spacing / 4`` (enforced) keeps ``q -> q + u(q)`` a
+contraction-perturbed identity: one-to-one, no folding. The moving image is rendered by pulling
+back through ``T^-1`` (Newton, :meth:`~mibench.bspline.BSplineTransform.moving_to_fixed`, residual
+<= 1e-8 px) and landmarks are exact, ``m_k = T(f_k)``. ``meta`` holds ``affine`` (``A``) and
+``true_deformation`` (``T`` as :meth:`~mibench.bspline.BSplineTransform.to_dict`, coefficients
+embedded; :func:`mibench.transform.transform_from_dict` reads it) instead of the matrix
+``true_transform``, which would not be the truth.
 """
 
 from __future__ import annotations
@@ -53,6 +69,10 @@ import numpy as np
 from mibench.datasets.layout import comma_list
 from mibench.datasets.scenes import FAMILIES, in_fov, level, sample, source_shape
 from mibench.pairs import Pair, PairInfo
+
+#: Defaults of the elastic family's options (read with these values when absent, so the
+#: generator runs whether or not the dataset's spec lists them).
+ELASTIC_DEFAULTS = {"elastic_amplitude": 10.0, "elastic_spacing": 48.0}
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,8 @@ _BIAS_STRENGTH = 0.3  # largest coefficient of the log bias polynomial
 class _Plan:
     """Everything random about one pair, drawn cheaply without touching any image.
 
-    ``matrix`` is the true fixed -> moving transform; ``crop`` is ``(x0, y0, side)`` of the
+    ``matrix`` is the true fixed -> moving transform (its affine part for elastic pairs, whose
+    whole transform is ``deformation``); ``crop`` is ``(x0, y0, side)`` of the
     crop window in source pixels (edges, not centres); ``curve`` is ``(a, b)`` of the fundus
     intensity curve; ``bias`` the 5 coefficients of the log bias field.
     """
@@ -103,6 +124,7 @@ class _Plan:
     crop: tuple[float, float, float]
     curve: tuple[float, float]
     bias: tuple[float, ...]
+    deformation: Any = None  # BSplineTransform on ``matrix`` for elastic pairs, else None
 
 
 def _translation(tx: float, ty: float) -> np.ndarray:
@@ -165,7 +187,32 @@ def _plan(index: int, family: str, options: dict[str, Any]) -> _Plan:
     height, width = source_shape(family)
     crop = (float(crop_unit[1] * (width - side)), float(crop_unit[2] * (height - side)),
             float(side))
-    return _Plan(family, matrix, crop, curve, bias)
+    deformation = _deformation(index, matrix, options) if options["transform"] == "elastic" \
+        else None
+    return _Plan(family, matrix, crop, curve, bias, deformation)
+
+
+def _elastic_options(options: dict[str, Any]) -> tuple[float, float]:
+    """``(amplitude, spacing)`` in px, checked: ``0 <= amplitude < spacing / 4``."""
+    amplitude = float(options.get("elastic_amplitude", ELASTIC_DEFAULTS["elastic_amplitude"]))
+    spacing = float(options.get("elastic_spacing", ELASTIC_DEFAULTS["elastic_spacing"]))
+    if not (spacing > 0 and 0 <= amplitude < spacing / 4):
+        raise ValueError(f"synthetic: elastic_amplitude must be in [0, elastic_spacing / 4) "
+                         f"(no folding), got {amplitude} px with a spacing of {spacing} px")
+    return amplitude, spacing
+
+
+def _deformation(index: int, matrix: np.ndarray, options: dict[str, Any]):
+    """The elastic pair's B-spline on ``matrix`` (see the module docstring)."""
+    from mibench.bspline import BSplineTransform
+
+    amplitude, spacing = _elastic_options(options)
+    size = options["size"]
+    deformation = BSplineTransform.over((size, size), spacing, matrix)
+    rng = np.random.default_rng([options["seed"], index, 2])
+    deformation.coefficients = rng.uniform(-amplitude, amplitude,
+                                           deformation.grid.coefficient_shape)
+    return deformation
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -224,7 +271,10 @@ def _render(plan: _Plan, size: int, modality: str, rng: np.random.Generator):
     crop = np.diag([2.0**-times, 2.0**-times, 1.0]) @ _crop_matrix(plan.crop, size)
     grid = _pixel_grid(size)
     fixed_xy = _apply(crop, grid)
-    moving_xy = _apply(crop @ np.linalg.inv(plan.matrix), grid)
+    if plan.deformation is None:
+        moving_xy = _apply(crop @ np.linalg.inv(plan.matrix), grid)
+    else:
+        moving_xy = _apply(crop, plan.deformation.moving_to_fixed(grid))
     # Anti-aliasing for what remains of the downsampling, as in skimage.transform.resize.
     sigma = max(0.0, (factor / 2**times - 1) / 2)
     multimodal = modality != "none"
@@ -265,12 +315,16 @@ def _interior(mask: np.ndarray, margin: int) -> np.ndarray:
     return ndimage.distance_transform_edt(padded)[1:-1, 1:-1] > margin
 
 
-def _usable(fixed_mask: np.ndarray, moving_mask: np.ndarray, matrix: np.ndarray,
+def _usable(fixed_mask: np.ndarray, moving_mask: np.ndarray, matrix: Any,
             margin: int) -> np.ndarray:
-    """Fixed pixels ``p`` well inside the fixed FOV whose ``T(p)`` is well inside the moving FOV."""
+    """Fixed pixels ``p`` well inside the fixed FOV whose ``T(p)`` is well inside the moving FOV.
+
+    ``matrix`` is the 3x3 ``T`` or a callable mapping ``(N, 2)`` points (a deformation).
+    """
     fixed_ok, moving_ok = _interior(fixed_mask, margin), _interior(moving_mask, margin)
     rows, cols = np.nonzero(fixed_ok)
-    mapped = _apply(matrix, np.column_stack([cols, rows]).astype(np.float64))
+    points = np.column_stack([cols, rows]).astype(np.float64)
+    mapped = matrix(points) if callable(matrix) else _apply(matrix, points)
     finite = np.isfinite(mapped[:, 0])
     mc = np.rint(np.where(finite, mapped[:, 0], -1)).astype(int)
     mr = np.rint(np.where(finite, mapped[:, 1], -1)).astype(int)
@@ -291,7 +345,7 @@ def _spaced(candidates: np.ndarray, chosen: list, min_distance: float, count: in
 
 
 def find_landmarks(fixed: np.ndarray, fixed_mask: np.ndarray, moving_mask: np.ndarray,
-                   matrix: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+                   matrix: Any, count: int, rng: np.random.Generator) -> np.ndarray:
     """Choose ``count`` well-spread landmarks on structure that stay visible after ``matrix``.
 
     Parameters
@@ -299,8 +353,9 @@ def find_landmarks(fixed: np.ndarray, fixed_mask: np.ndarray, moving_mask: np.nd
     fixed : ndarray (H, W) float
     fixed_mask, moving_mask : ndarray (H, W) bool
         Valid pixels of the fixed and moving images.
-    matrix : ndarray (3, 3)
-        The fixed -> moving pixel transform.
+    matrix : ndarray (3, 3) or callable
+        The fixed -> moving pixel transform, or a function mapping ``(N, 2)`` fixed points to
+        moving points (an elastic pair's ``fixed_to_moving``).
     count : int
     rng : Generator
         Used only when too few structured points exist.
@@ -355,6 +410,8 @@ class SyntheticDataset:
     def __init__(self, options: dict[str, Any]):
         self.options = dict(options)
         self.families = comma_list(options["families"], FAMILIES, "families")
+        if options["transform"] == "elastic":
+            _elastic_options(options)
         self._index = {self._pair_id(i): i for i in range(options["pairs"])}
 
     def _family(self, index: int) -> str:
@@ -364,6 +421,10 @@ class SyntheticDataset:
         return f"{self._family(index)}-{index:03d}"
 
     def _meta(self, plan: _Plan) -> dict[str, Any]:
+        if plan.deformation is not None:
+            return {"family": plan.family, "affine": plan.matrix.tolist(),
+                    "true_deformation": plan.deformation.to_dict(embed=True),
+                    "crop": list(plan.crop)}
         return {"family": plan.family, "true_transform": plan.matrix.tolist(),
                 "crop": list(plan.crop)}
 
@@ -385,9 +446,11 @@ class SyntheticDataset:
         plan = _plan(index, self._family(index), opts)
         rng = np.random.default_rng([opts["seed"], index, 1])
         fixed, moving, fixed_mask, moving_mask = _render(plan, opts["size"], opts["modality"], rng)
-        fixed_points = find_landmarks(fixed, fixed_mask, moving_mask, plan.matrix,
-                                      opts["landmarks"], rng)
-        moving_points = _apply(plan.matrix, fixed_points)
+        truth = plan.matrix if plan.deformation is None else plan.deformation.fixed_to_moving
+        fixed_points = find_landmarks(fixed, fixed_mask, moving_mask, truth, opts["landmarks"],
+                                      rng)
+        moving_points = (_apply(plan.matrix, fixed_points) if plan.deformation is None
+                         else plan.deformation.fixed_to_moving(fixed_points))
         return Pair(id=pair_id, fixed=fixed, moving=moving, fixed_landmarks=fixed_points,
                     moving_landmarks=moving_points, fixed_mask=fixed_mask,
                     moving_mask=moving_mask, meta=self._meta(plan))
@@ -402,7 +465,9 @@ def load_dataset(data_dir: Any = None, **params: Any) -> SyntheticDataset:
         The images ship with scikit-image.
     **params
         Options of the dataset spec (``seed``, ``pairs``, ``size``, ``families``, ``transform``,
-        ``difficulty``, ``landmarks``, ``modality``); missing ones take their defaults.
+        ``difficulty``, ``landmarks``, ``modality``; ``elastic_amplitude`` and
+        ``elastic_spacing`` in px for ``transform="elastic"``, :data:`ELASTIC_DEFAULTS` when the
+        spec does not list them); missing ones take their defaults.
 
     Raises
     ------
