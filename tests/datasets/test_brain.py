@@ -170,3 +170,25 @@ def test_unknown_contrast_and_options_are_refused():
         brain.load_dataset(contrasts="ct")
     with pytest.raises(UserError, match="resolution"):
         brain.load_dataset(resolution=3)
+
+
+def test_pairs_are_scored_in_mm_and_voxels(pairs):
+    """Both images carry the 2 mm template geometry, so a record is in mm: twice the voxel
+    errors, with the same NAED (isotropic voxels: the spacing cancels in the ratio); the true
+    transform scores zero."""
+    from mibench.registration import RegistrationTask, score_record
+    from mibench.transform import MatrixTransform
+
+    pair = check_pair(pairs["t2-000"], "t2-000")
+    task = RegistrationTask("identity", {}, "brain", {}, "t2-000", 0)
+    record = score_record(task, pair, MatrixTransform(np.eye(4)), error=None,
+                          naed_norm="diagonal")
+    voxel = np.linalg.norm(pair.moving_landmarks - pair.fixed_landmarks, axis=1)
+    assert record.unit == "mm" and record.scored
+    np.testing.assert_allclose(record.landmark_errors, 2.0 * voxel, rtol=1e-12)
+    assert record.voxel_metrics["tre_mean"] == pytest.approx(voxel.mean(), rel=1e-12)
+    assert record.norm_length == pytest.approx(2.0 * np.sqrt(99**2 + 117**2 + 95**2))
+    assert record.metrics["naed"] == pytest.approx(record.voxel_metrics["naed"], rel=1e-12)
+    truth = MatrixTransform(np.array(pair.meta["true_transform"]))
+    exact = score_record(task, pair, truth, error=None, naed_norm="diagonal")
+    assert exact.metrics["tre_max"] < 1e-9
