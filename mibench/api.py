@@ -45,6 +45,7 @@ def run(methods: str | list[str] | None = None, dataset: str | None = None,
         executor: str | None = None, scheduler: str | None = None, limit: int | None = None,
         out: str | None = None, naed_norm: str | None = None, reference: str | None = None,
         retry_failed: bool | None = None, plugins: Iterable[str] | str = (),
+        save_transforms: bool | None = None, save_warped: bool | None = None,
         progress: bool = False):
     """Run a benchmark (as ``mibench run``) and return its results as a pandas DataFrame.
 
@@ -65,7 +66,9 @@ def run(methods: str | list[str] | None = None, dataset: str | None = None,
     Worker processes are *spawned* (they import the calling script again), so a script that
     calls ``run()`` with ``workers`` >= 1 must do so under ``if __name__ == "__main__":``;
     ``workers=0`` runs in-process and needs no guard. ``plugins`` is a list of module names or
-    one string; an item may hold several separated by commas.
+    one string; an item may hold several separated by commas. ``save_transforms`` and
+    ``save_warped`` write each task's ITK transform file and warped moving image beside its
+    record (``--save-transforms``, ``--save-warped``).
     """
     import pandas as pd
 
@@ -78,7 +81,8 @@ def run(methods: str | list[str] | None = None, dataset: str | None = None,
         dataset_options=dataset_options, method_options=method_options, seeds=seeds,
         device=device, workers=workers, timeout=timeout, executor=executor,
         scheduler=scheduler, limit=limit, out=out, naed_norm=naed_norm, reference=reference,
-        retry_failed=retry_failed, plugins=split_plugin_names(plugins))
+        retry_failed=retry_failed, plugins=split_plugin_names(plugins),
+        save_transforms=save_transforms, save_warped=save_warped)
     result = run_benchmark(settings, progress=progress)
     df = pd.read_csv(result.run_dir / RESULTS_CSV)
     df.attrs["run_dir"] = str(result.run_dir)

@@ -101,7 +101,8 @@ def cli() -> None:
               help="Write each task's transform as an ITK transform file beside its record "
                    "(records/<method>/<task>.tfm, read by SimpleITK's ReadTransform): fixed -> "
                    "moving points in LPS physical coordinates when the pair has a geometry, "
-                   "else in pixels.")
+                   "else in pixels. Tasks a resumed run keeps are not rerun, so they get no "
+                   "file: use a new --out.")
 @click.option("--save-warped", is_flag=True, default=None,
               help="Write each task's moving image warped onto the fixed grid beside its "
                    "record: NIfTI with the fixed volume's affine for volumes, PNG for 2-D.")

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,17 +43,15 @@ from typing import Any
 import numpy as np
 
 from mibench.geometry import Geometry, flip_lps, world_transform
-from mibench.jsonio import _new_file_mode
-from mibench.paths import RECORD_SUFFIX, TMP_PREFIX, TMP_SUFFIX
+from mibench.jsonio import write_bytes_atomic
+from mibench.paths import (
+    FIELD_SUFFIX,
+    RECORD_SUFFIX,
+    TRANSFORM_SUFFIX,
+    WARPED_IMAGE_SUFFIX,
+    WARPED_VOLUME_SUFFIX,
+)
 from mibench.transform import MatrixTransform
-
-#: An affine transform file (ITK's text format), after the record's name without ``.json``.
-TRANSFORM_SUFFIX = ".tfm"
-#: A displacement-field transform file (ITK's HDF5 format): perspective and non-matrix results.
-FIELD_SUFFIX = ".h5"
-#: The warped moving volume (NIfTI, gzip) and the warped moving 2-D image (PNG).
-WARPED_VOLUME_SUFFIX = ".warped.nii.gz"
-WARPED_IMAGE_SUFFIX = ".warped.png"
 
 
 def _physical(fixed_geometry: Geometry | None, moving_geometry: Geometry | None,
@@ -142,23 +139,6 @@ def _displacement_field(transform: Any, fixed_geometry: Geometry | None,
     return sitk.DisplacementFieldTransform(sitk.Cast(image, sitk.sitkVectorFloat64))
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` through a ``.tmp-*.part`` file in the same folder and a rename
-    (the temporary name is the one :func:`mibench.records.remove_stale_temporaries` clears)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-    try:
-        os.fchmod(fd, _new_file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_transform(path: Path, transform: Any, fixed_geometry: Geometry | None,
                     moving_geometry: Geometry | None, ndim: int, *,
                     fixed_shape: tuple[int, ...] | None = None) -> Path:
@@ -174,7 +154,7 @@ def write_transform(path: Path, transform: Any, fixed_geometry: Geometry | None,
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / f"transform{''.join(path.suffixes[-1:])}"
         sitk.WriteTransform(tx, str(scratch))
-        _write_bytes_atomic(path, scratch.read_bytes())
+        write_bytes_atomic(path, scratch.read_bytes())
     return path
 
 
@@ -237,7 +217,7 @@ def write_warped(path: Path, warped: np.ndarray, fixed_geometry: Geometry | None
             data = gzip.decompress(data)
     else:
         data = png_bytes(warped)
-    _write_bytes_atomic(path, data)
+    write_bytes_atomic(path, data)
     return path
 
 

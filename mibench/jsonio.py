@@ -38,11 +38,18 @@ def _new_file_mode() -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see either the old file or the complete new one.
+    """Write JSON so that readers see either the old file or the complete new one
+    (:func:`write_bytes_atomic`)."""
+    text = json.dumps(json_safe(data), indent=1, allow_nan=False, default=str)
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see either the old file or the complete new one: through
+    a temporary file in the same folder, then a rename.
 
     The file gets the usual mode of a new file (``mkstemp`` makes it private to its owner,
     which would hide a shared run directory's records from colleagues)."""
-    data = json_safe(data)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name does not end in .json, so that a write cut short by a kill never
@@ -51,8 +58,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
         try:
             os.fchmod(fd, _new_file_mode())
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1, allow_nan=False, default=str)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

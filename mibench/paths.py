@@ -31,6 +31,13 @@ REPORT_HTML = "report.html"
 WARPED_DIR = "warped-landmarks"
 #: One page per pair, every method side by side: ``pairs/<pair>.html``.
 PAIRS_DIR = "pairs"
+#: An affine transform file (ITK's text format), after the record's name without ``.json``.
+TRANSFORM_SUFFIX = ".tfm"
+#: A displacement-field transform file (ITK's HDF5 format): perspective and non-matrix results.
+FIELD_SUFFIX = ".h5"
+#: The warped moving volume (NIfTI, gzip) and the warped moving 2-D image (PNG).
+WARPED_VOLUME_SUFFIX = ".warped.nii.gz"
+WARPED_IMAGE_SUFFIX = ".warped.png"
 #: Figures are written as ``fig_<name>.png`` beside the report.
 FIGURE_PREFIX = "fig_"
 #: Where ``mibench run`` puts a run directory when ``--out`` is not given.

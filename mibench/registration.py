@@ -26,7 +26,7 @@ from mibench.jsonio import canonical_json
 from mibench.metrics import DEFAULT_NAED_NORM, landmark_errors, norm_length, pair_scores
 from mibench.pairs import Pair, check_pair
 from mibench.paths import record_path
-from mibench.tasks import TaskRecord, Workspace, failure_text, now
+from mibench.tasks import TaskRecord, WorkerContext, Workspace, failure_text, now
 from mibench.transform import MatrixTransform, Transform
 from mibench.usage import MIB, Usage, UsageMeter
 from mibench.variants import base_name
@@ -347,6 +347,8 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
         _free_cuda_cache()
     record = score_record(task, pair, transform, error=error, naed_norm=ctx.naed_norm,
                           device=label)
+    if transform is not None and ctx.run_dir and (ctx.save_transforms or ctx.save_warped):
+        info = {**info, **_export(task, ctx, pair, transform)}
     # CPU results can depend on how float32 reductions are split over threads (and an optimiser
     # can carry a last-digit difference far): each record says how many it ran with.
     info = {**info, "torch_threads": torch.get_num_threads(),
@@ -356,6 +358,21 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
     if meter is not None and meter.usage is not None:
         _note_usage(record, meter.usage)
     return record
+
+
+def _export(task: RegistrationTask, ctx: WorkerContext, pair: Pair, transform: Transform
+            ) -> dict[str, Any]:
+    """Write the transform file and the warped moving image beside the record; their names
+    go to the record's ``info["outputs"]``. A failed export (a full disk, say) is noted in
+    ``info["export_error"]`` and does not fail the registration."""
+    from mibench.export import write_task_outputs
+
+    try:
+        return {"outputs": write_task_outputs(
+            task.record_path(Path(ctx.run_dir)), pair, transform,
+            transforms=ctx.save_transforms, warped=ctx.save_warped)}
+    except Exception as exc:
+        return {"export_error": failure_text(exc)}
 
 
 def _note_usage(record: Record, usage: Usage) -> None:

@@ -193,7 +193,9 @@ def run_benchmark(settings: RunSettings, *, progress: bool = True,
     previous = open_run_dir(plan.run_dir, log)
     check_compatible(plan.run_dir, previous, plan.tasks, settings.naed_norm)
     ctx = WorkerContext(plan.dataset.name, plan.config["data_dir"], settings.device,
-                        settings.naed_norm, settings.plugins, 1)
+                        settings.naed_norm, settings.plugins, 1, run_dir=str(plan.run_dir),
+                        save_transforms=settings.save_transforms,
+                        save_warped=settings.save_warped)
     done = execute(plan.run_dir, plan.tasks, previous, settings=settings, ctx=ctx,
                    workspace=Workspace(ctx, plan.dataset), config=plan.config,
                    dataset_notes=list(getattr(plan.dataset.dataset, "notes", None) or []),

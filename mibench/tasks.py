@@ -49,7 +49,9 @@ class WorkerContext:
 
     ``device`` is this worker's device request (``auto``, ``cpu``, ``cuda``, ``cuda:N``: the
     executor pins each worker to one device), ``naed_norm`` the run's NAED normaliser, ``threads``
-    the worker's torch intra-op threads.
+    the worker's torch intra-op threads. ``run_dir`` is the run directory, where
+    ``save_transforms`` / ``save_warped`` write each task's transform file and warped moving
+    image beside its record (:func:`mibench.export.write_task_outputs`).
     """
 
     dataset: str
@@ -58,6 +60,9 @@ class WorkerContext:
     naed_norm: str
     plugins: tuple[str, ...]
     threads: int
+    run_dir: str | None = None
+    save_transforms: bool = False
+    save_warped: bool = False
 
 
 class Workspace:
