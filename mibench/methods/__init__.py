@@ -107,6 +107,7 @@ def _toolbox_methods() -> list[MethodSpec]:
             factory=f"mibench.methods.sitk:{metric}",
             params=sitk_params + ((bins,) if metric in SITK_BINNED_METRICS else ()),
             requires=(_SITK,),
+            dims=(2, 3),
         )
         for metric, what in SITK_METRICS.items()
     ]
@@ -126,6 +127,7 @@ def _toolbox_methods() -> list[MethodSpec]:
             factory=f"mibench.methods.elastix:{metric}",
             params=elastix_params,
             requires=(_ELASTIX,),
+            dims=(2, 3),
         ))
     return specs
 
