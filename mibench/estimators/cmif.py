@@ -18,6 +18,14 @@ Shift convention
     ``p_moving = p_fixed - (dx, dy)``. A :class:`CMIFMap` holds the map ``value[..., r, c]`` for
     ``dy = y0 + r``, ``dx = x0 + c`` (``origin = (y0, x0)``).
 
+Volumes
+    :func:`cmif_map` also takes volumes ``(B, C, D, H, W)`` and gives the MI for every 3-D
+    shift ``(dz, dy, dx)`` (moving voxel ``(x, y, z)`` on fixed voxel ``(x + dx, y + dy, z +
+    dz)``) by 3-D FFT, with the same level dropping and rounding (section *Volumes* below:
+    :class:`VolumeSpectra`, :func:`cmif_volume_from_labels`, which counts its FFTs); the shift
+    ranges, the minimum overlap and the precision rule are those of images, with voxels for
+    pixels.
+
 Shift ranges (``shifts``)
     ``"full"``: every shift at which the two images overlap, ``dy`` in ``[-(h-1), H-1]``, pruned
     to the shifts that can reach the minimum overlap (below); ``"centre"``: the moving image's
@@ -109,11 +117,13 @@ class ShiftGrid:
 
     ``origin = (y0, x0)`` is the shift of map entry ``[0, 0]``; the map is ``size = (Sy, Sx)``;
     ``fft_shape = (P, Q)`` is the FFT grid (``P >= max(y1 + h, H - y0)``, so no wrap-around).
+    For volumes every tuple has three entries, in the order ``(z, y, x)`` of the array axes
+    ``(D, H, W)``.
     """
 
-    origin: tuple[int, int]
-    size: tuple[int, int]
-    fft_shape: tuple[int, int]
+    origin: tuple[int, ...]
+    size: tuple[int, ...]
+    fft_shape: tuple[int, ...]
 
 
 def fast_size(n: int) -> int:
@@ -139,41 +149,48 @@ def _axis_range(big: int, small: int, mode: str, least: int) -> tuple[int, int]:
     return least - small, big - least
 
 
-def shift_grid(fixed_shape: tuple[int, int], moving_shape: tuple[int, int], shifts: str = "full",
-               least_overlap: float = 1.0,
-               window: tuple[int, int, int, int] | None = None) -> ShiftGrid:
-    """The :class:`ShiftGrid` for the given image sizes.
+def shift_grid(fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...],
+               shifts: str = "full", least_overlap: float = 1.0,
+               window: tuple[int, ...] | None = None) -> ShiftGrid:
+    """The :class:`ShiftGrid` for the given image (or volume) sizes.
 
     Parameters
     ----------
-    fixed_shape, moving_shape : (H, W), (h, w)
+    fixed_shape, moving_shape : (H, W), (h, w) or (D, H, W), (d, h, w)
     shifts : {"full", "centre", "zero"}
         See the module docstring.
     least_overlap : float
         For ``"full"``: the smallest overlap (pixels) a valid shift can have; shifts whose
-        rectangles cannot overlap that much are left out of the map (and of the FFT grid).
-    window : (dy0, dy1, dx0, dx1), optional
+        boxes cannot overlap that much are left out of the map (and of the FFT grid).
+    window : (dy0, dy1, dx0, dx1) or (dz0, dz1, dy0, dy1, dx0, dx1), optional
         Keep only the shifts in these closed ranges as well (a local search: the FFT grid
         shrinks to about ``max(H, h) + |shift|``). An empty intersection is a ValueError.
     """
     check_choice("shifts", shifts, SHIFTS)
-    (hf, wf), (hm, wm) = fixed_shape, moving_shape
-    # Overlap <= rows * min(W, w): a shift needs at least least / min(W, w) overlapping rows.
-    rows = math.ceil(least_overlap / min(wf, wm) - 1e-9)
-    cols = math.ceil(least_overlap / min(hf, hm) - 1e-9)
-    y0, y1 = _axis_range(hf, hm, shifts, rows)
-    x0, x1 = _axis_range(wf, wm, shifts, cols)
-    if window is not None:
-        y0, y1 = max(y0, window[0]), min(y1, window[1])
-        x0, x1 = max(x0, window[2]), min(x1, window[3])
-        if y1 < y0 or x1 < x0:
-            raise ValueError(f"shift window {window} holds no shift with enough overlap")
+    ndim = len(fixed_shape)
+    if len(moving_shape) != ndim or (window is not None and len(window) != 2 * ndim):
+        raise ValueError(f"shapes {fixed_shape}, {moving_shape} and window {window} disagree "
+                         "in dimension")
+    common = [min(f, m) for f, m in zip(fixed_shape, moving_shape, strict=True)]
+    ranges = []
+    for a in range(ndim):
+        # Overlap <= (overlapping slices along a) * the largest cross-section across a: a shift
+        # needs at least least / cross-section overlapping slices along a.
+        cross = math.prod(common[:a] + common[a + 1:])
+        least = math.ceil(least_overlap / cross - 1e-9)
+        s0, s1 = _axis_range(fixed_shape[a], moving_shape[a], shifts, least)
+        if window is not None:
+            s0, s1 = max(s0, window[2 * a]), min(s1, window[2 * a + 1])
+        ranges.append((s0, s1))
+    if any(s1 < s0 for s0, s1 in ranges):
+        raise ValueError(f"shift window {window} holds no shift with enough overlap")
     # Circular correlation on P rows holds shifts y0..y1 without aliasing iff no other shift
     # congruent mod P has a non-zero correlation, i.e. P >= y1 + h and P >= H - y0 (and
     # both images must fit on the grid).
-    p = fast_size(max(y1 + hm, hf - y0, hf, hm))
-    q = fast_size(max(x1 + wm, wf - x0, wf, wm))
-    return ShiftGrid((y0, x0), (y1 - y0 + 1, x1 - x0 + 1), (p, q))
+    fft = tuple(fast_size(max(s1 + m, f - s0, f, m))
+                for (s0, s1), f, m in zip(ranges, fixed_shape, moving_shape, strict=True))
+    return ShiftGrid(tuple(s0 for s0, _ in ranges), tuple(s1 - s0 + 1 for s0, s1 in ranges),
+                     fft)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,37 +203,42 @@ class CMIFMap:
 
     Attributes
     ----------
-    value : Tensor ``(..., Sy, Sx)``
+    value : Tensor ``(..., Sy, Sx)`` (volumes: ``(..., Sz, Sy, Sx)``)
         MI in nats (or the normalisation asked for) per shift; 0 where not ``valid``.
-    overlap : Tensor ``(..., Sy, Sx)``
-        Pixels inside both masks at each shift (exact integers, in the compute dtype).
-    valid : Tensor ``(..., Sy, Sx)`` bool
+    overlap : Tensor, same shape
+        Pixels (voxels) inside both masks at each shift (exact integers, in the compute dtype).
+    valid : Tensor, same shape, bool
         Shifts whose overlap reaches the minimum overlap.
-    origin : (y0, x0)
-        Shift ``(dy, dx)`` of entry ``[0, 0]`` (module docstring for the convention).
+    origin : (y0, x0) or (z0, y0, x0)
+        Shift of entry ``[0, 0]`` (``[0, 0, 0]``; module docstring for the convention).
     """
 
     value: torch.Tensor
     overlap: torch.Tensor
     valid: torch.Tensor
-    origin: tuple[int, int]
+    origin: tuple[int, ...]
 
-    def shifts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(dy, dx)`` of every entry, two ``(Sy, Sx)`` long tensors."""
-        sy, sx = self.value.shape[-2:]
+    def shifts(self) -> tuple[torch.Tensor, ...]:
+        """``(dy, dx)`` (volumes: ``(dz, dy, dx)``) of every entry, long tensors of the map's
+        spatial shape."""
         dev = self.value.device
-        dy = torch.arange(sy, device=dev) + self.origin[0]
-        dx = torch.arange(sx, device=dev) + self.origin[1]
-        return torch.meshgrid(dy, dx, indexing="ij")
+        axes = [torch.arange(n, device=dev) + o
+                for n, o in zip(self.value.shape[-len(self.origin):], self.origin, strict=True)]
+        return torch.meshgrid(*axes, indexing="ij")
 
-    def best(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Largest valid value and its shift, per map: ``value``, ``dy``, ``dx`` of shape
-        ``(...)`` (a map with no valid shift gives ``-inf`` at shift ``origin``)."""
+    def best(self) -> tuple[torch.Tensor, ...]:
+        """Largest valid value and its shift, per map: ``value``, ``dy``, ``dx`` (volumes:
+        ``value``, ``dz``, ``dy``, ``dx``) of shape ``(...)`` (a map with no valid shift gives
+        ``-inf`` at shift ``origin``)."""
+        nd = len(self.origin)
         flat = torch.where(self.valid, self.value, torch.full_like(self.value, -math.inf))
-        flat = flat.flatten(-2)
+        flat = flat.flatten(-nd)
         val, idx = flat.max(dim=-1)
-        sx = self.value.shape[-1]
-        return val, idx // sx + self.origin[0], idx % sx + self.origin[1]
+        shift = []
+        for n, o in zip(reversed(self.value.shape[-nd:]), reversed(self.origin), strict=True):
+            shift.append(idx % n + o)
+            idx = idx // n
+        return (val, *reversed(shift))
 
 
 # --------------------------------------------------------------------------------------------
@@ -750,11 +772,12 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
 
     Parameters
     ----------
-    fixed : Tensor ``(B, C, H, W)``
-    moving : Tensor ``(B, C', h, w)``
-        Float images; sizes, and channel counts, may differ. A batch of 1 is broadcast.
+    fixed : Tensor ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+    moving : Tensor ``(B, C', h, w)`` or ``(B, C', d, h, w)``
+        Float images, or volumes (every 3-D shift, by 3-D FFT: the *Volumes* section of this
+        module); sizes, and channel counts, may differ. A batch of 1 is broadcast.
     fixed_mask, moving_mask : Tensor ``(B, 1, H, W)``, ``(B, 1, h, w)`` bool, optional
-        True for the pixels to use.
+        True for the pixels (voxels: ``(B, 1, D, H, W)``) to use.
     levels, levels_moving : int
         ``K_A`` and ``K_B`` (``levels_moving=0``: same as ``levels``).
     quantisation : {"kmeans", "equal", "quantile"}
@@ -769,7 +792,7 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
         FFT precision (module docstring); float64 input always computes in float64.
     entropy_pass : {"auto", "compiled", "eager"}
         The per-shift entropy pass compiled by ``torch.compile`` or eager (same values within
-        float rounding; see :func:`cmif_counts_entropies`).
+        float rounding; see :func:`cmif_counts_entropies`). Volumes always take the eager pass.
     seed : int
         Seed of the k-means quantiser.
 
@@ -778,10 +801,19 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
     CMIFMap
         ``value``, ``overlap``, ``valid`` of shape ``(B, Sy, Sx)``; ``origin`` gives the shift of
         entry ``[0, 0]``: entry ``[r, c]`` lays the moving image's top-left pixel on fixed pixel
-        ``(x0 + c, y0 + r)``.
+        ``(x0 + c, y0 + r)``. For volumes ``(B, Sz, Sy, Sx)``, entry ``[k, r, c]`` lays moving
+        voxel ``(0, 0, 0)`` on fixed voxel ``(x0 + c, y0 + r, z0 + k)``.
     """
     levels_moving = levels_moving or levels
     _check_options(levels, levels_moving, quantisation, min_overlap)
+    if fixed.ndim == 5 or moving.ndim == 5:
+        if fixed.ndim != moving.ndim:
+            raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} "
+                             "must both be images or both volumes")
+        return _cmif_map_volumes(fixed, moving, fixed_mask, moving_mask, levels=levels,
+                                 levels_moving=levels_moving, quantisation=quantisation,
+                                 shifts=shifts, min_overlap=min_overlap,
+                                 normalisation=normalisation, precision=precision, seed=seed)
     b = max(fixed.shape[0], moving.shape[0])
     fixed_labels = quantise(fixed, levels, fixed_mask, method=quantisation, seed=seed)
     moving_labels = quantise(moving, levels_moving, moving_mask, method=quantisation, seed=seed)
@@ -812,9 +844,9 @@ def cmif(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = 
 
     Parameters
     ----------
-    fixed, moving : Tensor ``(B, C, H, W)``
-    mask : Tensor ``(B, 1, H, W)`` bool, optional
-        Pixels to use, in both images.
+    fixed, moving : Tensor ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+    mask : Tensor ``(B, 1, H, W)`` or ``(B, 1, D, H, W)`` bool, optional
+        Pixels (voxels) to use, in both images.
     levels, levels_moving, quantisation, normalisation, precision, entropy_pass, seed
         As :func:`cmif_map`.
     """
@@ -822,4 +854,257 @@ def cmif(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = 
                    quantisation=quantisation, shifts="zero", min_overlap=0.0,
                    normalisation=normalisation, precision=precision,
                    entropy_pass=entropy_pass, seed=seed)
-    return out.value[:, 0, 0]
+    return out.value.flatten(1)[:, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Volumes: every 3-D translation by 3-D FFT
+#
+# The same counts and entropies as for images, with ``rfftn``/``irfftn`` over the three spatial
+# axes ``(D, H, W)``: a map entry ``s = (dz, dy, dx)`` compares moving voxel ``(x, y, z)`` with
+# fixed voxel ``(x + dx, y + dy, z + dz)``. A level is dropped where a mask allows it, as for
+# images (the box counts become 3-D window sums, :func:`_box_counts_nd`), so a pair of volumes
+# without masks needs ``(K_A - 1)`` forward FFTs once for the fixed volume, and ``K_B - 1``
+# forward and ``(K_A - 1)(K_B - 1)`` inverse FFTs per moving volume (a masked moving volume,
+# e.g. a rotated one: ``K_B`` forward and ``(K_A - 1) K_B`` inverse). There is no pruned
+# two-stage transform and no compiled entropy pass here: every transform is a plain
+# ``rfftn``/``irfftn`` on the grid of :func:`shift_grid`, and the entropies are summed eagerly,
+# one fixed level (a row of ``K_B`` count maps) at a time.
+
+
+def _box_counts_nd(labels: torch.Tensor, levels: int,
+                   ranges: list[tuple[int, int, int]]) -> torch.Tensor:
+    """Count of each level of ``labels (..., n_1, .., n_d)`` in the boxes ``[s_a + k, s_a + k
+    + l_a)`` (clipped to the array) along every spatial axis ``a``, ``k < S_a``, with
+    ``ranges[a] = (s_a, l_a, S_a)``: ``(..., levels, S_1, .., S_d)``.
+
+    One 1-D window sum (:func:`_window_sums`) per axis, the axis moved last and made contiguous
+    first. Exact: float32 while the counts stay below 2^24, else float64.
+    """
+    nd = len(ranges)
+    exact = torch.float32 if math.prod(labels.shape[-nd:]) < (1 << 24) else torch.float64
+    out = _indicators_nd(labels, levels, exact)
+    for a, (start, length, count) in enumerate(ranges):
+        dim = out.ndim - nd + a
+        moved = out.movedim(dim, -1).contiguous()
+        out = _window_sums(moved, start, length, count).movedim(-1, dim)
+    return out.contiguous()
+
+
+def _indicators_nd(labels: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(..., *spatial)`` labels -> ``(..., levels, *spatial)`` 0/1 indicators of the 3-D
+    labels (``-1`` gives all zeros)."""
+    lab = labels.to(dtype).unsqueeze(-4)
+    ks = torch.arange(levels, device=labels.device, dtype=dtype).view(-1, 1, 1, 1)
+    return torch.eq(lab, ks).to(dtype)
+
+
+class VolumeSpectra:
+    """The fixed volume's side of CMIF: level spectra on the 3-D FFT grid, computed once.
+
+    Parameters
+    ----------
+    labels : Tensor ``(D, H, W)`` long
+        Fixed label volume, ``0 .. levels-1`` inside the mask and ``-1`` outside.
+    levels : int
+        ``K_A``.
+    grid : ShiftGrid
+        From :func:`shift_grid` for the fixed and the moving volumes' sizes (3-tuples).
+    moving_shape : (d, h, w)
+        Size of the moving volumes this side will be correlated with.
+    dtype : torch.dtype
+        float32 or float64 (see *Precision* in the module docstring).
+
+    Attributes
+    ----------
+    forward_ffts : int
+        Real 3-D FFTs this side took (one per kept level).
+    """
+
+    def __init__(self, labels: torch.Tensor, levels: int, grid: ShiftGrid,
+                 moving_shape: tuple[int, int, int], dtype: torch.dtype):
+        if labels.ndim != 3 or len(grid.fft_shape) != 3:
+            raise ValueError(f"expected a (D, H, W) label volume and a 3-D grid, got "
+                             f"{tuple(labels.shape)} and {grid.fft_shape}")
+        self.levels = levels
+        self.moving_shape = tuple(moving_shape)
+        self.grid = grid
+        self.dtype = dtype
+        self.shape = tuple(labels.shape)
+        self.labels = labels
+        inside = labels >= 0
+        self.mask_count = int(inside.sum())
+        # The last level can be dropped when the mask is the whole volume: sum_i A_i = 1.
+        self.full = bool(inside.all())
+        kept = levels - 1 if self.full else levels
+        # The indicators rolled by -origin put shift `origin` at index 0 of the correlation, so
+        # the map is the leading block of the inverse FFT.
+        pad = torch.zeros((kept,) + tuple(grid.fft_shape), device=labels.device, dtype=dtype)
+        d, h, w = self.shape
+        pad[:, :d, :h, :w] = _indicators_nd(labels, kept, dtype)
+        pad = torch.roll(pad, tuple(-o for o in grid.origin), dims=(1, 2, 3))
+        self.spectra = torch.fft.rfftn(pad, dim=(1, 2, 3))  # (kept, P, Q, S/2+1)
+        self.forward_ffts = kept
+        self._box = None
+
+    def box_sums(self) -> torch.Tensor:
+        """Counts ``(K_A, Sz, Sy, Sx)`` of each fixed level under the moving volume's box at
+        every shift (computed once, then cached)."""
+        if self._box is None:
+            ranges = [(o, m, n) for o, m, n in zip(self.grid.origin, self.moving_shape,
+                                                   self.grid.size, strict=True)]
+            self._box = _box_counts_nd(self.labels, self.levels, ranges).to(self.dtype)
+        return self._box
+
+
+def cmif_volume_counts_entropies(fixed: VolumeSpectra, labels: torch.Tensor, levels: int):
+    """Overlap and entropies of every 3-D shift, for one moving label volume against ``fixed``.
+
+    Parameters
+    ----------
+    fixed : VolumeSpectra
+    labels : Tensor ``(d, h, w)`` long
+        Moving labels, ``-1`` outside the mask.
+    levels : int
+        ``K_B``.
+
+    Returns
+    -------
+    n, ha, hb, hab : Tensor ``(Sz, Sy, Sx)``
+        Overlap (exact count, compute dtype) and the entropies (nats, float64) of A, B and
+        (A, B) over the overlap (0 where the overlap is empty).
+    ffts : (int, int)
+        The forward and inverse real 3-D FFTs this call took.
+    """
+    grid, dtype = fixed.grid, fixed.dtype
+    if tuple(labels.shape) != fixed.moving_shape:
+        raise ValueError(f"moving labels are {tuple(labels.shape)}; the fixed side was prepared "
+                         f"for {fixed.moving_shape}")
+    size, fft_shape = grid.size, grid.fft_shape
+    inside = labels >= 0
+    moving_full = bool(inside.all())
+    ref = max(1, min(fixed.mask_count, int(inside.sum())))
+    inv_ref = torch.tensor(1.0 / ref, dtype=dtype, device=labels.device)
+    ja = fixed.spectra.shape[0]
+    jb = levels - 1 if moving_full else levels
+    crop = tuple(slice(0, n) for n in size)
+    # Column sums over the rows computed (all K_B columns; the dropped one filled below).
+    colsum = torch.zeros((levels,) + size, dtype=dtype, device=labels.device)
+    s_ab = torch.zeros(size, dtype=torch.float64, device=labels.device)
+    s_a = torch.zeros(size, dtype=torch.float64, device=labels.device)
+    box_a = fixed.box_sums() if moving_full else None
+    forward = inverse = 0
+    spec_b = None
+    if jb > 0 and ja > 0:
+        spec_b = torch.fft.rfftn(_indicators_nd(labels, jb, dtype), s=fft_shape, dim=(1, 2, 3))
+        torch.conj_physical_(spec_b)
+        forward = jb
+    for i in range(ja):
+        if spec_b is not None:
+            counts = torch.fft.irfftn(spec_b * fixed.spectra[i], s=fft_shape,
+                                      dim=(1, 2, 3))[(slice(None),) + crop].round_()
+            inverse += jb
+            colsum[:jb] += counts
+            # Float32 (compute dtype) sum over the K_B terms of a row, float64 over the rows.
+            s_ab += _xlogx(counts, inv_ref).sum(0)
+            row = counts.sum(0)
+            del counts
+        else:
+            row = torch.zeros(size, dtype=dtype, device=labels.device)
+        if moving_full:
+            # The dropped column: C_i,K_B-1 = a_i - sum_j<K_B-1 C_ij.
+            last = box_a[i] - row
+            colsum[jb] += last
+            s_ab += _xlogx(last, inv_ref)
+        else:
+            s_a += _xlogx(row, inv_ref)
+    if moving_full:
+        # a_i is the box count of A_i under the moving volume's box, every level at once.
+        s_a = _sum64(_xlogx(box_a, inv_ref), 0)
+    if fixed.full:
+        # The dropped row: C_K_A-1,j = b_j - sum_i<K_A-1 C_ij, b_j the count of B_j over the
+        # fixed volume (window sums of B_j, the volume flipped so the windows advance with s).
+        ranges = [(o + m - f, f, n) for o, m, f, n in zip(grid.origin, labels.shape,
+                                                          fixed.shape, size, strict=True)]
+        col = _box_counts_nd(labels.flip(0, 1, 2), levels, ranges).to(dtype)
+        last = col - colsum
+        s_ab += _sum64(_xlogx(last, inv_ref), 0)
+        if not moving_full:
+            s_a += _xlogx(last.sum(0), inv_ref)
+        colsum = col
+    n = colsum.sum(0)
+    s_b = _sum64(_xlogx(colsum, inv_ref), 0)
+    return (n, *compiled.entropies(n, s_a, s_b, s_ab, inv_ref)), (forward, inverse)
+
+
+def cmif_volume_from_labels(fixed: VolumeSpectra, labels: torch.Tensor, levels: int, *,
+                            min_overlap: float = 0.5, normalisation: str = "none"
+                            ) -> tuple[CMIFMap, tuple[int, int]]:
+    """MI maps of moving label volumes against a prepared fixed side.
+
+    Parameters
+    ----------
+    fixed : VolumeSpectra
+    labels : Tensor ``(R, d, h, w)`` long
+        ``R`` moving label volumes (e.g. rotations of one), ``-1`` outside the mask.
+    levels : int
+        ``K_B``.
+    min_overlap, normalisation
+        As :func:`cmif_from_labels`.
+
+    Returns
+    -------
+    CMIFMap
+        ``value``, ``overlap``, ``valid`` of shape ``(R, Sz, Sy, Sx)``.
+    ffts : (int, int)
+        Forward and inverse real 3-D FFTs of the ``R`` volumes (the fixed side's not included).
+    """
+    check_choice("normalisation", normalisation, CMIF_NORMALISATIONS)
+    values, overlaps, valids = [], [], []
+    forward = inverse = 0
+    for lab in labels:
+        (n, ha, hb, hab), (f, i) = cmif_volume_counts_entropies(fixed, lab, levels)
+        forward, inverse = forward + f, inverse + i
+        largest = max(1, min(fixed.mask_count, int((lab >= 0).sum())))
+        valid = n >= max(1.0, min_overlap * largest)
+        value = _normalised(n, ha, hb, hab, normalisation).to(n.dtype)
+        values.append(torch.where(valid, value, torch.zeros_like(value)))
+        overlaps.append(n)
+        valids.append(valid)
+    out = CMIFMap(torch.stack(values), torch.stack(overlaps), torch.stack(valids),
+                  fixed.grid.origin)
+    return out, (forward, inverse)
+
+
+def quantise_volumes(volume: torch.Tensor, levels: int, mask: torch.Tensor | None, *,
+                     method: str, seed: int) -> torch.Tensor:
+    """Quantise volumes ``(B, C, D, H, W)`` (mask ``(B, 1, D, H, W)``) into labels ``(B, D, H,
+    W)`` with :func:`mibench.estimators.quantise.quantise`: every quantiser works voxel by
+    voxel, so the volume is passed as a ``(B, C, D H, W)`` image."""
+    b, c, d, h, w = volume.shape
+    flat_mask = None if mask is None else mask.reshape(b, 1, d * h, w)
+    labels = quantise(volume.reshape(b, c, d * h, w), levels, flat_mask, method=method,
+                      seed=seed)
+    return labels.view(b, d, h, w)
+
+
+def _cmif_map_volumes(fixed, moving, fixed_mask, moving_mask, *, levels, levels_moving,
+                      quantisation, shifts, min_overlap, normalisation, precision,
+                      seed) -> CMIFMap:
+    """:func:`cmif_map` for volumes ``(B, C, D, H, W)``."""
+    b = max(fixed.shape[0], moving.shape[0])
+    la = quantise_volumes(fixed, levels, fixed_mask, method=quantisation,
+                          seed=seed).expand(b, -1, -1, -1)
+    lb = quantise_volumes(moving, levels_moving, moving_mask, method=quantisation,
+                          seed=seed).expand(b, -1, -1, -1)
+    least = least_overlap(la, lb, min_overlap)
+    grid = shift_grid(tuple(la.shape[-3:]), tuple(lb.shape[-3:]), shifts, least)
+    largest = float(torch.minimum((la >= 0).flatten(1).sum(1),
+                                  (lb >= 0).flatten(1).sum(1)).max())
+    dtype = _dtypes(precision, largest, torch.promote_types(fixed.dtype, moving.dtype))
+    maps = [cmif_volume_from_labels(VolumeSpectra(la[k], levels, grid, tuple(lb.shape[-3:]),
+                                                  dtype), lb[k][None], levels_moving,
+                                    min_overlap=min_overlap, normalisation=normalisation)[0]
+            for k in range(b)]
+    return CMIFMap(torch.cat([m.value for m in maps]), torch.cat([m.overlap for m in maps]),
+                   torch.cat([m.valid for m in maps]), grid.origin)
