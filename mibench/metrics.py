@@ -72,9 +72,10 @@ class NaedNorm:
 #: The NAED normalisations by name; the first is the default.
 NAED_NORMS = {n.name: n for n in (
     NaedNorm("diagonal", "NAED per task (D = image diagonal)",
-             "D = the fixed image's diagonal √(w² + h²) in native pixels"),
+             "D = the fixed image's diagonal √(w² + h²) (√(w² + h² + d²) for a volume) in "
+             "native pixels"),
     NaedNorm("max-side", "NAED per task (D = longest image side)",
-             "D = the fixed image's longer side max(w, h) in native pixels"),
+             "D = the fixed image's longest side max(w, h[, d]) in native pixels"),
     NaedNorm("none", "mean TRE per task [px] (NAED with D = 1)",
              "D = 1: NAED is the mean landmark error (TRE) in native pixels, not a normalised "
              "value", normalised=False),
