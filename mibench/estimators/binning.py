@@ -3,8 +3,9 @@
 Every estimator of :mod:`mibench.estimators.histogram` is the same pipeline with different
 options:
 
-1. :func:`prepare_pair` turns ``(B, C, H, W)`` images into grey samples ``(B, N)`` plus sample
-   weights (the mask), in at least float32;
+1. :func:`prepare_pair` turns ``(B, C, H, W)`` images or ``(B, C, D, H, W)`` volumes into grey
+   samples ``(B, N)`` plus sample weights (the mask), in at least float32: every later step sees
+   only samples, so a volume scores exactly as its voxels laid out as one image;
 2. :func:`intensity_range` picks a per-image intensity range ``[lo, hi]`` (policy ``"minmax"``,
    ``"fixed"`` or ``"percentile"``), detached from the graph;
 3. a :class:`Layout` maps an intensity ``x`` to a continuous *bin coordinate*
@@ -74,16 +75,18 @@ def prepare_pair(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor |
 
     Parameters
     ----------
-    fixed, moving : Tensor ``(B, C, H, W)``
-        Images of the same spatial size. Channels are averaged to grey (each image separately,
-        so channel counts may differ); a batch of 1 is broadcast against the other.
-    mask : Tensor ``(B, 1, H, W)`` bool, optional
+    fixed, moving : Tensor ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+        Images (or volumes, both the same) of the same spatial size. Channels are averaged to
+        grey (each image separately, so channel counts may differ); a batch of 1 is broadcast
+        against the other.
+    mask : Tensor ``(B, 1, H, W)`` (volumes ``(B, 1, D, H, W)``) bool, optional
         True for the pixels to use; None uses all.
 
     Returns
     -------
     x, y : Tensor ``(B, N)``
-        Grey values of the fixed and moving images, ``N = H * W``, in the promoted dtype (at least
+        Grey values of the fixed and moving images, ``N = H * W`` (``D * H * W``), in row-major
+        order of the spatial axes, in the promoted dtype (at least
         float32: half precision is computed in float32, float64 stays float64).
     w : Tensor ``(B, N)`` or None
         Sample weights, 1.0 for the selected pixels and 0.0 elsewhere (no gradient); None when

@@ -5,9 +5,12 @@ layout and the final formula; every one shares the signature of :mod:`.basic`::
 
     f(fixed, moving, mask=None, **options) -> Tensor (B,)
 
-- ``fixed``, ``moving``: ``(B, C, H, W)`` float tensors of the same spatial size. Channels are
-  averaged to grey (each image separately), so MI is always between two scalar images.
-- ``mask``: ``(B, 1, H, W)`` bool (True = use this pixel), or None for all pixels.
+- ``fixed``, ``moving``: ``(B, C, H, W)`` image batches or ``(B, C, D, H, W)`` volume batches
+  (both the same) of the same spatial size. Channels are averaged to grey (each image
+  separately), so MI is always between two scalar images. Every voxel is one sample: a volume
+  scores exactly as its voxels laid out as one image.
+- ``mask``: ``(B, 1, H, W)`` (volumes: ``(B, 1, D, H, W)``) bool (True = use this pixel), or
+  None for all pixels.
 
 Each batch item gets its own intensity range and histogram. Values are in nats, higher is better.
 Half-precision input is computed in float32, float64 stays float64. Degenerate input never gives

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import torch
 
+#: The tensor layouts a pair may have, by number of dimensions: images and volumes.
+LAYOUTS = {4: "(B, C, H, W)", 5: "(B, C, D, H, W)"}
+
 
 def check_pair_shapes(fixed: torch.Tensor, moving: torch.Tensor, *,
                       same_batch: bool = False) -> None:
-    """Raise ``ValueError`` unless ``fixed`` and ``moving`` are ``(B, C, H, W)`` tensors of the
-    same ``H, W`` whose batch sizes are equal or one of them 1 (broadcast); equal batch sizes
-    only with ``same_batch``. Channel counts may differ."""
+    """Raise ``ValueError`` unless ``fixed`` and ``moving`` are both ``(B, C, H, W)`` image
+    batches or both ``(B, C, D, H, W)`` volume batches, of the same spatial size, whose batch
+    sizes are equal or one of them 1 (broadcast); equal batch sizes only with ``same_batch``.
+    Channel counts may differ."""
     shapes = f"{tuple(fixed.shape)} and {tuple(moving.shape)}"
-    if fixed.ndim != 4 or moving.ndim != 4:
-        raise ValueError(f"expected (B, C, H, W) tensors, got {shapes}")
+    if fixed.ndim not in LAYOUTS or moving.ndim != fixed.ndim:
+        allowed = " or ".join(f"both {layout}" for layout in LAYOUTS.values())
+        raise ValueError(f"expected {allowed} tensors, got {shapes}")
     bf, bm = fixed.shape[0], moving.shape[0]
     if bf != bm and (same_batch or 1 not in (bf, bm)):
         how = "differ" if same_batch else "do not broadcast"
         raise ValueError(f"batch sizes {bf} and {bm} {how}")
-    if fixed.shape[-2:] != moving.shape[-2:]:
+    if fixed.shape[2:] != moving.shape[2:]:
         raise ValueError(f"fixed and moving differ in size: {shapes}")
 
 

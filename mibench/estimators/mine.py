@@ -284,9 +284,11 @@ def mine(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = 
 
     Parameters
     ----------
-    fixed, moving : Tensor ``(B, C, H, W)``
-        Same spatial size; channel counts may differ (the critic sees ``Cf + Cm`` inputs).
-    mask : bool Tensor ``(B, 1, H, W)``, optional
+    fixed, moving : Tensor ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+        Images or volumes (both the same), same spatial size; channel counts may differ (the
+        critic sees ``Cf + Cm`` inputs). A voxel is a sample like a pixel: the critic sees
+        intensities only, never positions.
+    mask : bool Tensor ``(B, 1, H, W)`` (volumes ``(B, 1, D, H, W)``), optional
         Pixels to use.
     iterations, lr, hidden, batch : int, float, int, int
         Training steps, Adam learning rate, critic width, minibatch size.

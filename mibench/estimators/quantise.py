@@ -1,7 +1,8 @@
 """Quantisation of images into K intensity levels (label images), for :mod:`.cmif`.
 
-A label image is an integer tensor ``(B, H, W)`` with values in ``0 .. K-1`` inside the mask and
-``-1`` outside it, so that the mask travels with the labels. Three quantisers:
+A label image is an integer tensor ``(B, H, W)`` (of a volume: ``(B, D, H, W)``) with values in
+``0 .. K-1`` inside the mask and ``-1`` outside it, so that the mask travels with the labels.
+Three quantisers:
 
 ``equal``
     ``K`` equal-width cells between the image's minimum and maximum over its mask (numpy's
@@ -39,12 +40,13 @@ def quantise(image: torch.Tensor, levels: int, mask: torch.Tensor | None = None,
 
     Parameters
     ----------
-    image : Tensor ``(B, C, H, W)``
-        Float images (any range).
+    image : Tensor ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+        Float images or volumes (any range).
     levels : int
         Number of levels ``K >= 1``.
-    mask : Tensor ``(B, 1, H, W)`` or ``(B, H, W)`` bool, optional
-        True for the pixels to quantise; None for all.
+    mask : Tensor ``(B, 1, *S)`` or ``(B, *S)`` bool, optional
+        True for the pixels (voxels) to quantise, ``S`` the spatial shape of ``image``; None
+        for all.
     method : {"kmeans", "equal", "quantile"}
         See the module docstring.
     seed : int
@@ -56,23 +58,25 @@ def quantise(image: torch.Tensor, levels: int, mask: torch.Tensor | None = None,
 
     Returns
     -------
-    Tensor ``(B, H, W)`` int64
+    Tensor ``(B, H, W)`` (volumes ``(B, D, H, W)``) int64
         Labels ``0 .. levels-1`` inside the mask, ``-1`` outside. An image with an empty mask is
         all ``-1``; a constant image is all ``0``.
     """
     check_choice("quantisation", method, QUANTISERS)
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
-    if image.ndim != 4:
-        raise ValueError(f"expected a (B, C, H, W) image, got shape {tuple(image.shape)}")
-    b, c, h, w = image.shape
+    if image.ndim not in (4, 5):
+        raise ValueError("expected a (B, C, H, W) image or a (B, C, D, H, W) volume, got shape "
+                         f"{tuple(image.shape)}")
+    b, c = image.shape[:2]
+    spatial = tuple(image.shape[2:])
     x = image.detach()
     x = x.double() if x.dtype == torch.float64 else x.float()
     if mask is None:
-        sel = torch.ones((b, h, w), dtype=torch.bool, device=x.device)
+        sel = torch.ones((b, *spatial), dtype=torch.bool, device=x.device)
     else:
-        sel = mask.reshape(b, h, w).to(device=x.device, dtype=torch.bool)
-    labels = torch.full((b, h, w), -1, dtype=torch.long, device=x.device)
+        sel = mask.reshape(b, *spatial).to(device=x.device, dtype=torch.bool)
+    labels = torch.full((b, *spatial), -1, dtype=torch.long, device=x.device)
     for k in range(b):
         if not bool(sel[k].any()):
             continue
@@ -86,7 +90,7 @@ def quantise(image: torch.Tensor, levels: int, mask: torch.Tensor | None = None,
                 lab = _equal_labels(grey, vals, levels)
             else:
                 lab = _quantile_labels(grey, vals, levels)
-        labels[k] = torch.where(sel[k], lab.reshape(h, w), labels[k])
+        labels[k] = torch.where(sel[k], lab.reshape(spatial), labels[k])
     return labels
 
 
