@@ -22,8 +22,12 @@ from mibench.transform import RegistrationOutput, Transform
 class Estimator:
     """A similarity measure with its options fixed.
 
-    Call it with two ``(B, C, H, W)`` tensors (returns a ``(B,)`` tensor) or two 2-D / ``(H, W, C)``
-    numpy arrays (returns a float). ``higher_is_better`` tells the direction of the value.
+    Call it with two ``(B, C, H, W)`` image batches or two ``(B, C, D, H, W)`` volume batches
+    (tensors; returns a ``(B,)`` tensor), or with two numpy arrays (returns a float): ``(H, W)``
+    / ``(H, W, C)`` images, or, with ``ndim=3``, ``(D, H, W)`` / ``(D, H, W, C)`` volumes (a 3-D
+    array alone could be either, so volumes as numpy arrays need the caller to say so). The mask
+    has the images' layout with one channel. ``higher_is_better`` tells the direction of the
+    value; ``spec.dims`` says whether the estimator scores volumes (``3`` in it).
     """
 
     spec: EstimatorSpec
@@ -37,26 +41,67 @@ class Estimator:
     def higher_is_better(self) -> bool:
         return self.spec.higher_is_better
 
-    def __call__(self, fixed: Any, moving: Any, mask: Any = None):
+    def __call__(self, fixed: Any, moving: Any, mask: Any = None, *, ndim: int | None = None):
+        """Score ``moving`` against ``fixed``.
+
+        Parameters
+        ----------
+        fixed, moving : Tensor or numpy array
+            Tensors ``(B, C, H, W)`` or ``(B, C, D, H, W)``, both the same; or numpy arrays
+            ``(H, W[, C])``, or ``(D, H, W[, C])`` with ``ndim=3``.
+        mask : bool array or tensor, optional
+            Pixels (voxels) to score: ``(H, W)`` / ``(D, H, W)`` for numpy images, ``(B, 1, ...)``
+            or ``(1, 1, ...)`` (one mask for the whole batch) for tensors.
+        ndim : {2, 3}, optional
+            Spatial dimensionality: 2 for images, 3 for volumes. Numpy arrays default to 2;
+            tensors are read from their number of dimensions (4 or 5), and a given ``ndim``
+            must agree.
+
+        Returns
+        -------
+        Tensor ``(B,)`` for tensors, float for numpy arrays.
+        """
         from mibench.tensors import image_to_tensor, mask_to_tensor
 
+        if ndim not in (None, 2, 3):
+            raise ValueError(f"ndim must be 2 (images) or 3 (volumes), got {ndim!r}")
         fn = self.spec.load()
         if isinstance(fixed, np.ndarray) or isinstance(moving, np.ndarray):
-            f, m = image_to_tensor(fixed), image_to_tensor(moving)
+            dims = ndim or 2
+            f = image_to_tensor(fixed, ndim=dims)
+            m = image_to_tensor(moving, ndim=dims)
             if f.shape != m.shape:
                 raise ValueError(
                     f"fixed and moving images differ in shape: {tuple(np.shape(fixed))} vs "
                     f"{tuple(np.shape(moving))}"
                 )
             _check_inputs(f, m)
-            value = self._checked(fn(f, m, mask=mask_to_tensor(mask), **self.params), f, m)
+            self._check_dims(f, ndim)
+            mask_t = mask_to_tensor(mask, ndim=dims)
+            value = self._checked(fn(f, m, mask=mask_t, **self.params), f, m)
             return float(value[0])
         _check_inputs(fixed, moving)
-        mask_t = mask_to_tensor(mask, fixed.device) if mask is not None else None
+        dims = self._check_dims(fixed, ndim)
+        mask_t = mask_to_tensor(mask, fixed.device, ndim=dims) if mask is not None else None
         if mask_t is not None and mask_t.shape[0] == 1 and fixed.shape[0] == moving.shape[0] > 1:
             # One mask for the whole batch: every estimator then indexes it per item.
             mask_t = mask_t.expand(fixed.shape[0], *mask_t.shape[1:])
         return self._checked(fn(fixed, moving, mask=mask_t, **self.params), fixed, moving)
+
+    def _check_dims(self, fixed: Any, ndim: int | None) -> int:
+        """The spatial dimensionality of a checked pair (``fixed`` is ``(B, C, ...)``), after a
+        ``ValueError`` if it disagrees with ``ndim`` or the estimator does not score it (its
+        spec's ``dims``): a 2-D estimator given a volume would otherwise fail inside its own
+        code, or score it as something else."""
+        dims = fixed.ndim - 2
+        if ndim is not None and ndim != dims:
+            raise ValueError(f"ndim={ndim} but the tensors are {tuple(fixed.shape)}: "
+                             f"{dims}-D (B, C, {'D, H, W' if dims == 3 else 'H, W'})")
+        if dims not in self.spec.dims:
+            what = "volumes (3-D)" if dims == 3 else "images (2-D)"
+            raise ValueError(f"estimator {self.name!r} does not score {what}: it declares "
+                             f"dims={tuple(self.spec.dims)}")
+        return dims
 
     def _checked(self, value: Any, fixed: Any, moving: Any = None) -> Any:
         """The estimator's value if it keeps the contract (a tensor ``(B,)`` on the inputs'
@@ -67,8 +112,9 @@ class Estimator:
         synchronises a GPU."""
         import torch
 
-        batch = fixed.shape[0] if getattr(fixed, "ndim", 0) == 4 else None
-        if batch is not None and getattr(moving, "ndim", 0) == 4:
+        batched = (4, 5)  # (B, C, H, W) images and (B, C, D, H, W) volumes
+        batch = fixed.shape[0] if getattr(fixed, "ndim", 0) in batched else None
+        if batch is not None and getattr(moving, "ndim", 0) in batched:
             batch = max(batch, moving.shape[0])
         if not isinstance(value, torch.Tensor):
             got = f"{type(value).__name__} {value!r:.40}" if isinstance(value, (int, float)) \
@@ -86,9 +132,10 @@ class Estimator:
 
 
 def _check_inputs(fixed: Any, moving: Any) -> None:
-    """One clear ``ValueError`` for inputs no estimator can score: not ``(B, C, H, W)``,
-    batches that cannot broadcast, different sizes, empty images, NaN or infinite pixels (each
-    estimator would otherwise fail its own way, or silently return a number)."""
+    """One clear ``ValueError`` for inputs no estimator can score: not both ``(B, C, H, W)`` or
+    both ``(B, C, D, H, W)``, batches that cannot broadcast, different sizes, empty images, NaN
+    or infinite pixels (each estimator would otherwise fail its own way, or silently return a
+    number)."""
     from mibench.estimators.inputs import check_pair_shapes
 
     check_pair_shapes(fixed, moving)

@@ -20,6 +20,10 @@ from mibench.hookspecs import hookimpl
 from mibench.seeds import MAX_SEED
 from mibench.specs import EstimatorSpec, Param, Registration
 
+#: ``dims`` of the estimators that score images ``(B, C, H, W)`` and volumes ``(B, C, D, H, W)``
+#: alike: they treat every pixel or voxel as one sample, reduced over all spatial axes.
+VOLUMES = (2, 3)
+
 _RANGE = (
     Param("range", "minmax", "intensity range per image: minmax (over the mask), fixed (lo, hi) "
           "or percentile (p_lo, p_hi); values outside are clamped; detached from the gradient",
@@ -62,6 +66,7 @@ def mibench_estimators():
     return [
         EstimatorSpec(
             name="mse",
+            dims=VOLUMES,
             description="Mean squared intensity difference over the masked pixels and channels.",
             factory="mibench.estimators.basic:mse",
             higher_is_better=False,
@@ -70,6 +75,7 @@ def mibench_estimators():
         ),
         EstimatorSpec(
             name="ncc",
+            dims=VOLUMES,
             description="Global normalised cross-correlation (channels centred separately, "
             "pooled); sign kept, constant image gives 0.",
             factory="mibench.estimators.basic:ncc",
@@ -79,6 +85,7 @@ def mibench_estimators():
         ),
         EstimatorSpec(
             name="jhmi",
+            dims=VOLUMES,
             description="Joint-histogram MI in nats (channels averaged to grey). Default: hard "
             "counts, the plug-in estimate (= sklearn mutual_info_score of the bin labels), no "
             "gradient; kernel=linear or cubic makes it differentiable; optional Gaussian "
@@ -104,6 +111,7 @@ def mibench_estimators():
         ),
         EstimatorSpec(
             name="nmi",
+            dims=VOLUMES,
             description="Normalised MI of the joint histogram (channels averaged to grey). "
             "Defaults (box, 100 bins, per-image min-max, Studholme) equal skimage's "
             "normalized_mutual_information; no gradient unless kernel=linear or cubic.",
@@ -125,6 +133,7 @@ def mibench_estimators():
         ),
         EstimatorSpec(
             name="mmi",
+            dims=VOLUMES,
             description="Mattes MI in nats (ITK formulation: box-car for the fixed image, cubic "
             "B-spline for the moving image, 2 padding bins each side); equals -MetricEvaluate "
             "of SimpleITK's Mattes metric with all pixels sampled. Differentiable in the "
@@ -140,6 +149,7 @@ def mibench_estimators():
         ),
         EstimatorSpec(
             name="kde-mi",
+            dims=VOLUMES,
             description="Gaussian-kernel MI in nats (connorlee77 formulation: Gaussian weights at "
             "bin centres linspace(lo, hi, bins), per-item normalisation) with sigma in bin "
             "spacings; differentiable in both images.",
@@ -157,6 +167,7 @@ def mibench_estimators():
         ),
         EstimatorSpec(
             name="softhist-mi",
+            dims=VOLUMES,
             description="Soft-histogram MI in nats (KrakenLeaf formulation: difference of "
             "sigmoids per bin) with the slope per bin spacing, open-ended end bins and a "
             "histogram per batch item; differentiable in both images.",
@@ -172,6 +183,7 @@ def mibench_estimators():
         ),
         EstimatorSpec(
             name="mine",
+            dims=VOLUMES,
             description="MINE (Belghazi et al. 2018): Donsker-Varadhan lower bound of a "
             "statistics network (2C -> 100 -> 100 -> 1, ReLU) trained per image pair on "
             "corresponding pixels; evaluated on held-out pixels, nats. Not differentiable; "
