@@ -410,7 +410,7 @@ def draw_panels_3d(pair, panels: Sequence[Panel], title: str, max_side: int = SL
     extents = views.extents()
     scale = 7.2 / sum(w for w, _ in extents)  # inches per unit of length
     row = max(h for _, h in extents) * scale + 0.6  # the slices and two lines of titles
-    fig, axes = new_figure(width=7.6, height=len(panels) * row + 0.5, nrows=len(panels),
+    fig, axes = new_figure(width=7.6, height=len(panels) * row + 0.9, nrows=len(panels),
                            ncols=3, width_ratios=[w for w, _ in extents])
     for r, panel in enumerate(panels):
         row = axes[3 * r:3 * r + 3]
@@ -428,11 +428,14 @@ def draw_panels_3d(pair, panels: Sequence[Panel], title: str, max_side: int = SL
                 ax.text(0.5, 0.5, panel.note, transform=ax.transAxes, ha="center",
                         va="center", fontsize="x-small", color="black",
                         bbox={"facecolor": "white", "alpha": 0.85})
-        row[0].annotate(panel.title, xy=(0, 1), xycoords="axes fraction", xytext=(0, 14),
-                        textcoords="offset points", ha="left", va="bottom", fontsize="small",
-                        annotation_clip=False)
+        head = row[0].annotate(panel.title, xy=(0, 1), xycoords="axes fraction",
+                               xytext=(0, 14), textcoords="offset points", ha="left",
+                               va="bottom", fontsize="small", annotation_clip=False)
+        # A long title runs over the row's other slices: it must not squeeze the first one.
+        head.set_in_layout(False)
     fig.suptitle(title, fontsize="medium")
-    fig.tight_layout(h_pad=2.2)
+    # Room above the first row for the figure title and the row's own two-line title.
+    fig.tight_layout(h_pad=3.6, rect=(0, 0, 1, 1 - 0.7 / fig.get_figheight()))
     return fig
 
 
