@@ -14,6 +14,8 @@ from mibench.bspline import (
     INVERSE_TOLERANCE,
     BSplineTransform,
     ControlGrid,
+    DenseField,
+    FieldSampler,
     bending_energy,
     displacement_field,
     evaluate,
@@ -174,6 +176,46 @@ def test_dense_displacement_field_both_paths(affine):
     pts = pixel_points(shape)
     ref = t.fixed_to_moving(pts) - MatrixTransform(affine).fixed_to_moving(pts)
     np.testing.assert_allclose(u.reshape(2, -1).T, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_3d_dense_field_both_paths(aligned):
+    rng = np.random.default_rng(30)
+    affine = np.diag([1.1, 0.9, 1.05, 1.0])
+    affine[:3, 3] = [0.5, -1.0, 2.0]
+    if not aligned:
+        affine[:3, :3] += rng.normal(0, 0.05, (3, 3))
+    shape = (7, 9, 11)
+    t = BSplineTransform.over(shape, 4.0, affine)
+    t.coefficients = rng.normal(0, 1, t.grid.coefficient_shape)
+    u = displacement_field(torch.tensor(t.coefficients), t.grid, shape, affine).numpy()
+    zs, ys, xs = np.mgrid[:7, :9, :11]
+    pts = np.column_stack([xs.ravel(), ys.ravel(), zs.ravel()]).astype(np.float64)
+    ref = t.fixed_to_moving(pts) - MatrixTransform(affine).fixed_to_moving(pts)
+    np.testing.assert_allclose(u.reshape(3, -1).T, ref, atol=1e-12)
+
+
+def test_dense_field_object_is_reusable_and_its_grid_matches_the_transform():
+    t = random_transform(31, shape=(24, 32), spacing=8.0)
+    field = DenseField(t.grid, (24, 32), AFFINE)
+    c = torch.tensor(t.coefficients, requires_grad=True)
+    grid = field.sampling_grid(c, (30, 40))
+    assert grid.shape == (1, 24, 32, 2)
+    torch.testing.assert_close(grid.float(), t.sampling_grid((24, 32), (30, 40)))
+    mapped = t.fixed_to_moving(pixel_points((24, 32)))
+    expected = 2 * mapped / [39, 29] - 1
+    np.testing.assert_allclose(grid.detach().numpy().reshape(-1, 2), expected, atol=1e-12)
+    grid.sum().backward()
+    assert c.grad is not None and c.grad.abs().sum() > 0
+    # Called again with other coefficients, it gives their field.
+    torch.testing.assert_close(field(-c.detach()), -field(c.detach()))
+
+
+def test_sampler_gives_nan_for_nan_points():
+    t = random_transform(32)
+    out = FieldSampler(t.grid, np.array([[np.nan, 1.0], [10.0, 10.0]]))(
+        torch.tensor(t.coefficients))
+    assert torch.isnan(out[:, 0]).all() and torch.isfinite(out[:, 1]).all()
 
 
 def test_dense_field_is_differentiable_in_the_coefficients():
