@@ -287,6 +287,18 @@ def test_refinement_keeps_the_field_everywhere(ndim):
                                atol=1e-10)
 
 
+def test_least_squares_resampling():
+    t = random_transform(33, shape=(40, 50), spacing=16.0)
+    # Onto the halved grid, where the spline is representable: exact to solver precision.
+    fine = t.resampled(t.grid.refined())
+    pts = np.random.default_rng(34).uniform(0, 1, (300, 2)) * [49, 39]
+    np.testing.assert_allclose(fine.fixed_to_moving(pts), t.fixed_to_moving(pts), atol=1e-6)
+    # Onto an unrelated grid (spacing 12, its own origin): close, not exact.
+    other = t.resampled(BSplineTransform.over((40, 50), 12.0, AFFINE).grid)
+    err = np.abs(other.fixed_to_moving(pts) - t.fixed_to_moving(pts))
+    assert 1e-6 < err.max() < 0.05 * np.abs(t.coefficients).max()
+
+
 # ----------------------------------------------------------------- bending energy
 
 
@@ -373,6 +385,24 @@ def test_itk_export_maps_points_as_mibench():
         read = sitk.ReadTransform(path)
     again = np.array([read.TransformPoint(tuple(map(float, p))) for p in pts])
     np.testing.assert_allclose(again, ours, atol=1e-6)
+
+
+def test_itk_export_of_a_refined_and_a_3d_transform():
+    t = random_transform(28, amplitude=3.0).refined()
+    pts = np.random.default_rng(29).uniform(0, 1, (50, 2)) * [79, 59]
+    composite = to_sitk(t)
+    theirs = np.array([composite.TransformPoint(tuple(map(float, p))) for p in pts])
+    np.testing.assert_allclose(theirs, t.fixed_to_moving(pts), atol=1e-9)
+    rng = np.random.default_rng(35)
+    affine = np.eye(4)
+    affine[:3, :3] += rng.normal(0, 0.05, (3, 3))
+    affine[:3, 3] = [1.0, 2.0, -1.0]
+    t3 = BSplineTransform.over((10, 12, 14), 5.0, affine)
+    t3.coefficients = rng.normal(0, 1, t3.grid.coefficient_shape)
+    pts3 = rng.uniform(0, 1, (50, 3)) * [13, 11, 9]
+    composite = to_sitk(t3)
+    theirs = np.array([composite.TransformPoint(tuple(map(float, p))) for p in pts3])
+    np.testing.assert_allclose(theirs, t3.fixed_to_moving(pts3), atol=1e-9)
 
 
 def test_itk_export_refuses_a_perspective_part():

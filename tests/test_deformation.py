@@ -92,6 +92,11 @@ def test_bspline_determinant_matches_learn2reg_and_the_analytic_jacobian():
     u = t.displacement(shape)
     np.testing.assert_allclose(det[2:-2, 2:-2], learn2reg_jacobian(u), atol=1e-12)
     np.testing.assert_allclose(det, determinant_of_displacement(u), atol=1e-12)
+
+    class PointsOnly:  # the generic path: mapped points, no dense displacement
+        fixed_to_moving = staticmethod(t.fixed_to_moving)
+
+    np.testing.assert_allclose(jacobian_determinant(PointsOnly(), shape), det, atol=1e-9)
     ys, xs = np.mgrid[2:38, 2:48]
     analytic = np.linalg.det(t.jacobian(np.column_stack([xs.ravel(), ys.ravel()])))
     # Central differences are O(h^2): close to the exact Jacobian of a smooth field.
