@@ -5,7 +5,8 @@ An ANHIR submission holds, for every pair, the *source* (moving) landmarks mappe
 header ``,X,Y`` and an index column; the organisers compare them with the hidden target
 landmarks. The records already hold exactly these points (``warped_moving_landmarks``, in
 native pixels of the fixed image), also for pairs that were not scored (evaluation pairs without
-target landmarks), so this module only writes them.
+target landmarks), so this module only writes them. Volumes get the same file with a third
+column, ``,X,Y,Z`` in voxels of the fixed volume (:func:`mibench.io.read_points` reads both).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 from mibench.io import write_points_csv
 from mibench.paths import WARPED_DIR
@@ -36,7 +39,8 @@ def write_warped_landmarks(run_dir: Path, records: Iterable[Record]) -> list[Pat
     -------
     list of Path
         The files written. Points are ``(x, y)`` native pixels of the fixed (target) image,
-        ``(0, 0)`` the centre of its top-left pixel, rows in the order of the source landmarks.
+        ``(0, 0)`` the centre of its top-left pixel (volumes: ``(x, y, z)`` voxels of the fixed
+        volume, header ``,X,Y,Z``), rows in the order of the source landmarks.
         When the records hold several seeds (any method, any pair), every file is named
         ``<pair_id>.s<seed>.csv`` instead, so that none overwrites another and a file's name
         does not depend on which other tasks of its pair failed. Files left by an earlier
@@ -53,10 +57,28 @@ def write_warped_landmarks(run_dir: Path, records: Iterable[Record]) -> list[Pat
         task = r.task
         name = f"{task.pair_id}.s{task.seed}" if several else task.pair_id
         path = root / task.method / f"{name}.csv"
-        write_points_csv(path, r.warped_moving_landmarks)
+        write_points(path, r.warped_moving_landmarks)
         written.append(path)
     _remove_stale(root, set(written))
     return written
+
+
+def write_points(path: Path, points) -> None:
+    """``(K, 2)`` points as :func:`mibench.io.write_points_csv` writes them; ``(K, 3)`` voxel
+    points ``(x, y, z)`` in the same form with a ``Z`` column (``,X,Y,Z``, 1-based index,
+    shortest exact ``repr``, written atomically), which that writer, 2-D only, would fold into
+    pairs."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        write_points_csv(path, pts)
+        return
+    lines = [",X,Y,Z"] + [f"{i},{x!r},{y!r},{z!r}"
+                          for i, (x, y, z) in enumerate(pts.tolist(), start=1)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 def _remove_stale(root: Path, keep: set[Path]) -> None:

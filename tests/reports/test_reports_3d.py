@@ -79,7 +79,10 @@ def brain_run(tmp_path_factory):
             task = RegistrationTask(method=method, method_params={}, dataset="brain",
                                     dataset_params=PARAMS, pair_id=info.id, seed=0)
             errs = _mm_errors(pair, matrix)
+            m = np.c_[pair.moving_landmarks, np.ones(len(pair.moving_landmarks))]
+            warped = (m @ np.linalg.inv(matrix).T)[:, :3]
             rec = Record(task, status="ok", scored=True, landmark_errors=list(errs),
+                         warped_moving_landmarks=warped.tolist(),
                          initial_errors=list(init), norm_length=diagonal, unit="mm",
                          metrics=pair_scores(errs, init, diagonal, diagonal), wall_s=1.0,
                          transform=MatrixTransform(matrix).to_dict(), meta={})
@@ -119,6 +122,20 @@ def test_tables_state_mm(brain_run):
     text = next(iter(page)).read_text()
     assert "mean error (mm)" in text and "Errors in millimetres" in text
     assert "(px)" not in text and "three orthogonal slices" in text
+
+
+def test_warped_landmarks_of_volumes_keep_three_columns(brain_run):
+    from mibench.io import read_points
+    from mibench.records import iter_records
+
+    run_dir, reports = brain_run
+    recs = list(iter_records(run_dir))
+    assert len(reports.landmarks) == len(recs) == 4
+    for rec in recs:
+        path = run_dir / "warped-landmarks" / rec.task.method / f"{rec.task.pair_id}.csv"
+        assert path.read_text().splitlines()[0] == ",X,Y,Z"
+        got = read_points(path, columns=3)
+        np.testing.assert_array_equal(got, np.asarray(rec.warped_moving_landmarks))
 
 
 def test_overlays_have_three_slices_per_method(brain_run, tmp_path):
