@@ -265,3 +265,25 @@ def test_2d_records_still_report_px(tmp_path):
     assert "[mm]" not in html and "millimetres" not in html
     assert "Unit of landmark errors" not in html
     assert json.loads((run_dir / "metrics.json").read_text())["unit"] == "px"
+
+
+def test_a_mixed_unit_run_says_so_in_every_artefact(tmp_path):
+    run_dir = make_fake_run(tmp_path)
+    for path in (run_dir / "records").rglob("*.json"):
+        data = json.loads(path.read_text())
+        if data.get("pair_id") == "A01" and data.get("method") == "mmi":
+            data["unit"] = "mm"
+            path.write_text(json.dumps(data))
+    build_reports(run_dir, pair_pages=0)
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("method")
+    assert summary.loc["mmi", "unit"] == "mixed" and np.isnan(summary.loc["mmi", "tre_mean"])
+    assert summary.loc["drmime", "unit"] == "px" and summary.loc["drmime", "tre_mean"] > 0
+    html = (run_dir / "report.html").read_text()
+    assert "The records mix units (1 in mm, 13 in px tasks)" in html
+    assert "TRE mean [mixed units]" in html
+    # FIRE's success curves need one unit (their thresholds are pixels): none drawn
+    assert not (run_dir / "fig_success.png").exists()
+    assert "mix units" in (run_dir / "paper_table.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["unit"] == "mixed" and metrics["unit_counts"] == {"px": 13, "mm": 1}
+    assert metrics["success"]["curves"] == {}
