@@ -195,7 +195,8 @@ def draw_overlay(pair, transform, title: str, max_side: int = DISPLAY_SIDE):
         vectors = landmark_vectors(pair, t)
         draw_vectors(ax, vectors, step, shape)
         if vectors is not None and len(vectors.errors):
-            ax.set_title(f"{ax.get_title()}: mean error {fmt(vectors.errors.mean())} px",
+            ax.set_title(f"{ax.get_title()}: mean error {fmt(vectors.errors.mean())} "
+                         f"{symbol(vectors.unit)}",
                          fontsize="small")
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
