@@ -226,6 +226,12 @@ def warp_with(transform: Any, moving: Any, fixed_shape: tuple[int, ...], *,
     return out
 
 
+#: Readers of the non-matrix kinds by their ``type``: ``"module:Class.method"`` called with
+#: ``(data, folder)``, imported when first needed, so that this core module does not depend on
+#: the kinds built on it (as dataset specs name their factories).
+TRANSFORM_READERS = {"bspline": "mibench.bspline:BSplineTransform.from_dict"}
+
+
 def transform_from_dict(data: dict[str, Any] | None, folder: Any = None) -> Transform | None:
     """Rebuild a transform stored by :meth:`Transform.to_dict` (None stays None).
 
@@ -234,13 +240,18 @@ def transform_from_dict(data: dict[str, Any] | None, folder: Any = None) -> Tran
     """
     if data is None:
         return None
-    if data.get("type") == "matrix":
+    kind = data.get("type")
+    if kind == "matrix":
         return MatrixTransform(data["matrix"])
-    if data.get("type") == "bspline":
-        from mibench.bspline import BSplineTransform
+    if kind in TRANSFORM_READERS:
+        import importlib
 
-        return BSplineTransform.from_dict(data, folder)
-    raise ValueError(f"unknown transform type {data.get('type')!r}")
+        module, _, attr = TRANSFORM_READERS[kind].partition(":")
+        reader: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            reader = getattr(reader, part)
+        return reader(data, folder)
+    raise ValueError(f"unknown transform type {kind!r}")
 
 
 @dataclass

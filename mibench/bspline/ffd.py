@@ -1,0 +1,357 @@
+"""The B-spline free-form deformation transform on a matrix part, and its SimpleITK export.
+
+Conventions: :mod:`mibench.bspline`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mibench.bspline.field import DenseField, fixed_grid_points
+from mibench.bspline.grid import (
+    ControlGrid,
+    bending_energy,
+    evaluate,
+    local_support,
+    refine_coefficients,
+)
+from mibench.transform import MatrixTransform, warp_with
+
+#: Default tolerance of :meth:`BSplineTransform.moving_to_fixed`: the largest residual
+#: ``|A(p) + u(A(p)) - m|`` accepted, in moving-image pixels.
+INVERSE_TOLERANCE = 1e-8
+#: Newton iterations of :meth:`BSplineTransform.moving_to_fixed` before a point is given up
+#: (NaN).
+INVERSE_ITERATIONS = 50
+#: :meth:`BSplineTransform.to_dict` embeds the coefficients when there are at most this many
+#: values and no file holds them.
+EMBED_LIMIT = 4096
+
+
+# ------------------------------------------------------------------------- the transform
+
+
+class BSplineTransform:
+    """A cubic B-spline FFD on a matrix transform: ``p_moving = A(p) + u(A(p))``.
+
+    See the module docstring for the convention. Satisfies :class:`mibench.transform.Transform`.
+
+    Parameters
+    ----------
+    grid : ControlGrid
+    coefficients : array_like ``grid.coefficient_shape``
+        Control-point displacements in pixels; stored as float64.
+    affine : MatrixTransform or array_like (n+1, n+1), optional
+        The matrix part ``A`` (identity if None); a 3x3 (4x4) for a 2-D (3-D) grid.
+    """
+
+    def __init__(self, grid: ControlGrid, coefficients: Any, affine: Any = None):
+        n = grid.ndim
+        c = np.asarray(coefficients, dtype=np.float64)
+        if c.shape != grid.coefficient_shape:
+            raise ValueError(f"coefficients must have shape {grid.coefficient_shape}, got "
+                             f"{c.shape}")
+        if affine is None:
+            affine = MatrixTransform.identity(n)
+        elif not isinstance(affine, MatrixTransform):
+            affine = MatrixTransform(affine)
+        if affine.ndim != n:
+            raise ValueError(f"a {n}-D control grid needs a {n + 1}x{n + 1} matrix, got "
+                             f"{affine.matrix.shape}")
+        self.grid = grid
+        self.coefficients = c
+        self.affine = affine
+        #: The .npz file the coefficients were last saved to or loaded from (see :meth:`save`).
+        self.path: Path | None = None
+
+    @classmethod
+    def over(cls, fixed_shape: tuple[int, ...], spacing: Any, affine: Any = None
+             ) -> BSplineTransform:
+        """A zero field whose domain covers ``A`` of the fixed image (elastix's placement).
+
+        Parameters
+        ----------
+        fixed_shape : (H, W) or (D, H, W)
+        spacing : float or (n,) floats
+            Control-point spacing in pixels.
+        affine : MatrixTransform or array_like, optional
+            The matrix part; the grid covers the bounding box of the fixed image's corner
+            pixel centres mapped by it.
+        """
+        n = len(fixed_shape)
+        a = MatrixTransform.identity(n) if affine is None else (
+            affine if isinstance(affine, MatrixTransform) else MatrixTransform(affine))
+        sizes = np.asarray(fixed_shape[::-1], dtype=np.float64)
+        corners = np.array(list(itertools.product(*[(0.0, s - 1) for s in sizes])))
+        mapped = a.fixed_to_moving(corners)
+        if not np.isfinite(mapped).all():
+            raise ValueError("the matrix part sends a corner of the fixed image to infinity")
+        grid = ControlGrid.over(mapped.min(0), mapped.max(0), spacing)
+        return cls(grid, np.zeros(grid.coefficient_shape), a)
+
+    @property
+    def ndim(self) -> int:
+        return self.grid.ndim
+
+    def __repr__(self) -> str:
+        return (f"BSplineTransform(grid={self.grid!r}, max |c|="
+                f"{np.abs(self.coefficients).max():.3g} px, affine={self.affine.matrix.tolist()})")
+
+    def _points(self, points: Any) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.size and pts.shape[-1] != self.ndim:
+            raise ValueError(f"a {self.ndim}-D transform maps (K, {self.ndim}) points, got "
+                             f"shape {pts.shape}")
+        return pts.reshape(-1, self.ndim)
+
+    def fixed_to_moving(self, points: Any) -> np.ndarray:
+        """Exact ``A(p) + u(A(p))`` for ``(K, n)`` fixed points; NaN where ``A`` has none."""
+        q = self.affine.fixed_to_moving(self._points(points))
+        return q + evaluate(self.coefficients, self.grid, q)
+
+    def jacobian(self, points: Any) -> np.ndarray:
+        """Analytic ``d p_moving / d p`` ``(K, n, n)`` at fixed points: ``(I + Du(q)) DA(p)``."""
+        p = self._points(points)
+        m = self.affine.matrix
+        n = self.ndim
+        q = self.affine.fixed_to_moving(p)
+        w = p @ m[n, :n] + m[n, n]
+        # Derivative of the projective map q = (M p + t) / w.
+        da = (m[None, :n, :n] - q[:, :, None] * m[None, n, None, :n]) / w[:, None, None]
+        _, du = evaluate(self.coefficients, self.grid, q, jacobian=True)
+        return (np.eye(n) + du) @ da
+
+    def moving_to_fixed(self, points: Any, tolerance: float = INVERSE_TOLERANCE,
+                        iterations: int = INVERSE_ITERATIONS) -> np.ndarray:
+        """Map moving points into the fixed image by Newton's method on ``q + u(q) = m``.
+
+        Parameters
+        ----------
+        points : array_like (K, n)
+            Moving-image points.
+        tolerance : float
+            Accepted residual ``|q + u(q) - m|`` (Euclidean, moving pixels); the fixed point
+            ``A^-1(q)`` is then within ``tolerance * ||A^-1||`` of the exact preimage where the
+            map is locally invertible.
+        iterations : int
+            Newton steps before giving up.
+
+        Returns
+        -------
+        ndarray (K, n)
+            ``A^-1(q)``; NaN for points that did not converge (no preimage found, a singular
+            Jacobian on the way: folding) or were NaN.
+        """
+        m = self._points(points)
+        n = self.ndim
+        q = m.copy()
+        done = np.zeros(len(m), dtype=bool)
+        alive = np.isfinite(m).all(axis=1)
+        for _ in range(iterations + 1):
+            todo = alive & ~done
+            if not todo.any():
+                break
+            u, du = evaluate(self.coefficients, self.grid, q[todo], jacobian=True)
+            r = q[todo] + u - m[todo]
+            conv = np.linalg.norm(r, axis=1) <= tolerance
+            idx = np.flatnonzero(todo)
+            done[idx[conv]] = True
+            step_idx, r, jac = idx[~conv], r[~conv], np.eye(n) + du[~conv]
+            det = np.linalg.det(jac)
+            good = np.isfinite(det) & (np.abs(det) > 1e-12)
+            alive[step_idx[~good]] = False
+            if good.any():
+                q[step_idx[good]] -= np.linalg.solve(jac[good], r[good][..., None])[..., 0]
+        q[~done] = np.nan
+        out = self.affine.moving_to_fixed(q)
+        out[~done] = np.nan
+        return out
+
+    def sampling_grid(self, fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...],
+                      device=None):
+        """The ``grid_sample`` grid (align_corners=True) of ``A(p) + u(A(p))``.
+
+        Same layout as :meth:`MatrixTransform.sampling_grid`: Tensor ``(1, H, W, 2)`` or
+        ``(1, D, H, W, 3)`` float32, ``(x, y[, z])`` scaled to [-1, 1] over the moving image;
+        pixels the matrix part sends behind the camera read the padding value.
+        """
+        import torch
+
+        n = self.ndim
+        if len(fixed_shape) != n or len(moving_shape) != n:
+            raise ValueError(f"a {n}-D transform samples {n}-D grids, got fixed "
+                             f"{tuple(fixed_shape)} and moving {tuple(moving_shape)}")
+        c = torch.as_tensor(self.coefficients, dtype=torch.float64, device=device)
+        field = DenseField(self.grid, tuple(fixed_shape), self.affine.matrix, device)
+        return field.sampling_grid(c, tuple(moving_shape)).float()
+
+    def warp(self, moving: Any, fixed_shape: tuple[int, ...], *, mode: str = "bilinear",
+             padding_value: float = 0.0) -> Any:
+        """Pull the moving image back into the fixed frame (as :meth:`MatrixTransform.warp`:
+        Tensors stay on their device, arrays give an array back in the same layout)."""
+        return warp_with(self, moving, fixed_shape, mode=mode, padding_value=padding_value)
+
+    def displacement(self, fixed_shape: tuple[int, ...]) -> np.ndarray:
+        """``p_moving - p`` for every fixed pixel, ndarray ``(n, *fixed_shape)`` float64."""
+        import torch
+
+        field = DenseField(self.grid, tuple(fixed_shape), self.affine.matrix)
+        u = field(torch.as_tensor(self.coefficients, dtype=torch.float64))
+        identity = fixed_grid_points(tuple(fixed_shape), np.eye(self.ndim + 1))
+        return (field.base + u - identity.T.reshape(self.ndim, *fixed_shape)).numpy()
+
+    def refined(self) -> BSplineTransform:
+        """The same mapping on a grid of half the spacing (exact, :func:`refine_coefficients`)."""
+        c, grid = refine_coefficients(self.coefficients, self.grid)
+        return BSplineTransform(grid, c, self.affine)
+
+    def resampled(self, grid: ControlGrid, samples: int = 4) -> BSplineTransform:
+        """The same mapping on another control grid, by least squares (not exact).
+
+        The new coefficients minimise the squared difference of the two displacements at
+        ``samples`` points per new cell and axis over the new grid's domain (cell centres of a
+        regular subdivision), solved with ``scipy.sparse.linalg.lsqr`` to machine precision; a
+        field the new grid can represent (a coarser grid dividing the new spacing by an
+        integer, say) comes back exactly up to that precision. For halving the spacing use
+        :meth:`refined`, which is exact everywhere.
+        """
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.linalg import lsqr
+
+        if grid.ndim != self.ndim:
+            raise ValueError(f"a {self.ndim}-D transform needs a {self.ndim}-D grid")
+        low, high = grid.domain
+        axes = [low[a] + (np.arange((grid.shape[a] - 3) * samples) + 0.5)
+                * grid.spacing[a] / samples for a in range(grid.ndim)]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        q = np.column_stack([m.ravel() for m in mesh])  # (x, y[, z])
+        target = evaluate(self.coefficients, self.grid, q)
+        rows, cols, vals = [], [], []
+        strides = np.cumprod((1,) + grid.shape[:-1])
+        support = local_support(grid, q, np)
+        for offsets in itertools.product(range(4), repeat=grid.ndim):
+            index = np.zeros(len(q), dtype=np.int64)
+            weight = np.ones(len(q))
+            for axis, k in enumerate(offsets):
+                index += (support[axis][0].astype(np.int64) - 1 + k) * strides[axis]
+                weight = weight * support[axis][1][:, k]
+            rows.append(np.arange(len(q)))
+            cols.append(index)
+            vals.append(weight)
+        design = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(len(q), int(np.prod(grid.shape)))).tocsr()
+        coefficients = np.stack([lsqr(design, target[:, i], atol=1e-14, btol=1e-14,
+                                      iter_lim=10000)[0] for i in range(self.ndim)])
+        return BSplineTransform(grid, coefficients.reshape(grid.coefficient_shape), self.affine)
+
+    def bending_energy(self, normalise: bool = True) -> float:
+        """:func:`bending_energy` of the displacement (the matrix part bends nothing)."""
+        return float(bending_energy(self.coefficients, self.grid, normalise))
+
+    # -------------------------------------------------------------------- storage
+
+    def save(self, path: Any) -> Path:
+        """Write grid, matrix part and coefficients to an ``.npz`` file; remember the path.
+
+        After this, :meth:`to_dict` references the file instead of embedding the coefficients.
+        """
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, coefficients=self.coefficients, origin=np.asarray(self.grid.origin),
+                 spacing=np.asarray(self.grid.spacing), shape=np.asarray(self.grid.shape),
+                 affine=self.affine.matrix)
+        tmp.replace(path)  # atomic, like records
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: Any) -> BSplineTransform:
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        with np.load(path) as data:
+            grid = ControlGrid(tuple(data["origin"]), tuple(data["spacing"]),
+                               tuple(int(v) for v in data["shape"]))
+            out = cls(grid, data["coefficients"], data["affine"])
+        out.path = path
+        return out
+
+    def to_dict(self, embed: bool = False) -> dict[str, Any]:
+        """The record's description: ``type``, ``grid``, ``affine``, and the coefficients.
+
+        The coefficients are referenced by file name (``"coefficients_file"``, relative to the
+        record's folder) once :meth:`save` has written them; otherwise embedded as a nested list
+        (``"coefficients"``) when there are at most :data:`EMBED_LIMIT` values. A larger unsaved
+        transform raises ``ValueError``: save it beside its record first (the contract).
+        ``embed=True`` always embeds them (a dataset's ground truth in its ``meta``).
+        """
+        out = {"type": "bspline", "grid": self.grid.to_dict(),
+               "affine": self.affine.matrix.tolist()}
+        if embed:
+            out["coefficients"] = self.coefficients.tolist()
+        elif self.path is not None:
+            out["coefficients_file"] = self.path.name
+        elif self.coefficients.size <= EMBED_LIMIT:
+            out["coefficients"] = self.coefficients.tolist()
+        else:
+            raise ValueError(f"{self.coefficients.size} B-spline coefficients are too many to "
+                             f"embed in a record: save() them to a file beside it first")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], folder: Any = None) -> BSplineTransform:
+        """Rebuild from :meth:`to_dict`; ``folder`` is where a referenced file lies."""
+        if "coefficients" in data:
+            return cls(ControlGrid.from_dict(data["grid"]), data["coefficients"],
+                       data["affine"])
+        path = Path(folder or ".") / data["coefficients_file"]
+        out = cls.load(path)
+        if out.grid != ControlGrid.from_dict(data["grid"]) or not np.array_equal(
+                out.affine.matrix, np.asarray(data["affine"], dtype=np.float64)):
+            raise ValueError(f"{path} does not hold the transform its record describes")
+        return out
+
+
+# ------------------------------------------------------------------------------ ITK export
+
+
+def to_sitk(transform: BSplineTransform):
+    """The transform as a SimpleITK ``CompositeTransform``: ``A`` first, then the B-spline.
+
+    mibench's coordinates are taken as ITK physical points (2-D images: origin 0, spacing 1, no
+    LPS flip); the B-spline's ITK transform domain is :attr:`ControlGrid.domain` (mesh =
+    ``shape - 3``), where the two agree. Only an affine matrix part can be exported.
+
+    Returns
+    -------
+    SimpleITK.CompositeTransform
+        ``TransformPoint(p)`` equals :meth:`BSplineTransform.fixed_to_moving` for points whose
+        ``A(p)`` lies in the domain.
+    """
+    import SimpleITK as sitk
+
+    n = transform.ndim
+    m = transform.affine.matrix
+    if np.any(m[n, :n] != 0) or m[n, n] != 1:
+        raise ValueError("ITK export needs an affine matrix part (last row [0 ... 0 1])")
+    grid = transform.grid
+    low, high = grid.domain
+    bspline = sitk.BSplineTransform(n, 3)
+    bspline.SetTransformDomainOrigin(tuple(float(v) for v in low))
+    bspline.SetTransformDomainPhysicalDimensions(tuple(float(v) for v in high - low))
+    bspline.SetTransformDomainMeshSize(tuple(int(s) - 3 for s in grid.shape))
+    bspline.SetTransformDomainDirection(tuple(np.eye(n).ravel().tolist()))
+    # ITK's coefficient images are x-fastest, one per component, concatenated: the C-order
+    # ravel of each (.., ny, nx) component.
+    bspline.SetParameters(tuple(transform.coefficients.reshape(n, -1).ravel().tolist()))
+    affine = sitk.AffineTransform(n)
+    affine.SetMatrix(tuple(m[:n, :n].ravel().tolist()))
+    affine.SetTranslation(tuple(m[:n, n].tolist()))
+    # A CompositeTransform applies its transforms last-added first.
+    composite = sitk.CompositeTransform(n)
+    composite.AddTransform(bspline)
+    composite.AddTransform(affine)
+    return composite
