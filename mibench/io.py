@@ -464,11 +464,16 @@ def _read_csv_with_header(path: Path, lines: list[str], columns: int | None,
 
 def write_points_csv(path: Path, points: np.ndarray) -> None:
     """Write ``(K, 2)`` points ``(x, y)`` in the BIRL/ANHIR landmark format: header ``,X,Y`` and
-    a 1-based index column (as in the files ANHIR ships); values as Python's shortest exact
-    ``repr``, so reading the file back gives the same float64 values. Written atomically
-    (a temporary file, then a rename)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    lines = [",X,Y"] + [f"{i},{x!r},{y!r}" for i, (x, y) in enumerate(pts.tolist(), start=1)]
+    a 1-based index column (as in the files ANHIR ships); ``(K, 3)`` voxel points ``(x, y, z)``
+    the same way with a ``Z`` column (``,X,Y,Z``). Values as Python's shortest exact ``repr``,
+    so reading the file back gives the same float64 values. Written atomically (a temporary
+    file, then a rename)."""
+    pts = np.asarray(points, dtype=np.float64)
+    ndim = 3 if pts.ndim == 2 and pts.shape[1] == 3 else 2
+    pts = pts.reshape(-1, ndim)
+    header = ",X,Y,Z" if ndim == 3 else ",X,Y"
+    lines = [header] + [",".join([str(i), *map(repr, row)])
+                        for i, row in enumerate(pts.tolist(), start=1)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")

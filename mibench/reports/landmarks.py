@@ -15,8 +15,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 from mibench.io import write_points_csv
 from mibench.paths import WARPED_DIR
 from mibench.registration import Record
@@ -57,28 +55,10 @@ def write_warped_landmarks(run_dir: Path, records: Iterable[Record]) -> list[Pat
         task = r.task
         name = f"{task.pair_id}.s{task.seed}" if several else task.pair_id
         path = root / task.method / f"{name}.csv"
-        write_points(path, r.warped_moving_landmarks)
+        write_points_csv(path, r.warped_moving_landmarks)
         written.append(path)
     _remove_stale(root, set(written))
     return written
-
-
-def write_points(path: Path, points) -> None:
-    """``(K, 2)`` points as :func:`mibench.io.write_points_csv` writes them; ``(K, 3)`` voxel
-    points ``(x, y, z)`` in the same form with a ``Z`` column (``,X,Y,Z``, 1-based index,
-    shortest exact ``repr``, written atomically), which that writer, 2-D only, would fold into
-    pairs."""
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3:
-        write_points_csv(path, pts)
-        return
-    lines = [",X,Y,Z"] + [f"{i},{x!r},{y!r},{z!r}"
-                          for i, (x, y, z) in enumerate(pts.tolist(), start=1)]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
 
 
 def _remove_stale(root: Path, keep: set[Path]) -> None:
