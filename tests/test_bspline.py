@@ -21,6 +21,7 @@ from mibench.bspline import (
     evaluate,
     field_at,
     field_on_grid,
+    from_sitk,
     refine_coefficients,
     to_sitk,
 )
@@ -403,6 +404,64 @@ def test_itk_export_of_a_refined_and_a_3d_transform():
     composite = to_sitk(t3)
     theirs = np.array([composite.TransformPoint(tuple(map(float, p))) for p in pts3])
     np.testing.assert_allclose(theirs, t3.fixed_to_moving(pts3), atol=1e-9)
+
+
+def test_sitk_round_trip_and_fit_of_itk_order():
+    import SimpleITK as sitk
+
+    t = random_transform(36, amplitude=3.0)
+    back = from_sitk(to_sitk(t))
+    assert back.grid.shape == t.grid.shape
+    np.testing.assert_allclose(back.grid.origin + back.grid.spacing,
+                               t.grid.origin + t.grid.spacing, atol=1e-12)
+    np.testing.assert_allclose(back.coefficients, t.coefficients, atol=1e-12)
+    np.testing.assert_allclose(back.affine.matrix, t.affine.matrix, atol=1e-12)
+    # A centred Euler transform first: its centre folds into the matrix's translation.
+    euler = sitk.Euler2DTransform((30.0, 20.0), 0.1, (2.0, -1.0))
+    composite = sitk.CompositeTransform(2)
+    composite.AddTransform(to_sitk(t).GetNthTransform(0))
+    composite.AddTransform(euler)
+    pts = np.random.default_rng(37).uniform(0, 1, (40, 2)) * [79, 59]
+    read = from_sitk(composite)
+    q = read.affine.fixed_to_moving(pts)
+    np.testing.assert_allclose(q, [euler.TransformPoint(tuple(map(float, p))) for p in pts],
+                               atol=1e-9)
+    low, high = read.grid.domain
+    inside = np.all((q > low) & (q < high), axis=1)  # ITK's valid region
+    assert inside.mean() > 0.8
+    theirs = np.array([composite.TransformPoint(tuple(map(float, p))) for p in pts[inside]])
+    np.testing.assert_allclose(read.fixed_to_moving(pts[inside]), theirs, atol=1e-9)
+    # ITK registration's order (B-spline first, then the matrix) is refused by from_sitk, and
+    # fit() approximates it on a grid over the mapped image.
+    itk_order = sitk.CompositeTransform(2)
+    itk_order.AddTransform(sitk.AffineTransform(tuple(AFFINE[:2, :2].ravel()),
+                                                tuple(AFFINE[:2, 2])))
+    bspline = sitk.BSplineTransform(2, 3)
+    low, high = BSplineTransform.over((60, 80), 16.0).grid.domain
+    bspline.SetTransformDomainOrigin(tuple(low))
+    bspline.SetTransformDomainPhysicalDimensions(tuple(high - low))
+    bspline.SetTransformDomainMeshSize((int(round((high - low)[0] / 16)),
+                                        int(round((high - low)[1] / 16))))
+    params = np.random.default_rng(38).normal(0, 2, bspline.GetNumberOfParameters())
+    bspline.SetParameters(tuple(params))
+    itk_order.AddTransform(bspline)
+    with pytest.raises(ValueError, match="fit"):
+        from_sitk(itk_order)
+
+    def mapping(p):
+        return np.array([itk_order.TransformPoint(tuple(map(float, x))) for x in p])
+
+    fitted = BSplineTransform.fit(mapping, (60, 80), 8.0, AFFINE, step=2.0)
+    err = np.abs(fitted.fixed_to_moving(pts) - mapping(pts))
+    assert err.max() < 0.1 * np.abs(params).max()
+
+
+def test_fit_is_exact_for_a_representable_field():
+    t = random_transform(39, amplitude=3.0)
+    fitted = BSplineTransform.fit(t.fixed_to_moving, (60, 80), 16.0, AFFINE, step=2.0)
+    assert fitted.grid == t.grid
+    pts = np.random.default_rng(40).uniform(0, 1, (100, 2)) * [79, 59]
+    np.testing.assert_allclose(fitted.fixed_to_moving(pts), t.fixed_to_moving(pts), atol=1e-6)
 
 
 def test_itk_export_refuses_a_perspective_part():

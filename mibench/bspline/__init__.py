@@ -34,7 +34,9 @@ field for an optimiser (separable matrix products, or one ``grid_sample`` of the
 halves the spacing exactly (B-spline subdivision), :meth:`~BSplineTransform.resampled` moves to
 any other grid by least squares. Storage: :meth:`~BSplineTransform.save` / ``load`` (``.npz``
 beside the record, which references it by name) or coefficients embedded in the record when
-few (:meth:`~BSplineTransform.to_dict`). :func:`to_sitk` exports to SimpleITK.
+few (:meth:`~BSplineTransform.to_dict`). :func:`to_sitk` exports to SimpleITK and
+:func:`from_sitk` reads that form back; :meth:`~BSplineTransform.fit` approximates any other
+mapping by least squares.
 
 Volumes work through the same code (generic in the dimension); the ITK export is in voxel units
 (mibench's coordinates taken as ITK physical points), not LPS millimetres.
@@ -45,6 +47,8 @@ from mibench.bspline.ffd import (
     INVERSE_ITERATIONS,
     INVERSE_TOLERANCE,
     BSplineTransform,
+    fit_coefficients,
+    from_sitk,
     to_sitk,
 )
 from mibench.bspline.field import (
@@ -82,7 +86,9 @@ __all__ = [
     "evaluate",
     "field_at",
     "field_on_grid",
+    "fit_coefficients",
     "fixed_grid_points",
+    "from_sitk",
     "local_support",
     "refine_coefficients",
     "to_sitk",

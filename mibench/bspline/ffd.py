@@ -35,6 +35,41 @@ EMBED_LIMIT = 4096
 # ------------------------------------------------------------------------- the transform
 
 
+def fit_coefficients(grid: ControlGrid, points: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients whose field takes ``target`` ``(K, n)`` at ``points``.
+
+    Solved with ``scipy.sparse.linalg.lsqr`` (tolerances 1e-14): the minimum-norm solution,
+    so control points that no sample depends on stay 0.
+
+    Returns
+    -------
+    ndarray ``grid.coefficient_shape``, float64
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import lsqr
+
+    n = grid.ndim
+    rows, cols, vals = [], [], []
+    strides = np.cumprod((1,) + grid.shape[:-1])
+    support = local_support(grid, points, np)
+    for offsets in itertools.product(range(4), repeat=n):
+        index = np.zeros(len(points), dtype=np.int64)
+        weight = np.ones(len(points))
+        for axis, k in enumerate(offsets):
+            i = support[axis][0].astype(np.int64) - 1 + k
+            inside = (i >= 0) & (i < grid.shape[axis])  # no coefficient outside the grid
+            index += np.clip(i, 0, grid.shape[axis] - 1) * strides[axis]
+            weight = weight * support[axis][1][:, k] * inside
+        rows.append(np.arange(len(points)))
+        cols.append(index)
+        vals.append(weight)
+    design = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(len(points), int(np.prod(grid.shape)))).tocsr()
+    coefficients = np.stack([lsqr(design, target[:, i], atol=1e-14, btol=1e-14,
+                                  iter_lim=20000)[0] for i in range(n)])
+    return coefficients.reshape(grid.coefficient_shape)
+
+
 class BSplineTransform:
     """A cubic B-spline FFD on a matrix transform: ``p_moving = A(p) + u(A(p))``.
 
@@ -219,9 +254,6 @@ class BSplineTransform:
         integer, say) comes back exactly up to that precision. For halving the spacing use
         :meth:`refined`, which is exact everywhere.
         """
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.linalg import lsqr
-
         if grid.ndim != self.ndim:
             raise ValueError(f"a {self.ndim}-D transform needs a {self.ndim}-D grid")
         low, high = grid.domain
@@ -229,24 +261,43 @@ class BSplineTransform:
                 * grid.spacing[a] / samples for a in range(grid.ndim)]
         mesh = np.meshgrid(*axes, indexing="ij")
         q = np.column_stack([m.ravel() for m in mesh])  # (x, y[, z])
-        target = evaluate(self.coefficients, self.grid, q)
-        rows, cols, vals = [], [], []
-        strides = np.cumprod((1,) + grid.shape[:-1])
-        support = local_support(grid, q, np)
-        for offsets in itertools.product(range(4), repeat=grid.ndim):
-            index = np.zeros(len(q), dtype=np.int64)
-            weight = np.ones(len(q))
-            for axis, k in enumerate(offsets):
-                index += (support[axis][0].astype(np.int64) - 1 + k) * strides[axis]
-                weight = weight * support[axis][1][:, k]
-            rows.append(np.arange(len(q)))
-            cols.append(index)
-            vals.append(weight)
-        design = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                            shape=(len(q), int(np.prod(grid.shape)))).tocsr()
-        coefficients = np.stack([lsqr(design, target[:, i], atol=1e-14, btol=1e-14,
-                                      iter_lim=10000)[0] for i in range(self.ndim)])
-        return BSplineTransform(grid, coefficients.reshape(grid.coefficient_shape), self.affine)
+        coefficients = fit_coefficients(grid, q, evaluate(self.coefficients, self.grid, q))
+        return BSplineTransform(grid, coefficients, self.affine)
+
+    @classmethod
+    def fit(cls, mapping: Any, fixed_shape: tuple[int, ...], spacing: Any, affine: Any = None,
+            step: float = 1.0) -> BSplineTransform:
+        """The least-squares B-spline (on ``affine``) closest to any fixed -> moving mapping.
+
+        Parameters
+        ----------
+        mapping : callable
+            ``(K, n)`` fixed points -> ``(K, n)`` moving points (another toolbox's transform,
+            a dense field's interpolant, ...); NaN rows are left out.
+        fixed_shape : (H, W) or (D, H, W)
+            The fit covers the fixed image, sampled every ``step`` px along each axis.
+        spacing : float or (n,) floats
+            Control-point spacing in px; the grid is :meth:`over` the fixed image under
+            ``affine``.
+        affine : MatrixTransform or array_like, optional
+            The matrix part ``A`` (identity if None); the B-spline fits ``mapping(p) - A(p)``
+            at ``A(p)``.
+
+        Returns
+        -------
+        BSplineTransform
+            Exact (to solver precision) when the mapping is such a B-spline on that grid;
+            otherwise its least-squares approximation at the samples.
+        """
+        out = cls.over(fixed_shape, spacing, affine)
+        axes = [np.arange(0.0, s - 1 + 1e-9, step) for s in fixed_shape[::-1]]
+        mesh = np.meshgrid(*axes[::-1], indexing="ij")
+        p = np.column_stack([m.ravel() for m in mesh[::-1]])  # (x, y[, z])
+        q = out.affine.fixed_to_moving(p)
+        target = np.asarray(mapping(p), dtype=np.float64) - q
+        keep = np.isfinite(target).all(axis=1) & np.isfinite(q).all(axis=1)
+        out.coefficients = fit_coefficients(out.grid, q[keep], target[keep])
+        return out
 
     def bending_energy(self, normalise: bool = True) -> float:
         """:func:`bending_energy` of the displacement (the matrix part bends nothing)."""
@@ -355,3 +406,51 @@ def to_sitk(transform: BSplineTransform):
     composite.AddTransform(bspline)
     composite.AddTransform(affine)
     return composite
+
+
+def from_sitk(transform: Any) -> BSplineTransform:
+    """Read a SimpleITK transform in mibench's order back into a :class:`BSplineTransform`.
+
+    Accepted, exactly: a cubic ``BSplineTransform`` (identity matrix part), or a
+    ``CompositeTransform`` of a matrix transform applied first and a cubic ``BSplineTransform``
+    second (what :func:`to_sitk` writes, elastix's order); both with an identity direction, in
+    mibench's coordinates (see :func:`to_sitk`). Anything else (ITK's registration framework
+    puts a moving initial transform *after* the optimised one) raises ``ValueError``: use
+    :meth:`BSplineTransform.fit` on its ``TransformPoint`` instead.
+    """
+    import SimpleITK as sitk
+
+    parts = [transform]
+    if transform.GetName() == "CompositeTransform":
+        composite = sitk.CompositeTransform(transform)
+        # Last added is applied first: reverse to the order of application.
+        parts = [composite.GetNthTransform(i) for i in
+                 range(composite.GetNumberOfTransforms())][::-1]
+    parts = [p.Downcast() for p in parts]
+    if not 1 <= len(parts) <= 2 or not isinstance(parts[-1], sitk.BSplineTransform):
+        raise ValueError("from_sitk reads a B-spline, or a matrix transform then a B-spline; "
+                         "fit other mappings with BSplineTransform.fit")
+    bspline = parts[-1]
+    n = bspline.GetDimension()
+    if bspline.GetOrder() != 3:
+        raise ValueError(f"only cubic B-splines are read, got order {bspline.GetOrder()}")
+    if not np.allclose(np.reshape(bspline.GetTransformDomainDirection(), (n, n)), np.eye(n)):
+        raise ValueError("only an identity B-spline direction maps to mibench's grid")
+    matrix = np.eye(n + 1)
+    if len(parts) == 2:
+        first = parts[0]
+        if not all(hasattr(first, name) for name in ("GetMatrix", "GetTranslation",
+                                                      "GetCenter")):
+            raise ValueError(f"the first transform must be a matrix transform, got "
+                             f"{first.GetName()}")
+        m = np.reshape(first.GetMatrix(), (n, n))
+        centre = np.asarray(first.GetCenter())
+        matrix[:n, :n] = m
+        matrix[:n, n] = np.asarray(first.GetTranslation()) + centre - m @ centre
+    mesh = np.asarray(bspline.GetTransformDomainMeshSize())
+    spacing = np.asarray(bspline.GetTransformDomainPhysicalDimensions()) / mesh
+    origin = np.asarray(bspline.GetTransformDomainOrigin()) - spacing
+    grid = ControlGrid(tuple(origin), tuple(spacing), tuple(mesh + 3))
+    coefficients = np.asarray(bspline.GetParameters()).reshape(grid.coefficient_shape)
+    return BSplineTransform(grid, coefficients, matrix)
+
