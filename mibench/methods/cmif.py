@@ -29,6 +29,13 @@ on fixed pixel ``q + s``), the result maps fixed pixels to moving pixels as
 ``T(p) = c + R(a) (p - s - c)`` (the README's *Conventions*), a
 :class:`~mibench.transform.MatrixTransform`.
 
+Volumes ``(1, C, D, H, W)`` take :func:`rigid_search_3d`: every 3-D translation at once by 3-D
+FFT (:mod:`mibench.estimators.cmif`, *Volumes*) for each rotation of a coarse grid about the x, y
+and z axes on a reduced copy, then a local refinement of the best rotations; its docstring and
+``info`` state the cost (rotations, FFTs, seconds). The result is a 4x4 voxel transform
+``T(p) = c + M (p - s - c)``, ``M = S^-1 R S`` (``S`` the voxel spacing when the geometry is
+known).
+
 Use :func:`rigid_align` to initialise another method (``init=cmif``); :func:`register` is the
 method factory.
 """

@@ -125,6 +125,14 @@ def test_known_translation_is_the_best_shift():
     lb = C.quantise_volumes(moving, 6, None, method="quantile", seed=0)[0]
     expected = brute_mi(brute_counts_3d(la.numpy(), lb.numpy(), 6, 6, (0, 0, 0)))
     assert abs(float(est[0]) - expected) < 1e-6
+    # With a mask, in both volumes: the voxels outside it take no part.
+    mask = torch.rand(1, 1, 12, 13, 11, generator=gen) < 0.7
+    est = C.cmif(fixed[..., :12, :13, :11], moving, mask, levels=6, quantisation="quantile")
+    la = C.quantise_volumes(fixed[..., :12, :13, :11], 6, mask, method="quantile", seed=0)[0]
+    lb = C.quantise_volumes(moving, 6, mask, method="quantile", seed=0)[0]
+    assert bool((la[~mask[0, 0]] == -1).all())
+    expected = brute_mi(brute_counts_3d(la.numpy(), lb.numpy(), 6, 6, (0, 0, 0)))
+    assert abs(float(est[0]) - expected) < 1e-6
 
 
 def test_volume_masks_and_mismatched_inputs():
