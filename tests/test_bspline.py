@@ -212,6 +212,24 @@ def test_dense_field_object_is_reusable_and_its_grid_matches_the_transform():
     torch.testing.assert_close(field(-c.detach()), -field(c.detach()))
 
 
+def test_interpolated_dense_field_stays_within_its_bound():
+    t = random_transform(41, shape=(96, 128), spacing=16.0, amplitude=3.0)
+    c = torch.tensor(t.coefficients)
+    exact = DenseField(t.grid, (96, 128), AFFINE)(c)
+    fast = DenseField(t.grid, (96, 128), AFFINE, exact=False)(c)
+    # The bound from the field's second derivatives, sampled finely over the mapped image.
+    h = 0.25
+    axes = [np.arange(-20, 150, h), np.arange(-20, 120, h)]
+    f = field_on_grid(c, t.grid, [torch.tensor(a) for a in axes]).numpy()
+    uxx = np.abs(np.gradient(np.gradient(f, h, axis=2), h, axis=2)).max(axis=(1, 2))
+    uyy = np.abs(np.gradient(np.gradient(f, h, axis=1), h, axis=1)).max(axis=(1, 2))
+    error = (fast - exact).abs().amax(dim=(1, 2)).numpy()
+    assert np.all(error > 0) and np.all(error <= 1.05 * (uxx + uyy) / 8)
+    c.requires_grad_(True)
+    DenseField(t.grid, (96, 128), AFFINE, exact=False)(c).sum().backward()
+    assert c.grad.abs().sum() > 0
+
+
 def test_sampler_gives_nan_for_nan_points():
     t = random_transform(32)
     out = FieldSampler(t.grid, np.array([[np.nan, 1.0], [10.0, 10.0]]))(

@@ -185,6 +185,13 @@ class DenseField:
     and one ``grid_sample`` otherwise (:class:`FieldSampler` at ``A(p)``). The moving position
     of fixed pixel ``p`` is ``A(p) + u(A(p))``.
 
+    With ``exact=False`` and a general ``A``, ``u`` is evaluated separably on the 1-px grid
+    that covers ``A`` of the fixed image and interpolated linearly at ``A(p)`` instead: faster
+    (field, warp and backward about 2.5x faster at 512 x 512 on one CPU thread, measured under
+    load), not exact: per component the error is at most ``(max |u_xx| + max |u_yy| [+ max
+    |u_zz|]) / 8`` px (multilinear interpolation over 1 px), e.g. 0.006 px for coefficients
+    drawn in +-3 px on a 16 px grid.
+
     Parameters
     ----------
     grid : ControlGrid
@@ -192,10 +199,13 @@ class DenseField:
     affine : array_like (n+1, n+1) or MatrixTransform, optional
         The matrix part ``A`` (identity if None).
     device : torch device, optional
+    exact : bool
+        Whether a general ``A`` evaluates the spline exactly at ``A(p)`` (default) or
+        interpolates it from a 1-px grid.
     """
 
     def __init__(self, grid: ControlGrid, fixed_shape: tuple[int, ...], affine: Any = None,
-                 device=None):
+                 device=None, exact: bool = True):
         import torch
 
         n = grid.ndim
@@ -207,7 +217,7 @@ class DenseField:
         self.grid = grid
         self.fixed_shape = tuple(int(s) for s in fixed_shape)
         self.affine = a
-        self._mats = self._sampler = None
+        self._mats = self._sampler = self._where = None
         points = fixed_grid_points(self.fixed_shape, a, device)
         #: ``A(p)`` of every fixed pixel, Tensor ``(n, *fixed_shape)`` float64.
         self.base = points.T.reshape(n, *self.fixed_shape)
@@ -215,17 +225,36 @@ class DenseField:
             axes = [torch.arange(s, dtype=torch.float64, device=device) * a[i, i] + a[i, n]
                     for i, s in enumerate(self.fixed_shape[::-1])]
             self._mats = [axis_matrix(grid, i, axes[i]) for i in range(n)]
-        else:
+        elif exact:
             self._sampler = FieldSampler(grid, points, device)
+        else:
+            finite = points[torch.isfinite(points).all(1)]
+            low = torch.floor(finite.min(0).values) - 1
+            high = torch.ceil(finite.max(0).values) + 1
+            axes = [torch.arange(float(low[i]), float(high[i]) + 0.5, dtype=torch.float64,
+                                 device=device) for i in range(n)]
+            self._mats = [axis_matrix(grid, i, axes[i]) for i in range(n)]
+            where = 2 * (points - low) / (high - low) - 1  # align_corners=True over the box
+            self._where = where.view(1, *self.fixed_shape, n)
 
     def __call__(self, coefficients: Any) -> Any:
         """Tensor ``(*batch, n, *fixed_shape)`` (``u_x, u_y[, u_z]`` in pixels) from
         coefficients ``(*batch, n, *grid.shape[::-1])``, in their dtype."""
+        import torch.nn.functional as F
+
         if self._sampler is not None:
             out = self._sampler(coefficients)
             return out.reshape(*out.shape[:-1], *self.fixed_shape)
         mats = [m.to(coefficients.device, coefficients.dtype) for m in self._mats]
-        return _separable(coefficients, mats)
+        dense = _separable(coefficients, mats)
+        if self._where is None:
+            return dense
+        n = self.grid.ndim
+        image = dense.reshape(-1, *dense.shape[-(n + 1):])
+        where = self._where.to(coefficients.device, coefficients.dtype)
+        out = F.grid_sample(image, where.expand(len(image), *where.shape[1:]), mode="bilinear",
+                            padding_mode="border", align_corners=True)
+        return out.reshape(*coefficients.shape[:-n], *self.fixed_shape)
 
     def sampling_grid(self, coefficients: Any, moving_shape: tuple[int, ...]) -> Any:
         """The differentiable ``grid_sample`` grid (align_corners=True) of ``A(p) + u(A(p))``.
