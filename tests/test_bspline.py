@@ -77,7 +77,11 @@ def test_grid_covers_the_mapped_fixed_image_like_elastix():
 
 
 def test_is_a_transform():
-    assert isinstance(random_transform(), Transform)
+    t = random_transform()
+    assert isinstance(t, Transform) and t.is_valid
+    t.coefficients[0, 0, 0] = np.nan
+    assert not t.is_valid
+    assert not BSplineTransform.over((10, 10), 4.0, np.diag([1.0, 0.0, 1.0])).is_valid
 
 
 # ----------------------------------------------------------------- point mapping

@@ -136,6 +136,12 @@ class BSplineTransform:
         return (f"BSplineTransform(grid={self.grid!r}, max |c|="
                 f"{np.abs(self.coefficients).max():.3g} px, affine={self.affine.matrix.tolist()})")
 
+    @property
+    def is_valid(self) -> bool:
+        """Finite coefficients on a valid (finite, invertible) matrix part. Folding is not
+        checked here: it is measured (:mod:`mibench.deformation`), not a failure."""
+        return bool(np.isfinite(self.coefficients).all()) and self.affine.is_valid
+
     def _points(self, points: Any) -> np.ndarray:
         pts = np.asarray(points, dtype=np.float64)
         if pts.size and pts.shape[-1] != self.ndim:
