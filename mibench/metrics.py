@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mibench.geometry import Geometry
-from mibench.transform import Transform
+from mibench.geometry import Geometry, voxel_transform
+from mibench.transform import MatrixTransform, Transform
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,34 @@ def norm_length(shape: tuple[int, ...], how: str = DEFAULT_NAED_NORM,
     the same lengths in its unit (:meth:`NaedNorm.length`).
     """
     return naed_norm(how).length(shape, geometry)
+
+
+def start_transform(ndim: int, fixed_geometry: Geometry | None = None,
+                    moving_geometry: Geometry | None = None) -> MatrixTransform | None:
+    """The transform "before registration", whose landmark errors are a pair's initial errors.
+
+    The same definition as the methods' starting point and the ``identity`` method
+    (:func:`mibench.methods.initial.start_matrix`): a volume whose fixed and moving geometries
+    are both known starts at the *world* identity, fixed voxel -> world -> moving voxel
+    ``inv(A_moving) @ A_fixed`` (two scans of one head are aligned in the scanner's
+    millimetres, not voxel by voxel); every other pair at the pixel identity.
+
+    Parameters
+    ----------
+    ndim : {2, 3}
+        Spatial dimensions of the pair.
+    fixed_geometry, moving_geometry : Geometry, optional
+
+    Returns
+    -------
+    MatrixTransform (4x4) or None
+        None for the pixel identity (what :func:`landmark_errors` takes for "no transform"),
+        which the world identity is, exactly, when both images share one geometry.
+    """
+    if (ndim == 3 and fixed_geometry is not None and moving_geometry is not None
+            and fixed_geometry != moving_geometry):
+        return MatrixTransform(voxel_transform(np.eye(4), fixed_geometry, moving_geometry))
+    return None
 
 
 def landmark_errors(transform: Transform | None, fixed_landmarks: np.ndarray,

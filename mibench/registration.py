@@ -23,7 +23,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mibench.jsonio import canonical_json
-from mibench.metrics import DEFAULT_NAED_NORM, landmark_errors, norm_length, pair_scores
+from mibench.metrics import (
+    DEFAULT_NAED_NORM,
+    landmark_errors,
+    norm_length,
+    pair_scores,
+    start_transform,
+)
 from mibench.pairs import Pair, check_pair
 from mibench.paths import record_path
 from mibench.tasks import TaskRecord, WorkerContext, Workspace, failure_text, now
@@ -97,7 +103,9 @@ class Record(TaskRecord):
 
     ``status`` is ``ok`` or ``failed`` (exception, time-out, NaN, singular transform, worker
     crash; ``error`` says which). A failed pair is scored with its initial error
-    (``landmark_errors == initial_errors``). ``scored`` is False for pairs without fixed
+    (``landmark_errors == initial_errors``): the errors before registration, at the pixel
+    identity, or at the world identity for a volume whose two geometries are known
+    (:func:`mibench.metrics.start_transform`). ``scored`` is False for pairs without fixed
     landmarks (registered, not scored). ``naed_norm`` names the NAED normaliser D and
     ``norm_length`` is its value.
 
@@ -196,7 +204,10 @@ def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, erro
         k = min(len(pair.fixed_landmarks), len(mov))
         f, m = pair.fixed_landmarks[:k], mov[:k]
         failed = record.status == "failed"
-        initial = landmark_errors(None, f, m, pair.native_scale)
+        # Before registration: the pixel identity, or the world identity of a volume whose two
+        # geometries are known (where every method starts, and what `identity` returns).
+        start = start_transform(pair.ndim, geometry, pair.moving_geometry)
+        initial = landmark_errors(start, f, m, pair.native_scale)
         errors = initial if failed else landmark_errors(transform, f, m, pair.native_scale)
         shape = pair.native_fixed_shape
         length = norm_length(shape, naed_norm)
@@ -206,7 +217,7 @@ def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, erro
             # unit are taken on that image's shape and need no native scale.
             record.voxel_metrics = scores
             working = pair.fixed.shape[:pair.ndim]
-            initial = landmark_errors(None, f, m, geometry=geometry)
+            initial = landmark_errors(start, f, m, geometry=geometry)
             errors = initial if failed else landmark_errors(transform, f, m, geometry=geometry)
             length = norm_length(working, naed_norm, geometry)
             scores = pair_scores(errors, initial, length,

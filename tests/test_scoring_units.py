@@ -147,3 +147,39 @@ def test_2d_pairs_with_a_pixel_size_score_in_its_unit():
     assert record.norm_length == pytest.approx(math.hypot(64 * 0.5, 48 * 0.25), rel=1e-12)
     assert record.voxel_metrics["naed"] == pytest.approx(
         np.hypot(*d.T).mean() / math.hypot(64, 48), rel=1e-12)
+
+
+def test_a_volume_on_another_grid_starts_at_the_world_identity():
+    """Two scans of one head on different grids are aligned in world mm before registration:
+    the initial error of landmark k is the distance between the world points of m_k (moving
+    grid) and f_k (fixed grid), and in voxels the same offset on the fixed grid. The
+    ``identity`` method returns that start (fixed voxel -> world -> moving voxel), so it scores
+    exactly its initial error."""
+    from mibench.metrics import start_transform
+
+    rng = np.random.default_rng(16)
+    fixed_geometry = _oblique()
+    moving_geometry = Geometry.from_spacing([1.0, 1.0, 1.5], origin=[-95.0, 8.0, 30.0])
+    pair, _ = _volume_pair(fixed_geometry, rng)
+    pair = Pair("p0", pair.fixed, pair.moving, fixed_landmarks=pair.fixed_landmarks,
+                moving_landmarks=pair.moving_landmarks, fixed_geometry=fixed_geometry,
+                moving_geometry=moving_geometry)
+    f, m = pair.fixed_landmarks, pair.moving_landmarks
+    world_m = apply_affine(moving_geometry.affine, m)
+    world_f = apply_affine(fixed_geometry.affine, f)
+    start = np.linalg.inv(moving_geometry.affine) @ fixed_geometry.affine
+    np.testing.assert_allclose(start_transform(3, fixed_geometry, moving_geometry).matrix,
+                               start, rtol=1e-12, atol=1e-12)
+    record = failed_record(TASK, "boom", naed_norm="diagonal", pair=pair)
+    np.testing.assert_allclose(record.initial_errors, np.linalg.norm(world_m - world_f, axis=1),
+                               rtol=1e-9)
+    in_fixed_voxels = apply_affine(np.linalg.inv(fixed_geometry.affine), world_m)
+    assert record.voxel_metrics["ire_mean"] == pytest.approx(
+        np.linalg.norm(in_fixed_voxels - f, axis=1).mean(), rel=1e-9)
+    identity = score_record(TASK, pair, MatrixTransform(start), error=None, naed_norm="diagonal")
+    np.testing.assert_allclose(identity.landmark_errors, identity.initial_errors, rtol=1e-9)
+    # One shared grid, or a 2-D pair: the pixel identity, exactly.
+    assert start_transform(3, fixed_geometry, fixed_geometry) is None
+    assert start_transform(3, fixed_geometry, None) is None
+    flat = Geometry.from_spacing([0.5, 0.5], unit="um")
+    assert start_transform(2, flat, Geometry.from_spacing([0.25, 0.25], unit="um")) is None
