@@ -69,8 +69,10 @@ FFT economy (per template, per angle of :mod:`mibench.methods.cmif`)
       768^2 grid. On CUDA the plain ``irfft2`` is used, on all templates at once.
     - The entropy pass can run compiled (``entropy_pass``, :mod:`.cmif_compiled`): one fused
       ``torch.compile`` kernel per row of counts and one to finish, instead of about a dozen
-      eager passes each; the same values within float rounding (the compiled pass sums the
-      ``c log c`` terms in float64 throughout), with an eager fallback.
+      eager passes each, or one kernel for all the rows and the finish when their count maps
+      fit in :data:`FUSED_MAX_BYTES` (and are at least :data:`FUSED_MIN_BYTES`); the same
+      values within float rounding (the compiled pass sums the ``c log c`` terms in float64
+      throughout), with an eager fallback.
 
 Precision
     ``precision="float32"`` computes the FFTs in float32. Rounding recovers the exact counts while
@@ -481,6 +483,15 @@ class FixedSpectra:
 CPU_FFT_BYTES = 4 << 20
 
 
+#: The compiled pass consumes all rows of a template chunk in one fused kernel
+#: (:func:`mibench.estimators.cmif_compiled.fused_pass`) when their inverse FFTs' outputs
+#: together take between these many bytes (and each row is one inverse call): below, the
+#: kernel's own compilation (one per number of rows) is not worth it; above, holding them all
+#: costs more memory than the row-by-row pass saves.
+FUSED_MIN_BYTES = 4 << 20
+FUSED_MAX_BYTES = 64 << 20
+
+
 def fft_batches(grid: ShiftGrid, dtype: torch.dtype, templates: int, levels: int,
                 device: torch.device) -> tuple[int, int]:
     """``(templates per chunk, moving levels per inverse FFT call)`` (see :data:`CPU_FFT_BYTES`)."""
@@ -676,10 +687,19 @@ def _chunk_entropies_compiled(fixed: FixedSpectra, bi: int, labels: torch.Tensor
     # The transformed columns only, so that the row kernel sees one stride pattern.
     colsum = work.take("colsum", (t, jb, sy, sx), dtype).zero_()
     s_ab = work.take("s_ab", (t, sy, sx), torch.float64).zero_()
-    rows = work.take("rows", (t, ja, sy, sx), dtype)
     spec_b = _forward_padded(_indicators(labels, jb, dtype), (p, q), fixed.split)
     torch.conj_physical_(spec_b)
     prod = work.take("prod", spec_b.shape, spec_b.dtype)
+    if group >= jb and FUSED_MIN_BYTES <= ja * t * jb * sy * q * dtype.itemsize <= FUSED_MAX_BYTES:
+        # All rows held at once (one inverse call each), consumed by one fused kernel.
+        parts = []
+        for i in range(ja):
+            torch.mul(spec_b, fixed.spectra[bi, i], out=prod)
+            parts.append(_inverse_crop(prod, (p, q), (sy, sx), fixed.split, work))
+        del spec_b
+        box_a, col = _dropped_level_counts(fixed, bi, labels, kb, moving_full)
+        return kernels.fused(parts, box_a, col, inv_map)
+    rows = work.take("rows", (t, ja, sy, sx), dtype)
     for i in range(ja):
         torch.mul(spec_b, fixed.spectra[bi, i], out=prod)
         for j0 in range(0, jb, group):
@@ -692,13 +712,24 @@ def _chunk_entropies_compiled(fixed: FixedSpectra, bi: int, labels: torch.Tensor
                 rows[:, i] += part
             del counts, part
     del spec_b
+    box_a, col = _dropped_level_counts(fixed, bi, labels, kb, moving_full)
+    return kernels.finish(s_ab, colsum, rows, box_a, col, inv_map)
+
+
+def _dropped_level_counts(fixed: FixedSpectra, bi: int, labels: torch.Tensor, kb: int,
+                          moving_full: bool):
+    """The box counts the dropped levels need (None where no level is dropped): the fixed
+    levels under the moving rectangle ``(K_A, Sy, Sx)``, the moving levels over the fixed image
+    ``(T, K_B, Sy, Sx)``."""
+    grid = fixed.grid
     box_a = fixed.box_sums()[bi] if moving_full else None
     col = None
     if fixed.full:
-        (y0, x0), (h, w), (hm, wm) = grid.origin, fixed.shape, labels.shape[-2:]
+        (y0, x0), (sy, sx) = grid.origin, grid.size
+        (h, w), (hm, wm) = fixed.shape, labels.shape[-2:]
         col = _box_counts(labels.flip(-2, -1), kb, (y0 + hm - h, h, sy),
-                          (x0 + wm - w, w, sx)).to(dtype)
-    return kernels.finish(s_ab, colsum, rows, box_a, col, inv_map)
+                          (x0 + wm - w, w, sx)).to(fixed.dtype)
+    return box_a, col
 
 
 def _normalised(n, ha, hb, hab, normalisation: str) -> torch.Tensor:

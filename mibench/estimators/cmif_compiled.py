@@ -9,18 +9,30 @@ arithmetic is written as two plain-torch functions that TorchInductor fuses into
 - :func:`row_pass`: one row ``i`` of rounded counts ``C_ij`` -> the column sums (updated in
   place), the ``sum_j C_ij log(C_ij / R)`` (summed in float32 over ``j`` and added in place to
   a float64 map) and the row sum;
-- :func:`finish_pass`: the dropped row and column, the marginal sums and the three entropies.
+- :func:`finish_pass`: the dropped row and column, the marginal sums and the three entropies;
+- :func:`fused_pass`: both at once for all the rows of a template chunk, when the caller can hold
+  all their count maps (:data:`mibench.estimators.cmif.FUSED_MIN_BYTES` to ``FUSED_MAX_BYTES``
+  of them, e.g. the 256^2 vs 129^2 case at K = 8). It keeps the running column sums out of
+  memory: at that case 7.0 ms against 9.4 ms for the row and finishing kernels (one thread,
+  measured under load), the same values bit for bit.
 
-Both are plain torch, correct uncompiled too. The fused kernels do not make the pass much
-cheaper on the CPU: Inductor's vectorised ``log`` costs about three times eager torch's there
-(``docs/performance.md``).
+All three are plain torch, correct uncompiled too. The row and finishing kernels do not make
+the pass much cheaper on the CPU: Inductor's vectorised ``log`` costs about three times eager
+torch's there (``docs/performance.md``), and the pass is mostly memory traffic, which only the
+fused kernel reduces. (Replacing ``c log c`` by a table of ``c log c`` for the integer counts
+was slower: a gather, not vectorised, 0.96 ms against 0.51 ms eager and 1.10 ms against 0.67 ms
+compiled for a row of 7 maps of 256^2; so was a ``log`` from the float's exponent and a
+polynomial, 1.79 ms, which Inductor does not vectorise: one thread, under load.)
 
 Compilation
     Each kernel is compiled once per process with dynamic shapes, so one compilation serves
     every grid, template count and level group (a new one only for another dtype or device,
-    mask case, a single template or contiguous counts). Inductor's on-disk caches (FX graph
-    and kernel caches, under ``TORCHINDUCTOR_CACHE_DIR``, by default
-    ``/tmp/torchinductor_$USER``) make later processes skip most of the compile time.
+    mask case, a single template or contiguous counts); the fused kernel also once per number
+    of rows (``K_A - 1``, or ``K_A`` with a fixed mask), and it takes longer to compile (its
+    graph holds every row: 39-52 s cold, under load, against a few seconds for the others).
+    Inductor's on-disk caches (FX graph and kernel caches, under ``TORCHINDUCTOR_CACHE_DIR``,
+    by default ``/tmp/torchinductor_$USER``) make later processes skip most of the compile
+    time.
     :func:`compile_seconds` reports the time spent compiling in this process.
 
 Fallback
@@ -86,6 +98,41 @@ def row_pass(counts: torch.Tensor, colsum: torch.Tensor, s_ab: torch.Tensor,
     # float64: a float64 conversion of every term cost a fifth of the kernel's time.
     s_ab.add_(xlogx(c, inv_ref).sum(1).to(torch.float64))
     return c.sum(1)
+
+
+def fused_pass(rows: list[torch.Tensor], box_a: torch.Tensor | None, col: torch.Tensor | None,
+               inv_ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every row of the joint counts at once, and the finish: :func:`row_pass` for each row and
+    :func:`finish_pass`, traced as one graph.
+
+    Parameters
+    ----------
+    rows : list of Tensor ``(T, J_B, Sy, Sx)``
+        The unrounded correlations of each transformed fixed level with the ``J_B`` transformed
+        moving levels (any strides), all of a template chunk's rows.
+    box_a, col, inv_ref
+        As :func:`finish_pass`.
+
+    Returns
+    -------
+    n, ha, hb, hab
+        As :func:`finish_pass`, with the same arithmetic (the same values).
+
+    Fusing the rows saves the running column sums' round trip through memory per row (read and
+    written ``J_A`` times by :func:`row_pass`) and the finishing kernel's reread of them; the
+    price is that all the rows' count maps are held at once (the caller decides when they fit)
+    and one compilation per number of rows.
+    """
+    inv_lev = inv_ref[:, None]
+    s_ab = colsum = None
+    sums = []
+    for counts in rows:
+        c = torch.round(counts)
+        colsum = c if colsum is None else colsum + c
+        terms = xlogx(c, inv_lev).sum(1).to(torch.float64)
+        s_ab = terms if s_ab is None else s_ab + terms
+        sums.append(c.sum(1))
+    return finish_pass(s_ab, colsum, torch.stack(sums, 1), box_a, col, inv_ref)
 
 
 def _sum64(x: torch.Tensor) -> torch.Tensor:
@@ -163,12 +210,14 @@ def entropies(n: torch.Tensor, s_a: torch.Tensor, s_b: torch.Tensor, s_ab: torch
 
 
 class Kernels:
-    """The compiled :func:`row_pass` and :func:`finish_pass` (``row``, ``finish``)."""
+    """The compiled :func:`row_pass`, :func:`finish_pass` and :func:`fused_pass` (``row``,
+    ``finish``, ``fused``)."""
 
     def __init__(self):
         options = {"fullgraph": True, "dynamic": True}
         self.row = _timed(torch.compile(row_pass, **options))
         self.finish = _timed(torch.compile(finish_pass, **options))
+        self.fused = _timed(torch.compile(fused_pass, **options))
 
 
 #: The kernels (one set serves every device) and, per device type, why they failed there.
@@ -182,6 +231,8 @@ def _signature(a: torch.Tensor | None):
     dims of size 1 and on contiguity)."""
     if a is None:
         return None
+    if isinstance(a, list | tuple):
+        return tuple(_signature(x) for x in a)
     return a.dtype, a.device.type, tuple(n == 1 for n in a.shape), a.is_contiguous()
 
 

@@ -78,6 +78,38 @@ def test_compiled_pass_equals_the_eager_pass_on_cuda():
     assert float((fast.value - slow.value).abs().max()) < 1e-6
 
 
+#: The fused kernel compiles once per number of rows: the masked case (K_A rows instead of
+#: K_A - 1) only in the slow run.
+FUSED_HOLES = [pytest.param((0.0, 0.0), id="no-masks"),
+               pytest.param((0.1, 0.2), id="both-masks", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("holes", FUSED_HOLES)
+def test_fused_pass_equals_the_eager_pass(monkeypatch, holes):
+    """All rows in one fused kernel (taken at any size here): the same overlaps, values within
+    1e-6 of the eager pass and equal to the row-by-row compiled pass."""
+    monkeypatch.setattr(C, "FUSED_MIN_BYTES", 0)
+    calls = []
+    kernels = CC.kernels(torch.device("cpu"))
+    original = kernels.fused
+
+    def spy(*args):
+        calls.append(len(args[0]))
+        return original(*args)
+
+    monkeypatch.setattr(kernels, "fused", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CC.CompileFallbackWarning)
+        fast, slow = both_passes((23, 30), (11, 14), 5, 4, *holes, seed=9)
+    assert calls == [4 if holes[0] == 0.0 else 5]
+    assert torch.equal(fast.overlap, slow.overlap)
+    assert float((fast.value - slow.value).abs().max()) < 1e-6
+    monkeypatch.setattr(C, "FUSED_MAX_BYTES", 0)  # the row-by-row kernels
+    rows, _ = both_passes((23, 30), (11, 14), 5, 4, *holes, seed=9)
+    assert len(calls) == 1
+    assert float((fast.value - rows.value).abs().max()) < 1e-6
+
+
 @pytest.mark.slow
 def test_compiled_pass_in_chunks_and_level_groups(monkeypatch):
     """Small CPU FFT calls split the templates into chunks and the levels into groups: the
@@ -110,7 +142,7 @@ def test_a_failed_compilation_falls_back_once(monkeypatch, fresh_state):
         def row(self, *args):
             raise RuntimeError("InductorError: the compiler crashed (test)\nmore lines")
 
-        finish = row
+        finish = fused = row
 
     monkeypatch.setattr(CC, "Kernels", Broken)
     monkeypatch.setitem(CC._STATE, "kernels", None)
