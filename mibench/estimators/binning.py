@@ -27,8 +27,12 @@ difference of sigmoids, folded into the end bins (open-ended end bins); the box 
 cell, so the top of the range falls into the last bin (numpy's closed last bin).
 
 Gradients flow from the histogram to the bin coordinates through the kernel weights by a custom
-autograd function that recomputes the taps in the backward pass (so only the coordinates, O(N), are
-saved); it supports first derivatives only (no double backward).
+autograd function that keeps each sample's taps from the forward pass, O(N taps), or recomputes
+them in the backward pass beyond :data:`SAVED_TAPS_MAX_BYTES` (same bits either way); it supports
+first derivatives only (no double backward).
+
+Everything after :func:`prepare_pair` sees samples ``(B, N)`` only, so a volume costs what an
+image of as many pixels costs.
 """
 
 from __future__ import annotations
@@ -59,6 +63,12 @@ CHUNK_SAMPLES = {"cpu": 1 << 15, "other": 1 << 22}
 #: the sparse way.
 SPARSE_MAX_ENTRIES = 1 << 26
 
+#: The forward pass of the sparse joint histogram keeps each sample's base cell, tap weights and
+#: derivatives for the backward pass (which then skips recomputing them: about a quarter of a
+#: forward + backward of the cubic B-spline) when they take at most this many bytes (a million
+#: samples of the cubic kernel take 72 MB); beyond, the backward pass recomputes them.
+SAVED_TAPS_MAX_BYTES = 1 << 29
+
 
 def _chunk(device: torch.device, batch: int) -> int:
     """Columns of a ``(batch, N)`` sample array processed at a time."""
@@ -68,6 +78,13 @@ def _chunk(device: torch.device, batch: int) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Samples and intensity ranges
+
+
+def _grey(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The channel mean ``(B, ...)`` of ``(B, C, ...)``: for one channel the channel itself, a
+    view (the same values and gradients as the mean over one channel, without the copy)."""
+    image = image.to(dtype)
+    return image[:, 0] if image.shape[1] == 1 else image.mean(dim=1)
 
 
 def prepare_pair(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None):
@@ -94,8 +111,7 @@ def prepare_pair(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor |
     """
     check_pair_shapes(fixed, moving)
     dtype = compute_dtype(fixed, moving)
-    x = fixed.to(dtype).mean(dim=1)
-    y = moving.to(dtype).mean(dim=1)
+    x, y = _grey(fixed, dtype), _grey(moving, dtype)
     x, y = torch.broadcast_tensors(x, y)
     batch = x.shape[0]
     x = x.reshape(batch, -1)
@@ -158,16 +174,23 @@ def intensity_range(x: torch.Tensor, w: torch.Tensor | None, policy: str = "minm
                     torch.full(x.shape[:1], float(hi), dtype=x.dtype, device=x.device))
         if policy == "minmax" and w is None:
             return x.amin(dim=1), x.amax(dim=1)
-        sel = torch.ones_like(x, dtype=torch.bool) if w is None else w > 0
         if policy == "minmax":
-            vlo = torch.where(sel, x, torch.full_like(x, math.inf)).amin(dim=1)
-            vhi = torch.where(sel, x, torch.full_like(x, -math.inf)).amax(dim=1)
+            # u = -max where selected (w > 0), >= +max elsewhere: max(x, u) is x on the selected
+            # samples and above every finite value elsewhere (min(x, -u) below), so the plain
+            # reductions give the masked extremes. Elementwise arithmetic: a third of the time
+            # of torch.where on a bool mask (the registration engines call this every step).
+            big = torch.finfo(x.dtype).max
+            u = (1 - 2 * torch.sign(w)) * big
+            vlo = torch.maximum(x, u).amin(dim=1)
+            vhi = torch.minimum(x, -u).amax(dim=1)
+            empty = ~(w.amax(dim=1) > 0)
         else:  # percentile
             if not 0.0 <= p_lo < p_hi <= 100.0:
                 raise ValueError(f"percentiles need 0 <= p_lo < p_hi <= 100, got {p_lo}, {p_hi}")
+            sel = torch.ones_like(x, dtype=torch.bool) if w is None else w > 0
             vlo = _masked_quantile(x, sel, p_lo / 100.0)
             vhi = _masked_quantile(x, sel, p_hi / 100.0)
-        empty = ~sel.any(dim=1)
+            empty = ~sel.any(dim=1)
         zero = torch.zeros_like(vlo)
         return torch.where(empty, zero, vlo), torch.where(empty, zero, vhi)
 
@@ -508,6 +531,24 @@ def _flat_base(bx, by, mx, my, rows, cols):
     return (bx * cols + by + offset).reshape(-1)
 
 
+class _SavedTaps:
+    """What the forward pass of :class:`_SparseJoint` keeps for the backward pass, chunk by
+    chunk (references to what the forward pass computed, no copies): the base cells and, for
+    each image that gets a gradient, the other image's tap weights (the fixed image's scaled
+    by the sample weights, as in the histogram) and its own weight derivatives."""
+
+    def __init__(self):
+        self.chunks: list[tuple] = []
+
+    @staticmethod
+    def nbytes(tx: torch.Tensor, kx: Kernel, ky: Kernel, want_x: bool, want_y: bool) -> int:
+        per_value = (kx.taps + ky.taps) * (int(want_x) + int(want_y))
+        return tx.numel() * (8 + tx.element_size() * per_value)
+
+    def store(self, flat, wx, wy, dwx, dwy) -> None:
+        self.chunks.append((flat, wx, wy, dwx, dwy))
+
+
 class _SparseJoint(torch.autograd.Function):
     """Joint histogram ``J[b, i, j] = sum_n s[b,n] Kx(tx[b,n] - i) Ky(ty[b,n] - j)``.
 
@@ -515,13 +556,23 @@ class _SparseJoint(torch.autograd.Function):
     sample's *base* cell with a 1-D ``index_add`` (the same index for all pairs) into its own
     accumulator, which is then shifted by ``(a, c)``; bins beyond the ends are dropped or folded
     per kernel. Backward: the incoming gradient is gathered at the same cells and the kernel
-    derivatives applied, recomputing the taps, so only ``tx``, ``ty`` and ``s`` are saved.
+    derivatives applied. When a gradient is wanted (``keep``) and they fit in
+    :data:`SAVED_TAPS_MAX_BYTES`, the forward pass keeps the base cells, tap weights and
+    derivatives the backward pass needs (:class:`_SavedTaps`, O(N taps)); otherwise the backward
+    pass recomputes them from ``tx``, ``ty`` and ``s``. Both give the same bits.
     """
 
     @staticmethod
-    def forward(ctx, tx, ty, s, kx, ky, lx, ly):
+    def forward(ctx, tx, ty, s, kx, ky, lx, ly, keep):
         ctx.save_for_backward(tx, ty, s)
         ctx.setup = (kx, ky, lx, ly)
+        want_x = keep and ctx.needs_input_grad[0] and kx.differentiable
+        want_y = keep and ctx.needs_input_grad[1] and ky.differentiable
+        saved = None
+        if (want_x or want_y) and \
+                _SavedTaps.nbytes(tx, kx, ky, want_x, want_y) <= SAVED_TAPS_MAX_BYTES:
+            saved = _SavedTaps()
+        ctx.saved_taps = saved
         batch, n = tx.shape
         mx, my = kx.taps, ky.taps
         rows, cols = lx.bins + 2 * mx, ly.bins + 2 * my
@@ -529,11 +580,14 @@ class _SparseJoint(torch.autograd.Function):
         step = _chunk(tx.device, batch)
         for c0 in range(0, n, step):
             sl = slice(c0, c0 + step)
-            bx, wx, _ = kx.weights(tx[:, sl], lx)
-            by, wy, _ = ky.weights(ty[:, sl], ly)
+            bx, wx, dwx = kx.weights(tx[:, sl], lx, grad=saved is not None and want_x)
+            by, wy, dwy = ky.weights(ty[:, sl], ly, grad=saved is not None and want_y)
             if s is not None:
                 wx = wx * s[:, sl]
-            flat = _flat_base(bx, by, mx, my, rows, cols).expand(my, -1)
+            flat = _flat_base(bx, by, mx, my, rows, cols)
+            if saved is not None:
+                saved.store(flat, wx, wy, dwx, dwy)
+            flat = flat.expand(my, -1)
             wy = wy.reshape(my, -1)
             for a, wxa in enumerate(wx.reshape(mx, -1).unbind(0)):
                 # One scatter per fixed tap, the moving taps as rows (same index broadcast):
@@ -552,12 +606,13 @@ class _SparseJoint(torch.autograd.Function):
     def backward(ctx, grad_joint):
         tx, ty, s = ctx.saved_tensors
         kx, ky, lx, ly = ctx.setup
+        saved, ctx.saved_taps = ctx.saved_taps, None
         want_x = ctx.needs_input_grad[0] and kx.differentiable
         want_y = ctx.needs_input_grad[1] and ky.differentiable
         gx = torch.zeros_like(tx) if ctx.needs_input_grad[0] else None
         gy = torch.zeros_like(ty) if ctx.needs_input_grad[1] else None
         if not (want_x or want_y):
-            return gx, gy, None, None, None, None, None
+            return gx, gy, None, None, None, None, None, None
         batch, n = tx.shape
         mx, my = kx.taps, ky.taps
         rows, cols = lx.bins + 2 * mx, ly.bins + 2 * my
@@ -567,21 +622,29 @@ class _SparseJoint(torch.autograd.Function):
         shifted = [[padded[:, a:a + rows, c:c + cols].reshape(-1) for c in range(my)]
                    for a in range(mx)]
         step = _chunk(tx.device, batch)
-        for c0 in range(0, n, step):
+        for i, c0 in enumerate(range(0, n, step)):
             sl = slice(c0, c0 + step)
-            bx, wx, dwx = kx.weights(tx[:, sl], lx, grad=want_x)
-            by, wy, dwy = ky.weights(ty[:, sl], ly, grad=want_y)
-            if s is not None:
-                wx = wx * s[:, sl]
-            flat = _flat_base(bx, by, mx, my, rows, cols)
-            gwx = torch.zeros_like(wx) if want_x else None
-            gwy = torch.zeros_like(wy) if want_y else None
-            wxs, wys = wx.unbind(0), wy.unbind(0)
+            if saved is not None:
+                flat, wx, wy, dwx, dwy = saved.chunks[i]
+                shape = wx.shape[1:] if wx is not None else wy.shape[1:]
+            else:
+                bx, wx, dwx = kx.weights(tx[:, sl], lx, grad=want_x)
+                by, wy, dwy = ky.weights(ty[:, sl], ly, grad=want_y)
+                if s is not None:
+                    wx = wx * s[:, sl]
+                flat = _flat_base(bx, by, mx, my, rows, cols)
+                shape = bx.shape
+            gwx = torch.zeros((mx,) + shape, dtype=tx.dtype, device=tx.device) \
+                if want_x else None
+            gwy = torch.zeros((my,) + shape, dtype=ty.dtype, device=ty.device) \
+                if want_y else None
+            wxs = wx.unbind(0) if want_y else None
+            wys = wy.unbind(0) if want_x else None
             gwxs = gwx.unbind(0) if want_x else None
             gwys = gwy.unbind(0) if want_y else None
             for a in range(mx):
                 for c in range(my):
-                    g = shifted[a][c].index_select(0, flat).view(bx.shape)
+                    g = shifted[a][c].index_select(0, flat).view(shape)
                     if want_x:
                         gwxs[a].addcmul_(g, wys[c])
                     if want_y:
@@ -590,7 +653,7 @@ class _SparseJoint(torch.autograd.Function):
                 gx[:, sl] = (gwx * dwx).sum(dim=0) * (1 if s is None else s[:, sl])
             if want_y:
                 gy[:, sl] = (gwy * dwy).sum(dim=0)
-        return gx, gy, None, None, None, None, None
+        return gx, gy, None, None, None, None, None, None
 
 
 def _dense_rows(t: torch.Tensor, kernel: Kernel, layout: Layout, size: int) -> torch.Tensor:
@@ -651,7 +714,9 @@ def joint_histogram(tx: torch.Tensor, ty: torch.Tensor, s: torch.Tensor, kernel_
         s = s.detach()
     if uses_dense(tx.shape[1], kernel_x, kernel_y, layout_x, layout_y):
         return _dense_joint(tx, ty, s, kernel_x, kernel_y, layout_x, layout_y)
-    return _SparseJoint.apply(tx, ty, s, kernel_x, kernel_y, layout_x, layout_y)
+    # Keep the taps for a backward pass only when one can follow (no_grad: Powell's evaluations).
+    keep = torch.is_grad_enabled() and (tx.requires_grad or ty.requires_grad)
+    return _SparseJoint.apply(tx, ty, s, kernel_x, kernel_y, layout_x, layout_y, keep)
 
 
 def marginal_histogram(t: torch.Tensor, s: torch.Tensor | None, kernel: Kernel,

@@ -106,3 +106,57 @@ def test_plug_in_mi_of_a_product_joint_is_zero_not_negative_and_keeps_its_gradie
     torch.testing.assert_close(grad, raw_grad)
     for norm in ("arithmetic", "joint", "geometric"):
         assert (histogram.normalised_mi(hx, hy, hxy, norm) >= 0).all()
+
+
+@pytest.mark.parametrize("kernels", [("cubic", "cubic"), ("box", "cubic"), ("linear", "linear"),
+                                     ("gauss", "sigmoid")])
+def test_saved_taps_give_the_bits_of_recomputed_taps(monkeypatch, kernels):
+    """The backward pass from the taps the forward pass kept equals, bit for bit, the backward
+    pass that recomputes them (several chunks, a mask, gradients in both images or one)."""
+    make = {"cubic": lambda: (binning.CubicBSplineKernel(), binning.centres_layout(12, pad=1)),
+            "box": lambda: (binning.BoxKernel(), binning.edges_layout(12)),
+            "linear": lambda: (binning.LinearKernel(), binning.centres_layout(12)),
+            "gauss": lambda: (binning.GaussianKernel(sigma=0.6), binning.centres_layout(12)),
+            "sigmoid": lambda: (binning.SigmoidKernel(), binning.edges_layout(12))}
+    (kx, lx), (ky, ly) = make[kernels[0]](), make[kernels[1]]()
+    monkeypatch.setitem(binning.CHUNK_SAMPLES, "cpu", 300)
+    g = torch.Generator().manual_seed(2)
+    tx0 = torch.rand(2, 1000, generator=g) * lx.span + lx.pad
+    ty0 = torch.rand(2, 1000, generator=g) * ly.span + ly.pad
+    s = (torch.rand(2, 1000, generator=g) > 0.3).float()
+    for wants in ((True, True), (False, True), (True, False)):
+        results = []
+        for limit in (binning.SAVED_TAPS_MAX_BYTES, 0):
+            monkeypatch.setattr(binning, "SAVED_TAPS_MAX_BYTES", limit)
+            tx = tx0.clone().requires_grad_(wants[0])
+            ty = ty0.clone().requires_grad_(wants[1])
+            joint = binning.joint_histogram(tx, ty, s, kx, ky, lx, ly)
+            binning.mutual_information(joint).sum().backward()
+            results.append((joint.detach(), tx.grad, ty.grad))
+        smooth = (True, kx.differentiable, ky.differentiable)  # joint, d/dtx, d/dty
+        for saved, recomputed, nonzero in zip(*results, smooth, strict=True):
+            assert (saved is None) == (recomputed is None)
+            if saved is not None:
+                assert torch.equal(saved, recomputed)
+                assert (saved.abs().sum() > 0) == nonzero
+
+
+def test_masked_minmax_range_equals_the_extremes_of_the_selected_samples():
+    """Weights > 0 select (any positive value, not only 1); rows with nothing selected give
+    [0, 0]; negative, huge and float64 values; reference: numpy on the selected values."""
+    rng = np.random.default_rng(4)
+    for dtype, scale in ((torch.float32, 1.0), (torch.float32, 3e38), (torch.float64, 1e300)):
+        x = (rng.random((4, 50)) * 2 - 1) * scale
+        w = rng.random((4, 50)) * (rng.random((4, 50)) > 0.6)
+        w[1] = 0.0  # nothing selected
+        w[2] = 0.0
+        w[2, 17] = 0.25  # one sample
+        w[3] = -w[3]  # negative weights select nothing
+        lo, hi = binning.intensity_range(torch.tensor(x, dtype=dtype),
+                                         torch.tensor(w, dtype=dtype))
+        for row in range(4):
+            sel = w[row] > 0
+            want = (x[row][sel].min(), x[row][sel].max()) if sel.any() else (0.0, 0.0)
+            got = (lo[row].item(), hi[row].item())
+            expected = tuple(float(torch.tensor(v, dtype=dtype)) for v in want)
+            assert got == expected, (dtype, scale, row)
