@@ -53,8 +53,13 @@ TRUNCATION_TOL = 1e-6
 
 #: Samples (over the whole batch) processed at a time, on CPU and on other devices: bounds the
 #: per-tap temporaries; on CPU small enough for them to stay in cache (measured best at 2^15-2^16
-#: for 512 x 512 images on a Xeon), elsewhere large enough to keep the kernel launches few.
-CHUNK_SAMPLES = {"cpu": 1 << 15, "other": 1 << 22}
+#: for 512 x 512 images on a Xeon, one thread), yet above torch's grain of 2^15 elements so that
+#: with two threads the per-chunk elementwise work is split between them (2^16: forward and
+#: backward of cubic nmi on 0.9 M voxels 65 -> 54 ms with 2 threads, the same with one), elsewhere
+#: large enough to keep the kernel launches few. The B-spline histograms do not depend on it, to
+#: the bit (sums run in sample order whatever the chunks); exp and sigmoid (kde-mi, softhist-mi)
+#: may differ in the last bit, as they do with the thread count.
+CHUNK_SAMPLES = {"cpu": 1 << 16, "other": 1 << 22}
 
 #: The sparse accumulator holds ``taps_x * taps_y`` shifted copies of each padded joint
 #: histogram. Above this many entries (256 MB in float32) and when dense weight rows would be
