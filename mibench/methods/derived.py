@@ -30,7 +30,8 @@ from mibench.methods.params import derivative_free_params, gradient_params
 from mibench.specs import EstimatorSpec, MethodSpec, Param
 
 #: What every method factory takes besides its options (and ``estimator``, bound here).
-METHOD_ARGUMENTS = frozenset({"fixed_mask", "moving_mask", "seed", "estimator"})
+METHOD_ARGUMENTS = frozenset({"fixed_mask", "moving_mask", "seed", "estimator",
+                              "fixed_geometry", "moving_geometry"})
 #: The optimisers in words, for the descriptions.
 GRADIENT_TEXT = "Adam on its gradient"
 POWELL_TEXT = "Powell's derivative-free method (scipy)"
@@ -80,6 +81,15 @@ def derived_description(spec: EstimatorSpec) -> str:
             f"(matrix-exponential transform, Gaussian pyramid) by {_optimiser_text(spec)}")
 
 
+def _dims(spec: EstimatorSpec) -> dict[str, Any]:
+    """``{"dims": the estimator's dims}`` for :class:`MethodSpec`: a derived method registers
+    what its estimator scores (the engine handles 2-D and 3-D). Empty while the specs have no
+    ``dims`` field (before issue 21's spec change)."""
+    if "dims" not in MethodSpec.__dataclass_fields__:
+        return {}
+    return {"dims": tuple(getattr(spec, "dims", (2,)))}
+
+
 def derived_method(spec: EstimatorSpec) -> MethodSpec:
     """The method derived from the estimator ``spec`` (see the module docstring)."""
     return MethodSpec(
@@ -91,8 +101,10 @@ def derived_method(spec: EstimatorSpec) -> MethodSpec:
         default=spec.registration.default,
         plugin=spec.plugin,
         derived_from=spec.name,
-        # The engine itself draws nothing at random (its CMIF start quantises by quantiles).
+        # The engine's voxel subsets come from a fixed seed and its CMIF start quantises by
+        # quantiles: only the estimator can make the result depend on the seed.
         uses_seed=spec.uses_seed,
+        **_dims(spec),
     )
 
 
@@ -114,26 +126,29 @@ def _split(spec: EstimatorSpec, params: dict[str, Any]) -> tuple[dict, dict]:
 
 
 def register_derived(fixed, moving, *, estimator: EstimatorSpec, fixed_mask=None,
-                     moving_mask=None, seed: int = 0, **params):
+                     moving_mask=None, seed: int = 0, fixed_geometry=None,
+                     moving_geometry=None, **params):
     """The factory of every derived method: register with ``estimator``.
 
     Parameters
     ----------
-    fixed, moving : Tensor ``(1, C, H, W)``
-        Float images on the run's device.
+    fixed, moving : Tensor ``(1, C, H, W)`` or ``(1, C, D, H, W)``
+        Float images or volumes on the run's device.
     estimator : EstimatorSpec
         The estimator (bound by ``functools.partial``); its factory is imported here.
-    fixed_mask, moving_mask : bool Tensor ``(1, 1, H, W)`` or None
-        Valid pixels.
+    fixed_mask, moving_mask : bool Tensor ``(1, 1, ...)`` or None
+        Valid voxels.
     seed : int
         Passed to the engine (both are deterministic; CMIF's start uses it).
+    fixed_geometry, moving_geometry : mibench.geometry.Geometry or None
+        Passed to the engine: the world-identity start and physical frame of volumes.
     **params
         The method's options (:func:`method_params`); those left out take their defaults.
 
     Returns
     -------
     RegistrationOutput
-        The engine's result (fixed px -> moving px); ``info["optimiser"]`` says which ran.
+        The engine's result (fixed voxel -> moving voxel); ``info["optimiser"]`` says which ran.
     """
     engine, options = _split(estimator, params)
     fn = estimator.load()
@@ -142,7 +157,8 @@ def register_derived(fixed, moving, *, estimator: EstimatorSpec, fixed_mask=None
         return fn(f, m, mask=mask, **options)
 
     common = dict(estimator_fn=estimator_fn, higher_is_better=estimator.higher_is_better,
-                  fixed_mask=fixed_mask, moving_mask=moving_mask, seed=seed, **engine)
+                  fixed_mask=fixed_mask, moving_mask=moving_mask, seed=seed,
+                  fixed_geometry=fixed_geometry, moving_geometry=moving_geometry, **engine)
     if estimator.differentiable_with(options):
         from mibench.methods.gradient import register_with_estimator
 

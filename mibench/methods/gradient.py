@@ -11,12 +11,19 @@ Defaults (``iterations=200, levels=4, lr=0.02, schedule="cosine", multires="simu
 min_size=32``) register the monomodal synthetic 256x256 pairs (``modality=none``, medium
 difficulty) to ~0.01-0.05 px in about 2 s per pair on 2 CPU cores (coarse-to-fine: ~2.5 s, ~0 px);
 see :func:`register_with_estimator`. On multimodal pairs NCC and MSE fail, as they should.
+
+Volumes ``(1, C, D, H, W)`` take the same options: 3-D affine (12 parameters) or rigid (6) in
+the fixed volume's physical frame (:mod:`.transform_models`), starting from the world identity
+when both geometries are known (:mod:`.initial`), and 20,000 voxels per level and step
+(:mod:`.objective`). On the ``brain`` pairs at 2 mm (91 x 109 x 91, 2 levels) ``nmi`` takes about
+5 s per pair on one core (``benchmarks/volumes.py``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -24,7 +31,6 @@ from mibench.errors import check_choice
 from mibench.methods.inputs import prepare_images
 from mibench.methods.objective import finish, pyramid_objective
 from mibench.methods.options import MULTIRES, SCHEDULES
-from mibench.methods.transform_models import matrix_exp_transform, n_params
 from mibench.tensors import FiniteWatch
 from mibench.transform import RegistrationOutput
 
@@ -53,28 +59,35 @@ def register_with_estimator(
     min_size: int = 32,
     schedule: str = "cosine",
     init: str = "identity",
+    samples: int | None = None,
+    fixed_geometry: Any = None,
+    moving_geometry: Any = None,
 ) -> RegistrationOutput:
     """Register ``moving`` to ``fixed`` by gradient descent on ``estimator_fn``.
 
     Parameters
     ----------
-    fixed, moving : Tensor ``(1, C, H, W)``
-        Float images on the run's device; sizes may differ. If the channel counts differ both
-        are converted to grey (channel mean).
+    fixed, moving : Tensor ``(1, C, H, W)`` or ``(1, C, D, H, W)``
+        Float images or volumes on the run's device; sizes may differ. If the channel counts
+        differ both are converted to grey (channel mean).
     estimator_fn : callable
         ``f(fixed, moving, mask) -> (B,)``, differentiable with respect to ``moving``.
     higher_is_better : bool
         The loss is ``-similarity`` when True, ``+similarity`` otherwise.
-    fixed_mask, moving_mask : bool Tensor ``(1, 1, H, W)`` or None
-        Valid pixels. The similarity at each level is computed over the fixed mask AND the
-        fixed pixels whose warped position lies inside the moving image (and its mask).
+    fixed_mask, moving_mask : bool Tensor ``(1, 1, H, W)`` / ``(1, 1, D, H, W)`` or None
+        Valid voxels. The similarity at each level is computed over the fixed mask AND the
+        fixed voxels whose warped position lies inside the moving image (and its mask).
     seed : int
-        Recorded only: the loop is deterministic (no sampling).
-    transform : {"affine", "perspective"}
-        6 or 8 parameters of the matrix-exponential model.
+        Recorded, and passed to CMIF's start: the loop is deterministic (its voxel subsets,
+        if any, come from a fixed seed: :mod:`.objective`).
+    transform : {"affine", "perspective", "rigid"}
+        The matrix-exponential model (:mod:`.transform_models`): 2-D 6, 8 or 3 parameters;
+        3-D affine 12, rigid 6 (no perspective).
     levels, min_size : int
-        Gaussian pyramid depth, reduced so the coarsest level keeps ``>= min_size`` px on its
-        shorter side (fixed and moving get the same number of levels).
+        Gaussian pyramid depth, reduced so the coarsest level keeps ``>= min_size`` px (voxels)
+        on its shortest side (fixed and moving get the same number of levels; a 2 mm brain,
+        91 x 109 x 91 voxels, gets 2 levels with the default 32: 91 and 46 across, which
+        register it as well as 3 levels do).
     iterations : int
         Adam steps: in total for ``"simultaneous"``, per level for ``"coarse-to-fine"``.
     lr : float
@@ -87,16 +100,23 @@ def register_with_estimator(
         Learning-rate schedule within each optimisation stage: cosine decay to 2% of ``lr``
         (gives sub-pixel convergence) or constant (DRMIME's choice).
     init : {"identity", "cmif"}
-        Starting transform: the pixel identity, or CMIF's global rigid search
-        (:mod:`mibench.methods.initial`).
+        Starting transform: the pixel identity (the world identity for volumes with both
+        geometries), or CMIF's global rigid search (:mod:`mibench.methods.initial`).
+    samples : int or None
+        Voxels scored per level and step, a fresh random subset each step (0: all of them);
+        None: all pixels of an image, 20,000 voxels of a volume (:mod:`.objective`).
+    fixed_geometry, moving_geometry : mibench.geometry.Geometry or None
+        The volumes' geometries: the start (world identity) and the physical frame of
+        ``rigid`` and of every 3-D model; ignored by 2-D affine and perspective.
 
     Returns
     -------
     RegistrationOutput
-        ``MatrixTransform`` (fixed px -> moving px) and ``info`` with ``final_loss``,
-        ``overlap`` (share of the valid fixed pixels that the result maps inside the valid
-        moving image, full resolution), ``iterations`` (Adam steps run), ``levels`` (used),
-        ``transform``, ``multires``, ``seed``.
+        ``MatrixTransform`` (fixed voxel -> moving voxel, 3x3 or 4x4) and ``info`` with
+        ``final_loss``, ``overlap`` (share of the valid fixed voxels that the result maps
+        inside the valid moving image, full resolution), ``iterations`` (Adam steps run),
+        ``levels`` (used), ``transform``, ``multires``, ``seed`` (and ``samples`` per level
+        when sampled).
         Zero parameters give the pixel identity (for images of different sizes, ``H`` starts at
         the normalised matrix of the pixel identity and the exponential is composed onto it).
 
@@ -107,14 +127,17 @@ def register_with_estimator(
     """
     check_choice("multires", multires, MULTIRES)
     check_choice("schedule", schedule, SCHEDULES)
-    n = n_params(transform)
     fixed, moving = prepare_images(fixed, moving)
     objective = pyramid_objective(fixed, moving, fixed_mask, moving_mask,
                                   estimator_fn=estimator_fn, higher_is_better=higher_is_better,
-                                  levels=levels, min_size=min_size, init=init, seed=seed)
+                                  levels=levels, min_size=min_size, init=init, seed=seed,
+                                  transform=transform, samples=samples,
+                                  fixed_geometry=fixed_geometry,
+                                  moving_geometry=moving_geometry)
     device = fixed.device
     h0 = objective.h0
-    v = torch.zeros(n, dtype=torch.float32, device=device, requires_grad=True)
+    model = objective.model
+    v = torch.zeros(model.n_params, dtype=torch.float32, device=device, requires_grad=True)
     stages = objective.stages(multires)
 
     steps = 0
@@ -125,7 +148,7 @@ def register_with_estimator(
             for group in opt.param_groups:
                 group["lr"] = lr * _lr_factor(schedule, it, iterations)
             opt.zero_grad(set_to_none=True)
-            h = h0 @ matrix_exp_transform(v, transform)
+            h = model.compose(h0, v)
             loss = objective.stage_loss(h, stage)
             watch.update(loss, steps)
             loss.backward()
@@ -134,7 +157,7 @@ def register_with_estimator(
     watch.check(steps - 1)
 
     with torch.no_grad():
-        h = h0.double() @ matrix_exp_transform(v.detach().double(), transform)
+        h = model.compose(h0.double(), v.detach().double())
     return finish(objective, h, stages[-1], {
         "iterations": steps, "levels": objective.count, "transform": transform,
         "multires": multires, "init": init, "seed": int(seed)})

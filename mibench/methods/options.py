@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-#: Transform models and their number of parameters (:mod:`mibench.methods.transform_models`).
-TRANSFORM_PARAMS = {"affine": 6, "perspective": 8}
+#: Transform models and their number of parameters in 2-D and in 3-D
+#: (:mod:`mibench.methods.transform_models`; perspective is 2-D only).
+TRANSFORM_PARAMS = {"affine": 6, "perspective": 8, "rigid": 3}
+TRANSFORM_PARAMS_3D = {"affine": 12, "rigid": 6}
 TRANSFORMS = tuple(TRANSFORM_PARAMS)
 #: Where the local methods start (:mod:`mibench.methods.initial`).
 INITS = ("identity", "cmif")

@@ -9,15 +9,17 @@ from __future__ import annotations
 from mibench.methods.options import INITS, MULTIRES, SCHEDULES, TRANSFORMS
 from mibench.specs import Param
 
-INIT = Param("init", "identity", "starting transform: the pixel identity, or CMIF's global rigid "
-             "search (every rotation and translation) refined by this method", choices=INITS)
-TRANSFORM = Param("transform", "affine", "transform model", choices=TRANSFORMS)
+INIT = Param("init", "identity", "starting transform: the pixel identity (for volumes with "
+             "geometry, the world identity), or CMIF's global rigid search (every rotation and "
+             "translation) refined by this method", choices=INITS)
+TRANSFORM = Param("transform", "affine", "transform model (2-D: affine 6, perspective 8, rigid 3 "
+                  "parameters; 3-D: affine 12, rigid 6)", choices=TRANSFORMS)
 
 
 def min_size(default: int = 32) -> Param:
     """``min_size`` of a method with a Gaussian pyramid."""
-    return Param("min_size", default, "smallest allowed side (px) of the coarsest pyramid level",
-                 ge=1)
+    return Param("min_size", default, "smallest allowed side (px, voxels for volumes) of the "
+                 "coarsest pyramid level", ge=1)
 
 
 def levels(default: int) -> Param:

@@ -85,7 +85,7 @@ def test_bad_options(canvas):
     with pytest.raises(ValueError):
         ncc(fixed, moving, multires="fine-to-coarse")
     with pytest.raises(ValueError):
-        ncc(fixed, moving, transform="rigid")
+        ncc(fixed, moving, transform="similarity")
 
 
 def test_method_specs():
