@@ -87,8 +87,9 @@ class _Volume:
     shape: tuple[int, ...]  # spatial shape, nibabel's order (trailing singleton axes dropped)
     index: int  # the slice along the chosen axis (unused for 2-D images and whole volumes)
     spacing: tuple[float, ...]  # (x, y) of the slice or 2-D image, (x, y, z) of a volume
-    affine: np.ndarray  # the file's voxel -> RAS+ affine (4x4), as nibabel reads it
-    geometry: Geometry | None = None  # whole volumes only (``mode="volume"``)
+    # The file's voxel -> RAS+ map, read where needed: whole volumes, world landmarks.
+    world: Geometry | None = None
+    geometry: Geometry | None = None  # the pair's geometry: whole volumes only
 
 
 @dataclass
@@ -158,10 +159,11 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
     return spatial
 
 
-def _geometry(path: Path, affine: np.ndarray, what: str) -> Geometry:
-    """The volume's geometry from its 4x4 affine; a singular one is refused naming the file."""
+def _geometry(path: Path, img: Any, what: str) -> Geometry:
+    """The volume's geometry from nibabel's affine; a singular one is refused naming the
+    file."""
     try:
-        return Geometry(np.asarray(affine, dtype=np.float64)[:4, :4], "mm")
+        return Geometry.from_nibabel(img)
     except ValueError as exc:
         raise ValueError(f"{path}: unusable affine of the {what} ({exc}); fix its sform/qform "
                          "or use mode=slice, which ignores it") from None
@@ -264,19 +266,19 @@ class NiftiDataset:
         img = _open(path, what)
         shape = _spatial_shape(path, img.shape)
         zooms = tuple(float(z) for z in img.header.get_zooms()[: len(shape)])
-        affine = np.asarray(img.affine, dtype=np.float64)
         if len(shape) == 2:
-            return _Volume(path, shape, 0, (zooms[1], zooms[0]), affine)
+            return _Volume(path, shape, 0, (zooms[1], zooms[0]))
         if self.mode == "volume":
-            geometry = _geometry(path, affine, what)
-            return _Volume(path, shape, 0, tuple(geometry.spacing.tolist()), affine, geometry)
+            geometry = _geometry(path, img, what)
+            return _Volume(path, shape, 0, tuple(geometry.spacing.tolist()), geometry, geometry)
+        world = _geometry(path, img, what) if self.landmarks_space == "world" else None
         depth = shape[self.axis]
         index = depth // 2 if self.index == -1 else self.index
         if index >= depth:
             raise ValueError(f"{path}: slice index {index} is out of range: the volume has "
                              f"{depth} slices along axis {self.axis}")
         rows, cols = _remaining(self.axis)
-        return _Volume(path, shape, index, (zooms[cols], zooms[rows]), affine)
+        return _Volume(path, shape, index, (zooms[cols], zooms[rows]), world)
 
     def _landmarks(self, rel: str, where: str, volume: _Volume) -> np.ndarray | None:
         if not rel.strip():
@@ -288,8 +290,7 @@ class NiftiDataset:
                 raise ValueError(f"{path}: landmarks_space=world needs 3 columns (x y z, RAS+ "
                                  f"mm) for a 3-D volume, got {points.shape[1]} columns for "
                                  f"{_kind(volume)} ({volume.path.name})")
-            geometry = volume.geometry or _geometry(volume.path, volume.affine, "volume")
-            points = geometry.world_to_voxel(points)
+            points = volume.world.world_to_voxel(points)
         if volume.geometry is not None:  # a whole volume
             if points.shape[1] != 3:
                 raise ValueError(f"{path}: expected 3 columns (x y z) for a volume, got "
@@ -348,8 +349,9 @@ class NiftiDataset:
             raise ValueError(f"{mask.path}: mask shape {mask.shape} differs from the volume's "
                              f"{volume.shape} ({volume.path.name})")
         # A mask on another grid would mask the wrong voxels (1 um: header rounding only).
-        if volume.geometry is not None and not np.allclose(mask.affine, volume.affine,
-                                                           rtol=0, atol=1e-3):
+        if volume.geometry is not None and not np.allclose(mask.world.affine,
+                                                           volume.geometry.affine, rtol=0,
+                                                           atol=1e-3):
             raise ValueError(f"{mask.path}: mask affine differs from the volume's "
                              f"({volume.path.name}): resample the mask onto the volume's grid")
         mask.index = volume.index
