@@ -628,7 +628,15 @@ def rigid_search_3d(fixed: torch.Tensor, moving: torch.Tensor,
     inverse real 3-D FFTs on that stage's grid (56 with 8 levels), plus ``K_A - 1`` forward
     FFTs per fixed side (one per stage and window); the eager entropy pass adds about as much
     again. ``info`` reports what a call took: the rotations evaluated, the forward and inverse
-    FFTs, the FFT grids and the seconds of each stage.
+    FFTs, the FFT grids and the seconds of each stage. With the defaults on a 2 mm brain pair
+    (``brain`` dataset, 95 x 117 x 99 voxels, medium difficulty): 125 coarse rotations at
+    ``f_c = 4`` (FFT grid 36 x 45 x 40) and 75 in the refinement at ``f_r = 2`` (60 x 70 x 60),
+    1628 forward and 11200 inverse FFTs, 24-25 s (12-15 s of CPU; one thread, measured under
+    load). Median landmark error on the first two rigid pairs 3.2 and 1.6 mm (from 16.6 and
+    17.7 mm), on the first affine pair (which no rigid transform matches) 4.4 mm from 18.6 mm:
+    a coarse initialisation, not a final registration (nearest-neighbour rotations, shifts on
+    a 4 mm grid at ``f_r = 2``). Refining at full resolution (``fine_side_3d=0``, float64
+    FFTs on a 120 x 140 x 120 grid) took 500 s for 4.0 mm on that affine pair.
 
     The rotations act in physical space when the geometry is known (``M = S^-1 R S`` in voxel
     coordinates, ``S`` the voxel spacing); both volumes must then have the same spacing and
