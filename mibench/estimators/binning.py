@@ -397,11 +397,28 @@ class CubicBSplineKernel(Kernel):
         f = t - base_f
         g = 1 - f
         f2, g2 = f * f, g * g
-        w = torch.stack([g2 * g / 6, (3 * f2 * f - 6 * f2 + 4) / 6,
-                         (3 * g2 * g - 6 * g2 + 4) / 6, f2 * f / 6])
+        if torch.is_grad_enabled() and t.requires_grad:
+            # Differentiated by autograd (the dense path): no in-place writes.
+            w = torch.stack([g2 * g / 6, (3 * f2 * f - 6 * f2 + 4) / 6,
+                             (3 * g2 * g - 6 * g2 + 4) / 6, f2 * f / 6])
+            dw = None
+            if grad:
+                dw = torch.stack([-0.5 * g2, 1.5 * f2 - 2 * f, 2 * g - 1.5 * g2, 0.5 * f2])
+            return base_f.long() - 1, w, dw
+        # The same weights written into the stacked outputs in place (no torch.stack copies),
+        # each by the same operations in the same order: the same bits.
+        w = t.new_empty((4,) + t.shape)
+        torch.mul(g2, g, out=w[0]).div_(6)
+        for out, (sq, lin) in zip((w[1], w[2]), ((f2, f), (g2, g)), strict=True):
+            torch.mul(sq, 3, out=out).mul_(lin).sub_(sq * 6).add_(4).div_(6)
+        torch.mul(f2, f, out=w[3]).div_(6)
         dw = None
         if grad:
-            dw = torch.stack([-0.5 * g2, 1.5 * f2 - 2 * f, 2 * g - 1.5 * g2, 0.5 * f2])
+            dw = t.new_empty((4,) + t.shape)
+            torch.mul(g2, -0.5, out=dw[0])
+            torch.mul(f2, 1.5, out=dw[1]).sub_(f * 2)
+            torch.mul(g, 2, out=dw[2]).sub_(g2 * 1.5)
+            torch.mul(f2, 0.5, out=dw[3])
         return base_f.long() - 1, w, dw
 
 
