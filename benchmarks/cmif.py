@@ -12,9 +12,10 @@ Three implementations of the same MI-for-every-shift map, timed in one run:
     ``where`` masks. Counts are rounded as in (c) so the values can be compared;
 (c) **cmif** (``FixedSpectra`` once per fixed image, ``cmif_from_labels`` per batch of angles),
     with the entropy pass of ``--entropy-pass`` (default ``compiled``: the ``torch.compile``
-    kernels of ``mibench.estimators.cmif_compiled``); unless that is ``eager``, (c) is also timed
-    with the eager pass in the same rounds (``cmif_eager``), and the run prints the first
-    call's time and the compile time within it.
+    kernels of ``mibench.estimators.cmif_compiled``; at 256 one fused kernel for all rows, at
+    512 the row-by-row kernels, see ``cmif.FUSED_MAX_BYTES``); unless that is ``eager``, (c)
+    is also timed with the eager pass in the same rounds (``cmif_eager``), and the run prints
+    the first call's time and the compile time within it.
 
 (b) and (c) run on the same shift range and the same FFT grid, so the speed-up is the FFT economy,
 the batching and the streamed entropy only. (b) also runs on torch_cmif's own grid (the full
