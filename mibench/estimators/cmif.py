@@ -99,7 +99,7 @@ import torch
 from mibench.errors import check_choice
 from mibench.estimators import cmif_compiled as compiled
 from mibench.estimators.histogram import normalised_mi
-from mibench.estimators.options import CMIF_NORMALISATIONS, PRECISIONS, QUANTISERS
+from mibench.estimators.options import CMIF_NORMALISATIONS, ENTROPY_PASSES, PRECISIONS, QUANTISERS
 from mibench.estimators.quantise import quantise
 
 #: Largest possible overlap (pixels) up to which ``precision="auto"`` computes in float32.
@@ -838,6 +838,7 @@ def cmif_map(fixed: torch.Tensor, moving: torch.Tensor, fixed_mask: torch.Tensor
     levels_moving = levels_moving or levels
     _check_options(levels, levels_moving, quantisation, min_overlap)
     if fixed.ndim == 5 or moving.ndim == 5:
+        check_choice("entropy_pass", entropy_pass, ENTROPY_PASSES)
         if fixed.ndim != moving.ndim:
             raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} "
                              "must both be images or both volumes")
