@@ -5,7 +5,9 @@ options:
 
 1. :func:`prepare_pair` turns ``(B, C, H, W)`` images or ``(B, C, D, H, W)`` volumes into grey
    samples ``(B, N)`` plus sample weights (the mask), in at least float32: every later step sees
-   only samples, so a volume scores exactly as its voxels laid out as one image;
+   only samples, so a volume scores exactly as its voxels laid out as one image (on the CPU, a
+   single pair with a selective mask keeps only its selected samples, see
+   :data:`COMPACT_BELOW`);
 2. :func:`intensity_range` picks a per-image intensity range ``[lo, hi]`` (policy ``"minmax"``,
    ``"fixed"`` or ``"percentile"``), detached from the graph;
 3. a :class:`Layout` maps an intensity ``x`` to a continuous *bin coordinate*
@@ -85,6 +87,15 @@ def _chunk(device: torch.device, batch: int) -> int:
 # Samples and intensity ranges
 
 
+#: On the CPU, a single image pair whose mask selects fewer than this share of its samples is
+#: reduced to the selected samples first (:func:`prepare_pair`); 0 never. The histogram sums and
+#: gradients are those of the masked computation (the others only added exact zeros; for exp and
+#: sigmoid kernels the last bit may differ). Measured, cubic nmi forward+backward on 0.9 M voxels,
+#: one thread: 80 -> 25 ms with a quarter of them selected (a brain mask), 86 -> 46 ms with
+#: half, 83 -> 65 ms with 80 %; even at about 95 % (the cost of the selection).
+COMPACT_BELOW = 0.9
+
+
 def _grey(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The channel mean ``(B, ...)`` of ``(B, C, ...)``: for one channel the channel itself, a
     view (the same values and gradients as the mean over one channel, without the copy)."""
@@ -108,11 +119,12 @@ def prepare_pair(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor |
     -------
     x, y : Tensor ``(B, N)``
         Grey values of the fixed and moving images, ``N = H * W`` (``D * H * W``), in row-major
-        order of the spatial axes, in the promoted dtype (at least
-        float32: half precision is computed in float32, float64 stays float64).
+        order of the spatial axes, in the promoted dtype (at least float32: half precision is
+        computed in float32, float64 stays float64). With a selective mask on the CPU
+        (:data:`COMPACT_BELOW`, ``B = 1``), only the selected samples, in the same order.
     w : Tensor ``(B, N)`` or None
         Sample weights, 1.0 for the selected pixels and 0.0 elsewhere (no gradient); None when
-        there is no mask (all samples count 1).
+        every sample counts 1 (no mask, or only the selected samples were kept).
     """
     check_pair_shapes(fixed, moving)
     dtype = compute_dtype(fixed, moving)
@@ -124,6 +136,14 @@ def prepare_pair(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor |
     if mask is None:
         return x, y, None
     w = mask.to(device=x.device).reshape(mask.shape[0], -1).to(dtype).expand_as(x)
+    if batch == 1 and x.device.type == "cpu" and COMPACT_BELOW > 0:
+        keep = w[0] > 0
+        count = int(keep.sum())
+        if 0 < count < COMPACT_BELOW * x.shape[1]:
+            # Only the selected samples: the others add exact zeros to every histogram and
+            # receive zero gradients, so the values and gradients are the same, for less work.
+            index = keep.nonzero().squeeze(1)
+            return x.index_select(1, index), y.index_select(1, index), None
     return x, y, w.detach()
 
 

@@ -160,3 +160,31 @@ def test_masked_minmax_range_equals_the_extremes_of_the_selected_samples():
             got = (lo[row].item(), hi[row].item())
             expected = tuple(float(torch.tensor(v, dtype=dtype)) for v in want)
             assert got == expected, (dtype, scale, row)
+
+
+@pytest.mark.parametrize("name,opts", [("nmi", {"kernel": "cubic", "bins": 16}), ("mmi", {}),
+                                       ("jhmi", {"bins": 12}),
+                                       ("jhmi", {"kernel": "linear", "range": "percentile"})])
+def test_a_selective_mask_scores_only_its_samples_with_the_same_bits(monkeypatch, name, opts):
+    """On the CPU a single pair whose mask selects few samples is reduced to them: the same
+    values and gradients (to the bit for the B-spline kernels) as the full masked computation,
+    masked-out pixels get zero gradient; an empty mask still gives 0."""
+    g = torch.Generator().manual_seed(6)
+    f = torch.rand(1, 1, 6, 30, 40, generator=g)
+    m = 0.5 * f + 0.5 * torch.rand(1, 1, 6, 30, 40, generator=g)
+    mask = torch.rand(1, 1, 6, 30, 40, generator=g) < 0.3
+    x, _, w = binning.prepare_pair(f, m, mask)
+    assert w is None and x.shape == (1, int(mask.sum()))
+    fn = getattr(H, name)
+    results = []
+    for below in (binning.COMPACT_BELOW, 0.0):
+        monkeypatch.setattr(binning, "COMPACT_BELOW", below)
+        mm = m.clone().requires_grad_(True)
+        value = fn(f, mm, mask, **opts)
+        value.sum().backward()
+        results.append((value.detach(), mm.grad))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+    assert (results[0][1][~mask] == 0).all()
+    monkeypatch.setattr(binning, "COMPACT_BELOW", 0.9)
+    assert fn(f, m, torch.zeros_like(mask), **opts).item() == 0.0
