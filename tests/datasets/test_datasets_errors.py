@@ -110,8 +110,9 @@ def test_nifti_problems(pristine, tmp_path):
     volume.unlink()
     expect_error("nifti", data, match=r"t2\.nii\.gz: moving volume file not found")
     shutil.copy(pristine / "nifti" / "t2.nii.gz", volume)
-    expect_error("nifti", data, "index=9", match=r"t1\.nii\.gz: slice index 9 is out of range")
-    expect_error("nifti", data, "index=3",
+    expect_error("nifti", data, "mode=slice", "index=9",
+                 match=r"t1\.nii\.gz: slice index 9 is out of range")
+    expect_error("nifti", data, "mode=slice", "index=3",
                  match=r"row 0: no fixed landmark lies within 0\.5 voxels of slice 3")
 
 
