@@ -118,7 +118,7 @@ def test_options():
     with pytest.raises(ValueError):
         drmime(x, x, sampling="grid")
     with pytest.raises(ValueError):
-        drmime(x, x, transform="rigid")
+        drmime(x, x, transform="similarity")
     out = drmime(x, x, preset="anhir", ema=0.9, stable_lme=False, iterations=3)
     assert out.info["lr_offset"] == 1e-4 and np.isfinite(out.transform.matrix).all()
 

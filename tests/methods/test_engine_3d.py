@@ -325,3 +325,22 @@ def test_derivative_free_engine_on_a_volume():
                                    samples=6000)
     assert out.info["optimiser"] == "powell" and out.info["samples"] == [6000]
     assert corner_error(out.transform.matrix, truth, (40, 40, 40)) < 0.25
+
+
+def test_drmime_improves_a_3d_pair():
+    from mibench.methods.drmime import drmime
+
+    truth = affine_from((4.0, -3.0), (1.0, 1.0, 1.0), (1.5, -1.0, 1.0), np.full(3, 19.5))
+    fixed, moving = blob_pair(truth)
+    # Both in [0, 1], as DRMIME expects; a monotonic but non-linear relation (multimodal-like).
+    fixed = fixed / fixed.max()
+    moving = (moving / moving.max()) ** 2
+    before = corner_error(np.eye(4), truth, (40, 40, 40))
+    out = drmime(fixed, moving, lr_transform=5e-3, iterations=250, max_samples=4000,
+                 min_size=16, seed=1)
+    after = corner_error(out.transform.matrix, truth, (40, 40, 40))
+    assert out.transform.matrix.shape == (4, 4) and out.info["levels"] == 2
+    assert out.info["samples"][0] == 4000
+    assert after < 0.25 * before, (before, after)
+    with pytest.raises(ValueError, match="2-D only"):
+        drmime(fixed, moving, sampling="edges", iterations=1)
