@@ -81,15 +81,6 @@ def derived_description(spec: EstimatorSpec) -> str:
             f"(matrix-exponential transform, Gaussian pyramid) by {_optimiser_text(spec)}")
 
 
-def _dims(spec: EstimatorSpec) -> dict[str, Any]:
-    """``{"dims": the estimator's dims}`` for :class:`MethodSpec`: a derived method registers
-    what its estimator scores (the engine handles 2-D and 3-D). Empty while the specs have no
-    ``dims`` field (before issue 21's spec change)."""
-    if "dims" not in MethodSpec.__dataclass_fields__:
-        return {}
-    return {"dims": tuple(getattr(spec, "dims", (2,)))}
-
-
 def derived_method(spec: EstimatorSpec) -> MethodSpec:
     """The method derived from the estimator ``spec`` (see the module docstring)."""
     return MethodSpec(
@@ -104,7 +95,8 @@ def derived_method(spec: EstimatorSpec) -> MethodSpec:
         # The engine's voxel subsets come from a fixed seed and its CMIF start quantises by
         # quantiles: only the estimator can make the result depend on the seed.
         uses_seed=spec.uses_seed,
-        **_dims(spec),
+        # The engine registers images and volumes: the estimator decides.
+        dims=spec.dims,
     )
 
 
