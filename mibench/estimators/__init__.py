@@ -213,6 +213,7 @@ def mibench_estimators():
             "estimator returns the value at shift 0 (the pair as given), "
             "mibench.estimators.cmif.cmif_map the whole map. Not differentiable.",
             factory="mibench.estimators.cmif:cmif",
+            dims=VOLUMES,
             params=(
                 Param("levels", 8, "quantisation levels of the fixed image", ge=1),
                 Param("levels_moving", 0, "levels of the moving image; 0 = same as levels",

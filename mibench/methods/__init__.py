@@ -168,6 +168,7 @@ def mibench_methods():
             "copy), refined around the best angle at full resolution, sub-pixel peak",
             factory="mibench.methods.cmif:register",
             uses_seed=cmif_uses_seed,
+            dims=(2, 3),
             params=(
                 _estimator_option("cmif", "levels"),
                 _estimator_option("cmif", "levels_moving"),
@@ -193,6 +194,14 @@ def mibench_methods():
                       "within the mask) before quantising; 0 = off (the paper)", ge=0),
                 _estimator_option("cmif", "precision"),
                 _estimator_option("cmif", "entropy_pass"),
+                Param("max_angle_3d", 15.0, "volumes: the coarse rotation grid spans "
+                      "[-max_angle_3d, max_angle_3d] degrees about each of x, y, z", ge=0),
+                Param("angle_step_3d", 7.5, "volumes: spacing of the coarse rotation grid "
+                      "(degrees); (2n+1)^3 rotations", gt=0),
+                Param("coarse_side_3d", 32, "volumes: the coarse search runs on copies reduced "
+                      "to at most this side (voxels)", ge=4),
+                Param("fine_side_3d", 64, "volumes: the refinement runs on copies reduced to "
+                      "at most this side (voxels); 0 = full resolution", ge=0),
             ),
         ),
     ]
