@@ -143,6 +143,7 @@ def mibench_methods():
             needs_content=False,
             baseline=True,
             uses_seed=False,
+            dims=(2, 3),
         ),
         MethodSpec(
             name="drmime",
@@ -153,6 +154,7 @@ def mibench_methods():
             params=_drmime_params(),
             default=True,
             preferred_reference=True,
+            dims=(2, 3),
         ),
         MethodSpec(
             name="drmime-perspective",

@@ -35,16 +35,15 @@ def start_matrix(ndim: int, fixed_geometry: Any = None, moving_geometry: Any = N
         Spatial dimensions of the pair.
     fixed_geometry, moving_geometry : mibench.geometry.Geometry, optional
         Read only for volumes (``ndim == 3``) when both are given: the world identity
-        :func:`mibench.geometry.voxel_transform` ``(I, fixed, moving)``. A 2-D pair always
-        starts at the pixel identity, with or without geometry.
+        (:func:`mibench.metrics.start_transform`, which also gives the initial errors). A 2-D
+        pair, or a volume pair on one grid, starts at the exact pixel identity.
     """
+    from mibench.metrics import start_transform  # the one definition, shared with scoring
+
     if ndim not in (2, 3):
         raise ValueError(f"a pair is 2-D or 3-D, got ndim={ndim!r}")
-    if ndim == 3 and fixed_geometry is not None and moving_geometry is not None:
-        from mibench.geometry import voxel_transform
-
-        return voxel_transform(np.eye(4), fixed_geometry, moving_geometry)
-    return np.eye(ndim + 1)
+    start = start_transform(ndim, fixed_geometry, moving_geometry)
+    return np.eye(ndim + 1) if start is None else np.array(start.matrix, dtype=np.float64)
 
 
 def initial_matrix(init: str, fixed: torch.Tensor, moving: torch.Tensor,
