@@ -56,9 +56,10 @@ def initial_matrix(init: str, fixed: torch.Tensor, moving: torch.Tensor,
     ----------
     init : {"identity", "cmif"}
         ``"identity"``: :func:`start_matrix` (the pixel identity, or the world identity of a
-        volume with geometry). ``"cmif"``: the rigid transform (rotation over the full circle,
-        translation) that maximises CMIF's mutual information (passed the volumes as they are:
-        CMIF decides whether it handles them).
+        volume with geometry). ``"cmif"``: the rigid transform that maximises CMIF's mutual
+        information: rotation over the full circle and every translation for images, a
+        coarse rotation grid about the three axes and every translation for volumes
+        (:func:`mibench.methods.cmif.rigid_search_3d`).
     fixed, moving : Tensor ``(1, C, H, W)`` or ``(1, C, D, H, W)``
         The images as the method received them (sizes may differ).
     fixed_mask, moving_mask : bool Tensor ``(1, 1, ...)``, optional
@@ -71,7 +72,12 @@ def initial_matrix(init: str, fixed: torch.Tensor, moving: torch.Tensor,
     check_choice("init", init, INITS)
     if init == "identity":
         return start_matrix(fixed.dim() - 2, fixed_geometry, moving_geometry)
-    from mibench.methods.cmif import rigid_align
+    from mibench.methods.cmif import rigid_align, rigid_search_3d
 
+    if fixed.dim() == 5:
+        # Volumes: CMIF's coarse 3-D rotation grid (+-15 deg) with every translation.
+        found = rigid_search_3d(fixed, moving, fixed_mask, moving_mask, seed=seed,
+                                fixed_geometry=fixed_geometry, moving_geometry=moving_geometry)
+        return np.asarray(found.matrix, dtype=np.float64)
     return np.asarray(rigid_align(fixed, moving, fixed_mask, moving_mask, seed=seed).matrix,
                       dtype=np.float64)
