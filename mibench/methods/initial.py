@@ -72,7 +72,8 @@ def initial_matrix(init: str, fixed: torch.Tensor, moving: torch.Tensor,
     check_choice("init", init, INITS)
     if init == "identity":
         return start_matrix(fixed.dim() - 2, fixed_geometry, moving_geometry)
-    from mibench.methods.cmif import rigid_align, rigid_search_3d
+    from mibench.methods.cmif import rigid_align
+    from mibench.methods.cmif_volumes import rigid_search_3d
 
     if fixed.dim() == 5:
         # Volumes: CMIF's coarse 3-D rotation grid (+-15 deg) with every translation.

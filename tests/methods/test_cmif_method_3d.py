@@ -9,7 +9,8 @@ import torch
 from scipy import ndimage
 
 from mibench.geometry import Geometry
-from mibench.methods import cmif as M
+from mibench.methods import cmif as C
+from mibench.methods import cmif_volumes as M
 from mibench.registry import Registry
 from mibench.transform import MatrixTransform
 
@@ -148,7 +149,7 @@ def test_register_takes_the_spec_options_and_the_geometry():
     options = Registry().get("method", "cmif").defaults()
     options.update(levels=6, refine=2, candidates=2, max_angle_3d=7.5, angle_step_3d=7.5,
                    coarse_side_3d=11, fine_side_3d=0)
-    out = M.register(fixed, moving, fixed_mask=None, moving_mask=mask, seed=0,
+    out = C.register(fixed, moving, fixed_mask=None, moving_mask=mask, seed=0,
                      fixed_geometry=geometry, moving_geometry=geometry, **options)
     assert out.transform.matrix.shape == (4, 4)
     assert out.info["spacing"] == list(spacing)
