@@ -33,8 +33,12 @@ WARPED_DIR = "warped-landmarks"
 PAIRS_DIR = "pairs"
 #: An affine transform file (ITK's text format), after the record's name without ``.json``.
 TRANSFORM_SUFFIX = ".tfm"
-#: A displacement-field transform file (ITK's HDF5 format): perspective and non-matrix results.
+#: An ITK transform file in HDF5: a displacement field (perspective results, non-matrix results
+#: with geometry) or a B-spline composite (:func:`mibench.bspline.to_sitk`).
 FIELD_SUFFIX = ".h5"
+#: A non-matrix result (a B-spline's grid, matrix part and coefficients, ``.npz``) stored beside
+#: its record, which references it by name: after the record's name without ``.json``.
+BSPLINE_SUFFIX = ".bspline.npz"
 #: The warped moving volume (NIfTI, gzip) and the warped moving 2-D image (PNG).
 WARPED_VOLUME_SUFFIX = ".warped.nii.gz"
 WARPED_IMAGE_SUFFIX = ".warped.png"

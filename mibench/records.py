@@ -14,7 +14,7 @@ from typing import Any
 
 from mibench.errors import UserError
 from mibench.jsonio import read_json_object, write_json_atomic
-from mibench.paths import damaged_path, record_files, temporary_files
+from mibench.paths import damaged_path, record_files, records_dir, temporary_files
 from mibench.registration import Record
 
 
@@ -61,7 +61,11 @@ def load_records_setting_aside_damaged(run_dir: Path, log: Callable[[str], None]
     records = []
     for path in record_files(run_dir):
         try:
-            records.append(read_record(path, record_type))
+            record = read_record(path, record_type)
+            missing = missing_transform_file(path, record)
+            if missing is not None:
+                raise DamagedRecord(f"{path}: its transform file {missing.name} is missing")
+            records.append(record)
         except DamagedRecord as exc:
             aside = damaged_path(path)
             os.replace(path, aside)
@@ -69,9 +73,22 @@ def load_records_setting_aside_damaged(run_dir: Path, log: Callable[[str], None]
     return records
 
 
+def missing_transform_file(path: Path, record: Any) -> Path | None:
+    """The file a record's transform references (a B-spline's ``coefficients_file``, beside the
+    record at ``path``) when it does not exist; None when there is none or it is there."""
+    transform = getattr(record, "transform", None)
+    name = transform.get("coefficients_file") if isinstance(transform, dict) else None
+    if not name:
+        return None
+    target = Path(path).parent / name
+    return None if target.exists() else target
+
+
 def remove_stale_temporaries(run_dir: Path) -> int:
-    """Delete half-written files left by a killed run; returns how many there were."""
-    stale = temporary_files(run_dir)
+    """Delete half-written files left by a killed run; returns how many there were (the
+    manifest's and records' ``.tmp-*.part`` files, and the ``*.tmp.npz`` of a B-spline whose
+    :meth:`~mibench.bspline.BSplineTransform.save` was cut short)."""
+    stale = [*temporary_files(run_dir), *records_dir(run_dir).glob("*/*.tmp.npz")]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)

@@ -31,7 +31,7 @@ from mibench.metrics import (
     start_transform,
 )
 from mibench.pairs import Pair, check_pair
-from mibench.paths import record_path
+from mibench.paths import BSPLINE_SUFFIX, RECORD_SUFFIX, record_path
 from mibench.tasks import TaskRecord, WorkerContext, Workspace, failure_text, now
 from mibench.transform import MatrixTransform, Transform
 from mibench.usage import MIB, Usage, UsageMeter
@@ -77,6 +77,12 @@ class RegistrationTask:
         """``records/<method>/<pair>.s<seed>.<key>.json``."""
         return record_path(run_dir, self.method, f"{self.pair_id}.s{self.seed}.{self.key}")
 
+    def transform_path(self, run_dir: Path) -> Path:
+        """Where a non-matrix result (a B-spline) is stored beside the record:
+        ``records/<method>/<pair>.s<seed>.<key>.bspline.npz``."""
+        path = self.record_path(run_dir)
+        return path.with_name(path.name[:-len(RECORD_SUFFIX)] + BSPLINE_SUFFIX)
+
     def run(self, workspace: Workspace, on_started: Callable[[Record], None] | None = None
             ) -> Record:
         return run_registration(self, workspace, on_started)
@@ -118,6 +124,17 @@ class Record(TaskRecord):
     metrics in native voxels (NAED over the voxel diagonal), and is None when ``unit`` is
     ``"px"`` or the pair is not scored. ``warped_moving_landmarks`` are always native pixels
     (voxels) of the fixed image, ``(x, y[, z])``.
+
+    Deformation quality (:func:`deformation_metrics`): a task whose transform is not a matrix
+    (a B-spline) also has ``folding`` (share of fixed pixels with ``det J <= 0``),
+    ``sd_log_jacobian`` (Learn2Reg's ``std(log(clip(det J + 3)))``), ``sd_log_jacobian_raw``
+    (the same without the shift), ``jacobian_min`` and ``jacobian_max`` in ``metrics`` (and in
+    ``voxel_metrics`` when that exists): over the fixed mask (every pixel without one), at
+    working resolution, dimensionless. Matrix results leave them out: an affine's ``det J`` is
+    one constant (no folding unless it reflects, SD 0), so they would say nothing, and the
+    records of affine methods stay as they were. Such a transform is stored in a file beside the
+    record (:meth:`RegistrationTask.transform_path`), which ``transform`` references by name;
+    read it with ``transform_from_dict(record.transform, folder=<the record's folder>)``.
 
     What the registration used (:mod:`mibench.usage`; None in records written before it was
     measured): ``wall_s`` is the registration alone, in seconds; ``device_s`` the
@@ -175,12 +192,41 @@ class Record(TaskRecord):
 
 # --------------------------------------------------------------------------- scoring
 
+#: The per-task deformation statistics of a non-matrix transform, in record ``metrics``.
+DEFORMATION_METRICS = ("folding", "sd_log_jacobian", "sd_log_jacobian_raw", "jacobian_min",
+                       "jacobian_max")
+
+
+def deformation_metrics(transform: Transform, pair: Pair) -> dict[str, float] | None:
+    """Learn2Reg's deformation statistics of a non-matrix result on the pair's fixed grid.
+
+    ``det J`` of the fixed -> moving mapping on the working fixed image's pixel grid
+    (:func:`mibench.deformation.jacobian_determinant`, finite differences of 1 px), then
+    :func:`mibench.deformation.deformation_stats` over the fixed mask (all pixels when the pair
+    has none). None for a :class:`MatrixTransform` (constant ``det J`` for an affine; see
+    :class:`Record`). ``det J`` is invariant under a common rescaling of both images, so the
+    working scale does not change it.
+    """
+    if isinstance(transform, MatrixTransform) or not hasattr(transform, "fixed_to_moving"):
+        return None
+    from mibench.deformation import deformation_stats, jacobian_determinant
+
+    shape = tuple(int(s) for s in pair.fixed.shape[:pair.ndim])
+    det = jacobian_determinant(transform, shape)
+    mask = pair.fixed_mask
+    if mask is not None and not np.asarray(mask).any():
+        mask = None  # an empty mask would leave nothing: measure the whole image
+    return deformation_stats(det, mask)
+
+
 def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, error: str | None,
-           naed_norm: str, device: str) -> Record:
+           naed_norm: str, device: str, transform_file: Path | None = None) -> Record:
     if error is None and transform is None:
         error = "method returned no transform"
-    if error is None and isinstance(transform, MatrixTransform) and not transform.is_valid:
-        error = "singular or non-finite transform"
+    # MatrixTransform, BSplineTransform and any plugin transform that says it is invalid.
+    if error is None and not getattr(transform, "is_valid", True):
+        error = ("singular or non-finite transform" if isinstance(transform, MatrixTransform)
+                 else "non-finite transform")
     geometry = pair.fixed_geometry
     record = Record(task, status="ok", meta=dict(pair.meta), naed_norm=naed_norm, device=device,
                     finished_at=now(), unit="px" if geometry is None else geometry.unit)
@@ -195,8 +241,10 @@ def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, erro
                 error = "transform maps landmarks to non-finite points"
             else:
                 record.warped_moving_landmarks = (warped * pair.native_scale).tolist()
+    deformation = None
     if error is None:
-        record.transform = transform.to_dict()
+        record.transform = _transform_dict(transform, transform_file)
+        deformation = deformation_metrics(transform, pair)
     else:
         record.status, record.error = "failed", error
         record.warped_moving_landmarks = None
@@ -227,20 +275,44 @@ def _score(task: RegistrationTask, pair: Pair, transform: Transform | None, erro
         record.landmark_errors = errors.tolist()
         record.initial_errors = initial.tolist()
         record.metrics = scores
+    if deformation is not None:
+        # Dimensionless: the same in every unit (also in the voxel metrics, when there).
+        record.metrics = {**record.metrics, **deformation}
+        if record.voxel_metrics is not None:
+            record.voxel_metrics = {**record.voxel_metrics, **deformation}
     return record
 
 
+def _transform_dict(transform: Transform, transform_file: Path | None) -> dict[str, Any]:
+    """``transform.to_dict()``, after saving a non-matrix transform to ``transform_file``
+    (beside its record) so that the record references the file. Without a file (no run
+    directory: nothing is written) its arrays are embedded in the record."""
+    if not hasattr(transform, "save") or isinstance(transform, MatrixTransform):
+        return transform.to_dict()
+    if transform_file is not None:
+        Path(transform_file).parent.mkdir(parents=True, exist_ok=True)
+        transform.save(transform_file)
+        return transform.to_dict()
+    try:
+        return transform.to_dict()
+    except ValueError:  # too large to embed unasked: no folder to save it in, so embed
+        return transform.to_dict(embed=True)
+
+
 def score_record(task: RegistrationTask, pair: Pair, transform: Transform | None, *,
-                 error: str | None, naed_norm: str, device: str = "cpu") -> Record:
+                 error: str | None, naed_norm: str, device: str = "cpu",
+                 transform_file: Path | None = None) -> Record:
     """Score one task's outcome per the failure policy; never raises.
 
     ``error`` not None marks the task failed: it is scored as if the identity had been returned
-    (its initial error). A transform that is singular, non-finite or maps a landmark to a
-    non-finite point also fails the task. Should scoring itself raise (a transform or a pair
-    that nothing caught earlier), the task fails unscored: one task fails, the run goes on.
+    (its initial error). A transform that is singular, non-finite (``is_valid`` False) or maps
+    a landmark to a non-finite point also fails the task. Should scoring itself raise (a
+    transform or a pair that nothing caught earlier), the task fails unscored: one task fails,
+    the run goes on. ``transform_file``: where a successful non-matrix transform is saved
+    (:meth:`RegistrationTask.transform_path`) before the record references it; None embeds it.
     """
     try:
-        return _score(task, pair, transform, error, naed_norm, device)
+        return _score(task, pair, transform, error, naed_norm, device, transform_file)
     except Exception as exc:
         why = f"scoring failed: {type(exc).__name__}: {exc}".splitlines()[0]
         return failed_record(task, f"{error}; {why}" if error else why, naed_norm=naed_norm)
@@ -357,7 +429,8 @@ def run_registration(task: RegistrationTask, workspace: Workspace,
     if oom:
         _free_cuda_cache()
     record = score_record(task, pair, transform, error=error, naed_norm=ctx.naed_norm,
-                          device=label)
+                          device=label, transform_file=task.transform_path(Path(ctx.run_dir))
+                          if ctx.run_dir else None)
     if transform is not None and ctx.run_dir and (ctx.save_transforms or ctx.save_warped):
         info = {**info, **_export(task, ctx, pair, transform)}
     # CPU results can depend on how float32 reductions are split over threads (and an optimiser

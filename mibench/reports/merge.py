@@ -2,9 +2,10 @@
 
 The merged directory is a run directory like any other: its ``records/`` holds a copy of every
 input record (identical tasks, i.e. the same key, only once: an ``ok`` record wins over a failed
-one, then the first input) and its ``run.json`` the common configuration, the union of the
-methods and seeds, and each input's versions, device and machine under ``merged_from``. So
-``mibench report OUT`` rebuilds it later like any run.
+one, then the first input), with the transform file it references (a B-spline's ``.npz``), and
+its ``run.json`` the common configuration, the union of the methods and seeds, and each input's
+versions, device and machine under ``merged_from``. So ``mibench report OUT`` rebuilds it later
+like any run.
 
 Runs of different datasets, dataset options or NAED normalisations are refused, and so is one
 method name with different parameters in two inputs (their numbers would be mixed in one row).
@@ -88,10 +89,16 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Path:
                 chosen[key] = (path, rec)
 
     out.mkdir(parents=True, exist_ok=True)
-    for path, _rec in chosen.values():
+    for path, rec in chosen.values():
         dest = out / RECORDS_DIR / path.parent.name / path.name
         if dest.resolve() != path.resolve():
             dest.parent.mkdir(parents=True, exist_ok=True)
+            # A non-matrix transform's file (a B-spline's coefficients) travels with its
+            # record, which references it by name; it goes first, so that a record in the
+            # merged directory never points at a file that is not there yet.
+            name = (rec.transform or {}).get("coefficients_file")
+            if name and (path.parent / name).exists():
+                shutil.copy2(path.parent / name, dest.parent / name)
             shutil.copy2(path, dest)
     method_params = {m: json.loads(p) for m, (p, _d) in params.items() if isinstance(m, str)}
     manifest = merged_manifest(run_dirs, manifests, first, method_params)
