@@ -53,18 +53,41 @@ def identity_strided(moving: np.ndarray, fixed_shape: tuple[int, int], step: int
 def warp_strided(moving: np.ndarray, transform, fixed_shape: tuple[int, int], step: int
                  ) -> np.ndarray:
     """``transform.warp(moving, fixed_shape)[::step, ::step]``, computed at that resolution for
-    a matrix transform (composed with the stride ``diag(step, step, 1)``); the identity (or
-    None) is a plain copy (:func:`identity_strided`)."""
+    a matrix transform (composed with the stride ``diag(step, step, 1)``) and for a non-matrix
+    one with ``fixed_to_moving`` (a B-spline: its exact points at the strided pixels,
+    :func:`sample_mapped`); the identity (or None) is a plain copy (:func:`identity_strided`)."""
     from mibench.transform import MatrixTransform
 
     if transform is None or (isinstance(transform, MatrixTransform)
                              and np.array_equal(transform.matrix, np.eye(3))):
         return identity_strided(moving, fixed_shape, step)
+    shape = (-(-fixed_shape[0] // step), -(-fixed_shape[1] // step))
     if isinstance(transform, MatrixTransform) and transform.matrix.shape == (3, 3):
-        shape = (-(-fixed_shape[0] // step), -(-fixed_shape[1] // step))
         stride = np.diag([float(step), float(step), 1.0])
         return sample_matrix(moving, transform.matrix @ stride, shape)
+    if not isinstance(transform, MatrixTransform) and hasattr(transform, "fixed_to_moving") \
+            and np.ndim(moving) == 2:
+        ys, xs = np.mgrid[0:fixed_shape[0]:step, 0:fixed_shape[1]:step].astype(np.float64)
+        mapped = transform.fixed_to_moving(np.column_stack([xs.ravel(), ys.ravel()]))
+        return sample_mapped(moving, mapped.reshape(*shape, 2))
     return transform.warp(moving, fixed_shape)[::step, ::step]
+
+
+def sample_mapped(moving: np.ndarray, mapped: np.ndarray) -> np.ndarray:
+    """Bilinear (trilinear) samples of ``moving`` ``(H, W)`` (``(D, H, W)``) at the moving
+    points ``mapped`` ``(..., n)`` ``(x, y[, z])``, zero outside the image (blended over the
+    last pixel, as ``grid_sample`` pads) and at NaN points; shape ``mapped.shape[:-1]``,
+    float32. The display warp of a non-matrix transform: the samples its ``warp`` takes."""
+    from scipy import ndimage
+
+    pts = np.asarray(mapped, dtype=np.float64)
+    coords = np.moveaxis(pts[..., ::-1], -1, 0)  # (row, column) / (slice, row, column)
+    bad = ~np.isfinite(coords).all(axis=0)
+    coords = np.where(np.isfinite(coords), coords, -2.0)
+    out = ndimage.map_coordinates(np.asarray(moving, np.float32), coords, order=1,
+                                  mode="grid-constant", cval=0.0, prefilter=False)
+    out[bad] = 0.0
+    return out
 
 
 def sample_matrix(moving: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]
@@ -137,4 +160,5 @@ def display_step(shape: tuple[int, ...], max_side: int) -> int:
 
 
 __all__ = ["LandmarkVectors", "checkerboard", "colour_overlay", "display_step", "grey",
-           "identity_strided", "landmark_vectors", "sample_matrix", "stretch", "warp_strided"]
+           "identity_strided", "landmark_vectors", "sample_mapped", "sample_matrix", "stretch",
+           "warp_strided"]

@@ -133,15 +133,26 @@ def warp_slice(moving: np.ndarray, transform, fixed_shape: tuple[int, int, int],
     :func:`fixed_slice`), float32.
 
     A :class:`~mibench.transform.MatrixTransform` (None: the identity) warps the slice alone,
-    through its own ``warp`` composed with :func:`plane_matrix`; another transform type warps
-    the whole volume once and is sliced.
+    through its own ``warp`` composed with :func:`plane_matrix`; a non-matrix transform with
+    ``fixed_to_moving`` (a B-spline) maps the slice's voxels alone and samples the moving volume
+    there trilinearly (:func:`~mibench.reports.overlay_images.sample_mapped`, the samples its
+    ``warp`` takes); any other transform warps the whole volume once and is sliced.
     """
+    from mibench.reports.overlay_images import sample_mapped
     from mibench.transform import MatrixTransform
 
     if transform is None:
         transform = MatrixTransform.identity(3)
     if not isinstance(transform, MatrixTransform):
-        return fixed_slice(transform.warp(moving, tuple(fixed_shape)), plane, index, step)
+        if not hasattr(transform, "fixed_to_moving"):
+            return fixed_slice(transform.warp(moving, tuple(fixed_shape)), plane, index, step)
+        shape = plane_shape(fixed_shape, plane, step)
+        axes = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+        grid = np.column_stack([a.ravel() for a in axes[::-1]])  # (x, y, z) of the grid
+        m = plane_matrix(plane, index, step)
+        mapped = transform.fixed_to_moving(grid @ m[:3, :3].T + m[:3, 3])
+        out = sample_mapped(np.asarray(moving, dtype=np.float32), mapped.reshape(*shape, 3))
+        return out.squeeze(axis=2 - PLANES[plane][0])
     placed = MatrixTransform(transform.matrix @ plane_matrix(plane, index, step))
     out = placed.warp(np.asarray(moving, dtype=np.float32), plane_shape(fixed_shape, plane, step))
     return np.asarray(out).squeeze(axis=2 - PLANES[plane][0])

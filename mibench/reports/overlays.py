@@ -170,13 +170,24 @@ def score_title(rec, method: str, seed: int | None = None) -> str:
             f"NAED {fmt(metrics.get('naed'))}")
 
 
+def record_transform(ctx: RunAnalysis, rec):
+    """The record's transform, rebuilt (None for a failed task), reading a file it references
+    (a B-spline's coefficients) beside the record in ``ctx.run_dir``. Raises ``ValueError``
+    when it cannot be rebuilt (a plugin's own type, a missing or mismatched file)."""
+    from mibench.transform import transform_from_dict
+
+    folder = rec.task.record_path(ctx.run_dir).parent
+    try:
+        return transform_from_dict(rec.transform, folder=folder)
+    except OSError as exc:  # its file is gone (deleted, or a partial copy of the run)
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+
+
 def method_panels(ctx: RunAnalysis, pair_id: str, methods: Sequence[str] | None = None
                   ) -> tuple[list[Panel], list[Any]]:
     """A "before" panel and one per method of ``methods`` (default: every method with a
     scored task on the pair, in table order) showing its median-NAED task; returns the panels
     and the records shown (the "before" panel's is the first shown record)."""
-    from mibench.transform import transform_from_dict
-
     tasks = pair_tasks(ctx, pair_id)
     wanted = list(dict.fromkeys(tasks["method"])) if methods is None else list(methods)
     records = {rec.key: rec for rec in ctx.records}
@@ -190,8 +201,8 @@ def method_panels(ctx: RunAnalysis, pair_id: str, methods: Sequence[str] | None 
         seed = int(row["seed"]) if mine["seed"].nunique() > 1 else None
         title = score_title(rec, method, seed)
         try:
-            panels.append(Panel(title, transform_from_dict(rec.transform)))
-        except ValueError:  # a plugin's own Transform type: stored, but not redrawable
+            panels.append(Panel(title, record_transform(ctx, rec)))
+        except ValueError:  # a plugin's own Transform type, or its file gone: not redrawable
             panels.append(Panel(title, note="its transform cannot be\nrebuilt from the record"))
         shown.append(rec)
     if shown:
@@ -223,8 +234,6 @@ def make_overlays(ctx: RunAnalysis, methods: Sequence[str] | None = None,
     ``methods`` (default: all that ran) on the reference's median pair. Returns the overlays
     and a note (why there are none). Writes ``fig_overlay_<best|worst|methods>.png`` and
     removes those of an earlier build."""
-    from mibench.transform import transform_from_dict
-
     for old in (*ctx.run_dir.glob(figure_name("overlay_*")),
                 *ctx.run_dir.glob(f"{FIGURE_PREFIX}overlay_*.jpg")):
         old.unlink()
@@ -246,10 +255,10 @@ def make_overlays(ctx: RunAnalysis, methods: Sequence[str] | None = None,
         row = tasks.loc[pick[label]] if label in pick else median_task(tasks)
         rec = records[str(row["key"])]
         try:  # (the per-method figure shows such a method's panel with a note instead)
-            transform = None if label == "methods" else transform_from_dict(rec.transform)
-        except ValueError as exc:  # a plugin's own Transform type: stored, but not redrawable
+            transform = None if label == "methods" else record_transform(ctx, rec)
+        except ValueError as exc:  # a plugin's own Transform type, or its file gone
             return out, (f"The transform of {ref} on pair {pair_id} cannot be rebuilt from its "
-                         f"record ({exc}): overlays need a matrix transform.")
+                         f"record ({exc}).")
         try:
             pair = source.load(pair_id, params_key(rec))
         except OverlayUnavailable as exc:
@@ -292,4 +301,5 @@ def params_key(rec) -> str:
 __all__ = ["VOLUME_NOTE", "LandmarkVectors", "Overlay", "OverlayUnavailable", "Panel", "PairLink",
            "PairSource", "checkerboard", "colour_overlay", "draw_overlay", "draw_panels",
            "jpeg_bytes", "landmark_vectors", "load_dataset", "make_overlays", "method_panels",
-           "pair_tasks", "params_key", "sample_matrix", "warp_strided"]
+           "pair_tasks", "params_key", "record_transform", "sample_matrix",
+           "warp_strided"]

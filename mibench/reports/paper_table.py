@@ -144,6 +144,18 @@ ANHIR_COLUMNS = (("rtre_median_mean", "median rTRE", False), ("rtre_max_mean", "
                  ("rank_rtre_max", "rank max rTRE", False),
                  ("robustness_mean", "robustness", True))
 
+#: (summary column, header, higher is better) appended to the ANHIR table when the run has
+#: non-matrix results (the summary then has them; :data:`DEFORMATION_CAPTION`).
+DEFORMATION_COLUMNS = (("folding_mean", "folding", False),
+                       ("sd_log_jacobian_mean", "SD log J", False))
+
+# ASCII only: it goes into the LaTeX table's caption too.
+DEFORMATION_CAPTION = (" Folding: share of fixed pixels (in the mask) where the Jacobian "
+                       "determinant of the fixed-to-moving mapping is not positive, mean over "
+                       "pairs; SD log J: Learn2Reg's standard deviation of log(det J + 3), mean "
+                       "over pairs (both for non-matrix transforms; a dash for a matrix, whose "
+                       "det J is constant).")
+
 
 def _best_rows(values: dict[str, list], higher: list[bool], sig: int = 3
                ) -> list[tuple[str, list[str], list[bool]]]:
@@ -165,7 +177,8 @@ def metric_tables(ev: Evaluation, summary: pd.DataFrame | None = None) -> list[M
       (``ev.aucs``, as the report's success table).
     - ANHIR (ANHIR-protocol data, ``ev.anhir_applies``; needs ``summary``, the
       ``summary.csv`` frame): the average
-      median and max rTRE, their average ranks and the robustness.
+      median and max rTRE, their average ranks and the robustness; with non-matrix
+      results also folding and SD log J (:data:`DEFORMATION_COLUMNS`).
     """
     order = [r.method for r in ev.paper]
     tables = []
@@ -176,10 +189,13 @@ def metric_tables(ev: Evaluation, summary: pd.DataFrame | None = None) -> list[M
                                   _best_rows(values, [True] * len(cols))))
     if ev.anhir_applies and summary is not None and not summary.empty:
         by_method = summary.set_index("method")
+        deformation = tuple(c for c in DEFORMATION_COLUMNS if c[0] in by_method)
+        columns = ANHIR_COLUMNS + deformation
+        caption = ANHIR_CAPTION + (DEFORMATION_CAPTION if deformation else "")
         values = {m: [by_method.at[m, c] if c in by_method else None
-                      for c, _, _ in ANHIR_COLUMNS] for m in order if m in by_method.index}
-        tables.append(MetricTable("anhir", ANHIR_CAPTION, tuple(h for _, h, _ in ANHIR_COLUMNS),
-                                  _best_rows(values, [up for _, _, up in ANHIR_COLUMNS])))
+                      for c, _, _ in columns] for m in order if m in by_method.index}
+        tables.append(MetricTable("anhir", caption, tuple(h for _, h, _ in columns),
+                                  _best_rows(values, [up for _, _, up in columns])))
     return tables
 
 

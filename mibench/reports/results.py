@@ -42,6 +42,13 @@ SUMMARY_COLUMNS = ("method", "n_pairs", "n_scored", "n_unscored", "n_failed", "n
                    "rtre_median_mean", "rtre_max_mean", "rank_rtre_median", "rank_rtre_max",
                    "success_auc", "time_median_s", "time_iqr_s", "time_total_s", "unit")
 
+#: Deformation columns of ``summary.csv`` (``summary column``, ``results.csv`` column, how),
+#: present only when some record has the result column (non-matrix transforms, see
+#: :func:`mibench.registration.deformation_metrics`): mean and max over tasks of the share of
+#: folding pixels, mean of Learn2Reg's SD of log-Jacobian.
+DEFORMATION_SUMMARY = (("folding_mean", "folding", "mean"), ("folding_max", "folding", "max"),
+                       ("sd_log_jacobian_mean", "sd_log_jacobian", "mean"))
+
 
 def _scalar(value: Any) -> Any:
     """A CSV-friendly cell: scalars as they are, anything else as compact JSON."""
@@ -222,8 +229,12 @@ def summary_frame(results: pd.DataFrame, baseline: Collection[str] = ()) -> pd.D
     registered but not scored (no fixed landmarks). ``unit``: the unit of the method's errors
     (``px`` for results without a ``unit`` column); ``mixed`` when its tasks have errors in
     several units, which are not averaged: its ``tre_mean``, ``tre_median`` and
-    ``success_auc`` are then NaN (NAED is dimensionless and stays). Rows: by ascending
-    ``naed_mean``, the ``baseline`` methods last (:func:`method_order`).
+    ``success_auc`` are then NaN (NAED is dimensionless and stays). When some record holds
+    deformation statistics (a non-matrix transform), :data:`DEFORMATION_SUMMARY`'s columns
+    follow: ``folding_mean`` / ``folding_max`` (share of fixed pixels with ``det J <= 0``) and
+    ``sd_log_jacobian_mean`` (Learn2Reg's), over the tasks that have them (NaN for a method
+    whose results are matrices). Rows: by ascending ``naed_mean``, the ``baseline`` methods
+    last (:func:`method_order`).
     """
     if results.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
@@ -254,8 +265,13 @@ def summary_frame(results: pd.DataFrame, baseline: Collection[str] = ()) -> pd.D
             "time_iqr_s": g["wall_s"].quantile(0.75) - g["wall_s"].quantile(0.25),
             "time_total_s": g["wall_s"].sum(min_count=1),
             "unit": unit,
+            **{col: getattr(g[src], how)() for col, src, how in DEFORMATION_SUMMARY
+               if src in g},
         })
-    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    extra = [col for col, src, _ in DEFORMATION_SUMMARY if src in results]
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS) + extra)
+    for col in extra:
+        summary[col] = summary[col].astype("float64")
     for metric in ("rtre_median", "rtre_max"):
         table = pair_table(results, metric)
         if not table.empty:
@@ -265,6 +281,6 @@ def summary_frame(results: pd.DataFrame, baseline: Collection[str] = ()) -> pd.D
     return summary.sort_values("method", key=lambda s: s.map(rank)).reset_index(drop=True)
 
 
-__all__ = ["COST_FIELDS", "METRICS", "RESULT_COLUMNS", "SUMMARY_COLUMNS", "method_order",
-           "results_frame", "reuse_single_seed", "summary_frame", "task_counts",
+__all__ = ["COST_FIELDS", "DEFORMATION_SUMMARY", "METRICS", "RESULT_COLUMNS", "SUMMARY_COLUMNS",
+           "method_order", "results_frame", "reuse_single_seed", "summary_frame", "task_counts",
            "timing_frame"]

@@ -44,7 +44,20 @@ SUMMARY_TABLE = (
     ("rank_rtre_median", "rank median rTRE", 3, "min", "anhir"),
     ("rank_rtre_max", "rank max rTRE", 3, "min", "anhir"),
     ("success_auc", "AUC 1–25 px", 3, "max", "fire"),
+    # Only in runs with non-matrix results (summary.csv has them then).
+    ("folding_mean", "folding", 3, "min", None),
+    ("sd_log_jacobian_mean", "SD log J", 3, "min", None),
 )
+
+#: Said under a table with the deformation columns.
+DEFORMATION_CAPTION = (
+    "Deformation quality (Learn2Reg's definitions), for transforms that are not matrices "
+    "(B-splines): the Jacobian determinant det J of the fixed → moving mapping on the fixed "
+    "image's pixels (finite differences of 1 px), over the fixed mask; folding: the share of "
+    "pixels with det J ≤ 0, mean over tasks; SD log J: the standard deviation of "
+    "log(det J + 3) (Learn2Reg's shift, clipped to [1e-9, 1e9]), mean over tasks (both lower is "
+    "better). — for a matrix transform: an affine's det J is one constant, so it does not fold "
+    "(unless it reflects) and its SD log J is 0.")
 
 
 def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None,
@@ -117,7 +130,8 @@ def methods_view(a: RunAnalysis) -> dict[str, Any]:
     unit = symbol(a.unit)
     return {"rows": rows, "header": [h.format(naed=naed, unit=unit) for _, h, _, _, _ in columns],
             "naed": naed, "hidden": hidden, "unit": a.unit, "unit_words": words(a.unit),
-            "baseline": [m for m in a.order if m in a.roles.baseline]}
+            "baseline": [m for m in a.order if m in a.roles.baseline],
+            "deformation": DEFORMATION_CAPTION if "folding_mean" in df else ""}
 
 
 def stats_view(a: RunAnalysis) -> dict[str, Any]:
