@@ -21,9 +21,16 @@ Coordinates of a transform file (``CONTRACTS.md``, *Volumes (3-D) and physical s
   (fixed pixel ``(x, y)`` -> moving pixel).
 
 An affine matrix becomes an ``AffineTransform`` (centre at the origin) in ITK's text format. A
-perspective matrix or a transform that is not a matrix has no ITK counterpart: it is written as
-a ``DisplacementFieldTransform`` (HDF5) on the fixed image's grid, whose displacement at each
-grid point is exact (``fixed_to_moving`` of that point) and is interpolated linearly in between.
+B-spline (:class:`mibench.bspline.BSplineTransform` on an affine matrix part) of a pair without
+both geometries becomes, exactly, ITK's ``CompositeTransform`` of that affine then a cubic
+``BSplineTransform`` (:func:`mibench.bspline.to_sitk`; HDF5): ITK's ``TransformPoint`` equals
+``fixed_to_moving`` wherever the affine sends the point into the B-spline's domain, which covers
+the fixed image (outside it ITK's B-spline adds no displacement). With both geometries it would
+have to be conjugated by them (an LPS-flipped, possibly oblique grid in the moving world), which
+is not done: it goes the displacement-field way below, like a perspective matrix, which has no
+ITK counterpart either: a ``DisplacementFieldTransform`` (HDF5) on the fixed image's grid, whose
+displacement at each grid point is exact (``fixed_to_moving`` of that point) and is interpolated
+linearly in between.
 
 Warped images: a volume is written as NIfTI (gzip) with the fixed volume's affine (RAS+, the
 identity in voxels when the fixed volume has no geometry), float32 in [0, 1]; a 2-D image as an
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -70,6 +78,19 @@ def _is_affine(transform: Any, ndim: int) -> bool:
     return bool(np.array_equal(m[ndim, :ndim], np.zeros(ndim)) and m[ndim, ndim] != 0)
 
 
+def _is_exportable_bspline(transform: Any, ndim: int) -> bool:
+    """A :class:`~mibench.bspline.BSplineTransform` of ``ndim`` on an affine matrix part:
+    what :func:`~mibench.bspline.to_sitk` writes exactly."""
+    # A B-spline's module is loaded wherever one exists: no import (and its torch) for matrices.
+    ffd = sys.modules.get("mibench.bspline.ffd")
+    if ffd is None or not isinstance(transform, ffd.BSplineTransform):
+        return False
+    if transform.ndim != ndim:
+        raise ValueError(f"a {transform.ndim}-D transform for a {ndim}-D pair")
+    m = transform.affine.matrix
+    return bool(np.array_equal(m[ndim, :ndim], np.zeros(ndim)) and m[ndim, ndim] == 1)
+
+
 def itk_transform(transform: Any, fixed_geometry: Geometry | None,
                   moving_geometry: Geometry | None, ndim: int, *,
                   fixed_shape: tuple[int, ...] | None = None):
@@ -90,11 +111,16 @@ def itk_transform(transform: Any, fixed_geometry: Geometry | None,
 
     Returns
     -------
-    SimpleITK.AffineTransform or SimpleITK.DisplacementFieldTransform
+    SimpleITK.AffineTransform, SimpleITK.CompositeTransform (affine then B-spline) or
+    SimpleITK.DisplacementFieldTransform
     """
     import SimpleITK as sitk
 
     physical = _physical(fixed_geometry, moving_geometry, ndim)
+    if _is_exportable_bspline(transform, ndim) and not physical:
+        from mibench.bspline import to_sitk
+
+        return to_sitk(transform)
     if _is_affine(transform, ndim):
         m = transform.matrix / transform.matrix[ndim, ndim]
         world = flip_lps(world_transform(m, fixed_geometry, moving_geometry)) if physical else m
