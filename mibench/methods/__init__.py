@@ -111,6 +111,23 @@ def _toolbox_methods() -> list[MethodSpec]:
         )
         for metric, what in SITK_METRICS.items()
     ]
+    specs.append(MethodSpec(
+        name="sitk-bspline",
+        description="SimpleITK affine (as sitk-mmi), then a cubic B-spline with Mattes MI "
+        "(L-BFGS-B over an image pyramid, seeded random sampling, one thread); returns a "
+        "B-spline transform",
+        factory="mibench.methods.sitk:bspline",
+        params=sitk_params + (
+            bins,
+            Param("spacing", 32.0, "B-spline control-point spacing (fixed px)", gt=0),
+            Param("bspline_levels", 3, "image pyramid levels of the B-spline stage", ge=1),
+            Param("bspline_iterations", 100, "L-BFGS-B iterations per B-spline level", ge=1),
+            Param("bspline_sampling", 0.2, "share of each level's pixels the B-spline stage "
+                  "samples at random", gt=0, le=1),
+        ),
+        requires=(_SITK,),
+        dims=(2,),
+    ))
     elastix_params = (
         _TOOLBOX_PRESET,
         Param("resolutions", None, "pyramid levels (paper 4, practical 3)", type=int, ge=1),
@@ -129,6 +146,23 @@ def _toolbox_methods() -> list[MethodSpec]:
             requires=(_ELASTIX,),
             dims=(2, 3),
         ))
+    specs.append(MethodSpec(
+        name="elastix-bspline",
+        description="elastix affine then B-spline with AdvancedMattesMutualInformation, the "
+        "parameter files of ANHIR's organisers (BIRL configs/elastix_*.txt); returns a "
+        "B-spline transform (untested without itk-elastix)",
+        factory="mibench.methods.elastix:bspline",
+        params=(
+            Param("resolutions", None, "pyramid levels (BIRL: 6)", type=int, ge=1),
+            Param("bins", None, "histogram bins (BIRL: 64)", type=int, ge=1),
+            Param("iterations", None, "iterations per resolution (BIRL: 999)", type=int, ge=1),
+            Param("samples", None, "random samples per iteration (BIRL: 4096)", type=int, ge=1),
+            Param("spacing", None, "final control-point spacing, px (BIRL: 32)", type=float,
+                  gt=0),
+        ),
+        requires=(_ELASTIX,),
+        dims=(2,),
+    ))
     return specs
 
 

@@ -244,3 +244,160 @@ def _method(metric: str):
 
 ami = _method("ami")
 nmi = _method("nmi")
+
+
+# ------------------------------------------------------------------------- B-spline baseline
+
+#: ``elastix-bspline``'s parameters: the elastix parameter files of ANHIR's organisers' benchmark
+#: framework BIRL (``configs/elastix_affine.txt`` and ``configs/elastix_bspline.txt`` of
+#: https://github.com/Borda/BIRL, commit df148b1: elastix's model-zoo example file for B-spline
+#: registration with their values), the affine map then the B-spline map, combined by
+#: composition. The option names of ``elastix-bspline`` override the values marked.
+BIRL_PARAMETERS = {
+    "FixedInternalImagePixelType": ["float"], "MovingInternalImagePixelType": ["float"],
+    "UseDirectionCosines": ["true"],
+    "Registration": ["MultiResolutionRegistration"],
+    "Interpolator": ["BSplineInterpolator"], "ResampleInterpolator": ["FinalBSplineInterpolator"],
+    "Resampler": ["DefaultResampler"],
+    "FixedImagePyramid": ["FixedRecursiveImagePyramid"],
+    "MovingImagePyramid": ["MovingRecursiveImagePyramid"],
+    "Optimizer": ["AdaptiveStochasticGradientDescent"],
+    "Metric": ["AdvancedMattesMutualInformation"],
+    "HowToCombineTransforms": ["Compose"],
+    "NumberOfHistogramBins": ["64"],  # bins
+    "ErodeMask": ["false"],
+    "NumberOfResolutions": ["6"],  # resolutions
+    "MaximumNumberOfIterations": ["999"],  # iterations
+    "MaximumStepLength": ["5.0"],
+    "NumberOfSpatialSamples": ["4096"],  # samples
+    "NewSamplesEveryIteration": ["true"], "ImageSampler": ["Random"],
+    "BSplineInterpolationOrder": ["2"], "FinalBSplineInterpolationOrder": ["3"],
+    "DefaultPixelValue": ["0"], "WriteResultImage": ["false"],
+}
+#: BIRL's ``FinalGridSpacingInVoxels`` (px at the last resolution; halved per resolution before).
+BIRL_GRID_SPACING = 32.0
+
+
+def bspline_parameter_maps(seed: int, *, resolutions: int | None = None,
+                           bins: int | None = None, iterations: int | None = None,
+                           samples: int | None = None, spacing: float | None = None
+                           ) -> list[dict[str, list[str]]]:
+    """The affine and B-spline parameter maps of ``elastix-bspline`` (:data:`BIRL_PARAMETERS`
+    with the overrides that are not None; ``RandomSeed`` from ``seed`` as the affine methods).
+    ``FinalGridSpacingInVoxels`` is the spacing in pixels (the images are in pixel space)."""
+    common = dict(BIRL_PARAMETERS)
+    for key, value in (("NumberOfResolutions", resolutions), ("NumberOfHistogramBins", bins),
+                       ("MaximumNumberOfIterations", iterations),
+                       ("NumberOfSpatialSamples", samples)):
+        if value is not None:
+            if int(value) < 1:
+                raise ValueError(f"elastix-bspline: {key} must be >= 1, got {value}")
+            common[key] = [str(int(value))]
+    common["RandomSeed"] = [str(int(seed) % (2**31 - 2) + 1)]
+    grid = BIRL_GRID_SPACING if spacing is None else float(spacing)
+    if grid <= 0:
+        raise ValueError(f"elastix-bspline: spacing must be > 0, got {spacing}")
+    return [{**common, "Transform": ["AffineTransform"]},
+            {**common, "Transform": ["BSplineTransform"],
+             "FinalGridSpacingInVoxels": [repr(grid)]}]
+
+
+def elastix_bspline_to_mibench(affine_map: dict[str, list[str]],
+                               bspline_map: dict[str, list[str]], fixed_geometry: ImageGeometry,
+                               moving_geometry: ImageGeometry):
+    """elastix's composed result (the affine map, then the B-spline map, ``Compose``) as a
+    :class:`mibench.bspline.BSplineTransform`, exactly: elastix's order and grid placement are
+    mibench's (:mod:`mibench.bspline`), so the grid is ``GridOrigin``, ``GridSpacing``,
+    ``GridSize`` and the coefficients ``TransformParameters`` (x-fastest, one component after
+    the other). Images in pixel space (unit spacing, zero origin, identity direction) only."""
+    from mibench.bspline import BSplineTransform, ControlGrid
+
+    for geo in (fixed_geometry, moving_geometry):
+        if not (np.allclose(geo.spacing, 1) and np.allclose(geo.origin, 0)
+                and np.allclose(geo.direction, np.eye(2).ravel())):
+            raise ValueError("elastix-bspline converts results in pixel space only")
+    n = 2
+    if bspline_map.get("Transform", [""])[0] != "BSplineTransform" or \
+            bspline_map.get("HowToCombineTransforms", ["Compose"])[0] != "Compose":
+        raise ValueError("the second elastix map must be a composed BSplineTransform")
+    if int(bspline_map.get("BSplineTransformSplineOrder", ["3"])[0]) != 3:
+        raise ValueError("only cubic elastix B-splines are read")
+    direction = np.asarray(bspline_map.get("GridDirection", ["1", "0", "0", "1"]), float)
+    if not np.allclose(direction, np.eye(n).ravel()):
+        raise ValueError("only an identity elastix grid direction maps to mibench's grid")
+    grid = ControlGrid(tuple(float(v) for v in bspline_map["GridOrigin"]),
+                       tuple(float(v) for v in bspline_map["GridSpacing"]),
+                       tuple(int(float(v)) for v in bspline_map["GridSize"]))
+    coefficients = np.asarray(bspline_map["TransformParameters"], dtype=np.float64)
+    matrix = elastix_affine_to_pixel(affine_map, fixed_geometry, moving_geometry)
+    return BSplineTransform(grid, coefficients.reshape(grid.coefficient_shape), matrix)
+
+
+def register_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None,
+                             seed: int = 0, fixed_geometry: Geometry | None = None,
+                             moving_geometry: Geometry | None = None,
+                             resolutions: int | None = None, bins: int | None = None,
+                             iterations: int | None = None, samples: int | None = None,
+                             spacing: float | None = None) -> RegistrationOutput:
+    """elastix affine then B-spline registration with AdvancedMattesMutualInformation, in 2-D
+    pixel space, with ANHIR's organisers' parameter files (:data:`BIRL_PARAMETERS`).
+
+    UNTESTED: itk-elastix is not installed where this was written; the conversion
+    (:func:`elastix_bspline_to_mibench`) follows elastix's documented parameter layout.
+
+    Returns
+    -------
+    RegistrationOutput
+        A :class:`mibench.bspline.BSplineTransform` (fixed pixel -> moving pixel) and ``info``
+        with the resolved parameters.
+    """
+    import itk
+
+    if importlib.util.find_spec("itk.ElastixPython") is None:
+        raise RuntimeError('ITK is installed without elastix: pip install "mibench[elastix]"')
+    f_arr, m_arr = grey_arrays(fixed, moving)
+    if f_arr.ndim != 2:
+        raise ValueError("elastix-bspline registers 2-D images only")
+    f_img, m_img = _itk_image(f_arr, None), _itk_image(m_arr, None)
+    maps = bspline_parameter_maps(seed, resolutions=resolutions, bins=bins,
+                                  iterations=iterations, samples=samples, spacing=spacing)
+    params = itk.ParameterObject.New()
+    for pmap in maps:
+        params.AddParameterMap(pmap)
+    reg = itk.ElastixRegistrationMethod.New(f_img, m_img)
+    reg.SetParameterObject(params)
+    reg.SetNumberOfThreads(1)
+    reg.SetLogToConsole(False)
+    reg.SetLogToFile(False)
+    for mask, setter in ((fixed_mask, reg.SetFixedMask), (moving_mask, reg.SetMovingMask)):
+        arr = mask_array(mask)
+        if arr is not None:
+            setter(_itk_image(arr, None))
+    reg.UpdateLargestPossibleRegion()
+    result = reg.GetTransformParameterObject()
+    if result.GetNumberOfParameterMaps() != 2:
+        raise RuntimeError(f"elastix returned {result.GetNumberOfParameterMaps()} transforms; "
+                           "expected the affine and the B-spline")
+    rmaps = [{k: list(v) for k, v in result.GetParameterMap(i).items()} for i in range(2)]
+    transform = elastix_bspline_to_mibench(rmaps[0], rmaps[1], _geometry(f_img),
+                                           _geometry(m_img))
+    if not transform.is_valid:
+        raise RuntimeError("elastix returned a non-finite transform")
+    info = {key: maps[1][key][0] for key in ("NumberOfResolutions", "NumberOfHistogramBins",
+                                             "MaximumNumberOfIterations",
+                                             "NumberOfSpatialSamples",
+                                             "FinalGridSpacingInVoxels")}
+    return RegistrationOutput(transform, info={**info, "seed": int(seed)})
+
+
+def bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, fixed_geometry=None,
+            moving_geometry=None, **params):
+    """elastix affine then B-spline (BIRL's parameter files); options as
+    :func:`register_elastix_bspline`. Untested here (no itk-elastix)."""
+    return register_elastix_bspline(fixed, moving, fixed_mask=fixed_mask,
+                                    moving_mask=moving_mask, seed=seed,
+                                    fixed_geometry=fixed_geometry,
+                                    moving_geometry=moving_geometry, **params)
+
+
+bspline.warm_up = warm_up
