@@ -119,6 +119,8 @@ def test_a_bspline_record_is_stored_resumed_reported_and_exported(tmp_path):
     assert np.isnan(summary.at["identity", "folding_mean"])
     html = (run_dir / "report.html").read_text()
     assert "SD log J" in html and "Deformation quality" in html
+    pages = list((run_dir / "pairs").glob("*.html"))
+    assert pages and all("SD log J" in p.read_text() for p in pages)
 
     # Resume: nothing runs again, the files stay as they were.
     stamps = {p: p.stat().st_mtime_ns for p in run_dir.glob(f"records/warpy/*{BSPLINE_SUFFIX}")}

@@ -116,7 +116,7 @@ def _toolbox_methods() -> list[MethodSpec]:
         description="SimpleITK affine (as sitk-mmi), then a cubic B-spline with Mattes MI "
         "(L-BFGS-B over an image pyramid, seeded random sampling, one thread); returns a "
         "B-spline transform",
-        factory="mibench.methods.sitk:bspline",
+        factory="mibench.methods.sitk_bspline:bspline",
         params=sitk_params + (
             bins,
             Param("spacing", 32.0, "B-spline control-point spacing (fixed px)", gt=0),

@@ -131,5 +131,18 @@ def naed_definition(naed_norm: str | None, unit: str = DEFAULT_UNIT) -> str:
     return in_unit(norm.definition, unit)
 
 
-__all__ = ["DASH", "P_LEVELS", "fmt", "fmt_p", "fmt_pm", "fmt_std", "missing", "naed_definition",
-           "naed_header", "normalised", "plural", "seed_groups", "seed_text", "to_json"]
+#: Said under a table with the deformation columns (summary, ANHIR's, a pair's page).
+DEFORMATION_CAPTION = (
+    "Deformation quality (Learn2Reg's definitions), for transforms that are not matrices "
+    "(B-splines): the Jacobian determinant det J of the fixed → moving mapping on the fixed "
+    "image's pixels (finite differences of 1 px), over the fixed mask; folding: the share of "
+    "pixels with det J ≤ 0; SD log J: the standard deviation of log(det J + 3) (Learn2Reg's "
+    "shift, clipped to [1e-9, 1e9]); per method, means over its tasks; both lower is better. "
+    "— for a matrix transform: an affine's det J is one constant, so it does not fold (unless "
+    "it reflects) and its SD log J is 0.")
+
+
+__all__ = ["DASH", "DEFORMATION_CAPTION", "P_LEVELS", "fmt", "fmt_p", "fmt_pm", "fmt_std",
+           "missing", "naed_definition", "naed_header", "normalised", "plural", "seed_groups",
+           "seed_text", "to_json"]
+

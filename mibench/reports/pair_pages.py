@@ -21,7 +21,7 @@ import pandas as pd
 
 from mibench.paths import PAIRS_DIR, TMP_PREFIX
 from mibench.reports.analysis import RunAnalysis
-from mibench.reports.formatting import missing, naed_header
+from mibench.reports.formatting import DEFORMATION_CAPTION, missing, naed_header
 from mibench.reports.html import environment
 from mibench.reports.overlays import (
     VOLUME_NOTE,
@@ -79,13 +79,16 @@ def page_pairs(ctx: RunAnalysis, limit: int | None = MAX_PAIR_PAGES) -> pd.Serie
 def task_rows(ctx: RunAnalysis, pair_id: str, shown_keys: set[str]) -> list[dict[str, Any]]:
     """One row per task of the pair that ran, in table order: method, seed, status, NAED, mean
     landmark error (in the records' unit), the initial one, wall time (s), the error's first
-    line, and whether its overlay is the one shown."""
+    line, whether its overlay is the one shown, and its folding and SD log J (NaN without)."""
     rows = []
     for t in pair_tasks(ctx, pair_id).itertuples(index=False):
         error = "" if missing(t.error) else str(t.error).strip().splitlines()[0][:200]
         rows.append({"method": t.method, "seed": int(t.seed), "status": t.status,
                      "naed": t.naed, "tre_mean": t.tre_mean, "ire_mean": t.ire_mean,
-                     "wall_s": t.wall_s, "error": error, "shown": str(t.key) in shown_keys})
+                     "wall_s": t.wall_s, "error": error, "shown": str(t.key) in shown_keys,
+                     # Deformation quality (non-matrix transforms; NaN for the others).
+                     "folding": getattr(t, "folding", np.nan),
+                     "sd_log_jacobian": getattr(t, "sd_log_jacobian", np.nan)})
     return rows
 
 
@@ -112,6 +115,7 @@ def pair_view(ctx: RunAnalysis, pair_id: str, jpeg: bytes, shown: Sequence[Any],
         "several_seeds": bool(ctx.results["seed"].nunique() > 1) if len(ctx.results) else False,
         "unit": unit,
         "volume_note": VOLUME_NOTE if volume else "",
+        "deformation": DEFORMATION_CAPTION if "folding" in ctx.results else "",
     }
 
 

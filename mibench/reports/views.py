@@ -13,6 +13,7 @@ from mibench.metrics import FIRE_CATEGORIES
 from mibench.reports.analysis import RunAnalysis
 from mibench.reports.figures import FIGURES
 from mibench.reports.formatting import (
+    DEFORMATION_CAPTION,
     fmt,
     fmt_pm,
     missing,
@@ -49,15 +50,6 @@ SUMMARY_TABLE = (
     ("sd_log_jacobian_mean", "SD log J", 3, "min", None),
 )
 
-#: Said under a table with the deformation columns.
-DEFORMATION_CAPTION = (
-    "Deformation quality (Learn2Reg's definitions), for transforms that are not matrices "
-    "(B-splines): the Jacobian determinant det J of the fixed → moving mapping on the fixed "
-    "image's pixels (finite differences of 1 px), over the fixed mask; folding: the share of "
-    "pixels with det J ≤ 0, mean over tasks; SD log J: the standard deviation of "
-    "log(det J + 3) (Learn2Reg's shift, clipped to [1e-9, 1e9]), mean over tasks (both lower is "
-    "better). — for a matrix transform: an affine's det J is one constant, so it does not fold "
-    "(unless it reflects) and its SD log J is 0.")
 
 
 def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None,

@@ -10,7 +10,8 @@ sitk = pytest.importorskip("SimpleITK")
 from mibench.bspline import BSplineTransform  # noqa: E402
 from mibench.datasets import SYNTHETIC  # noqa: E402
 from mibench.datasets.synthetic import SyntheticDataset  # noqa: E402
-from mibench.methods.sitk import _dense_mapping, register_sitk, register_sitk_bspline  # noqa: E402
+from mibench.methods.sitk import register_sitk  # noqa: E402
+from mibench.methods.sitk_bspline import _dense_mapping, register_sitk_bspline  # noqa: E402
 from mibench.tensors import image_to_tensor, mask_to_tensor  # noqa: E402
 
 
