@@ -198,3 +198,26 @@ def test_itk_export_of_a_bspline_with_and_without_geometry(tmp_path):
     geo = Geometry(np.diag([0.5, 0.5, 1.0]), unit="um")
     field = itk_transform(t, geo, geo, 2, fixed_shape=shape)
     assert field.GetName() == "DisplacementFieldTransform"
+
+
+def test_display_warps_of_a_bspline_match_its_warp():
+    """The overlays sample a B-spline at the shown pixels only: the same values as its own
+    ``warp`` (torch's grid_sample) strided, in 2-D and on a volume's three slices."""
+    from mibench.reports.overlay_images import warp_strided
+    from mibench.reports.overlay_volumes import PLANES, fixed_slice, warp_slice
+
+    rng = np.random.default_rng(4)
+    moving = rng.random((40, 44)).astype(np.float32)
+    t = BSplineTransform.over((36, 42), 8.0, [[1.05, 0.05, 1.0], [-0.04, 0.97, 2.0], [0, 0, 1]])
+    t.coefficients = rng.uniform(-2, 2, t.grid.coefficient_shape)
+    for step in (1, 3):
+        np.testing.assert_allclose(warp_strided(moving, t, (36, 42), step),
+                                   t.warp(moving, (36, 42))[::step, ::step], atol=1e-5)
+    volume = rng.random((18, 20, 22)).astype(np.float32)
+    t3 = BSplineTransform.over((16, 20, 21), 6.0, np.diag([1.02, 0.98, 1.0, 1.0]))
+    t3.coefficients = rng.uniform(-1.5, 1.5, t3.grid.coefficient_shape)
+    full = t3.warp(volume, (16, 20, 21))
+    for plane in PLANES:
+        for step in (1, 2):
+            np.testing.assert_allclose(warp_slice(volume, t3, (16, 20, 21), plane, 7, step),
+                                       fixed_slice(full, plane, 7, step), atol=1e-5)
