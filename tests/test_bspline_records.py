@@ -221,3 +221,24 @@ def test_display_warps_of_a_bspline_match_its_warp():
         for step in (1, 2):
             np.testing.assert_allclose(warp_slice(volume, t3, (16, 20, 21), plane, 7, step),
                                        fixed_slice(full, plane, 7, step), atol=1e-5)
+
+
+def test_the_anhir_table_gains_deformation_columns_only_when_the_summary_has_them():
+    from types import SimpleNamespace
+
+    from mibench.reports.paper_table import ANHIR_CAPTION, metric_tables
+
+    ev = SimpleNamespace(paper=[SimpleNamespace(method="bs"), SimpleNamespace(method="aff")],
+                         fire_categories=False, anhir_applies=True)
+    summary = pd.DataFrame({"method": ["bs", "aff"], "rtre_median_mean": [0.002, 0.005],
+                            "rtre_max_mean": [0.01, 0.02], "rank_rtre_median": [1.0, 2.0],
+                            "rank_rtre_max": [1.0, 2.0], "robustness_mean": [0.9, 0.7]})
+    (plain,) = metric_tables(ev, summary)
+    assert "folding" not in plain.header and plain.caption == ANHIR_CAPTION
+    summary["folding_mean"] = [0.0004, np.nan]
+    summary["sd_log_jacobian_mean"] = [0.05, np.nan]
+    (table,) = metric_tables(ev, summary)
+    assert table.header[-2:] == ("folding", "SD log J") and "Folding" in table.caption
+    rows = {m: (cells, best) for m, cells, best in table.rows}
+    assert rows["bs"][0][-2:] == ["0.0004", "0.05"] and rows["bs"][1][-2:] == [True, True]
+    assert rows["aff"][1][-2:] == [False, False]
