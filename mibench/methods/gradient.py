@@ -17,6 +17,17 @@ the fixed volume's physical frame (:mod:`.transform_models`), starting from the 
 when both geometries are known (:mod:`.initial`), and 20,000 voxels per level and step
 (:mod:`.objective`). On the ``brain`` pairs at 2 mm (91 x 109 x 91, 2 levels) ``nmi`` takes about
 5 s per pair on one core (``benchmarks/volumes.py``).
+
+``transform="bspline"`` (2-D) adds a deformable stage after the affine registration: the affine
+result ``A`` is kept fixed and a cubic B-spline free-form deformation ``u`` is composed on it in
+elastix's order, ``p_moving = A(p) + u(A(p))`` (:mod:`mibench.bspline`), its coefficients (px)
+optimised by Adam with the same pyramid and estimator, one level at a time, coarsest first: level
+``s`` on a control grid of ``grid_spacing * 2^s`` px (placed over ``A`` of the fixed image as
+elastix does), refined exactly to half the spacing for the next level
+(:meth:`mibench.bspline.ControlGrid.refined`), so the last level works on ``grid_spacing``. The
+loss adds ``bending_weight`` times the thin-plate bending energy per fixed pixel
+(:func:`mibench.bspline.bending_energy`, closed form). The result is a
+:class:`~mibench.bspline.BSplineTransform`.
 """
 
 from __future__ import annotations
@@ -25,12 +36,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from mibench.errors import check_choice
 from mibench.methods.inputs import prepare_images
-from mibench.methods.objective import finish, pyramid_objective
-from mibench.methods.options import MULTIRES, SCHEDULES
+from mibench.methods.objective import PyramidObjective, finish, pyramid_objective
+from mibench.methods.options import BSPLINE_DEFAULTS, GRADIENT_TRANSFORMS, MULTIRES, SCHEDULES
 from mibench.tensors import FiniteWatch
 from mibench.transform import RegistrationOutput
 
@@ -62,6 +74,10 @@ def register_with_estimator(
     samples: int | None = None,
     fixed_geometry: Any = None,
     moving_geometry: Any = None,
+    grid_spacing: float = BSPLINE_DEFAULTS["grid_spacing"],
+    bending_weight: float = BSPLINE_DEFAULTS["bending_weight"],
+    bspline_iterations: int = BSPLINE_DEFAULTS["bspline_iterations"],
+    bspline_lr: float = BSPLINE_DEFAULTS["bspline_lr"],
 ) -> RegistrationOutput:
     """Register ``moving`` to ``fixed`` by gradient descent on ``estimator_fn``.
 
@@ -108,11 +124,26 @@ def register_with_estimator(
     fixed_geometry, moving_geometry : mibench.geometry.Geometry or None
         The volumes' geometries: the start (world identity) and the physical frame of
         ``rigid`` and of every 3-D model; ignored by 2-D affine and perspective.
+    grid_spacing : float
+        B-spline stage: control-point spacing at full resolution (px of the moving image);
+        level ``s`` uses ``2^s`` times it.
+    bending_weight : float
+        B-spline stage: weight of the bending energy per fixed pixel (1/px^2) in the loss.
+    bspline_iterations : int
+        B-spline stage: Adam steps per pyramid level (0: the affine result on a zero field).
+    bspline_lr : float
+        B-spline stage: Adam learning rate on the coefficients at full resolution (px per
+        step); level ``s`` uses ``2^s`` times it (its pixels are ``2^s`` full-resolution ones).
 
     Returns
     -------
     RegistrationOutput
-        ``MatrixTransform`` (fixed voxel -> moving voxel, 3x3 or 4x4) and ``info`` with
+        ``MatrixTransform`` (fixed voxel -> moving voxel, 3x3 or 4x4), or for ``"bspline"`` a
+        ``BSplineTransform`` on the affine result (its ``final_loss`` is that of full
+        resolution; its ``info`` also has ``affine_loss``, the loss at the end of the affine
+        stage, ``grid_spacing``, ``bending_weight``,
+        ``bspline_iterations`` (its Adam steps) and ``bending_energy`` of the result), and
+        ``info`` with
         ``final_loss``, ``overlap`` (share of the valid fixed voxels that the result maps
         inside the valid moving image, full resolution), ``iterations`` (Adam steps run),
         ``levels`` (used), ``transform``, ``multires``, ``seed`` (and ``samples`` per level
@@ -127,11 +158,16 @@ def register_with_estimator(
     """
     check_choice("multires", multires, MULTIRES)
     check_choice("schedule", schedule, SCHEDULES)
+    check_choice("transform", transform, GRADIENT_TRANSFORMS)
+    deformable = transform == "bspline"
+    if deformable and fixed.dim() != 4:
+        raise ValueError("transform='bspline' registers 2-D images only")
     fixed, moving = prepare_images(fixed, moving)
     objective = pyramid_objective(fixed, moving, fixed_mask, moving_mask,
                                   estimator_fn=estimator_fn, higher_is_better=higher_is_better,
                                   levels=levels, min_size=min_size, init=init, seed=seed,
-                                  transform=transform, samples=samples,
+                                  transform="affine" if deformable else transform,
+                                  samples=samples,
                                   fixed_geometry=fixed_geometry,
                                   moving_geometry=moving_geometry)
     device = fixed.device
@@ -158,6 +194,89 @@ def register_with_estimator(
 
     with torch.no_grad():
         h = model.compose(h0.double(), v.detach().double())
-    return finish(objective, h, stages[-1], {
-        "iterations": steps, "levels": objective.count, "transform": transform,
-        "multires": multires, "init": init, "seed": int(seed)})
+    info = {"iterations": steps, "levels": objective.count, "transform": transform,
+            "multires": multires, "init": init, "seed": int(seed)}
+    if not deformable:
+        return finish(objective, h, stages[-1], info)
+    affine = finish(objective, h, stages[-1], {})
+    return _bspline_stage(objective, affine.transform.matrix, info={
+        **info, "affine_loss": affine.info["final_loss"]}, grid_spacing=grid_spacing,
+        bending_weight=bending_weight, iterations=bspline_iterations, lr=bspline_lr,
+        schedule=schedule)
+
+
+def level_to_full(level_shape: tuple[int, ...], full_shape: tuple[int, ...]) -> np.ndarray:
+    """The diagonal matrix ``(n+1, n+1)`` from a pyramid level's pixels to full-resolution
+    pixels: the pyramid keeps normalised coordinates aligned (:mod:`.pyramid`), so ``x_full =
+    x_level (W - 1) / (W_level - 1)`` per axis."""
+    n = len(full_shape)
+    out = np.eye(n + 1)
+    for i, (lv, full) in enumerate(zip(level_shape[::-1], full_shape[::-1], strict=True)):
+        out[i, i] = (full - 1) / max(lv - 1, 1)
+    return out
+
+
+def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dict[str, Any],
+                   grid_spacing: float, bending_weight: float, iterations: int, lr: float,
+                   schedule: str) -> RegistrationOutput:
+    """Optimise a B-spline FFD on the fixed matrix ``affine`` (fixed px -> moving px), level by
+    level, coarsest first, refining the grid between levels (module docstring)."""
+    from mibench.bspline import (
+        BSplineTransform,
+        DenseField,
+        bending_energy,
+        refine_coefficients,
+    )
+
+    device = objective.fixed_levels[0].device
+    count = objective.count
+    start = BSplineTransform.over(objective.fixed_shape, grid_spacing * 2 ** (count - 1), affine)
+    grid, coefficients = start.grid, start.coefficients
+    # Energy per fixed pixel: the refined grids cover more of the plane than the first one, so
+    # the grid's own domain would change the penalty's scale from level to level.
+    area = float(np.prod(objective.fixed_shape))
+    watch = FiniteWatch(device)
+    steps = 0
+    for s in reversed(range(count)):
+        if s != count - 1:
+            coefficients, grid = refine_coefficients(coefficients, grid)
+        level_shape = tuple(objective.fixed_levels[s].shape[2:])
+        # exact=False: the field interpolated from a 1-px grid, error far below a pixel
+        # (DenseField) and about 2.5x faster than the exact evaluation for a general A.
+        field = DenseField(grid, level_shape, affine @ level_to_full(level_shape,
+                                                                     objective.fixed_shape),
+                           device=device, exact=False)
+        c = torch.tensor(coefficients, dtype=torch.float32, device=device, requires_grad=True)
+        level_lr = lr * 2 ** s
+        opt = torch.optim.Adam([c], lr=level_lr)
+        for it in range(iterations):
+            for group in opt.param_groups:
+                group["lr"] = level_lr * _lr_factor(schedule, it, iterations)
+            opt.zero_grad(set_to_none=True)
+            loss = objective.field_loss(field.sampling_grid(c, objective.moving_shape), s)
+            if bending_weight:
+                loss = loss + bending_weight * bending_energy(c, grid, normalise=False) / area
+            watch.update(loss, steps)
+            loss.backward()
+            opt.step()
+            steps += 1
+        coefficients = c.detach().to("cpu", torch.float64).numpy()
+    if steps:
+        watch.check(steps - 1)
+    result = BSplineTransform(grid, coefficients, affine)
+    if not result.is_valid:
+        raise RuntimeError("the recovered B-spline transform is not finite")
+    with torch.no_grad():
+        field = DenseField(grid, objective.fixed_shape, affine, device=device, exact=False)
+        sampling = field.sampling_grid(torch.as_tensor(coefficients, dtype=torch.float32,
+                                                       device=device), objective.moving_shape)
+        final = objective.field_loss(sampling, 0)
+        if not torch.isfinite(final):
+            raise RuntimeError(f"loss became {final.item()} at the end")
+        _, inside = objective.field_mask(sampling, 0)
+    valid = objective.fixed_masks[0]
+    total = float(valid.sum()) if valid is not None else float(inside[0, 0].numel())
+    return RegistrationOutput(result, info={
+        "final_loss": float(final), "overlap": float(inside.sum()) / max(total, 1.0), **info,
+        "grid_spacing": float(grid_spacing), "bending_weight": float(bending_weight),
+        "bspline_iterations": steps, "bending_energy": result.bending_energy()})

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mibench.methods import pyramid as pyr
 from mibench.methods.initial import initial_matrix
@@ -146,6 +147,22 @@ class PyramidObjective:
         else:
             img, mask = self.level_mask(h, s)
             sim = self.estimator_fn(self.fixed_levels[s], img, mask)[0]
+        return -sim if self.higher_is_better else sim
+
+    def field_mask(self, grid: torch.Tensor, s: int):
+        """As :meth:`level_mask` for a sampling grid ``(1, *level shape, n)`` (normalised over
+        the moving image, align_corners=True; a deformation's) instead of a matrix."""
+        warped = F.grid_sample(self.moving_cat[s], grid.to(self.moving_cat[s].dtype),
+                               mode="bilinear", padding_mode="zeros", align_corners=True)
+        img, inside = warped[:, :-1], warped[:, -1:] >= VALID_THRESHOLD
+        mask = self.fixed_masks[s]
+        return img, (inside if mask is None else inside & mask)
+
+    def field_loss(self, grid: torch.Tensor, s: int) -> torch.Tensor:
+        """``-similarity`` (``+`` for a cost) of level ``s`` under a sampling grid (see
+        :meth:`field_mask`), scored densely: a 0-d tensor."""
+        img, mask = self.field_mask(grid, s)
+        sim = self.estimator_fn(self.fixed_levels[s], img, mask)[0]
         return -sim if self.higher_is_better else sim
 
     def stage_loss(self, h: torch.Tensor, stage: list[int]) -> torch.Tensor:

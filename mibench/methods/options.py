@@ -15,6 +15,14 @@ from typing import Any
 TRANSFORM_PARAMS = {"affine": 6, "perspective": 8, "rigid": 3}
 TRANSFORM_PARAMS_3D = {"affine": 12, "rigid": 6}
 TRANSFORMS = tuple(TRANSFORM_PARAMS)
+#: The gradient engine's transforms: the matrix models, and ``"bspline"``: the affine model
+#: first, then a cubic B-spline free-form deformation on it (:mod:`mibench.bspline`).
+GRADIENT_TRANSFORMS = TRANSFORMS + ("bspline",)
+#: Defaults of the gradient engine's B-spline stage (``transform="bspline"``): control-point
+#: spacing at full resolution (px), bending-energy weight, Adam steps per pyramid level and
+#: Adam learning rate on the coefficients at full resolution (px per step).
+BSPLINE_DEFAULTS: dict[str, Any] = {"grid_spacing": 16.0, "bending_weight": 1.0,
+                                    "bspline_iterations": 100, "bspline_lr": 0.25}
 #: Where the local methods start (:mod:`mibench.methods.initial`).
 INITS = ("identity", "cmif")
 #: Multi-resolution schemes and learning-rate schedules of the gradient methods.

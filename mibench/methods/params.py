@@ -2,11 +2,23 @@
 
 The engine options of the methods derived from estimators (:mod:`.derived`) and the pyramid,
 transform and start options that DRMIME shares with them.
+
+The B-spline stage's options (:func:`bspline_params`) came after task keys were recorded: they
+are *quiet* (:data:`QUIET_OPTIONS`), left out of a method's resolved options, and so of its task
+keys, unless given (:class:`mibench.methods.derived.DerivedMethodSpec`); the engine takes their
+defaults when they are absent.
 """
 
 from __future__ import annotations
 
-from mibench.methods.options import INITS, MULTIRES, SCHEDULES, TRANSFORMS
+from mibench.methods.options import (
+    BSPLINE_DEFAULTS,
+    GRADIENT_TRANSFORMS,
+    INITS,
+    MULTIRES,
+    SCHEDULES,
+    TRANSFORMS,
+)
 from mibench.specs import Param
 
 INIT = Param("init", "identity", "starting transform: the pixel identity (for volumes with "
@@ -14,6 +26,35 @@ INIT = Param("init", "identity", "starting transform: the pixel identity (for vo
              "translation) refined by this method", choices=INITS)
 TRANSFORM = Param("transform", "affine", "transform model (2-D: affine 6, perspective 8, rigid 3 "
                   "parameters; 3-D: affine 12, rigid 6)", choices=TRANSFORMS)
+GRADIENT_TRANSFORM = Param(
+    "transform", "affine", "transform model (2-D: affine 6, perspective 8, rigid 3 parameters; "
+    "3-D: affine 12, rigid 6); bspline (2-D): the affine registration, then a cubic B-spline "
+    "free-form deformation on it (elastix's order), refined level by level",
+    choices=GRADIENT_TRANSFORMS)
+
+
+def bspline_params() -> tuple[Param, ...]:
+    """The options of the gradient engine's B-spline stage (``transform="bspline"``; quiet: see
+    the module docstring)."""
+    d = BSPLINE_DEFAULTS
+    return (
+        Param("grid_spacing", d["grid_spacing"], "B-spline control-point spacing at full "
+              "resolution, px of the moving image; pyramid level s starts at 2^s times it and "
+              "is refined exactly (halved) for the next level (transform=bspline)", gt=0),
+        Param("bending_weight", d["bending_weight"], "weight of the bending-energy penalty "
+              "(thin-plate energy per fixed pixel, 1/px^2) added to the loss "
+              "(transform=bspline)", ge=0),
+        Param("bspline_iterations", d["bspline_iterations"], "Adam steps per pyramid level "
+              "of the B-spline stage (transform=bspline; 0: the affine result on a zero field)",
+              ge=0),
+        Param("bspline_lr", d["bspline_lr"], "Adam learning rate on the B-spline coefficients "
+              "at full resolution, px per step; level s uses 2^s times it (transform=bspline)",
+              gt=0),
+    )
+
+
+#: Options left out of the resolved options (and task keys) unless given.
+QUIET_OPTIONS = tuple(p.name for p in bspline_params())
 
 
 def min_size(default: int = 32) -> Param:
@@ -39,13 +80,14 @@ def gradient_params() -> tuple[Param, ...]:
         levels(4),
         Param("lr", 0.02, "Adam learning rate on the matrix-exponential parameters "
               "(normalised coordinates); without a gradient: Powell's initial step", gt=0),
-        TRANSFORM,
+        GRADIENT_TRANSFORM,
         Param("multires", "simultaneous", "all levels every step with one shared transform "
               "(DRMIME), or one level at a time", choices=MULTIRES),
         min_size(32),
         Param("schedule", "cosine", "learning-rate schedule (cosine decay to 2% of lr, or "
               "constant); Adam only", choices=SCHEDULES),
         INIT,
+        *bspline_params(),
     )
 
 
