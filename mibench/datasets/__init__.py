@@ -7,15 +7,40 @@ declares its bounds and choices here, and the factories leave checking them to
 (a missing file, a malformed table), which the harness reports as ``dataset 'NAME': ...``.
 """
 
+from dataclasses import dataclass
+from typing import Any
+
 from mibench.hookspecs import hookimpl
 from mibench.specs import DatasetSpec, Param, Requirement
 
-SYNTHETIC = DatasetSpec(
+
+@dataclass(frozen=True)
+class QuietDatasetSpec(DatasetSpec):
+    """A :class:`~mibench.specs.DatasetSpec` whose ``quiet`` options are left out of
+    :meth:`resolve`'s result unless given.
+
+    Task keys hash the dataset's resolved options: an option added later would change the key
+    of every existing task on the dataset (nothing would be resumed). A quiet option keeps them;
+    the factory reads its default when it is absent (the synthetic elastic family's options,
+    :data:`mibench.datasets.synthetic.ELASTIC_DEFAULTS`).
+    """
+
+    quiet: tuple[str, ...] = ()
+
+    def resolve(self, options: dict[str, Any] | None = None, *, from_text: bool = False
+                ) -> dict:
+        resolved = super().resolve(options, from_text=from_text)
+        given = set(options or ())
+        return {k: v for k, v in resolved.items() if k not in self.quiet or k in given}
+
+
+SYNTHETIC = QuietDatasetSpec(
     name="synthetic",
     description=(
         "Multimodal pairs with exact ground truth: a random crop of a real fundus or IHC "
-        "histology image, and the same scene under a known random affine (or perspective) "
-        "transform with a different intensity mapping (fundus) or stain channel (histology)."
+        "histology image, and the same scene under a known random affine (or perspective, "
+        "rigid, or elastic: affine then a smooth B-spline displacement) transform with a "
+        "different intensity mapping (fundus) or stain channel (histology)."
     ),
     factory="mibench.datasets.synthetic:load_dataset",
     params=(
@@ -25,8 +50,9 @@ SYNTHETIC = DatasetSpec(
         Param("families", "fundus,histology",
               "comma-separated families (fundus, histology); pairs cycle through them"),
         Param("transform", "affine", "true transform model; rigid = rotation and translation "
-              "only, up to 10/20/30 deg and 5/10/20 % of the size by difficulty",
-              choices=("affine", "perspective", "rigid")),
+              "only, up to 10/20/30 deg and 5/10/20 % of the size by difficulty; elastic = the "
+              "affine one, then a random cubic B-spline displacement (elastic_amplitude, "
+              "elastic_spacing)", choices=("affine", "perspective", "rigid", "elastic")),
         Param("difficulty", "medium",
               "size of the true transform (max rotation 5/10/20 deg, translation 3/6/10 %, "
               "scale 5/10/15 %, shear 0.03/0.06/0.1)", choices=("easy", "medium", "hard")),
@@ -34,7 +60,14 @@ SYNTHETIC = DatasetSpec(
         Param("modality", "multimodal",
               "'none' keeps the fixed image's intensities in the moving image (a monomodal "
               "control)", choices=("multimodal", "none")),
+        Param("elastic_amplitude", 10.0, "transform=elastic: largest displacement of a "
+              "B-spline control point per component, px (< elastic_spacing / 4: no folding)",
+              ge=0),
+        Param("elastic_spacing", 48.0, "transform=elastic: control-point spacing of the "
+              "random B-spline, px", gt=0),
     ),
+    # Added after task keys were recorded: left out of the resolved options unless given.
+    quiet=("elastic_amplitude", "elastic_spacing"),
     needs_data_dir=False,
     layout="generated in memory from scikit-image's retina() and immunohistochemistry()",
     source="ships with scikit-image; no download",

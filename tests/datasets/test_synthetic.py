@@ -13,7 +13,7 @@ from skimage.metrics import normalized_mutual_information
 
 import mibench
 from mibench.datasets import SYNTHETIC, mibench_datasets
-from mibench.datasets.synthetic import load_dataset
+from mibench.datasets.synthetic import ELASTIC_DEFAULTS, load_dataset
 from mibench.errors import UserError
 from mibench.transform import MatrixTransform
 
@@ -61,11 +61,36 @@ def _detail_correlation(a, b, valid):
 def test_spec_is_registered_and_needs_no_data():
     assert SYNTHETIC in mibench_datasets()
     assert SYNTHETIC.needs_data_dir is False
-    assert SYNTHETIC.defaults() == {
+    base = {
         "seed": 0, "pairs": 8, "size": 256, "families": "fundus,histology",
         "transform": "affine", "difficulty": "medium", "landmarks": 12,
         "modality": "multimodal",
     }
+    elastic = {"elastic_amplitude": 10.0, "elastic_spacing": 48.0}
+    assert SYNTHETIC.defaults() == {**base, **elastic}
+    assert elastic == ELASTIC_DEFAULTS  # what the generator reads when they are absent
+    assert SYNTHETIC.param("transform").choices == ("affine", "perspective", "rigid", "elastic")
+    # The elastic options came later: quiet (out of the resolved options, so of the task keys)
+    # unless given.
+    assert SYNTHETIC.resolve() == base
+    given = SYNTHETIC.resolve({"transform": "elastic", "elastic_spacing": "40"}, from_text=True)
+    assert given == {**base, "transform": "elastic", "elastic_spacing": 40.0}
+    with pytest.raises(UserError, match="elastic_amplitude"):
+        SYNTHETIC.resolve({"elastic_amplitude": -1.0})
+    with pytest.raises(UserError, match="elastic_spacing"):
+        SYNTHETIC.resolve({"elastic_spacing": 0.0})
+
+
+def test_elastic_options_reach_the_generator():
+    """Quiet or given, the options the spec declares are those the generator uses."""
+    default = load_dataset(None, pairs=1, size=96, transform="elastic").pairs()[0]
+    given = load_dataset(None, pairs=1, size=96, transform="elastic", elastic_amplitude=10.0,
+                         elastic_spacing=48.0).pairs()[0]
+    assert default.meta == given.meta
+    other = load_dataset(None, pairs=1, size=96, transform="elastic",
+                         elastic_spacing=44.0).pairs()[0]
+    assert other.meta["true_deformation"]["grid"]["spacing"] == [44.0, 44.0]
+    assert default.meta["true_deformation"]["grid"]["spacing"] == [48.0, 48.0]
 
 
 def test_listing_datasets_does_not_import_the_generator():
