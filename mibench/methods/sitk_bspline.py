@@ -51,42 +51,6 @@ def _dense_mapping(transform: sitk.Transform, shape: tuple[int, int]):
     return mapping
 
 
-def _least_squares_bspline(grid, points: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Coefficients ``grid.coefficient_shape`` whose 2-D field best takes ``target`` ``(K, 2)``
-    at ``points`` ``(K, 2)``: the normal equations of the sparse design (the 16 cubic weights of
-    each point), with a ridge of 1e-10 times their mean diagonal so that control points no
-    sample reaches come out 0, solved directly (``scipy.sparse.linalg.spsolve``).
-
-    :func:`mibench.bspline.fit_coefficients` solves the same problem with LSQR to 1e-14, which
-    runs to its 20,000-iteration limit when the target is not exactly a B-spline on the grid
-    (ITK's field never is: 2 minutes for a 128 x 128 image, against a fraction of a second).
-    """
-    from scipy.sparse import coo_matrix, identity
-    from scipy.sparse.linalg import spsolve
-
-    from mibench.bspline import local_support
-
-    ny, nx = grid.shape[1], grid.shape[0]
-    (bx, wx), (by, wy) = local_support(grid, points, np)
-    rows, cols, vals = [], [], []
-    for j in range(4):
-        iy = by.astype(np.int64) - 1 + j
-        for i in range(4):
-            ix = bx.astype(np.int64) - 1 + i
-            inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)  # none outside the grid
-            rows.append(np.flatnonzero(inside))
-            cols.append((iy * nx + ix)[inside])
-            vals.append((wx[:, i] * wy[:, j])[inside])
-    design = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                        shape=(len(points), nx * ny)).tocsc()
-    normal = (design.T @ design).tocsc()
-    ridge = 1e-10 * max(float(normal.diagonal().mean()), 1e-300)
-    lhs = (normal + ridge * identity(nx * ny, format="csc")).tocsc()
-    rhs = np.asarray(design.T @ target)
-    coefficients = np.stack([spsolve(lhs, rhs[:, k]) for k in range(2)])
-    return coefficients.reshape(grid.coefficient_shape)
-
-
 def register_sitk_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, seed: int = 0,
                           fixed_geometry: Geometry | None = None,
                           moving_geometry: Geometry | None = None,
@@ -114,7 +78,7 @@ def register_sitk_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, s
     ``A(p) + u(A(p))`` with ``u`` on an axis-aligned grid over ``A`` of the fixed image
     (:mod:`mibench.bspline`). ``u(q) = L v(A^-1 q)`` (``L`` the affine's linear part) is a
     B-spline on the grid ``A`` maps ITK's onto, axis-aligned only when ``L`` is diagonal, so the
-    result is *fitted* by least squares (:func:`_least_squares_bspline`) to ITK's mapping
+    result is *fitted* by least squares (:func:`mibench.bspline.fit_coefficients`) to ITK's mapping
     sampled at every fixed pixel (every ``k``-th, ``k = ceil(sqrt(H W / 2^18))``, on larger
     images), on a grid of a quarter of ITK's control-point spacing placed over ``A`` of the
     fixed image (:meth:`mibench.bspline.BSplineTransform.over`; half the spacing left up to
@@ -142,7 +106,7 @@ def register_sitk_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, s
         ``optimizer_iterations`` (last level), ``stop``, ``mesh_size`` (cells per axis ``(x,
         y)``), ``itk_spacing_px``, ``fit_spacing_px``, ``fit_step_px`` and the fit residuals.
     """
-    from mibench.bspline import BSplineTransform
+    from mibench.bspline import BSplineTransform, fit_coefficients
 
     f_arr, m_arr = grey_arrays(fixed, moving)
     if f_arr.ndim != 2:
@@ -207,7 +171,7 @@ def register_sitk_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, s
     pts = np.column_stack([xs.ravel(), ys.ravel()])
     q = result.affine.fixed_to_moving(pts)
     target = mapping(pts)
-    result.coefficients = _least_squares_bspline(result.grid, q, target - q)
+    result.coefficients = fit_coefficients(result.grid, q, target - q)
     residual = np.linalg.norm(result.fixed_to_moving(pts) - target, axis=1)
     if not result.is_valid or not np.isfinite(residual).all():
         raise RuntimeError("SimpleITK's B-spline result is not finite")
