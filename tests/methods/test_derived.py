@@ -12,7 +12,7 @@ from mibench.methods.derived import register_derived
 from mibench.registry import Registry
 
 GRADIENT_ENGINE = ["iterations", "levels", "lr", "transform", "multires", "min_size", "schedule",
-                   "init"]
+                   "init", "grid_spacing", "bending_weight", "bspline_iterations", "bspline_lr"]
 
 #: A third-party plugin: estimators of every kind the rule tells apart.
 PLUGIN = """
