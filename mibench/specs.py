@@ -204,7 +204,13 @@ def load_object(ref: str | Callable) -> Callable:
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """Common part of every spec. ``plugin`` is filled in by the registry (who provided it)."""
+    """Common part of every spec. ``plugin`` is filled in by the registry (who provided it).
+
+    ``quiet`` names options left out of :meth:`resolve`'s result unless given: task keys hash
+    the resolved options, so an option added later would change the key of every existing task
+    (nothing would be resumed); a quiet one keeps them, and the factory takes its default when
+    the option is absent. One given explicitly, even at its default, stays.
+    """
 
     kind: ClassVar[str] = "plugin"
 
@@ -214,6 +220,7 @@ class PluginSpec:
     params: tuple[Param, ...] = ()
     requires: tuple[Requirement, ...] = ()
     plugin: str = ""
+    quiet: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -240,7 +247,8 @@ class PluginSpec:
             except UserError as exc:
                 # Name the plugin: "method 'ncc': option 'lr' must be > 0, got -1.0".
                 raise UserError(f"{self.kind} {self.name!r}: {exc}") from None
-        return resolved
+        given = set(options or ())
+        return {k: v for k, v in resolved.items() if k not in self.quiet or k in given}
 
     def unavailable_reason(self) -> str | None:
         """Why this plugin cannot run here (with the install hint), or None if it can."""

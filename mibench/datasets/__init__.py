@@ -7,34 +7,11 @@ declares its bounds and choices here, and the factories leave checking them to
 (a missing file, a malformed table), which the harness reports as ``dataset 'NAME': ...``.
 """
 
-from dataclasses import dataclass
-from typing import Any
 
 from mibench.hookspecs import hookimpl
 from mibench.specs import DatasetSpec, Param, Requirement
 
-
-@dataclass(frozen=True)
-class QuietDatasetSpec(DatasetSpec):
-    """A :class:`~mibench.specs.DatasetSpec` whose ``quiet`` options are left out of
-    :meth:`resolve`'s result unless given.
-
-    Task keys hash the dataset's resolved options: an option added later would change the key
-    of every existing task on the dataset (nothing would be resumed). A quiet option keeps them;
-    the factory reads its default when it is absent (the synthetic elastic family's options,
-    :data:`mibench.datasets.synthetic.ELASTIC_DEFAULTS`).
-    """
-
-    quiet: tuple[str, ...] = ()
-
-    def resolve(self, options: dict[str, Any] | None = None, *, from_text: bool = False
-                ) -> dict:
-        resolved = super().resolve(options, from_text=from_text)
-        given = set(options or ())
-        return {k: v for k, v in resolved.items() if k not in self.quiet or k in given}
-
-
-SYNTHETIC = QuietDatasetSpec(
+SYNTHETIC = DatasetSpec(
     name="synthetic",
     description=(
         "Multimodal pairs with exact ground truth: a random crop of a real fundus or IHC "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from mibench.methods.params import QUIET_OPTIONS, derivative_free_params, gradient_params
@@ -65,27 +64,6 @@ def method_params(spec: EstimatorSpec) -> tuple[Param, ...]:
     return engine_params(spec) + offered_params(spec)
 
 
-@dataclass(frozen=True)
-class DerivedMethodSpec(MethodSpec):
-    """A derived method's spec: a :class:`~mibench.specs.MethodSpec` whose ``quiet`` options
-    are left out of :meth:`resolve`'s result unless given.
-
-    Task keys hash the resolved options, so an option added to the engine would change the key
-    of every existing task (and no record would be resumed); a quiet option (the B-spline
-    stage's, :data:`mibench.methods.params.QUIET_OPTIONS`) keeps them, and the factory takes
-    its default when it is absent. One given explicitly, even at its default, stays (a
-    variant's canonical name is built from the options it gives).
-    """
-
-    quiet: tuple[str, ...] = ()
-
-    def resolve(self, options: dict[str, Any] | None = None, *, from_text: bool = False
-                ) -> dict:
-        resolved = super().resolve(options, from_text=from_text)
-        given = set(options or ())
-        return {k: v for k, v in resolved.items() if k not in self.quiet or k in given}
-
-
 def _optimiser_text(spec: EstimatorSpec) -> str:
     if spec.differentiable:
         return GRADIENT_TEXT
@@ -106,7 +84,7 @@ def derived_description(spec: EstimatorSpec) -> str:
 def derived_method(spec: EstimatorSpec) -> MethodSpec:
     """The method derived from the estimator ``spec`` (see the module docstring)."""
     params = method_params(spec)
-    return DerivedMethodSpec(
+    return MethodSpec(
         name=spec.name,
         description=derived_description(spec),
         factory=functools.partial(register_derived, estimator=spec),

@@ -5,7 +5,7 @@ transform and start options that DRMIME shares with them.
 
 The B-spline stage's options (:func:`bspline_params`) came after task keys were recorded: they
 are *quiet* (:data:`QUIET_OPTIONS`), left out of a method's resolved options, and so of its task
-keys, unless given (:class:`mibench.methods.derived.DerivedMethodSpec`); the engine takes their
+keys, unless given (the spec's ``quiet``, :class:`mibench.specs.PluginSpec`); the engine takes their
 defaults when they are absent.
 """
 
