@@ -151,6 +151,20 @@ def _set_metric(reg: sitk.ImageRegistrationMethod, s: SitkSettings) -> None:
         reg.SetMetricAsMeanSquares()
 
 
+def execute_single_threaded(reg, fixed_image, moving_image) -> None:
+    """Run ``reg`` (an ``ImageRegistrationMethod``) with one ITK thread.
+
+    The method's own thread count does not reach the metric's internal filters: only the
+    global default makes runs repeat bit for bit. It is restored afterwards (in-process runs).
+    """
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        reg.Execute(fixed_image, moving_image)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
 def register_sitk(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=None,
                   seed: int = 0, fixed_geometry: Geometry | None = None,
                   moving_geometry: Geometry | None = None, preset: str = "practical",
@@ -256,14 +270,7 @@ def register_sitk(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=No
             f_img, m_img, sitk.AffineTransform(3),
             sitk.CenteredTransformInitializerFilter.GEOMETRY)
     reg.SetInitialTransform(tx, inPlace=True)
-    # The method's own thread count does not reach the metric's internal filters: only the
-    # global default makes runs repeat bit for bit. Restored afterwards (in-process runs).
-    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        reg.Execute(f_img, m_img)
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    execute_single_threaded(reg, f_img, m_img)
 
     if ndim == 2:
         matrix = itk_affine_to_pixel(tx.GetMatrix(), tx.GetTranslation(), tx.GetCenter(),

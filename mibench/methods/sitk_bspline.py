@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from mibench.geometry import Geometry
 from mibench.methods.itk_convert import grey_arrays, mask_array
-from mibench.methods.sitk import itk_image, register_sitk, settings
+from mibench.methods.sitk import execute_single_threaded, itk_image, register_sitk, settings
 from mibench.transform import RegistrationOutput
 
 #: Defaults of ``sitk-bspline``'s deformable stage (as SimpleITK's
@@ -149,12 +149,7 @@ def register_sitk_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, s
     # One mesh on every level: ITK's L-BFGS-B keeps the first level's parameter scales when a
     # mesh adaptor refines the grid ("Size of scales must equal number of local parameters").
     reg.SetInitialTransform(bspline, inPlace=True)
-    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        reg.Execute(f_img, m_img)
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    execute_single_threaded(reg, f_img, m_img)
 
     # ITK's full mapping: the optimised B-spline first, then the moving initial affine.
     full = sitk.CompositeTransform(2)
