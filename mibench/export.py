@@ -4,8 +4,7 @@
 SimpleITK's ``ReadTransform`` reads (as do the ITK-based tools that read ITK transform
 files); ``--save-warped`` writes the moving image resampled onto the fixed image's grid. Both go
 beside the task's record, ``records/<group>/<name>.json``, under the record's name with another
-suffix (:data:`TRANSFORM_SUFFIX`, :data:`FIELD_SUFFIX`, :data:`WARPED_VOLUME_SUFFIX`,
-:data:`WARPED_IMAGE_SUFFIX`).
+suffix (:func:`mibench.paths.beside_record`; the suffixes are :mod:`mibench.paths`'s).
 
 Coordinates of a transform file (``CONTRACTS.md``, *Volumes (3-D) and physical space*):
 
@@ -54,10 +53,10 @@ from mibench.geometry import Geometry, flip_lps, world_transform
 from mibench.jsonio import write_bytes_atomic
 from mibench.paths import (
     FIELD_SUFFIX,
-    RECORD_SUFFIX,
     TRANSFORM_SUFFIX,
     WARPED_IMAGE_SUFFIX,
     WARPED_VOLUME_SUFFIX,
+    beside_record,
 )
 from mibench.transform import MatrixTransform
 
@@ -247,13 +246,6 @@ def write_warped(path: Path, warped: np.ndarray, fixed_geometry: Geometry | None
     return path
 
 
-def output_stem(record_path: Path) -> str:
-    """The record's file name without :data:`mibench.paths.RECORD_SUFFIX` (pair ids may hold
-    dots, so not ``Path.stem``)."""
-    name = Path(record_path).name
-    return name[:-len(RECORD_SUFFIX)] if name.endswith(RECORD_SUFFIX) else name
-
-
 def write_task_outputs(record_path: Path, pair: Any, transform: Any, *, transforms: bool,
                        warped: bool) -> dict[str, str]:
     """Write a task's transform file and/or warped moving image beside its record.
@@ -280,19 +272,19 @@ def write_task_outputs(record_path: Path, pair: Any, transform: Any, *, transfor
     out: dict[str, str] = {}
     if transform is None or not (transforms or warped):
         return out
-    record_path = Path(record_path)
-    folder, stem = record_path.parent, output_stem(record_path)
     ndim = pair.ndim
     fixed_shape = tuple(pair.fixed.shape[:ndim])
     if transforms:
         suffix = TRANSFORM_SUFFIX if _is_affine(transform, ndim) else FIELD_SUFFIX
-        path = write_transform(folder / f"{stem}{suffix}", transform, pair.fixed_geometry,
-                               pair.moving_geometry, ndim, fixed_shape=fixed_shape)
+        path = write_transform(beside_record(record_path, suffix), transform,
+                               pair.fixed_geometry, pair.moving_geometry, ndim,
+                               fixed_shape=fixed_shape)
         out["transform"] = path.name
     if warped:
         image = transform.warp(pair.moving, fixed_shape)
         image = np.asarray(image, dtype=np.float32)
         suffix = WARPED_VOLUME_SUFFIX if ndim == 3 else WARPED_IMAGE_SUFFIX
-        path = write_warped(folder / f"{stem}{suffix}", image, pair.fixed_geometry, ndim=ndim)
+        path = write_warped(beside_record(record_path, suffix), image, pair.fixed_geometry,
+                            ndim=ndim)
         out["warped"] = path.name
     return out

@@ -61,6 +61,15 @@ def record_path(run_dir: Path | str, group: str, name: str) -> Path:
     return records_dir(run_dir) / group / f"{name}{RECORD_SUFFIX}"
 
 
+def beside_record(record: Path | str, suffix: str) -> Path:
+    """The file ``suffix`` names beside a record: ``<name>.json`` -> ``<name><suffix>`` in the
+    same folder (pair ids may hold dots, so not ``Path.stem``)."""
+    record = Path(record)
+    name = record.name
+    stem = name[:-len(RECORD_SUFFIX)] if name.endswith(RECORD_SUFFIX) else name
+    return record.with_name(stem + suffix)
+
+
 def record_files(run_dir: Path | str) -> list[Path]:
     """Every record file of a run directory, sorted (damaged and temporary files excluded)."""
     return sorted(records_dir(run_dir).glob(f"*/*{RECORD_SUFFIX}"))

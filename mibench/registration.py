@@ -31,7 +31,7 @@ from mibench.metrics import (
     start_transform,
 )
 from mibench.pairs import Pair, check_pair
-from mibench.paths import BSPLINE_SUFFIX, RECORD_SUFFIX, record_path
+from mibench.paths import BSPLINE_SUFFIX, beside_record, record_path
 from mibench.tasks import TaskRecord, WorkerContext, Workspace, failure_text, now
 from mibench.transform import MatrixTransform, Transform
 from mibench.usage import MIB, Usage, UsageMeter
@@ -80,8 +80,7 @@ class RegistrationTask:
     def transform_path(self, run_dir: Path) -> Path:
         """Where a non-matrix result (a B-spline) is stored beside the record:
         ``records/<method>/<pair>.s<seed>.<key>.bspline.npz``."""
-        path = self.record_path(run_dir)
-        return path.with_name(path.name[:-len(RECORD_SUFFIX)] + BSPLINE_SUFFIX)
+        return beside_record(self.record_path(run_dir), BSPLINE_SUFFIX)
 
     def run(self, workspace: Workspace, on_started: Callable[[Record], None] | None = None
             ) -> Record:
