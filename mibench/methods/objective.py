@@ -101,10 +101,19 @@ class PyramidObjective:
         """The moving image warped onto level ``s`` (all of it) and the mask of the voxels to
         score."""
         f = self.fixed_levels[s]
-        warped = warp_normalised(self.moving_cat[s], h, tuple(f.shape[2:]))
+        return self._split(warp_normalised(self.moving_cat[s], h, tuple(f.shape[2:])), s)
+
+    def _split(self, warped: torch.Tensor, s: int):
+        """The warped moving image and the voxels to score: those whose warped validity
+        channel is whole, within the fixed mask of level ``s``."""
         img, inside = warped[:, :-1], warped[:, -1:] >= VALID_THRESHOLD
         mask = self.fixed_masks[s]
         return img, (inside if mask is None else inside & mask)
+
+    def _dense_loss(self, img: torch.Tensor, mask: torch.Tensor, s: int) -> torch.Tensor:
+        """``-similarity`` (``+`` for a cost) of a warped image against level ``s``."""
+        sim = self.estimator_fn(self.fixed_levels[s], img, mask)[0]
+        return -sim if self.higher_is_better else sim
 
     def draw(self, s: int) -> torch.Tensor:
         """Flat indices ``(N,)`` of the fixed voxels scored at level ``s`` (with replacement,
@@ -144,26 +153,20 @@ class PyramidObjective:
             img = warped[:, :-1, None]  # (1, C, 1, N)
             mask = (warped[:, -1:] >= VALID_THRESHOLD)[:, :, None]
             sim = self.estimator_fn(fixed_values[:, :, None], img, mask)[0]
-        else:
-            img, mask = self.level_mask(h, s)
-            sim = self.estimator_fn(self.fixed_levels[s], img, mask)[0]
-        return -sim if self.higher_is_better else sim
+            return -sim if self.higher_is_better else sim
+        return self._dense_loss(*self.level_mask(h, s), s)
 
     def field_mask(self, grid: torch.Tensor, s: int):
         """As :meth:`level_mask` for a sampling grid ``(1, *level shape, n)`` (normalised over
         the moving image, align_corners=True; a deformation's) instead of a matrix."""
         warped = F.grid_sample(self.moving_cat[s], grid.to(self.moving_cat[s].dtype),
                                mode="bilinear", padding_mode="zeros", align_corners=True)
-        img, inside = warped[:, :-1], warped[:, -1:] >= VALID_THRESHOLD
-        mask = self.fixed_masks[s]
-        return img, (inside if mask is None else inside & mask)
+        return self._split(warped, s)
 
     def field_loss(self, grid: torch.Tensor, s: int) -> torch.Tensor:
         """``-similarity`` (``+`` for a cost) of level ``s`` under a sampling grid (see
         :meth:`field_mask`), scored densely: a 0-d tensor."""
-        img, mask = self.field_mask(grid, s)
-        sim = self.estimator_fn(self.fixed_levels[s], img, mask)[0]
-        return -sim if self.higher_is_better else sim
+        return self._dense_loss(*self.field_mask(grid, s), s)
 
     def stage_loss(self, h: torch.Tensor, stage: list[int]) -> torch.Tensor:
         """The mean loss of the levels of one optimisation stage."""
