@@ -31,7 +31,8 @@ moving_to_fixed` solves ``q + u(q) = m`` by Newton's method to a residual of
 pulls back with ``grid_sample`` on any device. :class:`DenseField` is the differentiable dense
 field for an optimiser (separable matrix products, or one ``grid_sample`` of the coefficients);
 :func:`bending_energy` is the thin-plate energy in closed form; :func:`refine_coefficients`
-halves the spacing exactly (B-spline subdivision), :meth:`~BSplineTransform.resampled` moves to
+halves the spacing exactly (B-spline subdivision), :func:`crop_coefficients` drops the control
+points that do not reach a box, :meth:`~BSplineTransform.resampled` moves to
 any other grid by least squares. Storage: :meth:`~BSplineTransform.save` / ``load`` (``.npz``
 beside the record, which references it by name) or coefficients embedded in the record when
 few (:meth:`~BSplineTransform.to_dict`). :func:`to_sitk` exports to SimpleITK and
@@ -48,6 +49,7 @@ from mibench.bspline.ffd import (
     INVERSE_TOLERANCE,
     BSplineTransform,
     fit_coefficients,
+    fixed_box,
     from_sitk,
     to_sitk,
 )
@@ -63,6 +65,7 @@ from mibench.bspline.field import (
 from mibench.bspline.grid import (
     ControlGrid,
     bending_energy,
+    crop_coefficients,
     cubic_bspline,
     cubic_weights,
     evaluate,
@@ -80,6 +83,7 @@ __all__ = [
     "INVERSE_TOLERANCE",
     "axis_matrix",
     "bending_energy",
+    "crop_coefficients",
     "cubic_bspline",
     "cubic_weights",
     "displacement_field",
@@ -87,6 +91,7 @@ __all__ = [
     "field_at",
     "field_on_grid",
     "fit_coefficients",
+    "fixed_box",
     "fixed_grid_points",
     "from_sitk",
     "local_support",

@@ -19,6 +19,7 @@ from mibench.bspline.grid import (
     local_support,
     refine_coefficients,
 )
+from mibench.bspline.inverse import lattice_start, newton_solve
 from mibench.transform import MatrixTransform, warp_with
 
 #: Default tolerance of :meth:`BSplineTransform.moving_to_fixed`: the largest residual
@@ -77,6 +78,25 @@ def fit_coefficients(grid: ControlGrid, points: np.ndarray, target: np.ndarray) 
     return coefficients.reshape(grid.coefficient_shape)
 
 
+def fixed_box(fixed_shape: tuple[int, ...], affine: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)``: the bounding box of the fixed image's corner pixel centres mapped by the
+    matrix part ``affine`` (MatrixTransform or ``(n+1, n+1)`` array), where the B-spline is
+    evaluated; ``(x, y[, z])`` pixels.
+
+    Raises
+    ------
+    ValueError
+        If a corner is sent to infinity.
+    """
+    a = affine if isinstance(affine, MatrixTransform) else MatrixTransform(affine)
+    sizes = np.asarray(fixed_shape[::-1], dtype=np.float64)
+    corners = np.array(list(itertools.product(*[(0.0, s - 1) for s in sizes])))
+    mapped = a.fixed_to_moving(corners)
+    if not np.isfinite(mapped).all():
+        raise ValueError("the matrix part sends a corner of the fixed image to infinity")
+    return mapped.min(0), mapped.max(0)
+
+
 class BSplineTransform:
     """A cubic B-spline FFD on a matrix transform: ``p_moving = A(p) + u(A(p))``.
 
@@ -127,12 +147,7 @@ class BSplineTransform:
         n = len(fixed_shape)
         a = MatrixTransform.identity(n) if affine is None else (
             affine if isinstance(affine, MatrixTransform) else MatrixTransform(affine))
-        sizes = np.asarray(fixed_shape[::-1], dtype=np.float64)
-        corners = np.array(list(itertools.product(*[(0.0, s - 1) for s in sizes])))
-        mapped = a.fixed_to_moving(corners)
-        if not np.isfinite(mapped).all():
-            raise ValueError("the matrix part sends a corner of the fixed image to infinity")
-        grid = ControlGrid.over(mapped.min(0), mapped.max(0), spacing)
+        grid = ControlGrid.over(*fixed_box(fixed_shape, a), spacing)
         return cls(grid, np.zeros(grid.coefficient_shape), a)
 
     @property
@@ -177,6 +192,11 @@ class BSplineTransform:
                         iterations: int = INVERSE_ITERATIONS) -> np.ndarray:
         """Map moving points into the fixed image by Newton's method on ``q + u(q) = m``.
 
+        Newton starts at ``q = m``; a point it does not bring within ``tolerance`` restarts
+        from the nearest image ``q + u(q)`` of a lattice (a quarter of the grid spacing) over
+        the grid, with step halving, so a large or folding field still finds a preimage (a
+        folding one may have several: this is one of them).
+
         Parameters
         ----------
         points : array_like (K, n)
@@ -186,34 +206,22 @@ class BSplineTransform:
             ``A^-1(q)`` is then within ``tolerance * ||A^-1||`` of the exact preimage where the
             map is locally invertible.
         iterations : int
-            Newton steps before giving up.
+            Newton steps of each of the two attempts before giving up.
 
         Returns
         -------
         ndarray (K, n)
-            ``A^-1(q)``; NaN for points that did not converge (no preimage found, a singular
-            Jacobian on the way: folding) or were NaN.
+            ``A^-1(q)``; NaN for points that did not converge (no preimage found) or were NaN.
         """
         m = self._points(points)
-        n = self.ndim
         q = m.copy()
-        done = np.zeros(len(m), dtype=bool)
-        alive = np.isfinite(m).all(axis=1)
-        for _ in range(iterations + 1):
-            todo = alive & ~done
-            if not todo.any():
-                break
-            u, du = evaluate(self.coefficients, self.grid, q[todo], jacobian=True)
-            r = q[todo] + u - m[todo]
-            conv = np.linalg.norm(r, axis=1) <= tolerance
-            idx = np.flatnonzero(todo)
-            done[idx[conv]] = True
-            step_idx, r, jac = idx[~conv], r[~conv], np.eye(n) + du[~conv]
-            det = np.linalg.det(jac)
-            good = np.isfinite(det) & (np.abs(det) > 1e-12)
-            alive[step_idx[~good]] = False
-            if good.any():
-                q[step_idx[good]] -= np.linalg.solve(jac[good], r[good][..., None])[..., 0]
+        done = newton_solve(self.coefficients, self.grid, m, q, tolerance, iterations)
+        retry = np.flatnonzero(~done & np.isfinite(m).all(axis=1))
+        if len(retry) and iterations > 0:
+            start = lattice_start(self.coefficients, self.grid, m[retry])
+            done[retry] = newton_solve(self.coefficients, self.grid, m[retry], start,
+                                       tolerance, iterations, damped=True)
+            q[retry] = start
         q[~done] = np.nan
         out = self.affine.moving_to_fixed(q)
         out[~done] = np.nan

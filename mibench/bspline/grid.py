@@ -5,6 +5,7 @@ Conventions: :mod:`mibench.bspline`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -278,13 +279,54 @@ def refine_coefficients(coefficients: np.ndarray, grid: ControlGrid
     return c, grid.refined()
 
 
+def crop_coefficients(coefficients: np.ndarray, grid: ControlGrid, low: Any, high: Any
+                      ) -> tuple[np.ndarray, ControlGrid]:
+    """Keep the control points whose support meets the box ``[low, high]``: the field inside
+    the box is unchanged, and the box stays inside the grid's (ITK) domain.
+
+    Refinement grows the grid by two fine spacings at each end (:meth:`ControlGrid.refined`),
+    so after a few levels most control points lie where no pixel is scored; cropping keeps an
+    optimiser's work and the bending energy's terms to the points that matter.
+
+    Parameters
+    ----------
+    coefficients : ndarray ``grid.coefficient_shape``
+    grid : ControlGrid
+    low, high : array_like (n,)
+        Corners of the box, ``(x, y[, z])`` pixels of the grid's space, inside its domain.
+
+    Returns
+    -------
+    coefficients : ndarray, the kept points (a copy)
+    grid : ControlGrid
+        At least 4 points per axis; the points ``k`` with ``|o + k h - q| < 2 h`` for some ``q``
+        in the box.
+    """
+    c = np.asarray(coefficients)
+    o, h = np.asarray(grid.origin), np.asarray(grid.spacing)
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    first = np.maximum(np.floor((low - o) / h - 2).astype(int) + 1, 0)
+    last = np.minimum(np.ceil((high - o) / h + 2).astype(int) - 1, np.asarray(grid.shape) - 1)
+    short = last - first + 1 < 4
+    last = np.where(short, np.minimum(first + 3, np.asarray(grid.shape) - 1), last)
+    first = np.where(short, last - 3, first)
+    index = (slice(None),) + tuple(slice(int(a), int(b) + 1)
+                                   for a, b in zip(first[::-1], last[::-1], strict=True))
+    cropped = ControlGrid(tuple(o + first * h), grid.spacing, tuple(last - first + 1))
+    return c[index].copy(), cropped
+
+
 # -------------------------------------------------------------------- bending energy
 
 
 def _gram(grid: ControlGrid, axis: int, order: int) -> np.ndarray:
     """``G[i, j] = integral over the line of beta_i^(order) beta_j^(order)``, per unit of the
     grid's pixels, exact (Gauss-Legendre with 4 nodes integrates these degree <= 6 products)."""
-    size, h = grid.shape[axis], grid.spacing[axis]
+    return _gram_1d(grid.shape[axis], grid.spacing[axis], order).copy()
+
+
+@functools.lru_cache(maxsize=64)  # an optimiser asks for the same few at every step
+def _gram_1d(size: int, h: float, order: int) -> np.ndarray:
     nodes, wts = np.polynomial.legendre.leggauss(4)
     frac = (nodes + 1) / 2  # on each knot interval [m, m + 1) of the grid index
     w = cubic_weights(frac, order) / h**order  # (4 nodes, 4 local basis functions)
@@ -293,7 +335,9 @@ def _gram(grid: ControlGrid, axis: int, order: int) -> np.ndarray:
     # Interval m touches control points m - 1 .. m + 2; every interval with support: m = -2 .. s.
     for m in range(-2, size + 1):
         g[m + 2:m + 6, m + 2:m + 6] += local
-    return g[3:3 + size, 3:3 + size]
+    out = g[3:3 + size, 3:3 + size]
+    out.flags.writeable = False
+    return out
 
 
 def bending_energy(coefficients: Any, grid: ControlGrid, normalise: bool = True) -> Any:
@@ -325,18 +369,18 @@ def bending_energy(coefficients: Any, grid: ControlGrid, normalise: bool = True)
     c = c.to(dt)
     g = [[torch.as_tensor(_gram(grid, a, k), dtype=dt, device=c.device) for k in range(3)]
          for a in range(n)]
-    letters = "xyz"[:n]
-    spatial = "".join(reversed(letters))  # array order: (z,) y, x
-    primed = spatial.upper()
     total = c.new_zeros(c.shape[:-(n + 1)])
     for orders in itertools.product(range(3), repeat=n):
         if sum(orders) != 2:
             continue
         mult = 1.0 if max(orders) == 2 else 2.0  # mixed second derivatives appear twice
-        operands = [c, c] + [g[a][orders[a]] for a in range(n)]
-        spec = (f"...c{spatial},...c{primed},"
-                + ",".join(f"{letters[a]}{letters[a].upper()}" for a in range(n)) + "->...")
-        total = total + mult * torch.einsum(spec, *operands)
+        # sum c (G_x (x) G_y [(x) G_z]) c, one Gram matrix along each axis in turn: a generic
+        # einsum of all the operands would build the outer product c c (points^2 entries).
+        smoothed = c
+        for a in range(n):
+            smoothed = torch.movedim(torch.movedim(smoothed, -1 - a, -1) @ g[a][orders[a]],
+                                     -1, -1 - a)
+        total = total + mult * (c * smoothed).flatten(-(n + 1)).sum(-1)
     if normalise:
         low, high = grid.domain
         total = total / float(np.prod(high - low))
