@@ -225,6 +225,8 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
         BSplineTransform,
         DenseField,
         bending_energy,
+        crop_coefficients,
+        fixed_box,
         refine_coefficients,
     )
 
@@ -232,6 +234,7 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
     count = objective.count
     start = BSplineTransform.over(objective.fixed_shape, grid_spacing * 2 ** (count - 1), affine)
     grid, coefficients = start.grid, start.coefficients
+    box = fixed_box(objective.fixed_shape, affine)
     # Energy per fixed pixel: the refined grids cover more of the plane than the first one, so
     # the grid's own domain would change the penalty's scale from level to level.
     area = float(np.prod(objective.fixed_shape))
@@ -239,7 +242,9 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
     steps = 0
     for s in reversed(range(count)):
         if s != count - 1:
-            coefficients, grid = refine_coefficients(coefficients, grid)
+            # Exact subdivision, then only the points that reach A of the fixed image.
+            coefficients, grid = crop_coefficients(*refine_coefficients(coefficients, grid),
+                                                   *box)
         level_shape = tuple(objective.fixed_levels[s].shape[2:])
         # exact=False: the field interpolated from a 1-px grid, error far below a pixel
         # (DenseField) and about 2.5x faster than the exact evaluation for a general A.
@@ -247,13 +252,17 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
                                                                      objective.fixed_shape),
                            device=device, exact=False)
         c = torch.tensor(coefficients, dtype=torch.float32, device=device, requires_grad=True)
+        with torch.no_grad():  # the voxels the affine result overlaps: see field_loss
+            _, scored = objective.field_mask(field.sampling_grid(torch.zeros_like(c),
+                                                                 objective.moving_shape), s)
         level_lr = lr * 2 ** s
         opt = torch.optim.Adam([c], lr=level_lr)
         for it in range(iterations):
             for group in opt.param_groups:
                 group["lr"] = level_lr * _lr_factor(schedule, it, iterations)
             opt.zero_grad(set_to_none=True)
-            loss = objective.field_loss(field.sampling_grid(c, objective.moving_shape), s)
+            loss = objective.field_loss(field.sampling_grid(c, objective.moving_shape), s,
+                                        scored)
             if bending_weight:
                 loss = loss + bending_weight * bending_energy(c, grid, normalise=False) / area
             watch.update(loss, steps)

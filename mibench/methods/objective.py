@@ -163,10 +163,18 @@ class PyramidObjective:
                                mode="bilinear", padding_mode="zeros", align_corners=True)
         return self._split(warped, s)
 
-    def field_loss(self, grid: torch.Tensor, s: int) -> torch.Tensor:
+    def field_loss(self, grid: torch.Tensor, s: int,
+                   scored: torch.Tensor | None = None) -> torch.Tensor:
         """``-similarity`` (``+`` for a cost) of level ``s`` under a sampling grid (see
-        :meth:`field_mask`), scored densely: a 0-d tensor."""
-        return self._dense_loss(*self.field_mask(grid, s), s)
+        :meth:`field_mask`), scored densely: a 0-d tensor.
+
+        ``scored`` (bool ``(1, 1, *level shape)``) fixes the voxels to score instead of those
+        the grid maps inside the valid moving image: a deformation could otherwise raise the
+        similarity by pushing the voxels that match badly out of the overlap. Voxels mapped
+        outside then meet the moving image's zero padding (or its masked-out values).
+        """
+        img, inside = self.field_mask(grid, s)
+        return self._dense_loss(img, inside if scored is None else scored, s)
 
     def stage_loss(self, h: torch.Tensor, stage: list[int]) -> torch.Tensor:
         """The mean loss of the levels of one optimisation stage."""

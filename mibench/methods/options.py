@@ -20,8 +20,11 @@ TRANSFORMS = tuple(TRANSFORM_PARAMS)
 GRADIENT_TRANSFORMS = TRANSFORMS + ("bspline",)
 #: Defaults of the gradient engine's B-spline stage (``transform="bspline"``): control-point
 #: spacing at full resolution (px), bending-energy weight, Adam steps per pyramid level and
-#: Adam learning rate on the coefficients at full resolution (px per step).
-BSPLINE_DEFAULTS: dict[str, Any] = {"grid_spacing": 16.0, "bending_weight": 1.0,
+#: Adam learning rate on the coefficients at full resolution (px per step). The spacing is the
+#: final one of ``elastix-bspline``'s parameter file (32 px); at 16 px MI found more freedom
+#: than the synthetic elastic pairs need and folded (up to 5 % of a pair's pixels;
+#: docs/performance.md, "Deformable registration").
+BSPLINE_DEFAULTS: dict[str, Any] = {"grid_spacing": 32.0, "bending_weight": 1.0,
                                     "bspline_iterations": 100, "bspline_lr": 0.25}
 #: Where the local methods start (:mod:`mibench.methods.initial`).
 INITS = ("identity", "cmif")
