@@ -149,8 +149,8 @@ def _toolbox_methods() -> list[MethodSpec]:
     specs.append(MethodSpec(
         name="elastix-bspline",
         description="elastix affine then B-spline with AdvancedMattesMutualInformation, the "
-        "parameter files of ANHIR's organisers (BIRL configs/elastix_*.txt); returns a "
-        "B-spline transform (untested without itk-elastix)",
+        "parameter files of ANHIR's organisers (BIRL configs/elastix_*.txt, with the "
+        "RandomCoordinate sampler so that a seed repeats); returns a B-spline transform",
         factory="mibench.methods.elastix:bspline",
         params=(
             Param("resolutions", None, "pyramid levels (BIRL: 6)", type=int, ge=1),

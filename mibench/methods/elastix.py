@@ -252,7 +252,11 @@ nmi = _method("nmi")
 #: framework BIRL (``configs/elastix_affine.txt`` and ``configs/elastix_bspline.txt`` of
 #: https://github.com/Borda/BIRL, commit df148b1: elastix's model-zoo example file for B-spline
 #: registration with their values), the affine map then the B-spline map, combined by
-#: composition. The option names of ``elastix-bspline`` override the values marked.
+#: composition. The option names of ``elastix-bspline`` override the values marked. One value
+#: departs from BIRL's files: ``ImageSampler`` is ``RandomCoordinate`` (elastix's default
+#: sampler) instead of ``Random``, whose draws within a mask ignore ``RandomSeed`` (two runs
+#: with one seed differed by up to 4 px in their coefficients, itk-elastix 0.25.4), so
+#: results would not repeat.
 BIRL_PARAMETERS = {
     "FixedInternalImagePixelType": ["float"], "MovingInternalImagePixelType": ["float"],
     "UseDirectionCosines": ["true"],
@@ -270,7 +274,7 @@ BIRL_PARAMETERS = {
     "MaximumNumberOfIterations": ["999"],  # iterations
     "MaximumStepLength": ["5.0"],
     "NumberOfSpatialSamples": ["4096"],  # samples
-    "NewSamplesEveryIteration": ["true"], "ImageSampler": ["Random"],
+    "NewSamplesEveryIteration": ["true"], "ImageSampler": ["RandomCoordinate"],
     "BSplineInterpolationOrder": ["2"], "FinalBSplineInterpolationOrder": ["3"],
     "DefaultPixelValue": ["0"], "WriteResultImage": ["false"],
 }
@@ -333,24 +337,13 @@ def elastix_bspline_to_mibench(affine_map: dict[str, list[str]],
     return BSplineTransform(grid, coefficients.reshape(grid.coefficient_shape), matrix)
 
 
-def register_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None,
-                             seed: int = 0, fixed_geometry: Geometry | None = None,
-                             moving_geometry: Geometry | None = None,
-                             resolutions: int | None = None, bins: int | None = None,
-                             iterations: int | None = None, samples: int | None = None,
-                             spacing: float | None = None) -> RegistrationOutput:
-    """elastix affine then B-spline registration with AdvancedMattesMutualInformation, in 2-D
-    pixel space, with ANHIR's organisers' parameter files (:data:`BIRL_PARAMETERS`).
-
-    UNTESTED: itk-elastix is not installed where this was written; the conversion
-    (:func:`elastix_bspline_to_mibench`) follows elastix's documented parameter layout.
-
-    Returns
-    -------
-    RegistrationOutput
-        A :class:`mibench.bspline.BSplineTransform` (fixed pixel -> moving pixel) and ``info``
-        with the resolved parameters.
-    """
+def run_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, seed: int = 0,
+                        resolutions: int | None = None, bins: int | None = None,
+                        iterations: int | None = None, samples: int | None = None,
+                        spacing: float | None = None):
+    """Run elastix's affine then B-spline registration (:func:`bspline_parameter_maps`) in 2-D
+    pixel space; returns elastix's result ``ParameterObject`` (what transformix reads), the
+    fixed and moving ITK images, and the maps it ran with."""
     import itk
 
     if importlib.util.find_spec("itk.ElastixPython") is None:
@@ -374,7 +367,32 @@ def register_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None
         if arr is not None:
             setter(_itk_image(arr, None))
     reg.UpdateLargestPossibleRegion()
-    result = reg.GetTransformParameterObject()
+    return reg.GetTransformParameterObject(), f_img, m_img, maps
+
+
+def register_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None,
+                             seed: int = 0, fixed_geometry: Geometry | None = None,
+                             moving_geometry: Geometry | None = None,
+                             resolutions: int | None = None, bins: int | None = None,
+                             iterations: int | None = None, samples: int | None = None,
+                             spacing: float | None = None) -> RegistrationOutput:
+    """elastix affine then B-spline registration with AdvancedMattesMutualInformation, in 2-D
+    pixel space, with ANHIR's organisers' parameter files (:data:`BIRL_PARAMETERS`).
+
+    The result is converted exactly (:func:`elastix_bspline_to_mibench`): it maps every fixed
+    pixel where transformix's deformation field sends it (to float32 precision; tested).
+    The geometries are not used (pixel space).
+
+    Returns
+    -------
+    RegistrationOutput
+        A :class:`mibench.bspline.BSplineTransform` (fixed pixel -> moving pixel) and ``info``
+        with the resolved parameters.
+    """
+    result, f_img, m_img, maps = run_elastix_bspline(
+        fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask, seed=seed,
+        resolutions=resolutions, bins=bins, iterations=iterations, samples=samples,
+        spacing=spacing)
     if result.GetNumberOfParameterMaps() != 2:
         raise RuntimeError(f"elastix returned {result.GetNumberOfParameterMaps()} transforms; "
                            "expected the affine and the B-spline")
@@ -393,7 +411,7 @@ def register_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None
 def bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, fixed_geometry=None,
             moving_geometry=None, **params):
     """elastix affine then B-spline (BIRL's parameter files); options as
-    :func:`register_elastix_bspline`. Untested here (no itk-elastix)."""
+    :func:`register_elastix_bspline`."""
     return register_elastix_bspline(fixed, moving, fixed_mask=fixed_mask,
                                     moving_mask=moving_mask, seed=seed,
                                     fixed_geometry=fixed_geometry,

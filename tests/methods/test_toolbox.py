@@ -164,7 +164,6 @@ def test_specs_declare_extras_and_all_skips_when_missing(monkeypatch):
     assert not {s.name for s in chosen} & {"sitk-mse", "elastix-ami"}
 
 
-@pytest.mark.slow  # ITK loads its modules lazily: the first elastix call takes 30-90 s
 def test_elastix_recovers_known_affine(canvas):
     pytest.importorskip("itk")
     if importlib.util.find_spec("itk.ElastixPython") is None:
@@ -339,7 +338,6 @@ def test_sitk_ignores_a_2d_geometry(canvas):
     assert "space" not in b.info
 
 
-@pytest.mark.slow  # ITK loads its modules lazily: the first elastix call takes 30-90 s
 def test_elastix_recovers_known_rigid_volume_transform():
     pytest.importorskip("itk")
     if importlib.util.find_spec("itk.ElastixPython") is None:
