@@ -90,7 +90,7 @@ COVER = DatasetSpec(
     name="cover",
     description=(
         "Your own pairs from a BIRL-style cover table: target = fixed, source = moving; "
-        "landmarks as ,X,Y CSV, .pts or x y text."
+        "landmarks as ,X,Y CSV, .pts or x y text; scored as ANHIR scores its tables (rTRE)."
     ),
     factory="mibench.datasets.cover:load_dataset",
     params=(
@@ -106,6 +106,8 @@ COVER = DatasetSpec(
         "not scored); give it with -o table=PATH"
     ),
     source="your own data (BIRL's format: https://github.com/Borda/BIRL)",
+    # BIRL's cover tables are ANHIR's format, and BIRL scores them as ANHIR does (rTRE).
+    protocol="anhir",
 )
 
 ANHIR = DatasetSpec(

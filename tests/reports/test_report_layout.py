@@ -163,6 +163,10 @@ def test_anhir_ranks_only_on_anhir_data(tmp_path):
     html = anhir.html.read_text()
     assert "rank median rTRE" in html and "AUC 1–25 px" not in html
     assert "| median rTRE |" in (tmp_path / "paper_table.md").read_text()
+    # A BIRL cover table is ANHIR's format, scored as ANHIR scores it.
+    cover = _build(tmp_path / "c", recs, {"dataset": "cover"})
+    assert cover.analysis.protocol == "anhir"
+    assert "rank median rTRE" in cover.html.read_text()
 
 
 def test_a_deterministic_method_is_reused_for_every_seed(tmp_path):
