@@ -23,7 +23,15 @@ from mibench.methods.options import (
     TOOLBOX_PRESETS,
     drmime_presets_text,
 )
-from mibench.methods.params import INIT, TRANSFORM, levels, min_size
+from mibench.methods.params import (
+    GRADIENT_TRANSFORM,
+    INIT,
+    QUIET_OPTIONS,
+    TRANSFORM,
+    bspline_params,
+    levels,
+    min_size,
+)
 from mibench.specs import MethodSpec, Param, Requirement
 
 
@@ -185,7 +193,11 @@ def mibench_methods():
             "levels, matrix-exponential affine transform, simultaneous multi-resolution, "
             "joint Adam",
             factory="mibench.methods.drmime:drmime",
-            params=_drmime_params(),
+            # transform=bspline (2-D): a B-spline FFD on the affine result, trained with the
+            # same critic (mibench.methods.drmime_bspline); its options are quiet.
+            params=(*(GRADIENT_TRANSFORM if p.name == "transform" else p
+                      for p in _drmime_params()), *bspline_params()),
+            quiet=QUIET_OPTIONS,
             default=True,
             preferred_reference=True,
             dims=(2, 3),

@@ -89,10 +89,11 @@ from mibench.estimators.mine import (
     marginal_pairs,
 )
 from mibench.methods import pyramid as pyr
+from mibench.methods.drmime_bspline import register_drmime_bspline
 from mibench.methods.initial import initial_matrix
 from mibench.methods.inputs import prepare_images
 from mibench.methods.objective import VALID_THRESHOLD
-from mibench.methods.options import DRMIME_EXPS, DRMIME_PRESETS, DRMIME_SAMPLINGS
+from mibench.methods.options import BSPLINE_DEFAULTS, DRMIME_EXPS, DRMIME_PRESETS, DRMIME_SAMPLINGS
 from mibench.methods.transform_models import (
     matrix_exp_transform,
     normalised_to_pixel,
@@ -292,6 +293,7 @@ def register_drmime(
     max_samples: int | None = None,
     fixed_geometry: Any = None,
     moving_geometry: Any = None,
+    keep: dict[str, Any] | None = None,
 ) -> RegistrationOutput:
     """Register ``moving`` to ``fixed`` with DRMIME.
 
@@ -346,6 +348,9 @@ def register_drmime(
     fixed_geometry, moving_geometry : mibench.geometry.Geometry, optional
         The start (world identity) and the physical frame of ``rigid`` and of every 3-D
         model; 2-D affine and perspective ignore them.
+    keep : dict, optional
+        Receives the trained state (``net``, ``levels``, ``generator``, ``averages``,
+        ``lr_net``), from which the deformable stage (:mod:`.drmime_bspline`) goes on.
 
     Returns
     -------
@@ -441,22 +446,15 @@ def register_drmime(
     if not np.isfinite(matrix).all():
         raise RuntimeError("the recovered transform is not finite")
     info: dict[str, Any] = {
-        "final_loss": float(-bounds.mean()),
-        "mi_levels": [float(b) for b in bounds],
-        "overlap": overlap,
-        "samples": [int(d.points.shape[0]) for d in data],
-        "iterations": int(opts["iterations"]),
-        "levels": len(data),
-        "transform": transform,
-        "preset": preset,
-        "lr_net": float(opts["lr_net"]),
-        "lr_transform": float(opts["lr_transform"]),
-        "lr_offset": float(opts["lr_offset"]),
-        "sampling": sampling,
-        "exp": exp,
-        "init": init,
-        "seed": int(seed),
+        "final_loss": float(-bounds.mean()), "mi_levels": [float(b) for b in bounds],
+        "overlap": overlap, "samples": [int(d.points.shape[0]) for d in data],
+        "iterations": int(opts["iterations"]), "levels": len(data), "transform": transform,
+        "preset": preset, "lr_net": float(opts["lr_net"]),
+        "lr_transform": float(opts["lr_transform"]), "lr_offset": float(opts["lr_offset"]),
+        "sampling": sampling, "exp": exp, "init": init, "seed": int(seed),
     }
+    if keep is not None:
+        keep.update(net=net, levels=data, generator=gen, averages=averages, lr_net=opts["lr_net"])
     return RegistrationOutput(MatrixTransform(matrix), info=info)
 
 
@@ -473,7 +471,13 @@ def _overlap(fixed_mask, moving_shape, moving_mask, h, fixed_shape) -> float:
 
 
 def drmime(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, **options):
-    """The ``drmime`` method (affine by default); options as :func:`register_drmime`."""
+    """The ``drmime`` method (affine by default); options as :func:`register_drmime`, or with
+    ``transform="bspline"`` :func:`.drmime_bspline.register_drmime_bspline`'s (the matrix
+    transforms ignore the B-spline options, as :mod:`.gradient` does)."""
+    if options.get("transform") == "bspline":
+        return register_drmime_bspline(register_drmime, fixed, moving, fixed_mask=fixed_mask,
+                                       moving_mask=moving_mask, seed=seed, **options)
+    options = {k: v for k, v in options.items() if k not in BSPLINE_DEFAULTS}
     return register_drmime(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask,
                            seed=seed, **options)
 
