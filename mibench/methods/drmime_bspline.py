@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from mibench.estimators.mine import dv_bound, marginal_pairs
-from mibench.methods.gradient import _lr_factor
+from mibench.methods.gradient import lr_factor
 from mibench.methods.objective import VALID_THRESHOLD
 from mibench.methods.options import BSPLINE_DEFAULTS
 from mibench.tensors import FiniteWatch
@@ -209,7 +209,7 @@ def register_drmime_bspline(
         opt = torch.optim.Adam([{"params": net.parameters(), "lr": state["lr_net"]},
                                 {"params": [c], "lr": level_lr}], amsgrad=True)
         for it in range(bspline_iterations):
-            opt.param_groups[1]["lr"] = level_lr * _lr_factor(SCHEDULE, it, bspline_iterations)
+            opt.param_groups[1]["lr"] = level_lr * lr_factor(SCHEDULE, it, bspline_iterations)
             opt.zero_grad(set_to_none=True)
             loss = -level_bound(net, levels[s], warp(c), scored, gen, stable=stable_lme,
                                 ema=None if averages is None else averages[s])

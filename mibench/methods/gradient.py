@@ -47,7 +47,9 @@ from mibench.tensors import FiniteWatch
 from mibench.transform import RegistrationOutput
 
 
-def _lr_factor(schedule: str, step: int, total: int, final_ratio: float = 0.02) -> float:
+def lr_factor(schedule: str, step: int, total: int, final_ratio: float = 0.02) -> float:
+    """The learning-rate multiplier of ``step`` of ``total``: 1 for ``"constant"``, a cosine
+    from 1 to ``final_ratio`` for ``"cosine"``."""
     if schedule == "constant" or total <= 1:
         return 1.0
     t = step / (total - 1)
@@ -182,7 +184,7 @@ def register_with_estimator(
         opt = torch.optim.Adam([v], lr=lr)
         for it in range(iterations):
             for group in opt.param_groups:
-                group["lr"] = lr * _lr_factor(schedule, it, iterations)
+                group["lr"] = lr * lr_factor(schedule, it, iterations)
             opt.zero_grad(set_to_none=True)
             h = model.compose(h0, v)
             loss = objective.stage_loss(h, stage)
@@ -259,7 +261,7 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
         opt = torch.optim.Adam([c], lr=level_lr)
         for it in range(iterations):
             for group in opt.param_groups:
-                group["lr"] = level_lr * _lr_factor(schedule, it, iterations)
+                group["lr"] = level_lr * lr_factor(schedule, it, iterations)
             opt.zero_grad(set_to_none=True)
             loss = objective.field_loss(field.sampling_grid(c, objective.moving_shape), s,
                                         scored)
