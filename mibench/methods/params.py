@@ -28,8 +28,9 @@ TRANSFORM = Param("transform", "affine", "transform model (2-D: affine 6, perspe
                   "parameters; 3-D: affine 12, rigid 6)", choices=TRANSFORMS)
 GRADIENT_TRANSFORM = Param(
     "transform", "affine", "transform model (2-D: affine 6, perspective 8, rigid 3 parameters; "
-    "3-D: affine 12, rigid 6); bspline (2-D): the affine registration, then a cubic B-spline "
-    "free-form deformation on it (elastix's order), refined level by level",
+    "3-D: affine 12, rigid 6); bspline: the affine registration, then a cubic B-spline "
+    "free-form deformation on it (elastix's order), refined level by level (volumes: the "
+    "estimator-driven methods, not drmime; spacing in voxels)",
     choices=GRADIENT_TRANSFORMS)
 
 
@@ -39,8 +40,9 @@ def bspline_params() -> tuple[Param, ...]:
     d = BSPLINE_DEFAULTS
     return (
         Param("grid_spacing", d["grid_spacing"], "B-spline control-point spacing at full "
-              "resolution, px of the moving image; pyramid level s starts at 2^s times it and "
-              "is refined exactly (halved) for the next level (transform=bspline)", gt=0),
+              "resolution, px (voxels) of the moving image; pyramid level s starts at 2^s "
+              "times it and is refined exactly (halved) for the next level "
+              "(transform=bspline)", gt=0),
         Param("bending_weight", d["bending_weight"], "weight of the bending-energy penalty "
               "(thin-plate energy per fixed pixel, 1/px^2) added to the loss "
               "(transform=bspline)", ge=0),
