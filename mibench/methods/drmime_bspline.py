@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from mibench.estimators.mine import dv_bound, marginal_pairs
-from mibench.methods.gradient import lr_factor
+from mibench.methods.gradient import fit_coefficients_level
 from mibench.methods.objective import VALID_THRESHOLD
 from mibench.methods.options import BSPLINE_DEFAULTS
 from mibench.tensors import FiniteWatch
@@ -171,7 +171,6 @@ def register_drmime_bspline(
     """
     from mibench.bspline import (
         BSplineTransform,
-        bending_energy,
         crop_coefficients,
         fixed_box,
         refine_coefficients,
@@ -205,20 +204,13 @@ def register_drmime_bspline(
         c = torch.tensor(coefficients, dtype=torch.float32, device=device, requires_grad=True)
         with torch.no_grad():  # the samples valid under A: scored for the whole level
             scored = warp(torch.zeros_like(c))[:, -1] >= VALID_THRESHOLD
-        level_lr = bspline_lr * 2 ** s
-        opt = torch.optim.Adam([{"params": net.parameters(), "lr": state["lr_net"]},
-                                {"params": [c], "lr": level_lr}], amsgrad=True)
-        for it in range(bspline_iterations):
-            opt.param_groups[1]["lr"] = level_lr * lr_factor(SCHEDULE, it, bspline_iterations)
-            opt.zero_grad(set_to_none=True)
-            loss = -level_bound(net, levels[s], warp(c), scored, gen, stable=stable_lme,
-                                ema=None if averages is None else averages[s])
-            if bending_weight:
-                loss = loss + bending_weight * bending_energy(c, grid, normalise=False) / area
-            watch.update(loss, steps)
-            loss.backward()
-            opt.step()
-            steps += 1
+        steps = fit_coefficients_level(
+            c, lambda c, s=s, warp=warp, scored=scored: -level_bound(
+                net, levels[s], warp(c), scored, gen, stable=stable_lme,
+                ema=None if averages is None else averages[s]),
+            grid=grid, area=area, bending_weight=bending_weight, iterations=bspline_iterations,
+            lr=bspline_lr * 2 ** s, schedule=SCHEDULE, watch=watch, first_step=steps,
+            others=({"params": net.parameters(), "lr": state["lr_net"]},), amsgrad=True)
         coefficients = c.detach().to("cpu", torch.float64).numpy()
     if steps:
         watch.check(steps - 1)

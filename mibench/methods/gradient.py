@@ -212,6 +212,35 @@ def register_with_estimator(
         schedule=schedule)
 
 
+def fit_coefficients_level(c: torch.Tensor, data_loss: Callable[[torch.Tensor], torch.Tensor], *,
+                           grid: Any, area: float, bending_weight: float, iterations: int,
+                           lr: float, schedule: str, watch: FiniteWatch, first_step: int,
+                           others: tuple[dict[str, Any], ...] = (), amsgrad: bool = False
+                           ) -> int:
+    """One pyramid level of a B-spline stage: Adam on the coefficients ``c`` (a leaf tensor,
+    updated in place) with the learning rate ``lr`` on ``schedule``, and on the parameter
+    groups ``others`` at their constant rates (DRMIME's critic), minimising ``data_loss(c) +
+    bending_weight * E(c) / area`` (:func:`mibench.bspline.bending_energy`, ``area`` the fixed
+    pixels at full resolution). Returns the step count after the level (``first_step`` +
+    ``iterations``), which ``watch`` numbers its checks by."""
+    from mibench.bspline import bending_energy
+
+    opt = torch.optim.Adam([*others, {"params": [c], "lr": lr}], amsgrad=amsgrad)
+    group = opt.param_groups[-1]
+    steps = first_step
+    for it in range(iterations):
+        group["lr"] = lr * lr_factor(schedule, it, iterations)
+        opt.zero_grad(set_to_none=True)
+        loss = data_loss(c)
+        if bending_weight:
+            loss = loss + bending_weight * bending_energy(c, grid, normalise=False) / area
+        watch.update(loss, steps)
+        loss.backward()
+        opt.step()
+        steps += 1
+    return steps
+
+
 def level_to_full(level_shape: tuple[int, ...], full_shape: tuple[int, ...]) -> np.ndarray:
     """The diagonal matrix ``(n+1, n+1)`` from a pyramid level's pixels to full-resolution
     pixels: the pyramid keeps normalised coordinates aligned (:mod:`.pyramid`), so ``x_full =
@@ -231,7 +260,6 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
     from mibench.bspline import (
         BSplineTransform,
         DenseField,
-        bending_energy,
         crop_coefficients,
         fixed_box,
         refine_coefficients,
@@ -262,20 +290,11 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
         with torch.no_grad():  # the voxels the affine result overlaps: see field_loss
             _, scored = objective.field_mask(field.sampling_grid(torch.zeros_like(c),
                                                                  objective.moving_shape), s)
-        level_lr = lr * 2 ** s
-        opt = torch.optim.Adam([c], lr=level_lr)
-        for it in range(iterations):
-            for group in opt.param_groups:
-                group["lr"] = level_lr * lr_factor(schedule, it, iterations)
-            opt.zero_grad(set_to_none=True)
-            loss = objective.field_loss(field.sampling_grid(c, objective.moving_shape), s,
-                                        scored)
-            if bending_weight:
-                loss = loss + bending_weight * bending_energy(c, grid, normalise=False) / area
-            watch.update(loss, steps)
-            loss.backward()
-            opt.step()
-            steps += 1
+        steps = fit_coefficients_level(
+            c, lambda c, field=field, s=s, scored=scored: objective.field_loss(
+                field.sampling_grid(c, objective.moving_shape), s, scored),
+            grid=grid, area=area, bending_weight=bending_weight, iterations=iterations,
+            lr=lr * 2 ** s, schedule=schedule, watch=watch, first_step=steps)
         coefficients = c.detach().to("cpu", torch.float64).numpy()
     if steps:
         watch.check(steps - 1)

@@ -48,3 +48,25 @@ def smooth_image(shape, seed=0):
 
     rng = np.random.default_rng(seed)
     return gaussian_filter(rng.random(shape), 2.0).astype(np.float32)
+
+
+def small_elastic_pair():
+    """One monomodal synthetic elastic pair at 128 px (the truth's grid at 32 px, control points
+    in +-4 px): what the deformable baselines' tests register."""
+    from mibench.datasets import SYNTHETIC
+    from mibench.datasets.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset({**SYNTHETIC.defaults(), "transform": "elastic", "pairs": 1,
+                           "size": 128, "modality": "none", "elastic_spacing": 32.0,
+                           "elastic_amplitude": 4.0})
+    return ds.load(ds.pairs()[0].id)
+
+
+def pair_inputs(pair):
+    """A pair's images and masks as a method takes them (CPU tensors, keyword arguments)."""
+    from mibench.tensors import image_to_tensor, mask_to_tensor
+
+    return dict(fixed=image_to_tensor(pair.fixed, "cpu"),
+                moving=image_to_tensor(pair.moving, "cpu"),
+                fixed_mask=mask_to_tensor(pair.fixed_mask, "cpu"),
+                moving_mask=mask_to_tensor(pair.moving_mask, "cpu"))

@@ -5,17 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.registration import pair_inputs, small_elastic_pair
 
 import mibench
 from mibench.bspline import BSplineTransform, ControlGrid
-from mibench.datasets import SYNTHETIC
-from mibench.datasets.synthetic import SyntheticDataset
 from mibench.deformation import folding_fraction, jacobian_determinant
 from mibench.methods.drmime import _prepare_levels, drmime, register_drmime
 from mibench.methods.drmime_bspline import _LevelWarp
 from mibench.methods.transform_models import pixel_to_normalised, sample_points
 from mibench.metrics import landmark_errors
-from mibench.tensors import image_to_tensor, mask_to_tensor
 
 #: Short runs: 150 affine steps (about 1 px on this monomodal 128 px pair), 50 per B-spline level.
 FAST = dict(iterations=150, bspline_iterations=50)
@@ -32,22 +30,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def elastic_pair():
-    ds = SyntheticDataset({**SYNTHETIC.defaults(), "transform": "elastic", "pairs": 1,
-                           "size": 128, "modality": "none", "elastic_spacing": 32.0,
-                           "elastic_amplitude": 4.0})
-    return ds.load(ds.pairs()[0].id)
-
-
-def _inputs(pair):
-    return dict(fixed=image_to_tensor(pair.fixed, "cpu"),
-                moving=image_to_tensor(pair.moving, "cpu"),
-                fixed_mask=mask_to_tensor(pair.fixed_mask, "cpu"),
-                moving_mask=mask_to_tensor(pair.moving_mask, "cpu"))
+    return small_elastic_pair()
 
 
 @pytest.fixture(scope="module")
 def results(elastic_pair):
-    args = _inputs(elastic_pair)
+    args = pair_inputs(elastic_pair)
     affine = register_drmime(seed=0, **args, iterations=FAST["iterations"])
     deformable = drmime(seed=0, transform="bspline", grid_spacing=16.0, **args, **FAST)
     return affine, deformable
@@ -73,7 +61,7 @@ def test_bspline_beats_affine_without_folding(elastic_pair, results):
 
 def test_zero_iterations_is_the_affine_result(elastic_pair, results):
     affine, _ = results
-    out = drmime(seed=0, transform="bspline", **_inputs(elastic_pair),
+    out = drmime(seed=0, transform="bspline", **pair_inputs(elastic_pair),
                                   **{**FAST, "bspline_iterations": 0})
     t = out.transform
     assert isinstance(t, BSplineTransform)
@@ -86,7 +74,7 @@ def test_zero_iterations_is_the_affine_result(elastic_pair, results):
 
 
 def test_same_seed_same_coefficients(elastic_pair):
-    args = _inputs(elastic_pair)
+    args = pair_inputs(elastic_pair)
     runs = [drmime(seed=3, transform="bspline", iterations=50, bspline_iterations=20, **args)
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0].transform.coefficients,

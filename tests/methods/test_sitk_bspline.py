@@ -9,27 +9,16 @@ import pytest
 
 sitk = pytest.importorskip("SimpleITK")
 
+from helpers.registration import pair_inputs, small_elastic_pair  # noqa: E402
+
 from mibench.bspline import BSplineTransform  # noqa: E402
-from mibench.datasets import SYNTHETIC  # noqa: E402
-from mibench.datasets.synthetic import SyntheticDataset  # noqa: E402
 from mibench.methods.sitk import register_sitk  # noqa: E402
 from mibench.methods.sitk_bspline import _dense_mapping, register_sitk_bspline  # noqa: E402
-from mibench.tensors import image_to_tensor, mask_to_tensor  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def elastic_pair():
-    ds = SyntheticDataset({**SYNTHETIC.defaults(), "transform": "elastic", "pairs": 1,
-                           "size": 128, "modality": "none", "elastic_spacing": 32.0,
-                           "elastic_amplitude": 4.0})
-    return ds.load(ds.pairs()[0].id)
-
-
-def _inputs(pair):
-    return dict(fixed=image_to_tensor(pair.fixed, "cpu"),
-                moving=image_to_tensor(pair.moving, "cpu"),
-                fixed_mask=mask_to_tensor(pair.fixed_mask, "cpu"),
-                moving_mask=mask_to_tensor(pair.moving_mask, "cpu"))
+    return small_elastic_pair()
 
 
 def _errors(pair, transform):
@@ -39,7 +28,7 @@ def _errors(pair, transform):
 
 def test_sitk_bspline_improves_over_sitk_mmi(elastic_pair):
     pair = elastic_pair
-    args = _inputs(pair)
+    args = pair_inputs(pair)
     affine = register_sitk(metric="mmi", seed=0, **args).transform
     out = register_sitk_bspline(seed=0, spacing=16.0, **args)
     t = out.transform
@@ -121,7 +110,7 @@ def test_elastix_bspline_result_maps_pixels_as_transformix_does(elastic_pair):
     )
     from mibench.metrics import landmark_errors
 
-    pair, inputs = elastic_pair, _inputs(elastic_pair)
+    pair, inputs = elastic_pair, pair_inputs(elastic_pair)
     result, f_img, m_img, _ = run_elastix_bspline(**inputs, resolutions=3, iterations=100)
     maps = [{k: list(v) for k, v in result.GetParameterMap(i).items()} for i in range(2)]
     ours = elastix_bspline_to_mibench(*maps, _geometry(f_img), _geometry(m_img))
