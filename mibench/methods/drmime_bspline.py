@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from mibench.estimators.mine import dv_bound, marginal_pairs
-from mibench.methods.gradient import fit_coefficients_level
+from mibench.methods.gradient import checked_result, fit_coefficients_level
 from mibench.methods.objective import VALID_THRESHOLD
 from mibench.methods.options import BSPLINE_DEFAULTS
 from mibench.tensors import FiniteWatch
@@ -212,11 +212,7 @@ def register_drmime_bspline(
             lr=bspline_lr * 2 ** s, schedule=SCHEDULE, watch=watch, first_step=steps,
             others=({"params": net.parameters(), "lr": state["lr_net"]},), amsgrad=True)
         coefficients = c.detach().to("cpu", torch.float64).numpy()
-    if steps:
-        watch.check(steps - 1)
-    result = BSplineTransform(grid, coefficients, affine)
-    if not result.is_valid:
-        raise RuntimeError("the recovered B-spline transform is not finite")
+    result = checked_result(grid, coefficients, affine, watch, steps)
     with torch.no_grad():
         c = torch.as_tensor(coefficients, dtype=torch.float32, device=device)
         bounds = []

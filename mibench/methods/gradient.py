@@ -241,6 +241,20 @@ def fit_coefficients_level(c: torch.Tensor, data_loss: Callable[[torch.Tensor], 
     return steps
 
 
+def checked_result(grid: Any, coefficients: np.ndarray, affine: np.ndarray, watch: FiniteWatch,
+                   steps: int):
+    """The B-spline stage's result on ``affine``, after ``watch``'s check of its ``steps``
+    losses; a RuntimeError if the loss or the transform is not finite."""
+    from mibench.bspline import BSplineTransform
+
+    if steps:
+        watch.check(steps - 1)
+    result = BSplineTransform(grid, coefficients, affine)
+    if not result.is_valid:
+        raise RuntimeError("the recovered B-spline transform is not finite")
+    return result
+
+
 def level_to_full(level_shape: tuple[int, ...], full_shape: tuple[int, ...]) -> np.ndarray:
     """The diagonal matrix ``(n+1, n+1)`` from a pyramid level's pixels to full-resolution
     pixels: the pyramid keeps normalised coordinates aligned (:mod:`.pyramid`), so ``x_full =
@@ -296,11 +310,7 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
             grid=grid, area=area, bending_weight=bending_weight, iterations=iterations,
             lr=lr * 2 ** s, schedule=schedule, watch=watch, first_step=steps)
         coefficients = c.detach().to("cpu", torch.float64).numpy()
-    if steps:
-        watch.check(steps - 1)
-    result = BSplineTransform(grid, coefficients, affine)
-    if not result.is_valid:
-        raise RuntimeError("the recovered B-spline transform is not finite")
+    result = checked_result(grid, coefficients, affine, watch, steps)
     with torch.no_grad():
         field = DenseField(grid, objective.fixed_shape, affine, device=device, exact=False)
         sampling = field.sampling_grid(torch.as_tensor(coefficients, dtype=torch.float32,
