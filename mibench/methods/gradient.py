@@ -32,13 +32,16 @@ result overlaps (:meth:`.objective.PyramidObjective.field_loss`).
 
 Volumes take the same stage on the 4 x 4 voxel matrix of the 3-D affine result, with the grid
 spacing in voxels of the moving volume (not millimetres: on anisotropic voxels the physical
-spacing differs per axis), every voxel scored at every step (the matrix stages' voxel sampling
-does not apply): on a ``brain`` pair (95 x 117 x 99 voxels at 2 mm, 2 levels, 64 mm final
-spacing) ``nmi`` takes about 43 s with it against 4 s without, and no voxel folds.
+spacing differs per axis), and a level scored on a fresh subset of its voxels per step when the
+matrix stages sample it (``samples``; 20,000 voxels by default): the displacement is then
+evaluated exactly at those voxels only. On a ``brain`` pair (95 x 117 x 99 voxels at 2 mm, 2
+levels, 64 mm final spacing) ``nmi`` takes about 11 s with it against 4.7 s without (43 s
+scoring every voxel), and no voxel folds.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +51,12 @@ import torch
 
 from mibench.errors import check_choice
 from mibench.methods.inputs import prepare_images
-from mibench.methods.objective import PyramidObjective, finish, pyramid_objective
+from mibench.methods.objective import (
+    VALID_THRESHOLD,
+    PyramidObjective,
+    finish,
+    pyramid_objective,
+)
 from mibench.methods.options import BSPLINE_DEFAULTS, GRADIENT_TRANSFORMS, MULTIRES, SCHEDULES
 from mibench.tensors import FiniteWatch
 from mibench.transform import RegistrationOutput
@@ -266,6 +274,42 @@ def level_to_full(level_shape: tuple[int, ...], full_shape: tuple[int, ...]) -> 
     return out
 
 
+def _dense_field_loss(objective: PyramidObjective, field: Any, s: int, scored: torch.Tensor,
+                      c: torch.Tensor) -> torch.Tensor:
+    """Level ``s``'s loss of coefficients ``c``, every voxel the affine result overlaps."""
+    return objective.field_loss(field.sampling_grid(c, objective.moving_shape), s, scored)
+
+
+def _sampled_field_loss(objective: PyramidObjective, s: int, grid: Any, affine: np.ndarray
+                        ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Level ``s``'s loss of coefficients on a fresh subset of its voxels per call, as the
+    matrix stages sample volumes (:mod:`.objective`): the displacement is evaluated exactly at
+    the subset's ``A(p)`` only (:class:`mibench.bspline.FieldSampler`), and the voxels scored are
+    those of the subset that ``A`` maps inside the valid moving image."""
+    from mibench.bspline import FieldSampler
+
+    n = objective.ndim
+    a = torch.as_tensor(affine, dtype=torch.float64, device=objective.fixed_levels[s].device)
+    to_normalised = torch.tensor([2.0 / max(v - 1, 1) for v in objective.moving_shape[::-1]],
+                                 dtype=torch.float64, device=a.device)
+
+    def loss(c: torch.Tensor) -> torch.Tensor:
+        idx = objective.draw(s)
+        p = objective.fixed_pixels(s, idx)
+        q = p @ a[:n, :n].T + a[:n, n]  # A(p): the affine stage's result is a matrix, w = 1
+        u = FieldSampler(grid, q)(c).T  # (N, n), c's dtype
+        where = (q.to(c.dtype) + u) * to_normalised.to(c.dtype) - 1
+        with torch.no_grad():
+            start = (q * to_normalised - 1).to(c.dtype)
+            moving = objective.moving_cat[s]
+            valid = torch.nn.functional.grid_sample(
+                moving[:, -1:], start.view(1, *([1] * (n - 1)), -1, n), mode="bilinear",
+                padding_mode="zeros", align_corners=True).reshape(-1) >= VALID_THRESHOLD
+        return objective.points_loss(where, s, idx, valid)
+
+    return loss
+
+
 def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dict[str, Any],
                    grid_spacing: float, bending_weight: float, iterations: int, lr: float,
                    schedule: str) -> RegistrationOutput:
@@ -294,19 +338,21 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
             # Exact subdivision, then only the points that reach A of the fixed image.
             coefficients, grid = crop_coefficients(*refine_coefficients(coefficients, grid),
                                                    *box)
-        level_shape = tuple(objective.fixed_levels[s].shape[2:])
-        # exact=False: the field interpolated from a 1-px grid, error far below a pixel
-        # (DenseField) and about 2.5x faster than the exact evaluation for a general A.
-        field = DenseField(grid, level_shape, affine @ level_to_full(level_shape,
-                                                                     objective.fixed_shape),
-                           device=device, exact=False)
         c = torch.tensor(coefficients, dtype=torch.float32, device=device, requires_grad=True)
-        with torch.no_grad():  # the voxels the affine result overlaps: see field_loss
-            _, scored = objective.field_mask(field.sampling_grid(torch.zeros_like(c),
-                                                                 objective.moving_shape), s)
+        if objective.samples and objective.samples[s]:
+            data_loss = _sampled_field_loss(objective, s, grid, affine)
+        else:
+            level_shape = tuple(objective.fixed_levels[s].shape[2:])
+            # exact=False: the field interpolated from a 1-px grid, error far below a pixel
+            # (DenseField) and about 2.5x faster than the exact evaluation for a general A.
+            field = DenseField(grid, level_shape, affine @ level_to_full(
+                level_shape, objective.fixed_shape), device=device, exact=False)
+            with torch.no_grad():  # the voxels the affine result overlaps: see field_loss
+                _, scored = objective.field_mask(field.sampling_grid(
+                    torch.zeros_like(c), objective.moving_shape), s)
+            data_loss = functools.partial(_dense_field_loss, objective, field, s, scored)
         steps = fit_coefficients_level(
-            c, lambda c, field=field, s=s, scored=scored: objective.field_loss(
-                field.sampling_grid(c, objective.moving_shape), s, scored),
+            c, data_loss,
             grid=grid, area=area, bending_weight=bending_weight, iterations=iterations,
             lr=lr * 2 ** s, schedule=schedule, watch=watch, first_step=steps)
         coefficients = c.detach().to("cpu", torch.float64).numpy()

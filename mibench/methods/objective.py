@@ -176,6 +176,33 @@ class PyramidObjective:
         img, inside = self.field_mask(grid, s)
         return self._dense_loss(img, inside if scored is None else scored, s)
 
+    def fixed_pixels(self, s: int, idx: torch.Tensor) -> torch.Tensor:
+        """Full-resolution fixed pixel coordinates ``(N, n)`` ``(x, y[, z])``, float64, of the
+        flat voxel indices ``idx`` of level ``s`` (the pyramid keeps normalised coordinates
+        aligned, :mod:`.pyramid`)."""
+        norm = self._points(s, idx)[:, :-1].double()
+        sizes = torch.tensor([v - 1 for v in self.fixed_shape[::-1]], dtype=torch.float64,
+                             device=norm.device)
+        return (norm + 1) / 2 * sizes
+
+    def points_loss(self, where: torch.Tensor, s: int, idx: torch.Tensor,
+                    scored: torch.Tensor | None = None) -> torch.Tensor:
+        """``-similarity`` (``+`` for a cost) of the fixed voxels ``idx`` of level ``s``
+        against the moving level read at ``where`` ``(N, n)`` (normalised over the moving
+        image, ``align_corners=True``; a deformation's), scored as :meth:`level_loss` scores
+        a subset. ``scored`` (bool ``(N,)``) fixes the voxels to score as in
+        :meth:`field_loss`; otherwise those read inside the valid moving image."""
+        n = self.ndim
+        moving = self.moving_cat[s]
+        grid = where.to(moving.dtype).view(1, *([1] * (n - 1)), -1, n)
+        warped = F.grid_sample(moving, grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=True).reshape(1, moving.shape[1], -1)
+        mask = (warped[:, -1:] >= VALID_THRESHOLD) if scored is None else scored.view(1, 1, -1)
+        fixed_values = self.fixed_levels[s].flatten(2)[:, :, idx]
+        sim = self.estimator_fn(fixed_values[:, :, None], warped[:, :-1, None],
+                                mask[:, :, None])[0]
+        return -sim if self.higher_is_better else sim
+
     def stage_loss(self, h: torch.Tensor, stage: list[int]) -> torch.Tensor:
         """The mean loss of the levels of one optimisation stage."""
         return sum(self.level_loss(h, s) for s in stage) / len(stage)
