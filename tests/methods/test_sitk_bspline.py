@@ -96,7 +96,7 @@ def test_elastix_bspline_maps_convert_as_itk_reads_them():
     np.testing.assert_allclose(ours.fixed_to_moving(pts), expect, atol=1e-9)
 
 
-def test_elastix_bspline_result_maps_pixels_as_transformix_does(elastic_pair):
+def test_elastix_bspline_result_maps_pixels_as_transformix_does(elastic_pair, tmp_path):
     """elastix-bspline end to end: the converted result maps every fixed pixel where
     transformix's own deformation field sends it, and the registration recovers the field."""
     itk = pytest.importorskip("itk")
@@ -114,7 +114,9 @@ def test_elastix_bspline_result_maps_pixels_as_transformix_does(elastic_pair):
     result, f_img, m_img, _ = run_elastix_bspline(**inputs, resolutions=3, iterations=100)
     maps = [{k: list(v) for k, v in result.GetParameterMap(i).items()} for i in range(2)]
     ours = elastix_bspline_to_mibench(*maps, _geometry(f_img), _geometry(m_img))
-    field = itk.array_from_image(itk.transformix_deformation_field(m_img, result))
+    # transformix also writes the field to a file: into tmp_path, not the current directory.
+    field = itk.array_from_image(itk.transformix_deformation_field(
+        m_img, result, output_directory=str(tmp_path)))
     h, w = np.asarray(pair.fixed).shape[:2]
     ys, xs = np.mgrid[0:h, 0:w]
     pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(float)
