@@ -127,6 +127,35 @@ def _itk_image(array: np.ndarray, geometry: Geometry | None):
     return image
 
 
+def _require_elastix() -> None:
+    # The requirement names only ``itk`` (finding a submodule would import ITK on listing).
+    if importlib.util.find_spec("itk.ElastixPython") is None:
+        raise RuntimeError('ITK is installed without elastix: pip install "mibench[elastix]"')
+
+
+def _run(f_img, m_img, maps: list, fixed_mask: tuple, moving_mask: tuple):
+    """Run elastix on one thread, silently, with the parameter ``maps`` in order; the masks
+    are ``(mask tensor or None, geometry placing it or None)``. Returns elastix's result
+    ``ParameterObject``."""
+    import itk
+
+    params = itk.ParameterObject.New()
+    for pmap in maps:
+        params.AddParameterMap(pmap)
+    reg = itk.ElastixRegistrationMethod.New(f_img, m_img)
+    reg.SetParameterObject(params)
+    reg.SetNumberOfThreads(1)
+    reg.SetLogToConsole(False)
+    reg.SetLogToFile(False)
+    for (mask, geo), setter in ((fixed_mask, reg.SetFixedMask),
+                                (moving_mask, reg.SetMovingMask)):
+        arr = mask_array(mask)
+        if arr is not None:
+            setter(_itk_image(arr, geo))
+    reg.UpdateLargestPossibleRegion()
+    return reg.GetTransformParameterObject()
+
+
 def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask=None,
                      seed: int = 0, fixed_geometry: Geometry | None = None,
                      moving_geometry: Geometry | None = None, preset: str = "practical",
@@ -166,9 +195,7 @@ def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask
     """
     import itk
 
-    if importlib.util.find_spec("itk.ElastixPython") is None:
-        # The requirement names only ``itk`` (finding a submodule would import ITK on listing).
-        raise RuntimeError('ITK is installed without elastix: pip install "mibench[elastix]"')
+    _require_elastix()
     s = settings(metric, preset, resolutions=resolutions, bins=bins, iterations=iterations,
                  samples=samples)
     f_arr, m_arr = grey_arrays(fixed, moving)
@@ -180,25 +207,10 @@ def register_elastix(fixed, moving, *, metric: str, fixed_mask=None, moving_mask
         m_geo = itk_geometry(moving_geometry if world else None, 3)
     f_img, m_img = _itk_image(f_arr, f_geo), _itk_image(m_arr, m_geo)
 
-    params = itk.ParameterObject.New()
-    pmap = params.GetDefaultParameterMap("affine", s.resolutions)
+    pmap = itk.ParameterObject.New().GetDefaultParameterMap("affine", s.resolutions)
     for key, value in parameter_map(s, seed).items():
         pmap[key] = value
-    params.AddParameterMap(pmap)
-
-    reg = itk.ElastixRegistrationMethod.New(f_img, m_img)
-    reg.SetParameterObject(params)
-    reg.SetNumberOfThreads(1)
-    reg.SetLogToConsole(False)
-    reg.SetLogToFile(False)
-    for mask, setter, geo in ((fixed_mask, reg.SetFixedMask, f_geo),
-                              (moving_mask, reg.SetMovingMask, m_geo)):
-        arr = mask_array(mask)
-        if arr is not None:
-            setter(_itk_image(arr, geo))
-    reg.UpdateLargestPossibleRegion()
-
-    result = reg.GetTransformParameterObject()
+    result = _run(f_img, m_img, [pmap], (fixed_mask, f_geo), (moving_mask, m_geo))
     if result.GetNumberOfParameterMaps() != 1:
         raise RuntimeError(f"elastix returned {result.GetNumberOfParameterMaps()} transforms; "
                            "expected one")
@@ -344,30 +356,15 @@ def run_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, see
     """Run elastix's affine then B-spline registration (:func:`bspline_parameter_maps`) in 2-D
     pixel space; returns elastix's result ``ParameterObject`` (what transformix reads), the
     fixed and moving ITK images, and the maps it ran with."""
-    import itk
-
-    if importlib.util.find_spec("itk.ElastixPython") is None:
-        raise RuntimeError('ITK is installed without elastix: pip install "mibench[elastix]"')
+    _require_elastix()
     f_arr, m_arr = grey_arrays(fixed, moving)
     if f_arr.ndim != 2:
         raise ValueError("elastix-bspline registers 2-D images only")
     f_img, m_img = _itk_image(f_arr, None), _itk_image(m_arr, None)
     maps = bspline_parameter_maps(seed, resolutions=resolutions, bins=bins,
                                   iterations=iterations, samples=samples, spacing=spacing)
-    params = itk.ParameterObject.New()
-    for pmap in maps:
-        params.AddParameterMap(pmap)
-    reg = itk.ElastixRegistrationMethod.New(f_img, m_img)
-    reg.SetParameterObject(params)
-    reg.SetNumberOfThreads(1)
-    reg.SetLogToConsole(False)
-    reg.SetLogToFile(False)
-    for mask, setter in ((fixed_mask, reg.SetFixedMask), (moving_mask, reg.SetMovingMask)):
-        arr = mask_array(mask)
-        if arr is not None:
-            setter(_itk_image(arr, None))
-    reg.UpdateLargestPossibleRegion()
-    return reg.GetTransformParameterObject(), f_img, m_img, maps
+    result = _run(f_img, m_img, maps, (fixed_mask, None), (moving_mask, None))
+    return result, f_img, m_img, maps
 
 
 def register_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None,
