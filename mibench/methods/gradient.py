@@ -299,12 +299,8 @@ def _sampled_field_loss(objective: PyramidObjective, s: int, grid: Any, affine: 
         q = p @ a[:n, :n].T + a[:n, n]  # A(p): the affine stage's result is a matrix, w = 1
         u = FieldSampler(grid, q)(c).T  # (N, n), c's dtype
         where = (q.to(c.dtype) + u) * to_normalised.to(c.dtype) - 1
-        with torch.no_grad():
-            start = (q * to_normalised - 1).to(c.dtype)
-            moving = objective.moving_cat[s]
-            valid = torch.nn.functional.grid_sample(
-                moving[:, -1:], start.view(1, *([1] * (n - 1)), -1, n), mode="bilinear",
-                padding_mode="zeros", align_corners=True).reshape(-1) >= VALID_THRESHOLD
+        with torch.no_grad():  # the subset's voxels that A maps inside: see field_loss
+            valid = objective.read_points(q * to_normalised - 1, s)[0, -1] >= VALID_THRESHOLD
         return objective.points_loss(where, s, idx, valid)
 
     return loss

@@ -147,14 +147,20 @@ class PyramidObjective:
         """``-similarity`` (``+`` for a cost) of level ``s`` under ``h``: a 0-d tensor."""
         if self.samples and self.samples[s]:
             idx = self.draw(s)
-            f = self.fixed_levels[s]
-            fixed_values = f.flatten(2)[:, :, idx]  # (1, C, N)
             warped = sample_points(self.moving_cat[s], h, self._points(s, idx)).T[None]
-            img = warped[:, :-1, None]  # (1, C, 1, N)
-            mask = (warped[:, -1:] >= VALID_THRESHOLD)[:, :, None]
-            sim = self.estimator_fn(fixed_values[:, :, None], img, mask)[0]
-            return -sim if self.higher_is_better else sim
+            return self._subset_loss(warped, s, idx)
         return self._dense_loss(*self.level_mask(h, s), s)
+
+    def _subset_loss(self, warped: torch.Tensor, s: int, idx: torch.Tensor,
+                     scored: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of the fixed voxels ``idx`` of level ``s`` against their warped moving
+        values ``warped`` ``(1, C + 1, N)`` (validity channel last), seen by the estimator as
+        one-row images ``(1, C, 1, N)``; scored where the validity is whole, or ``scored``."""
+        fixed_values = self.fixed_levels[s].flatten(2)[:, :, idx]  # (1, C, N)
+        mask = (warped[:, -1:] >= VALID_THRESHOLD) if scored is None else scored.view(1, 1, -1)
+        sim = self.estimator_fn(fixed_values[:, :, None], warped[:, :-1, None],
+                                mask[:, :, None])[0]
+        return -sim if self.higher_is_better else sim
 
     def field_mask(self, grid: torch.Tensor, s: int):
         """As :meth:`level_mask` for a sampling grid ``(1, *level shape, n)`` (normalised over
@@ -185,23 +191,22 @@ class PyramidObjective:
                              device=norm.device)
         return (norm + 1) / 2 * sizes
 
+    def read_points(self, where: torch.Tensor, s: int) -> torch.Tensor:
+        """The moving level ``s`` and its validity channel read at ``where`` ``(N, n)``
+        (normalised over the moving image, ``align_corners=True``): ``(1, C + 1, N)``."""
+        moving = self.moving_cat[s]
+        grid = where.to(moving.dtype).view(1, *([1] * (self.ndim - 1)), -1, self.ndim)
+        return F.grid_sample(moving, grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=True).reshape(1, moving.shape[1], -1)
+
     def points_loss(self, where: torch.Tensor, s: int, idx: torch.Tensor,
                     scored: torch.Tensor | None = None) -> torch.Tensor:
         """``-similarity`` (``+`` for a cost) of the fixed voxels ``idx`` of level ``s``
-        against the moving level read at ``where`` ``(N, n)`` (normalised over the moving
-        image, ``align_corners=True``; a deformation's), scored as :meth:`level_loss` scores
-        a subset. ``scored`` (bool ``(N,)``) fixes the voxels to score as in
-        :meth:`field_loss`; otherwise those read inside the valid moving image."""
-        n = self.ndim
-        moving = self.moving_cat[s]
-        grid = where.to(moving.dtype).view(1, *([1] * (n - 1)), -1, n)
-        warped = F.grid_sample(moving, grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=True).reshape(1, moving.shape[1], -1)
-        mask = (warped[:, -1:] >= VALID_THRESHOLD) if scored is None else scored.view(1, 1, -1)
-        fixed_values = self.fixed_levels[s].flatten(2)[:, :, idx]
-        sim = self.estimator_fn(fixed_values[:, :, None], warped[:, :-1, None],
-                                mask[:, :, None])[0]
-        return -sim if self.higher_is_better else sim
+        against the moving level read at ``where`` (:meth:`read_points`; a deformation's),
+        scored as :meth:`level_loss` scores a subset. ``scored`` (bool ``(N,)``) fixes the
+        voxels to score as in :meth:`field_loss`; otherwise those read inside the valid moving
+        image."""
+        return self._subset_loss(self.read_points(where, s), s, idx, scored)
 
     def stage_loss(self, h: torch.Tensor, stage: list[int]) -> torch.Tensor:
         """The mean loss of the levels of one optimisation stage."""
