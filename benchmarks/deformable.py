@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
@@ -42,13 +41,13 @@ import mibench
 from mibench.deformation import folding_fraction, jacobian_determinant
 from mibench.io import write_points_csv
 from mibench.metrics import landmark_errors
+from mibench.registry import Registry
 from mibench.transform import MatrixTransform, transform_from_dict
 from mibench.variants import parse_variant
 
 METHODS = ("nmi", "nmi[transform=bspline]", "mmi", "mmi[transform=bspline]", "sitk-bspline",
            "elastix-bspline")
 REFERENCE = "elastix-bspline"
-TOOLBOXES = {"sitk-bspline": "SimpleITK", "elastix-bspline": "itk.ElastixPython"}
 
 
 def best_affine_errors(pair) -> np.ndarray:
@@ -69,11 +68,8 @@ def best_affine_errors(pair) -> np.ndarray:
 
 
 def available(name: str) -> bool:
-    module = TOOLBOXES.get(parse_variant(name)[0])
-    try:
-        return module is None or importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    """Whether the method of a variant name can run here (its toolbox imports)."""
+    return Registry().get("method", parse_variant(name)[0]).unavailable_reason() is None
 
 
 def write_cover(folder: Path, data) -> Path:
