@@ -12,7 +12,7 @@ from mibench.bspline.grid import ControlGrid, evaluate
 
 
 def newton_solve(coefficients: np.ndarray, grid: ControlGrid, m: np.ndarray, q: np.ndarray,
-            tolerance: float, iterations: int, damped: bool = False) -> np.ndarray:
+                 tolerance: float, iterations: int, damped: bool = False) -> np.ndarray:
     """Solve ``q + u(q) = m`` in place from the start ``q`` ``(K, n)``; returns which points
     converged (``|q + u(q) - m| <= tolerance``). ``damped`` halves a step (up to 10 times)
     until it lowers the residual; a point whose step cannot is given up, as is one with a
