@@ -684,9 +684,6 @@ def _chunk_entropies_compiled(fixed: FixedSpectra, bi: int, labels: torch.Tensor
         return None
     inv_map = inv_ref.view(t, 1, 1)
     inv_lev = inv_ref.view(t, 1, 1, 1)
-    # The transformed columns only, so that the row kernel sees one stride pattern.
-    colsum = work.take("colsum", (t, jb, sy, sx), dtype).zero_()
-    s_ab = work.take("s_ab", (t, sy, sx), torch.float64).zero_()
     spec_b = _forward_padded(_indicators(labels, jb, dtype), (p, q), fixed.split)
     torch.conj_physical_(spec_b)
     prod = work.take("prod", spec_b.shape, spec_b.dtype)
@@ -699,6 +696,9 @@ def _chunk_entropies_compiled(fixed: FixedSpectra, bi: int, labels: torch.Tensor
         del spec_b
         box_a, col = _dropped_level_counts(fixed, bi, labels, kb, moving_full)
         return kernels.fused(parts, box_a, col, inv_map)
+    # The transformed columns only, so that the row kernel sees one stride pattern.
+    colsum = work.take("colsum", (t, jb, sy, sx), dtype).zero_()
+    s_ab = work.take("s_ab", (t, sy, sx), torch.float64).zero_()
     rows = work.take("rows", (t, ja, sy, sx), dtype)
     for i in range(ja):
         torch.mul(spec_b, fixed.spectra[bi, i], out=prod)
