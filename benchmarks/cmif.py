@@ -28,7 +28,10 @@ performs, standard ``rfft2``/``irfft2`` on the same grid with the same batching,
 the transforms exactly as (c) calls them (on the CPU its pruned two-stage forms, cheaper than the
 standard ones), i.e. (c) without its products, rounding and entropies. The implementations are
 timed in interleaved rounds (one call of each per round), so a slow spell of a shared machine
-falls on all of them; the median page faults per call of each are printed too.
+falls on all of them; the median page faults per call of each are printed too. ``--timing
+blocks`` times each implementation's calls back to back instead (its steady state, caches warm
+with its own buffers): the interleaved rounds leave every call to start with caches filled by
+the others, which costs the small-footprint implementations most.
 
 Cases:
 
@@ -282,6 +285,24 @@ def timed_together(fns: dict, device, repeats: int, warmup: int = 1) -> tuple[di
             {name: statistics.median(fs) for name, fs in faults.items()})
 
 
+def timed_in_blocks(fns: dict, device, repeats: int, warmup: int = 1) -> tuple[dict, dict]:
+    """As :func:`timed_together`, but each function's ``repeats`` calls run back to back after
+    its own ``warmup`` calls: each implementation in its steady state, its buffers warm in the
+    caches, as in a loop over many templates. A slow spell of a shared machine then falls on
+    one implementation only; run it more than once."""
+    out = [{}, {}]
+    for name, fn in fns.items():
+        t, f = timed_together({name: fn}, device, repeats, warmup)
+        out[0].update(t)
+        out[1].update(f)
+    return out[0], out[1]
+
+
+#: ``--timing``: interleaved rounds (the default) or blocks of calls per implementation.
+TIMINGS = {"interleaved": timed_together, "blocks": timed_in_blocks}
+TIMING = TIMINGS["interleaved"]
+
+
 def profile_ops(fn, device, calls: int, top: int) -> list[dict]:
     """The ``top`` operators of ``calls`` calls of ``fn`` by self time (torch.profiler; CUDA
     kernel time on a GPU, CPU time otherwise), grouped by input shapes, per call. The profiler
@@ -390,7 +411,7 @@ def case_large(args, device, name):
     passes = {"cmif": args.entropy_pass}
     if args.entropy_pass != "eager":
         passes["cmif_eager"] = "eager"
-    t, faults = timed_together({
+    t, faults = TIMING({
         **{name: (lambda ep=ep: run_cmif(prep(), lb, k, args.angle_batch, min_overlap, ep))
            for name, ep in passes.items()},
         "straightforward": lambda: straightforward(la, lb, k, grid),
@@ -482,17 +503,22 @@ def main(argv=None):
                     "(cmif_eager) in the same rounds")
     ap.add_argument("--clock", default="wall", choices=tuple(CLOCKS),
                     help="wall time, or this process's CPU time (one thread, shared machine)")
+    ap.add_argument("--timing", default="interleaved", choices=tuple(TIMINGS),
+                    help="interleaved rounds, one call of each implementation per round, or "
+                    "blocks: each implementation's calls back to back (its steady state)")
     ap.add_argument("--json", action="store_true", help="print one JSON line per case")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also print cmif's N costliest operators (torch.profiler) at 256/512")
     args = ap.parse_args(argv)
-    global CLOCK
+    global CLOCK, TIMING
     CLOCK = CLOCKS[args.clock]
+    TIMING = TIMINGS[args.timing]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"{platform.processor() or platform.machine()}, clock {args.clock}", flush=True)
+          f"{platform.processor() or platform.machine()}, clock {args.clock}, "
+          f"timing {args.timing}", flush=True)
     for name in args.cases.split(","):
         if name == "small":
             res = case_small(args, device)
