@@ -16,6 +16,7 @@ flipped, so that a slice of a volume keeps its in-plane coordinates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,6 +203,19 @@ class Geometry:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Geometry:
         return cls(data["affine"], data.get("unit", "mm"))
+
+
+def rotation_matrix(angles: Any) -> np.ndarray:
+    """The rotation ``Rz(az) Ry(ay) Rx(ax)`` (3x3, float64) for ``angles = (ax, ay, az)``
+    degrees about the x, y and z axes (of voxel or world coordinates alike), each
+    right-handed."""
+    ax, ay, az = (math.radians(float(a)) for a in angles)
+    cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
+                              math.cos(az), math.sin(az))
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
+    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+    rz = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
+    return rz @ ry @ rx
 
 
 def _square(matrix: Any, ndim: int) -> np.ndarray:

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,7 @@ import numpy as np
 
 from mibench.datasets import BRAIN
 from mibench.datasets.layout import comma_list
-from mibench.geometry import Geometry, voxel_transform
+from mibench.geometry import Geometry, rotation_matrix, voxel_transform
 from mibench.pairs import Pair, PairInfo
 
 #: Tissue signals ``(CSF, GM, WM)`` of each synthesised contrast, background 0.
@@ -173,16 +172,6 @@ def _contrast(tpl: _Template, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------- transform
 
 
-def _rotation(angles_rad: np.ndarray) -> np.ndarray:
-    ax, ay, az = angles_rad
-    cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
-                              math.cos(az), math.sin(az))
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def world_matrix(unit: np.ndarray, centre: np.ndarray, limits: _Limits,
                  affine: bool) -> np.ndarray:
     """The 4x4 world (mm) transform from unit random draws.
@@ -203,7 +192,7 @@ def world_matrix(unit: np.ndarray, centre: np.ndarray, limits: _Limits,
     ndarray (4, 4), float64
         ``x -> R Sh S (x - c) + c + t``, fixed world -> moving world.
     """
-    linear = _rotation(np.radians(limits.rotation_deg * unit[0:3]))
+    linear = rotation_matrix(limits.rotation_deg * unit[0:3])
     if affine:
         shear = np.eye(3)
         shear[0, 1], shear[0, 2], shear[1, 2] = limits.shear * unit[9:12]

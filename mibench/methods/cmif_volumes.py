@@ -18,21 +18,10 @@ import numpy as np
 import torch
 
 from mibench.estimators import cmif as cm
+from mibench.geometry import rotation_matrix
 from mibench.methods.cmif_common import highpass, parabola_offset, reduce_copy
 from mibench.methods.inputs import prepare_images
 from mibench.transform import MatrixTransform
-
-
-def rotation_matrix(angles: Any) -> np.ndarray:
-    """The rotation ``Rz(az) Ry(ay) Rx(ax)`` (3x3, float64) for ``angles = (ax, ay, az)``
-    degrees about the x, y and z axes (voxel coordinates ``(x, y, z)``), each right-handed."""
-    ax, ay, az = (math.radians(float(a)) for a in angles)
-    cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
-                              math.cos(az), math.sin(az))
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
-    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    rz = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
-    return rz @ ry @ rx
 
 
 def rotate_labels_3d(labels: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
