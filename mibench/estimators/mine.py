@@ -22,6 +22,7 @@ never from the global RNG, so results are reproducible for a given seed (on CPU 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -203,6 +204,40 @@ def marginal_pairs(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     perm = torch.randperm(y.shape[0], generator=generator, device=generator.device)
     perm = perm.to(y.device)
     return torch.cat([x, y[perm]], dim=1), perm
+
+
+def dv_bounds(net: nn.Module, sets: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+              generator: torch.Generator, *, stable: bool = True,
+              emas: Sequence[MovingAverage] | None = None) -> torch.Tensor:
+    """The DV bound (:func:`dv_bound`) of each sample set, all under one critic pass.
+
+    Parameters
+    ----------
+    net : Module
+        The critic.
+    sets : sequence of ``(x, y, valid)``
+        Joint samples ``x`` ``(N, Cx)`` and ``y`` ``(N, Cy)`` and the ones to count, ``valid``
+        ``(N,)`` bool; each set's marginal samples are a fresh shuffle (:func:`marginal_pairs`,
+        drawn set by set in order), a marginal pair counting when both its samples do.
+    generator : torch.Generator
+    stable, emas
+        As :func:`dv_bound`, ``emas`` one per set.
+
+    Returns
+    -------
+    Tensor ``(len(sets),)``
+    """
+    inputs, perms = [], []
+    for x, y, _ in sets:
+        marginal, perm = marginal_pairs(x, y, generator)
+        inputs += [torch.cat([x, y], dim=1), marginal]
+        perms.append(perm)
+    outputs = net(torch.cat(inputs)).split([t.shape[0] for t in inputs])
+    return torch.stack([
+        dv_bound(outputs[2 * i], outputs[2 * i + 1], stable=stable,
+                 ema=None if emas is None else emas[i], joint_mask=valid,
+                 marginal_mask=valid & valid[perm])
+        for i, ((_, _, valid), perm) in enumerate(zip(sets, perms, strict=True))])
 
 
 def _standardise(v: torch.Tensor) -> torch.Tensor:

@@ -93,9 +93,8 @@ from mibench.errors import check_choice
 from mibench.estimators.mine import (
     MovingAverage,
     StatisticsNetwork,
-    dv_bound,
+    dv_bounds,
     make_generator,
-    marginal_pairs,
 )
 from mibench.methods import pyramid as pyr
 from mibench.methods.drmime_bspline import register_drmime_bspline
@@ -257,21 +256,11 @@ def _prepare_levels(fixed, moving, fixed_mask, moving_mask, *, levels, min_size,
 def _level_bounds(net, levels: list[_Level], matrices: list[torch.Tensor], gen, *,
                   stable: bool, averages: list[MovingAverage] | None) -> torch.Tensor:
     """The DV bound of every level ``(L,)``; one critic pass over all levels' samples."""
-    inputs, valids, perms = [], [], []
+    sets = []
     for level, h in zip(levels, matrices, strict=True):
         warped = sample_points(level.moving, h, level.points)
-        y, valid = warped[:, :-1], warped[:, -1] >= VALID_THRESHOLD
-        marginal, perm = marginal_pairs(level.fixed_values, y, gen)
-        inputs += [torch.cat([level.fixed_values, y], dim=1), marginal]
-        valids.append(valid)
-        perms.append(perm)
-    outputs = net(torch.cat(inputs)).split([x.shape[0] for x in inputs])
-    bounds = []
-    for s, (valid, perm) in enumerate(zip(valids, perms, strict=True)):
-        bounds.append(dv_bound(outputs[2 * s], outputs[2 * s + 1], stable=stable,
-                               ema=None if averages is None else averages[s],
-                               joint_mask=valid, marginal_mask=valid & valid[perm]))
-    return torch.stack(bounds)
+        sets.append((level.fixed_values, warped[:, :-1], warped[:, -1] >= VALID_THRESHOLD))
+    return dv_bounds(net, sets, gen, stable=stable, emas=averages)
 
 
 def register_drmime(

@@ -54,11 +54,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mibench.estimators.mine import dv_bound, marginal_pairs
-from mibench.methods.gradient import checked_result, fit_coefficients_level
+from mibench.estimators.mine import dv_bounds
+from mibench.methods.gradient import fit_bspline_levels
 from mibench.methods.objective import VALID_THRESHOLD
 from mibench.methods.options import BSPLINE_DEFAULTS
-from mibench.tensors import FiniteWatch
 from mibench.transform import MatrixTransform, RegistrationOutput
 
 #: Learning-rate schedule of the coefficients within each level (the critic's stays constant).
@@ -96,18 +95,6 @@ class _LevelWarp:
         out = F.grid_sample(self.moving, where, mode="bilinear", padding_mode="zeros",
                             align_corners=True)
         return out.reshape(out.shape[1], -1).T
-
-
-def level_bound(net, level: Any, warped: torch.Tensor, scored: torch.Tensor, gen, *,
-                stable: bool, ema=None) -> torch.Tensor:
-    """The DV bound (nats, scalar) of one level from its warped samples ``(N, C + 1)`` (as
-    ``drmime._level_bounds``, with the samples counted given by ``scored`` ``(N,)`` bool)."""
-    y = warped[:, :-1]
-    marginal, perm = marginal_pairs(level.fixed_values, y, gen)
-    n = y.shape[0]
-    out = net(torch.cat([torch.cat([level.fixed_values, y], dim=1), marginal]))
-    return dv_bound(out[:n], out[n:], stable=stable, ema=ema, joint_mask=scored,
-                    marginal_mask=scored & scored[perm])
 
 
 def register_drmime_bspline(
@@ -169,13 +156,6 @@ def register_drmime_bspline(
     RuntimeError
         If the loss or the result becomes NaN or infinite.
     """
-    from mibench.bspline import (
-        BSplineTransform,
-        crop_coefficients,
-        fixed_box,
-        refine_coefficients,
-    )
-
     if fixed.dim() != 4:
         raise ValueError("transform='bspline' registers 2-D images only")
     if bspline_iterations < 0:
@@ -189,37 +169,35 @@ def register_drmime_bspline(
     net, levels, gen, averages = (state[k] for k in ("net", "levels", "generator", "averages"))
     device = levels[0].moving.device
     fixed_shape, moving_shape = tuple(fixed.shape[2:]), tuple(moving.shape[2:])
-    count = len(levels)
-    start = BSplineTransform.over(fixed_shape, grid_spacing * 2 ** (count - 1), affine)
-    grid, coefficients = start.grid, start.coefficients
-    box = fixed_box(fixed_shape, affine)
-    area = float(np.prod(fixed_shape))
-    watch = FiniteWatch(device)
-    steps = 0
-    for s in reversed(range(count)):
-        if s != count - 1:
-            coefficients, grid = crop_coefficients(*refine_coefficients(coefficients, grid),
-                                                   *box)
-        warp = _LevelWarp(levels[s], grid, affine, fixed_shape, moving_shape)
-        c = torch.tensor(coefficients, dtype=torch.float32, device=device, requires_grad=True)
+
+    def level_loss(s: int, grid: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        level, warp = levels[s], _LevelWarp(levels[s], grid, affine, fixed_shape, moving_shape)
         with torch.no_grad():  # the samples valid under A: scored for the whole level
-            scored = warp(torch.zeros_like(c))[:, -1] >= VALID_THRESHOLD
-        steps = fit_coefficients_level(
-            c, lambda c, s=s, warp=warp, scored=scored: -level_bound(
-                net, levels[s], warp(c), scored, gen, stable=stable_lme,
-                ema=None if averages is None else averages[s]),
-            grid=grid, area=area, bending_weight=bending_weight, iterations=bspline_iterations,
-            lr=bspline_lr * 2 ** s, schedule=SCHEDULE, watch=watch, first_step=steps,
-            others=({"params": net.parameters(), "lr": state["lr_net"]},), amsgrad=True)
-        coefficients = c.detach().to("cpu", torch.float64).numpy()
-    result = checked_result(grid, coefficients, affine, watch, steps)
+            zero = torch.zeros(grid.coefficient_shape, dtype=torch.float32, device=device)
+            scored = warp(zero)[:, -1] >= VALID_THRESHOLD
+        emas = None if averages is None else [averages[s]]
+
+        def loss(c: torch.Tensor) -> torch.Tensor:
+            warped = warp(c)
+            return -dv_bounds(net, [(level.fixed_values, warped[:, :-1], scored)], gen,
+                              stable=stable_lme, emas=emas)[0]
+
+        return loss
+
+    result, steps = fit_bspline_levels(
+        fixed_shape, affine, len(levels), grid_spacing=grid_spacing, lr=bspline_lr,
+        device=device, level_loss=level_loss, bending_weight=bending_weight,
+        iterations=bspline_iterations, schedule=SCHEDULE,
+        others=({"params": net.parameters(), "lr": state["lr_net"]},), amsgrad=True)
+    grid, coefficients = result.grid, result.coefficients
     with torch.no_grad():
         c = torch.as_tensor(coefficients, dtype=torch.float32, device=device)
         bounds = []
         for level in levels:  # as the affine stage: the samples valid under the result
             warped = _LevelWarp(level, grid, affine, fixed_shape, moving_shape)(c)
-            bounds.append(level_bound(net, level, warped, warped[:, -1] >= VALID_THRESHOLD,
-                                      gen, stable=stable_lme))
+            bounds.append(dv_bounds(net, [(level.fixed_values, warped[:, :-1],
+                                           warped[:, -1] >= VALID_THRESHOLD)], gen,
+                                    stable=stable_lme)[0])
         bounds = torch.stack(bounds)
         if not torch.isfinite(bounds).all():
             raise RuntimeError(f"loss became {-bounds.mean().item()} at the end")

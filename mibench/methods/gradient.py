@@ -263,6 +263,45 @@ def checked_result(grid: Any, coefficients: np.ndarray, affine: np.ndarray, watc
     return result
 
 
+def fit_bspline_levels(fixed_shape: tuple[int, ...], affine: np.ndarray, count: int, *,
+                       grid_spacing: float, lr: float, device: Any,
+                       level_loss: Callable[[int, Any], Callable[[torch.Tensor], torch.Tensor]],
+                       **fit: Any):
+    """The level loop of a B-spline stage on the matrix ``affine`` (fixed px -> moving px):
+    levels ``s = count - 1 .. 0``, coarsest first, on a control grid of ``grid_spacing * 2^s``
+    px placed over ``A`` of the fixed image (:meth:`mibench.bspline.BSplineTransform.over`),
+    subdivided exactly and cropped to that box between levels; at each,
+    :func:`fit_coefficients_level` on ``level_loss(s, grid)`` at ``lr * 2^s`` (its pixels are
+    ``2^s`` full-resolution ones) with the options ``fit``. Returns the checked
+    :class:`~mibench.bspline.BSplineTransform` (:func:`checked_result`) and the steps run."""
+    from mibench.bspline import (
+        BSplineTransform,
+        crop_coefficients,
+        fixed_box,
+        refine_coefficients,
+    )
+
+    start = BSplineTransform.over(fixed_shape, grid_spacing * 2 ** (count - 1), affine)
+    grid, coefficients = start.grid, start.coefficients
+    box = fixed_box(fixed_shape, affine)
+    # Energy per fixed pixel: the refined grids cover more of the plane than the first one, so
+    # the grid's own domain would change the penalty's scale from level to level.
+    area = float(np.prod(fixed_shape))
+    watch = FiniteWatch(device)
+    steps = 0
+    for s in reversed(range(count)):
+        if s != count - 1:
+            # Exact subdivision, then only the points that reach A of the fixed image.
+            coefficients, grid = crop_coefficients(*refine_coefficients(coefficients, grid),
+                                                   *box)
+        data_loss = level_loss(s, grid)
+        c = torch.tensor(coefficients, dtype=torch.float32, device=device, requires_grad=True)
+        steps = fit_coefficients_level(c, data_loss, grid=grid, area=area, lr=lr * 2 ** s,
+                                       watch=watch, first_step=steps, **fit)
+        coefficients = c.detach().to("cpu", torch.float64).numpy()
+    return checked_result(grid, coefficients, affine, watch, steps), steps
+
+
 def level_to_full(level_shape: tuple[int, ...], full_shape: tuple[int, ...]) -> np.ndarray:
     """The diagonal matrix ``(n+1, n+1)`` from a pyramid level's pixels to full-resolution
     pixels: the pyramid keeps normalised coordinates aligned (:mod:`.pyramid`), so ``x_full =
@@ -311,56 +350,36 @@ def _bspline_stage(objective: PyramidObjective, affine: np.ndarray, *, info: dic
                    schedule: str) -> RegistrationOutput:
     """Optimise a B-spline FFD on the fixed matrix ``affine`` (fixed px -> moving px), level by
     level, coarsest first, refining the grid between levels (module docstring)."""
-    from mibench.bspline import (
-        BSplineTransform,
-        DenseField,
-        crop_coefficients,
-        fixed_box,
-        refine_coefficients,
-    )
+    from mibench.bspline import DenseField
 
     device = objective.fixed_levels[0].device
-    count = objective.count
-    start = BSplineTransform.over(objective.fixed_shape, grid_spacing * 2 ** (count - 1), affine)
-    grid, coefficients = start.grid, start.coefficients
-    box = fixed_box(objective.fixed_shape, affine)
-    # Energy per fixed pixel: the refined grids cover more of the plane than the first one, so
-    # the grid's own domain would change the penalty's scale from level to level.
-    area = float(np.prod(objective.fixed_shape))
-    watch = FiniteWatch(device)
-    steps = 0
-    for s in reversed(range(count)):
-        if s != count - 1:
-            # Exact subdivision, then only the points that reach A of the fixed image.
-            coefficients, grid = crop_coefficients(*refine_coefficients(coefficients, grid),
-                                                   *box)
-        c = torch.tensor(coefficients, dtype=torch.float32, device=device, requires_grad=True)
+
+    def level_loss(s: int, grid: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         if objective.samples and objective.samples[s]:
-            data_loss = _sampled_field_loss(objective, s, grid, affine)
-        else:
-            level_shape = tuple(objective.fixed_levels[s].shape[2:])
-            # exact=False: the field interpolated from a 1-px grid, error far below a pixel
-            # (DenseField) and about 2.5x faster than the exact evaluation for a general A.
-            field = DenseField(grid, level_shape, affine @ level_to_full(
-                level_shape, objective.fixed_shape), device=device, exact=False)
-            with torch.no_grad():  # the voxels the affine result overlaps: see field_loss
-                _, scored = objective.field_mask(field.sampling_grid(
-                    torch.zeros_like(c), objective.moving_shape), s)
-            data_loss = functools.partial(_dense_field_loss, objective, field, s, scored)
-        steps = fit_coefficients_level(
-            c, data_loss,
-            grid=grid, area=area, bending_weight=bending_weight, iterations=iterations,
-            lr=lr * 2 ** s, schedule=schedule, watch=watch, first_step=steps)
-        coefficients = c.detach().to("cpu", torch.float64).numpy()
-    result = checked_result(grid, coefficients, affine, watch, steps)
+            return _sampled_field_loss(objective, s, grid, affine)
+        level_shape = tuple(objective.fixed_levels[s].shape[2:])
+        # exact=False: the field interpolated from a 1-px grid, error far below a pixel
+        # (DenseField) and about 2.5x faster than the exact evaluation for a general A.
+        field = DenseField(grid, level_shape, affine @ level_to_full(
+            level_shape, objective.fixed_shape), device=device, exact=False)
+        with torch.no_grad():  # the voxels the affine result overlaps: see field_loss
+            zero = torch.zeros(grid.coefficient_shape, dtype=torch.float32, device=device)
+            _, scored = objective.field_mask(field.sampling_grid(zero, objective.moving_shape), s)
+        return functools.partial(_dense_field_loss, objective, field, s, scored)
+
+    result, steps = fit_bspline_levels(
+        objective.fixed_shape, affine, objective.count, grid_spacing=grid_spacing, lr=lr,
+        device=device, level_loss=level_loss, bending_weight=bending_weight,
+        iterations=iterations, schedule=schedule)
+    grid, coefficients = result.grid, result.coefficients
     with torch.no_grad():
         field = DenseField(grid, objective.fixed_shape, affine, device=device, exact=False)
         sampling = field.sampling_grid(torch.as_tensor(coefficients, dtype=torch.float32,
                                                        device=device), objective.moving_shape)
-        final = objective.field_loss(sampling, 0)
+        img, inside = objective.field_mask(sampling, 0)
+        final = objective.dense_loss(img, inside, 0)
         if not torch.isfinite(final):
             raise RuntimeError(f"loss became {final.item()} at the end")
-        _, inside = objective.field_mask(sampling, 0)
     valid = objective.fixed_masks[0]
     total = float(valid.sum()) if valid is not None else float(inside[0, 0].numel())
     return RegistrationOutput(result, info={

@@ -110,7 +110,7 @@ class PyramidObjective:
         mask = self.fixed_masks[s]
         return img, (inside if mask is None else inside & mask)
 
-    def _dense_loss(self, img: torch.Tensor, mask: torch.Tensor, s: int) -> torch.Tensor:
+    def dense_loss(self, img: torch.Tensor, mask: torch.Tensor, s: int) -> torch.Tensor:
         """``-similarity`` (``+`` for a cost) of a warped image against level ``s``."""
         sim = self.estimator_fn(self.fixed_levels[s], img, mask)[0]
         return -sim if self.higher_is_better else sim
@@ -149,7 +149,7 @@ class PyramidObjective:
             idx = self.draw(s)
             warped = sample_points(self.moving_cat[s], h, self._points(s, idx)).T[None]
             return self._subset_loss(warped, s, idx)
-        return self._dense_loss(*self.level_mask(h, s), s)
+        return self.dense_loss(*self.level_mask(h, s), s)
 
     def _subset_loss(self, warped: torch.Tensor, s: int, idx: torch.Tensor,
                      scored: torch.Tensor | None = None) -> torch.Tensor:
@@ -180,7 +180,7 @@ class PyramidObjective:
         outside then meet the moving image's zero padding (or its masked-out values).
         """
         img, inside = self.field_mask(grid, s)
-        return self._dense_loss(img, inside if scored is None else scored, s)
+        return self.dense_loss(img, inside if scored is None else scored, s)
 
     def fixed_pixels(self, s: int, idx: torch.Tensor) -> torch.Tensor:
         """Full-resolution fixed pixel coordinates ``(N, n)`` ``(x, y[, z])``, float64, of the

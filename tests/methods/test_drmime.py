@@ -92,7 +92,7 @@ def test_degenerate_inputs_are_finite():
 
 def test_non_finite_loss_raises(fundus_pair, monkeypatch):
     nan = lambda *a, **k: torch.tensor(float("nan"))  # noqa: E731
-    monkeypatch.setattr(drmime_module, "dv_bound", nan)
+    monkeypatch.setattr(mine_module, "dv_bound", nan)  # under dv_bounds
     with pytest.raises(RuntimeError, match="nan"):
         drmime(**tensors(fundus_pair), iterations=3)
 
