@@ -26,6 +26,7 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
+from mibench.methods.options import BSPLINE_DEFAULTS
 from mibench.methods.params import QUIET_OPTIONS, derivative_free_params, gradient_params
 from mibench.specs import EstimatorSpec, MethodSpec, Param
 
@@ -165,5 +166,5 @@ def register_derived(fixed, moving, *, estimator: EstimatorSpec, fixed_mask=None
         raise ValueError(f"transform='bspline' needs a gradient; {estimator.name!r} has none "
                          f"with these options (choose a differentiable kernel)")
     # Powell registers matrices only: the B-spline stage's options do not concern it.
-    common = {k: v for k, v in common.items() if k not in QUIET_OPTIONS}
+    common = {k: v for k, v in common.items() if k not in BSPLINE_DEFAULTS}
     return register_derivative_free(fixed, moving, **common)
