@@ -7,7 +7,6 @@ declares its bounds and choices here, and the factories leave checking them to
 (a missing file, a malformed table), which the harness reports as ``dataset 'NAME': ...``.
 """
 
-
 from mibench.hookspecs import hookimpl
 from mibench.specs import DatasetSpec, Param, Requirement
 

@@ -405,14 +405,6 @@ def register_elastix_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None
     return RegistrationOutput(transform, info={**info, "seed": int(seed)})
 
 
-def bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, fixed_geometry=None,
-            moving_geometry=None, **params):
-    """elastix affine then B-spline (BIRL's parameter files); options as
-    :func:`register_elastix_bspline`."""
-    return register_elastix_bspline(fixed, moving, fixed_mask=fixed_mask,
-                                    moving_mask=moving_mask, seed=seed,
-                                    fixed_geometry=fixed_geometry,
-                                    moving_geometry=moving_geometry, **params)
-
-
+#: The ``elastix-bspline`` method's factory.
+bspline = register_elastix_bspline
 bspline.warm_up = warm_up

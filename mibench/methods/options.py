@@ -26,6 +26,11 @@ GRADIENT_TRANSFORMS = TRANSFORMS + ("bspline",)
 #: docs/performance.md, "Deformable registration").
 BSPLINE_DEFAULTS: dict[str, Any] = {"grid_spacing": 32.0, "bending_weight": 1.0,
                                     "bspline_iterations": 100, "bspline_lr": 0.25}
+#: Defaults of ``sitk-bspline``'s deformable stage (as SimpleITK's
+#: ``ImageRegistrationMethodBSpline1`` example: L-BFGS-B on one mesh): control-point spacing
+#: (fixed px), image pyramid levels, L-BFGS-B iterations per level, share of pixels sampled.
+SITK_BSPLINE_DEFAULTS: dict[str, Any] = {"spacing": 32.0, "bspline_levels": 3,
+                                         "bspline_iterations": 100, "bspline_sampling": 0.2}
 #: Where the local methods start (:mod:`mibench.methods.initial`).
 INITS = ("identity", "cmif")
 #: Multi-resolution schemes and learning-rate schedules of the gradient methods.

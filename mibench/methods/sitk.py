@@ -310,4 +310,3 @@ mmi = _method("mmi")
 jhmi = _method("jhmi")
 ncc = _method("ncc")
 mse = _method("mse")
-

@@ -15,13 +15,9 @@ import SimpleITK as sitk
 
 from mibench.geometry import Geometry
 from mibench.methods.itk_convert import grey_arrays, mask_array
+from mibench.methods.options import SITK_BSPLINE_DEFAULTS
 from mibench.methods.sitk import execute_single_threaded, itk_image, register_sitk, settings
 from mibench.transform import RegistrationOutput
-
-#: Defaults of ``sitk-bspline``'s deformable stage (as SimpleITK's
-#: ``ImageRegistrationMethodBSpline1`` example: L-BFGS-B on one mesh).
-BSPLINE_DEFAULTS = {"spacing": 32.0, "bspline_levels": 3, "bspline_iterations": 100,
-                    "bspline_sampling": 0.2}
 
 
 def _itk_pixel_affine(matrix: np.ndarray) -> sitk.AffineTransform:
@@ -54,10 +50,10 @@ def _dense_mapping(transform: sitk.Transform, shape: tuple[int, int]):
 def register_sitk_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, seed: int = 0,
                           fixed_geometry: Geometry | None = None,
                           moving_geometry: Geometry | None = None,
-                          spacing: float = BSPLINE_DEFAULTS["spacing"],
-                          bspline_levels: int = BSPLINE_DEFAULTS["bspline_levels"],
-                          bspline_iterations: int = BSPLINE_DEFAULTS["bspline_iterations"],
-                          bspline_sampling: float = BSPLINE_DEFAULTS["bspline_sampling"],
+                          spacing: float = SITK_BSPLINE_DEFAULTS["spacing"],
+                          bspline_levels: int = SITK_BSPLINE_DEFAULTS["bspline_levels"],
+                          bspline_iterations: int = SITK_BSPLINE_DEFAULTS["bspline_iterations"],
+                          bspline_sampling: float = SITK_BSPLINE_DEFAULTS["bspline_sampling"],
                           bins: int | None = None, **affine_options) -> RegistrationOutput:
     """SimpleITK affine (as ``sitk-mmi``), then a cubic B-spline with Mattes MI, in 2-D.
 
@@ -185,10 +181,5 @@ def register_sitk_bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, s
     return RegistrationOutput(result, info=info)
 
 
-def bspline(fixed, moving, *, fixed_mask=None, moving_mask=None, seed=0, fixed_geometry=None,
-            moving_geometry=None, **params):
-    """SimpleITK affine then B-spline registration with Mattes MI; options as
-    :func:`register_sitk_bspline`."""
-    return register_sitk_bspline(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask,
-                                 seed=seed, fixed_geometry=fixed_geometry,
-                                 moving_geometry=moving_geometry, **params)
+#: The ``sitk-bspline`` method's factory.
+bspline = register_sitk_bspline
