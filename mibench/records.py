@@ -73,15 +73,19 @@ def load_records_setting_aside_damaged(run_dir: Path, log: Callable[[str], None]
     return records
 
 
-def missing_transform_file(path: Path, record: Any) -> Path | None:
-    """The file a record's transform references (a B-spline's ``coefficients_file``, beside the
-    record at ``path``) when it does not exist; None when there is none or it is there."""
+def transform_file(path: Path, record: Any) -> Path | None:
+    """The file a record's transform references (a B-spline's ``coefficients_file``), beside
+    the record at ``path``; None when it references none."""
     transform = getattr(record, "transform", None)
     name = transform.get("coefficients_file") if isinstance(transform, dict) else None
-    if not name:
-        return None
-    target = Path(path).parent / name
-    return None if target.exists() else target
+    return Path(path).parent / name if name else None
+
+
+def missing_transform_file(path: Path, record: Any) -> Path | None:
+    """:func:`transform_file` when that file does not exist; None when there is none or it is
+    there."""
+    target = transform_file(path, record)
+    return None if target is None or target.exists() else target
 
 
 def remove_stale_temporaries(run_dir: Path) -> int:

@@ -22,7 +22,7 @@ from mibench.errors import UserError
 from mibench.jsonio import canonical_json, write_json_atomic
 from mibench.manifest import manifest_config, read_manifest
 from mibench.paths import RECORDS_DIR, manifest_path, record_files
-from mibench.records import read_record
+from mibench.records import read_record, transform_file
 from mibench.registration import Record
 
 #: Settings that must be equal for runs to be merged.
@@ -96,9 +96,9 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Path:
             # A non-matrix transform's file (a B-spline's coefficients) travels with its
             # record, which references it by name; it goes first, so that a record in the
             # merged directory never points at a file that is not there yet.
-            name = (rec.transform or {}).get("coefficients_file")
-            if name and (path.parent / name).exists():
-                shutil.copy2(path.parent / name, dest.parent / name)
+            source = transform_file(path, rec)
+            if source is not None and source.exists():
+                shutil.copy2(source, dest.parent / source.name)
             shutil.copy2(path, dest)
     method_params = {m: json.loads(p) for m, (p, _d) in params.items() if isinstance(m, str)}
     manifest = merged_manifest(run_dirs, manifests, first, method_params)

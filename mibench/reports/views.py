@@ -51,7 +51,6 @@ SUMMARY_TABLE = (
 )
 
 
-
 def section_figures(pngs: dict[str, bytes], section: str, naed_norm: str | None,
                     unit: str = DEFAULT_UNIT) -> list[dict[str, Any]]:
     """The figures of one section (``naed``, ``success``, ``timing``) that were drawn:
