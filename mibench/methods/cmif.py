@@ -52,9 +52,7 @@ import torch
 from mibench.estimators import cmif as cm
 from mibench.estimators.quantise import quantise
 from mibench.methods.cmif_common import highpass, parabola_offset, reduce_copy
-from mibench.methods.cmif_volumes import (
-    rigid_search_3d,
-)
+from mibench.methods.cmif_volumes import rigid_search_3d
 from mibench.methods.inputs import prepare_images
 from mibench.tensors import image_to_tensor, mask_to_tensor
 from mibench.transform import MatrixTransform, RegistrationOutput
@@ -346,7 +344,7 @@ def rigid_search(fixed: torch.Tensor, moving: torch.Tensor,
 
 
 # --------------------------------------------------------------------------------------------
-# Volumes: every 3-D translation by 3-D FFT, a coarse rotation search
+# The method: images here, volumes by mibench.methods.cmif_volumes
 
 
 def rigid_align(fixed: Any, moving: Any, fixed_mask: Any = None, moving_mask: Any = None, *,

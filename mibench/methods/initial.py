@@ -59,7 +59,7 @@ def initial_matrix(init: str, fixed: torch.Tensor, moving: torch.Tensor,
         volume with geometry). ``"cmif"``: the rigid transform that maximises CMIF's mutual
         information: rotation over the full circle and every translation for images, a
         coarse rotation grid about the three axes and every translation for volumes
-        (:func:`mibench.methods.cmif.rigid_search_3d`).
+        (:func:`mibench.methods.cmif_volumes.rigid_search_3d`).
     fixed, moving : Tensor ``(1, C, H, W)`` or ``(1, C, D, H, W)``
         The images as the method received them (sizes may differ).
     fixed_mask, moving_mask : bool Tensor ``(1, 1, ...)``, optional
