@@ -76,8 +76,7 @@ class RigidResult3D:
     @property
     def linear(self) -> np.ndarray:
         """``M = S^-1 R S``, the rotation in voxel coordinates."""
-        s = np.diag(self.spacing)
-        return np.linalg.inv(s) @ rotation_matrix(self.angles) @ s
+        return voxel_rotation(self.angles, self.spacing)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -106,6 +105,13 @@ def _voxel_spacing(fixed_geometry, moving_geometry) -> tuple[float, float, float
                              "volumes need the same voxel spacing and direction (resample one "
                              "onto the other's voxel size first)")
     return tuple(float(v) for v in known[0].spacing)
+
+
+def voxel_rotation(angles: Any, spacing: Any) -> np.ndarray:
+    """``M = S^-1 R S``: the rotation :func:`~mibench.geometry.rotation_matrix` of ``angles``
+    (physical space) in voxel coordinates, ``S`` the diagonal of the voxel ``spacing``."""
+    s = np.diag(spacing)
+    return np.linalg.inv(s) @ rotation_matrix(angles) @ s
 
 
 def _shift_to_finer(coarse, linear: np.ndarray, factors: tuple[int, int], coarse_shape,
@@ -166,8 +172,7 @@ class _VolumeLevel:
 
     def evaluate(self, angles, spacing, window=None):
         """``(value, (dz, dy, dx), map)`` of the best shift at the rotation ``angles``."""
-        s = np.diag(spacing)
-        linear = np.linalg.inv(s) @ rotation_matrix(angles) @ s
+        linear = voxel_rotation(angles, spacing)
         rotated = rotate_labels_3d(self.moving, linear)[None]
         out, (fwd, inv) = cm.cmif_volume_from_labels(
             self.side(window), rotated, self.opts["levels_moving"],
@@ -192,7 +197,7 @@ def _subpixel_3d(out: cm.CMIFMap, shift: tuple[int, int, int]) -> list[float]:
         if lo[a] >= 0 and hi[a] < value.shape[a] and bool(valid[tuple(lo)]) \
                 and bool(valid[tuple(hi)]):
             offset = parabola_offset(float(value[tuple(lo)]), float(value[tuple(idx)]),
-                               float(value[tuple(hi)]))
+                                     float(value[tuple(hi)]))
         res.append(shift[a] + offset)
     return res
 
@@ -308,8 +313,7 @@ def rigid_search_3d(fixed: torch.Tensor, moving: torch.Tensor,
     radius = math.ceil(3 * f_c / f_r) + 3
     best = None
     for _, angles0, shift0 in starts:
-        s = np.diag(spacing)
-        linear = np.linalg.inv(s) @ rotation_matrix(angles0) @ s
+        linear = voxel_rotation(angles0, spacing)
         centre = _shift_to_finer(shift0, linear, (f_c, f_r), coarse.moving.shape,
                                  fine.moving.shape)
         window = []
@@ -340,8 +344,7 @@ def rigid_search_3d(fixed: torch.Tensor, moving: torch.Tensor,
     if not math.isfinite(value):
         raise RuntimeError("cmif: no shift reaches the minimum overlap in the refinement")
     zyx = _subpixel_3d(out, shift) if subpixel else [float(v) for v in shift]
-    s = np.diag(spacing)
-    linear = np.linalg.inv(s) @ rotation_matrix(angles) @ s
+    linear = voxel_rotation(angles, spacing)
     final = _shift_to_finer(tuple(zyx), linear, (f_r, 1), fine.moving.shape, moving.shape[-3:])
     d, h, w = moving.shape[-3:]
     info = {"value": value, "angles_deg": list(angles), "shift_vox": [float(v) for v in final],
