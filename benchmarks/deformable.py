@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 import mibench
-from mibench.deformation import folding_fraction, jacobian_determinant
 from mibench.io import write_points_csv
 from mibench.metrics import landmark_errors
+from mibench.registration import deformation_metrics
 from mibench.registry import Registry
 from mibench.transform import MatrixTransform, transform_from_dict
 from mibench.variants import parse_variant
@@ -131,10 +131,8 @@ def main() -> None:
                          moving_mask=pair.moving_mask)
             seconds = time.perf_counter() - start
             errors = landmark_errors(out.transform, pair.fixed_landmarks, pair.moving_landmarks)
-            folding = 0.0
-            if not isinstance(out.transform, MatrixTransform):
-                det = jacobian_determinant(out.transform, np.asarray(pair.fixed).shape[:2])
-                folding = folding_fraction(det, pair.fixed_mask)
+            # As a run's record has it (none for a matrix, which does not fold).
+            folding = (deformation_metrics(out.transform, pair) or {"folding": 0.0})["folding"]
             rows[name].append((float(np.median(errors)), errors, folding, seconds))
             print(f"{info.id:14s} {name:26s} {np.median(errors):9.2f} {np.nanmax(errors):8.2f} "
                   f"{100 * folding:9.4f} {seconds:7.1f}", flush=True)
